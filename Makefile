@@ -1,0 +1,54 @@
+# afxdp-proxy: `make demo` and `make test` work on a fresh Debian 12 machine as root.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BUILD := build
+CLANG ?= clang
+ARCH_INC := /usr/include/$(shell uname -m)-linux-gnu
+BPF_CFLAGS := -target bpf -g -O2 -Wall -Werror -Ibpf/include -I$(ARCH_INC)
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(BPF_SRCS))
+BPF_HDRS := $(wildcard bpf/include/*.h)
+NATIVE_SRCS := $(wildcard native/*.c native/*.h native/*.py)
+STAMP_DEPS := $(BUILD)/.deps
+STAMP_VENV := $(VENV)/.installed
+NATIVE_STAMP := $(BUILD)/.native
+
+.PHONY: all deps bpf native demo test bench lint clean
+all: bpf native
+
+deps: $(STAMP_DEPS) $(STAMP_VENV)
+
+# apt packages: installed only when one is missing, so a warm machine stays fast
+$(STAMP_DEPS): scripts/install-deps.sh
+	bash scripts/install-deps.sh
+	@mkdir -p $(BUILD) && touch $@
+
+$(STAMP_VENV): pyproject.toml | $(STAMP_DEPS)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+bpf: $(BPF_OBJS)
+$(BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) | $(STAMP_DEPS)
+	@mkdir -p $(BUILD)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+native: $(NATIVE_STAMP)
+$(NATIVE_STAMP): $(NATIVE_SRCS) $(BPF_HDRS) | $(STAMP_VENV)
+	$(PY) native/build_native.py
+	@touch $@
+
+demo: all
+	$(PY) -m afxdp_proxy demo
+
+test: all
+	$(PY) -m ruff check afxdp_proxy tests bench native
+	$(PY) -m pytest -q tests
+
+bench: all
+	$(PY) -m afxdp_proxy bench
+
+clean:
+	rm -rf $(BUILD) afxdp_proxy/_native*.so afxdp_proxy/_native.c

@@ -1,0 +1,332 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The in-kernel caching SFC proxy for SR-MPLS (and, with static_mode, the
+ * static proxy it is compared against).
+ *
+ *   axp_xdp_rx   XDP on net_in: pop the stack, cache it, pass (inline) or
+ *                redirect to the SF (attached)
+ *   axp_tc_meta  TC ingress on net_in, meta mode: XDP metadata -> skb->mark
+ *   axp_tc_tx    TC egress on net_out (inline): look up, push
+ *   axp_xdp_tx   XDP on from_sf (attached): look up, push, redirect to net_out
+ */
+#include <linux/pkt_cls.h>
+#include "proxy.bpf.h"
+
+#define AXP_EEXIST 17
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline int axp_cache_insert(struct axp_key *key, struct axp_entry *e)
+{
+	long err = bpf_map_update_elem(&axp_cache, key, e, BPF_NOEXIST);
+
+	if (!err)
+		return 0;
+	if (err == -AXP_EEXIST) {
+		if (axp_cfg.on_conflict == AXP_CONFLICT_DROP) {
+			axp_count(AXP_CNT_RX_CONFLICT_DROP);
+			return -1;
+		}
+		axp_count(AXP_CNT_RX_CONFLICT_REPLACE);
+		if (!bpf_map_update_elem(&axp_cache, key, e, BPF_ANY))
+			return 0;
+	}
+	axp_count(AXP_CNT_RX_CACHE_ERROR);
+	return -1;
+}
+
+SEC("xdp")
+int axp_xdp_rx(struct xdp_md *ctx)
+{
+	__u8 *data = (void *)(long)ctx->data;
+	__u8 *end = (void *)(long)ctx->data_end;
+	int want_key = !axp_cfg.static_mode && axp_cfg.key_mode == AXP_KEY_MODE_HASH;
+	struct axp_entry entry = {};
+	struct axp_frame f = {};
+	struct axp_key key = {};
+	struct axp_sf *sf = NULL;
+	__u8 eth[AXP_ETH_HLEN];
+	__u32 label, sf_idx, mark = 0;
+	__u32 *idx;
+	int res;
+
+	axp_count(AXP_CNT_RX_PACKETS);
+	res = axp_parse_mpls_frame(data, end, entry.labels, &f, want_key ? &key : NULL);
+	if (res != AXP_PARSE_OK) {
+		axp_count(axp_parse_counter(res));
+		return res == AXP_PARSE_NOT_MPLS ? XDP_PASS : XDP_DROP;
+	}
+	label = axp_label_of(entry.labels[0]);
+	idx = bpf_map_lookup_elem(&axp_labels, &label);
+	if (!idx) {
+		axp_count(AXP_CNT_RX_OTHER_LABEL);
+		return XDP_PASS;
+	}
+	sf_idx = *idx;
+	if (axp_cfg.topology == AXP_TOPO_ATTACHED) {
+		sf = bpf_map_lookup_elem(&axp_sfs, &sf_idx);
+		if (!sf) {
+			axp_count(AXP_CNT_RX_OTHER_LABEL);
+			return XDP_PASS;
+		}
+	}
+
+	if (!axp_cfg.static_mode) {
+		entry.depth = f.depth;
+		entry.sf = sf_idx;
+		entry.rx_ns = bpf_ktime_get_ns();
+		if (axp_cfg.key_mode == AXP_KEY_MODE_META) {
+			mark = axp_next_meta_key();
+			axp_meta_key(&key, mark);
+		}
+		if (axp_cache_insert(&key, &entry))
+			return XDP_DROP;
+	}
+
+	/* pop: keep the Ethernet header, drop the stack in front of the IP packet */
+	__builtin_memcpy(eth, data, AXP_ETH_HLEN);
+	*(__be16 *)&eth[12] = axp_htons(f.l3_proto);
+	if (sf) {
+		__builtin_memcpy(eth, sf->sf_mac, 6);
+		__builtin_memcpy(eth + 6, sf->to_sf_mac, 6);
+	}
+	if (bpf_xdp_adjust_head(ctx, f.l3_off - AXP_ETH_HLEN))
+		goto pop_failed;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + AXP_ETH_HLEN > end)
+		goto pop_failed;
+	__builtin_memcpy(data, eth, AXP_ETH_HLEN);
+
+	if (axp_cfg.key_mode == AXP_KEY_MODE_META && !axp_cfg.static_mode) {
+		__u8 *meta;
+
+		if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
+			goto pop_failed;
+		meta = (void *)(long)ctx->data_meta;
+		data = (void *)(long)ctx->data;
+		if (meta + sizeof(__u32) > data)
+			goto pop_failed;
+		__builtin_memcpy(meta, &mark, sizeof(mark));
+	}
+
+	axp_count(AXP_CNT_RX_POPPED);
+	if (sf)
+		return bpf_redirect(sf->to_sf_ifindex, 0);
+	return XDP_PASS;
+
+pop_failed:
+	if (!axp_cfg.static_mode)
+		bpf_map_delete_elem(&axp_cache, &key);
+	axp_count(AXP_CNT_RX_POP_FAILED);
+	return XDP_DROP;
+}
+
+SEC("tc")
+int axp_tc_meta(struct __sk_buff *skb)
+{
+	__u8 *meta = (void *)(long)skb->data_meta;
+	__u8 *data = (void *)(long)skb->data;
+	__u32 mark;
+
+	if (meta + sizeof(mark) <= data) {
+		__builtin_memcpy(&mark, meta, sizeof(mark));
+		skb->mark = mark;
+	}
+	return TC_ACT_OK;
+}
+
+/* The TX lookup: fill *key from the bare packet. Returns an enum axp_parse_result. */
+static __always_inline int axp_tx_key(const __u8 *data, const __u8 *end, __u32 mark,
+				      struct axp_key *key)
+{
+	if (axp_cfg.key_mode == AXP_KEY_MODE_META) {
+		axp_meta_key(key, mark);
+		return AXP_PARSE_OK;
+	}
+	if (data + AXP_ETH_HLEN > end)
+		return AXP_PARSE_MALFORMED;
+	return axp_derive_key(data + AXP_ETH_HLEN, end, key);
+}
+
+static __always_inline int axp_tx_miss_drops(void)
+{
+	if (axp_cfg.on_miss == AXP_MISS_DROP) {
+		axp_count(AXP_CNT_TX_MISS_DROP);
+		return 1;
+	}
+	axp_count(AXP_CNT_TX_MISS_PASS);
+	return 0;
+}
+
+/*
+ * Find what TX pushes for this packet: the cached entry (caching) or the SF
+ * of the TX interface (static). Returns the SF or NULL on a miss.
+ */
+static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 ifindex,
+						    struct axp_entry *entry)
+{
+	__u32 sf_idx, *idx;
+
+	if (axp_cfg.static_mode) {
+		idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
+		if (!idx)
+			return NULL;
+		sf_idx = *idx;
+		return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
+	}
+	if (axp_cache_take(key, entry))
+		return NULL;
+	axp_count_add(AXP_CNT_TX_DWELL_NS, bpf_ktime_get_ns() - entry->rx_ns);
+	sf_idx = entry->sf;
+	return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
+}
+
+SEC("tc")
+int axp_tc_tx(struct __sk_buff *skb)
+{
+	struct axp_entry entry = {};
+	struct axp_key key = {};
+	const __be32 *labels = NULL;
+	__be16 mpls = axp_htons(AXP_ETH_P_MPLS_UC);
+	struct axp_sf *sf;
+	__u32 n;
+	int res;
+
+	axp_count(AXP_CNT_TX_PACKETS);
+	if (skb->protocol != axp_htons(AXP_ETH_P_IP) && skb->protocol != axp_htons(AXP_ETH_P_IPV6)) {
+		axp_count(AXP_CNT_TX_NOT_IP);
+		return TC_ACT_OK;
+	}
+	res = axp_tx_key((void *)(long)skb->data, (void *)(long)skb->data_end, skb->mark, &key);
+	/* headers beyond the linear part: pull them in once, only on this slow path */
+	if (res == AXP_PARSE_MALFORMED && skb->len > AXP_ETH_HLEN) {
+		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
+		__builtin_memset(&key, 0, sizeof(key));
+		res = axp_tx_key((void *)(long)skb->data, (void *)(long)skb->data_end, skb->mark,
+				 &key);
+	}
+	if (res == AXP_PARSE_NOT_IP) {
+		axp_count(AXP_CNT_TX_NOT_IP);
+		return TC_ACT_OK;
+	}
+	if (res != AXP_PARSE_OK) {
+		axp_count(AXP_CNT_TX_MALFORMED);
+		return TC_ACT_SHOT;
+	}
+	sf = axp_tx_lookup(&key, skb->ifindex, &entry);
+	if (!sf)
+		return axp_tx_miss_drops() ? TC_ACT_SHOT : TC_ACT_OK;
+	/* one skb, many packets (GRO upstream): one stack cannot be right for all */
+	if (skb->gso_segs > 1) {
+		axp_count(AXP_CNT_TX_GSO_DROP);
+		return TC_ACT_SHOT;
+	}
+	res = axp_tx_stack(&entry, sf, &labels);
+	if (res < 0) {
+		axp_count(AXP_CNT_TX_MALFORMED);
+		return TC_ACT_SHOT;
+	}
+	n = res;
+	if (!n) {
+		axp_count(AXP_CNT_TX_PLAIN);
+		return TC_ACT_OK;
+	}
+	/* one adjust for the whole stack: it needs skb->protocol to still be IP */
+	if (bpf_skb_adjust_room(skb, n * 4, BPF_ADJ_ROOM_MAC, 0) ||
+	    bpf_skb_store_bytes(skb, AXP_ETH_HLEN, labels, n * 4, 0) ||
+	    bpf_skb_store_bytes(skb, 12, &mpls, sizeof(mpls), 0)) {
+		axp_count(AXP_CNT_TX_PUSH_FAILED);
+		return TC_ACT_SHOT;
+	}
+	axp_count(AXP_CNT_TX_PUSHED);
+	return TC_ACT_OK;
+}
+
+SEC("xdp")
+int axp_xdp_tx(struct xdp_md *ctx)
+{
+	__u8 *data = (void *)(long)ctx->data;
+	__u8 *end = (void *)(long)ctx->data_end;
+	__be16 proto = axp_htons(AXP_ETH_P_MPLS_UC);
+	struct axp_entry entry = {};
+	struct axp_key key = {};
+	const __be32 *labels = NULL;
+	struct axp_sf *sf;
+	__u32 i, n, ifindex = ctx->ingress_ifindex;
+	int res;
+
+	axp_count(AXP_CNT_TX_PACKETS);
+	if (data + AXP_ETH_HLEN > end) {
+		axp_count(AXP_CNT_TX_MALFORMED);
+		return XDP_DROP;
+	}
+	if (axp_load16(data + 12) != axp_htons(AXP_ETH_P_IP) &&
+	    axp_load16(data + 12) != axp_htons(AXP_ETH_P_IPV6)) {
+		axp_count(AXP_CNT_TX_NOT_IP);
+		return XDP_PASS;
+	}
+	res = axp_tx_key(data, end, 0, &key);
+	if (res == AXP_PARSE_NOT_IP) {
+		axp_count(AXP_CNT_TX_NOT_IP);
+		return XDP_PASS;
+	}
+	if (res != AXP_PARSE_OK) {
+		axp_count(AXP_CNT_TX_MALFORMED);
+		return XDP_DROP;
+	}
+	sf = axp_tx_lookup(&key, ifindex, &entry);
+	if (!sf) {
+		__u32 *idx;
+
+		if (axp_tx_miss_drops())
+			return XDP_DROP;
+		/* pass: the SF's output goes on unlabelled, like the kernel would route it */
+		idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
+		if (!idx)
+			return XDP_PASS;
+		i = *idx;
+		sf = bpf_map_lookup_elem(&axp_sfs, &i);
+		if (!sf)
+			return XDP_PASS;
+		proto = axp_load16(data + 12);
+		n = 0;
+		goto out;
+	}
+	res = axp_tx_stack(&entry, sf, &labels);
+	if (res < 0) {
+		axp_count(AXP_CNT_TX_MALFORMED);
+		return XDP_DROP;
+	}
+	n = res;
+	if (!n) {
+		proto = axp_load16(data + 12);
+		axp_count(AXP_CNT_TX_PLAIN);
+		goto out;
+	}
+	if (bpf_xdp_adjust_head(ctx, -(int)(n * 4)))
+		goto push_failed;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	for (i = 0; i < AXP_MAX_LABELS; i++) {
+		__u8 *p = data + AXP_ETH_HLEN + i * 4;
+
+		if (i >= n)
+			break;
+		if (p + 4 > end)
+			goto push_failed;
+		__builtin_memcpy(p, &labels[i], 4);
+	}
+	axp_count(AXP_CNT_TX_PUSHED);
+out:
+	if (data + AXP_ETH_HLEN > end)
+		goto push_failed;
+	__builtin_memcpy(data, sf->next_hop_mac, 6);
+	__builtin_memcpy(data + 6, sf->net_out_mac, 6);
+	__builtin_memcpy(data + 12, &proto, sizeof(proto));
+	return bpf_redirect(sf->net_out_ifindex, 0);
+
+push_failed:
+	axp_count(AXP_CNT_TX_PUSH_FAILED);
+	return XDP_DROP;
+}

@@ -1,0 +1,77 @@
+"""Build the afxdp_proxy._native cffi extension (API mode).
+
+The C lives in real files under native/ and bpf/include/; the cdef is the
+preprocessed native/axp_native.h, so struct layouts and enums are declared
+once, in C, for the BPF programs, the extension and Python alike.
+
+Run directly (``python native/build_native.py``) to build in place, or let
+setuptools call it through ``cffi_modules`` at install time.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from cffi import FFI
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE = ROOT / "native"
+INCLUDE = ROOT / "bpf" / "include"
+
+CDEF_PRELUDE = """
+typedef uint8_t __u8;
+typedef uint16_t __u16;
+typedef uint32_t __u32;
+typedef uint64_t __u64;
+typedef uint16_t __be16;
+typedef uint32_t __be32;
+"""
+
+
+def _cdef() -> str:
+    """The declarations cffi sees: axp_native.h through the preprocessor."""
+    pre = subprocess.run(
+        ["cc", "-E", "-P", "-DAXP_CDEF", f"-I{INCLUDE}", str(NATIVE / "axp_native.h")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    # integer constants survive as cdef #defines so Python can read them
+    defines = []
+    for header in (INCLUDE / "proxy.shared.h",):
+        for name, value in re.findall(r"^#define (AXP_\w+) (\d+)\b", header.read_text(), re.M):
+            defines.append(f"#define {name} {value}")
+    return CDEF_PRELUDE + pre + "\n".join(defines) + "\n"
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(_cdef())
+ffibuilder.set_source(
+    "afxdp_proxy._native",
+    '#include "axp_native.h"\n',
+    sources=[str(p) for p in sorted(NATIVE.glob("*.c"))],
+    include_dirs=[str(NATIVE), str(INCLUDE)],
+    libraries=["xdp", "bpf", "elf", "z"],
+    extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"],
+)
+
+
+def main() -> int:
+    build = ROOT / "build" / "native"
+    build.mkdir(parents=True, exist_ok=True)
+    import os
+
+    os.chdir(ROOT)
+    so = Path(ffibuilder.compile(tmpdir=str(build), verbose=False))
+    dest = ROOT / "afxdp_proxy" / so.name
+    shutil.copy2(so, dest)
+    print(f"built {dest.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
