@@ -280,6 +280,30 @@ def tc_prog_id(ifindex: int, egress: bool) -> int:
     return out[0] if rc == 0 else 0
 
 
+class Link:
+    """A BPF link (XDP or TCX): attached while open, detached on close or process exit."""
+
+    def __init__(self, fd: int, what: str) -> None:
+        self.fd = fd
+        self.what = what
+
+    @classmethod
+    def xdp(cls, prog_fd: int, ifindex: int) -> Link:
+        return cls(check(lib.axp_link_xdp(prog_fd, ifindex), f"attach XDP to ifindex {ifindex}"),
+                   f"xdp@{ifindex}")
+
+    @classmethod
+    def tcx(cls, prog_fd: int, ifindex: int, egress: bool) -> Link:
+        where = "egress" if egress else "ingress"
+        return cls(check(lib.axp_link_tcx(prog_fd, ifindex, int(egress)),
+                         f"attach TC {where} to ifindex {ifindex}"), f"tcx-{where}@{ifindex}")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            lib.axp_link_detach(self.fd)
+            self.fd = -1
+
+
 def enable_run_stats() -> int:
     """Turn on kernel per-program run-time stats while the returned fd is open."""
     return check(lib.axp_enable_run_stats(), "enable BPF run-time stats")

@@ -222,6 +222,33 @@ int axp_tc_query(int ifindex, int egress, uint32_t *prog_id)
 	return err;
 }
 
+/* Linux 6.6 uapi values; Debian 12's headers predate TCX */
+#define AXP_BPF_TCX_INGRESS 46
+#define AXP_BPF_TCX_EGRESS 47
+
+int axp_link_xdp(int prog_fd, int ifindex)
+{
+	int fd = bpf_link_create(prog_fd, ifindex, BPF_XDP, NULL);
+
+	return fd < 0 ? -errno : fd;
+}
+
+int axp_link_tcx(int prog_fd, int ifindex, int egress)
+{
+	int fd = bpf_link_create(prog_fd, ifindex,
+				 egress ? AXP_BPF_TCX_EGRESS : AXP_BPF_TCX_INGRESS, NULL);
+
+	return fd < 0 ? -errno : fd;
+}
+
+int axp_link_detach(int link_fd)
+{
+	int err = bpf_link_detach(link_fd);
+
+	close(link_fd);
+	return err ? -errno : 0;
+}
+
 int axp_map_lookup(int fd, const void *key, void *value)
 {
 	return axp_err(bpf_map_lookup_elem(fd, key, value));

@@ -56,6 +56,14 @@ int axp_tc_attach(int ifindex, int egress, int prog_fd, int *hook_created);
 int axp_tc_detach(int ifindex, int egress, int destroy_hook);
 int axp_tc_query(int ifindex, int egress, uint32_t *prog_id);
 
+/*
+ * BPF links: the attachment lives as long as the returned fd, so a proxy that
+ * dies, even by SIGKILL, leaves nothing attached. Close the fd to detach.
+ */
+int axp_link_xdp(int prog_fd, int ifindex);
+int axp_link_tcx(int prog_fd, int ifindex, int egress);
+int axp_link_detach(int link_fd);
+
 /* maps and programs by fd */
 int axp_map_lookup(int fd, const void *key, void *value);
 int axp_map_update(int fd, const void *key, const void *value, uint64_t flags);
