@@ -10,6 +10,7 @@ setuptools call it through ``cffi_modules`` at install time.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -48,25 +49,32 @@ def _cdef() -> str:
     return CDEF_PRELUDE + pre + "\n".join(defines) + "\n"
 
 
-ffibuilder = FFI()
-ffibuilder.cdef(_cdef())
-ffibuilder.set_source(
-    "afxdp_proxy._native",
-    '#include "axp_native.h"\n',
-    sources=[str(p) for p in sorted(NATIVE.glob("*.c"))],
-    include_dirs=[str(NATIVE), str(INCLUDE)],
-    libraries=["xdp", "bpf", "elf", "z"],
-    extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"],
-)
+def make_ffi(relative_to: Path) -> FFI:
+    """The builder, with source paths relative to where the compiler will run."""
+    ffi = FFI()
+    ffi.cdef(_cdef())
+    ffi.set_source(
+        "afxdp_proxy._native",
+        '#include "axp_native.h"\n',
+        sources=[os.path.relpath(p, relative_to) for p in sorted(NATIVE.glob("*.c"))],
+        include_dirs=[str(NATIVE), str(INCLUDE)],
+        libraries=["xdp", "bpf", "elf", "z"],
+        extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"],
+    )
+    return ffi
+
+
+# setuptools (cffi_modules) builds from the project root and wants relative paths
+ffibuilder = make_ffi(ROOT)
 
 
 def main() -> int:
+    """Build in place: afxdp_proxy/_native*.so next to the Python package."""
     build = ROOT / "build" / "native"
     build.mkdir(parents=True, exist_ok=True)
-    import os
-
-    os.chdir(ROOT)
-    so = Path(ffibuilder.compile(tmpdir=str(build), verbose=False))
+    so = Path(make_ffi(build).compile(tmpdir=str(build), verbose=False))
+    for old in (ROOT / "afxdp_proxy").glob("_native*.so"):
+        old.unlink()
     dest = ROOT / "afxdp_proxy" / so.name
     shutil.copy2(so, dest)
     print(f"built {dest.relative_to(ROOT)}")

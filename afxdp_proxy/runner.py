@@ -1,0 +1,107 @@
+"""Run a backend in the foreground: live counters, clean exit on signals."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from afxdp_proxy import state
+from afxdp_proxy.backends import Backend, make_backend
+from afxdp_proxy.config import ProxyConfig
+
+# counters shown in the live line, in order, with short labels
+LIVE = (
+    ("rx_packets", "rx"), ("rx_popped", "popped"), ("tx_pushed", "pushed"), ("tx_plain", "plain"),
+    ("tx_miss_pass", "miss"), ("tx_miss_drop", "miss-drop"), ("rx_conflict_drop", "conflict"),
+)
+DROPS = ("rx_malformed", "rx_too_many_labels", "rx_not_ip", "rx_cache_error", "rx_pop_failed",
+         "tx_malformed", "tx_gso_drop", "tx_push_failed")
+
+
+def live_line(now: dict[str, int], before: dict[str, int], dt: float, in_flight: int) -> str:
+    parts = []
+    for key, label in LIVE:
+        rate = (now.get(key, 0) - before.get(key, 0)) / dt if dt > 0 else 0.0
+        parts.append(f"{label} {now.get(key, 0)} ({rate:,.0f}/s)")
+    drops = sum(now.get(k, 0) for k in DROPS)
+    parts.append(f"drops {drops}")
+    parts.append(f"in-flight {in_flight}")
+    hits = now.get("tx_pushed", 0) + now.get("tx_plain", 0)
+    if hits:
+        parts.append(f"dwell {now.get('tx_dwell_ns', 0) / hits / 1000:.1f}us")
+    return " | ".join(parts)
+
+
+def summary(counters: dict[str, int], in_flight: int) -> str:
+    popped = counters.get("rx_popped", 0)
+    returned = counters.get("tx_pushed", 0) + counters.get("tx_plain", 0)
+    replaced = counters.get("rx_conflict_replace", 0)
+    # entries that left the cache without their packet returning: LRU evictions
+    lost = max(0, popped - returned - replaced - in_flight)
+    lines = [f"{name:22} {value}" for name, value in counters.items() if name != "tx_dwell_ns"]
+    lines.append(f"{'in_flight':22} {in_flight}")
+    lines.append(f"{'evicted_or_lost':22} {lost}")
+    if returned:
+        lines.append(f"{'mean_dwell_us':22} {counters.get('tx_dwell_ns', 0) / returned / 1000:.1f}")
+    return "\n".join(lines)
+
+
+def instance_name(cfg: ProxyConfig) -> str:
+    return cfg.name or state.netns_id()
+
+
+def run(
+    cfg: ProxyConfig,
+    config_path: str,
+    duration: float | None = None,
+    quiet: bool = False,
+    out: TextIO = sys.stdout,
+    ready: Callable[[Backend], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> dict[str, int]:
+    """Attach, report every second until a signal, the duration or stop_event, detach. Returns counters."""
+    stop = stop_event or threading.Event()
+    name = instance_name(cfg)
+    if name in state.running():
+        raise RuntimeError(f"a proxy named {name!r} is already running here; stop it or set proxy.name")
+    old_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            old_handlers[sig] = signal.signal(sig, lambda *_: stop.set())
+    backend = make_backend(cfg)
+    try:
+        backend.start()
+        for w in getattr(backend, "warnings", []):
+            print(f"warning: {w}", file=sys.stderr)
+        state.write(name, {"kind": "proxy", "pid": __import__("os").getpid(), "backend": cfg.backend,
+                           "key": cfg.key, "topology": cfg.topology, "config": config_path,
+                           "netns": state.netns_id(), "started": time.time(), **backend.state()})
+        if not quiet:
+            print(f"afxdp-proxy: {cfg.backend} backend, key {cfg.key}, topology {cfg.topology}, "
+                  f"{len(cfg.sfs)} SF(s) attached as {name!r}; Ctrl-C to stop", file=out, flush=True)
+        if ready:
+            ready(backend)
+        deadline = time.monotonic() + duration if duration else None
+        before, t_before = backend.counters(), time.monotonic()
+        while not stop.is_set():
+            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if wait <= 0 or stop.wait(wait):
+                break
+            if not quiet:
+                now, t_now = backend.counters(), time.monotonic()
+                print(live_line(now, before, t_now - t_before, backend.in_flight()), file=out, flush=True)
+                before, t_before = now, t_now
+        final = backend.counters()
+        in_flight = backend.in_flight()
+        if not quiet:
+            print(summary(final, in_flight), file=out, flush=True)
+        return final
+    finally:
+        backend.stop()
+        state.remove(name)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,62 @@
+"""Where a running proxy says how to reach it: /run/afxdp-proxy/<name>.json.
+
+bpffs pins would not do: `ip netns exec` remounts /sys, so a pin made by one
+invocation is invisible to the next. Map IDs are global, and the running
+proxy keeps its maps alive, so `stats` opens them by ID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+STATE_DIR = Path(os.environ.get("AXP_STATE_DIR", "/run/afxdp-proxy"))
+
+
+def netns_id() -> str:
+    """An identifier of the caller's network namespace (its inode)."""
+    return f"netns-{os.stat('/proc/self/ns/net').st_ino}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write(name: str, data: dict[str, Any]) -> Path:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    path = STATE_DIR / f"{name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def remove(name: str) -> None:
+    (STATE_DIR / f"{name}.json").unlink(missing_ok=True)
+
+
+def running(kind: str = "proxy") -> dict[str, dict[str, Any]]:
+    """State of live instances by name; files of dead processes are removed."""
+    out: dict[str, dict[str, Any]] = {}
+    if not STATE_DIR.is_dir():
+        return out
+    for path in sorted(STATE_DIR.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("kind") != kind:
+            continue
+        if "pid" in data and not _alive(int(data["pid"])):
+            path.unlink(missing_ok=True)
+            continue
+        out[path.stem] = data
+    return out

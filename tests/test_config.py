@@ -1,0 +1,122 @@
+"""Config validation: every error is one line naming the field, and the CLI exits non-zero."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from afxdp_proxy.config import ConfigError, load_config, parse_config
+
+GOOD = {
+    "proxy": {"backend": "kernel", "key": "hash", "topology": "attached"},
+    "sf": [{"name": "fw1", "label": 1000, "net_in": "p_in", "net_out": "p_out",
+            "to_sf": "p_sf_tx", "from_sf": "p_sf_rx", "sf_mac": "02:00:00:00:00:01"}],
+}
+
+
+def _with(proxy: dict | None = None, sf: dict | None = None, drop: str | None = None) -> dict:
+    data = {"proxy": {**GOOD["proxy"], **(proxy or {})}, "sf": [{**GOOD["sf"][0], **(sf or {})}]}
+    if drop:
+        data["sf"][0].pop(drop)
+    return data
+
+
+def test_good_config_and_defaults() -> None:
+    cfg = parse_config(GOOD)
+    assert (cfg.backend, cfg.key, cfg.topology) == ("kernel", "hash", "attached")
+    assert (cfg.cache_entries, cfg.on_miss, cfg.on_conflict) == (65536, "pass", "drop")
+    assert cfg.sfs[0].label == 1000 and cfg.sfs[0].sf_mac == "02:00:00:00:00:01"
+    assert cfg.sfs[0].next_hop_mac is None
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (_with(proxy={"backend": "dpdk"}), "proxy.backend"),
+        (_with(proxy={"key": "random"}), "proxy.key"),
+        (_with(proxy={"key": "meta"}), "proxy.key"),  # meta needs inline
+        (_with(proxy={"topology": "mesh"}), "proxy.topology"),
+        (_with(proxy={"cache_entries": 0}), "proxy.cache_entries"),
+        (_with(proxy={"cache_entries": "many"}), "proxy.cache_entries"),
+        (_with(proxy={"on_miss": "ignore"}), "proxy.on_miss"),
+        (_with(proxy={"on_conflict": "keep"}), "proxy.on_conflict"),
+        (_with(proxy={"colour": "blue"}), "proxy.colour"),
+        (_with(sf={"label": 1 << 20}), "sf[0].label"),
+        (_with(sf={"label": 3}), "sf[0].label"),  # reserved label
+        (_with(sf={"label": True}), "sf[0].label"),
+        (_with(drop="label"), "sf[0].label"),
+        (_with(drop="net_in"), "sf[0].net_in"),
+        (_with(drop="to_sf"), "sf[0].to_sf"),
+        (_with(sf={"net_out": "a very long interface name"}), "sf[0].net_out"),
+        (_with(sf={"sf_mac": "02:00:00:00:00"}), "sf[0].sf_mac"),
+        (_with(sf={"next_hop_mac": "zz:00:00:00:00:00"}), "sf[0].next_hop_mac"),
+        (_with(sf={"static_stack": [2000]}), "sf[0].static_stack"),  # kernel backend
+        (_with(sf={"speed": 1}), "sf[0].speed"),
+        ({"proxy": {"topology": "inline"}, "sf": [{"label": 1000, "net_in": "a", "net_out": "b",
+                                                   "to_sf": "c"}]}, "sf[0].to_sf"),
+        ({"proxy": {"backend": "static", "topology": "inline"},
+          "sf": [{"label": 1000, "net_in": "a", "net_out": "b"}]}, "sf[0].static_stack"),
+        ({"proxy": {}}, "sf"),
+        ({"proxy": {}, "sf": [GOOD["sf"][0], GOOD["sf"][0]]}, "sf[1].label"),
+        ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "label": 1001}]}, "sf[1].name"),
+        ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "label": 1001, "name": "x"}]}, "sf[1].from_sf"),
+        ({"proxy": {}, "sf": GOOD["sf"], "extra": {}}, "config.extra"),
+    ],
+)
+def test_bad_field_is_named(data: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(data)
+    msg = str(e.value)
+    assert msg.startswith(f"{field}:"), msg
+    assert "\n" not in msg
+
+
+def test_static_and_inline_meta_are_valid() -> None:
+    cfg = parse_config({"proxy": {"backend": "static", "topology": "inline"},
+                        "sf": [{"label": 1000, "net_in": "a", "net_out": "b", "static_stack": [2000, 3000]}]})
+    assert cfg.sfs[0].static_stack == (2000, 3000)
+    cfg = parse_config({"proxy": {"key": "meta", "topology": "inline"},
+                        "sf": [{"label": 1000, "net_in": "a", "net_out": "b"}]})
+    assert cfg.key == "meta"
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[proxy\nkey = ")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "afxdp_proxy", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_config_error_is_one_line_and_nonzero(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[proxy]\nkey = "meta"\n[[sf]]\nlabel = 1000\nnet_in = "a"\nnet_out = "b"\n'
+                   'to_sf = "c"\nfrom_sf = "d"\n')
+    r = _cli("run", "--config", str(cfg))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0
+    assert "proxy.key" in r.stderr
+
+
+@pytest.mark.root
+def test_cli_missing_interface_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[proxy]\ntopology = "inline"\n[[sf]]\nlabel = 1000\nnet_in = "nosuchif0"\nnet_out = "lo"\n')
+    r = _cli("run", "--config", str(cfg), "--duration", "1")
+    assert r.returncode == 2, r.stderr
+    assert "sf[0].net_in" in r.stderr and "nosuchif0" in r.stderr
+
+
+def test_help_explains_counters() -> None:
+    r = _cli("run", "--help")
+    assert r.returncode == 0
+    for word in ("rx_popped", "tx_miss", "--duration", "--config"):
+        assert word in r.stdout
