@@ -44,6 +44,37 @@ def config_struct(cfg: ProxyConfig) -> Any:
     })
 
 
+class ProxyObject:
+    """build/proxy.bpf.o loaded for one configuration, with its maps at hand."""
+
+    def __init__(self, cfg: ProxyConfig, obj_path: str | None = None) -> None:
+        self.obj = bpf.BpfObject(obj_path or bpf.object_path("proxy"))
+        try:
+            self.obj.set_rodata(config_struct(cfg))
+            self.obj.set_max_entries("axp_cache", cfg.cache_entries)
+            self.obj.load()
+        except BaseException:
+            self.obj.close()
+            raise
+        self.counters = self.obj.map("axp_counters", "uint32_t", "uint64_t")
+        self.cache = self.obj.map("axp_cache", "struct axp_key", "struct axp_entry")
+        self.sfs = self.obj.map("axp_sfs", "uint32_t", "struct axp_sf")
+        self.labels = self.obj.map("axp_labels", "uint32_t", "uint32_t")
+        self.tx_sf = self.obj.map("axp_tx_sf", "uint32_t", "uint32_t")
+
+    def add_sf(self, index: int, sf: Any, tx_ifindex: int) -> None:
+        """Serve an SF: its struct axp_sf, its top label, the interface its TX runs on."""
+        self.sfs.update(index, sf)
+        self.labels.update(sf.label, index)
+        self.tx_sf.update(tx_ifindex, index)
+
+    def prog_fd(self, name: str) -> int:
+        return self.obj.prog_fd(name)
+
+    def close(self) -> None:
+        self.obj.close()
+
+
 class KernelProxy:
     """Load, configure and attach the BPF proxy; undo all of it on stop()."""
 
@@ -52,7 +83,7 @@ class KernelProxy:
         self.name = cfg.backend
         self._obj_path = obj_path
         self._undo = ExitStack()
-        self.obj: bpf.BpfObject | None = None
+        self.obj: ProxyObject | None = None
         self.counter_map: bpf.Map | None = None
         self.cache_map: bpf.Map | None = None
         self.warnings: list[str] = []
@@ -109,22 +140,13 @@ class KernelProxy:
             ifaces = self._resolve(ipr)
             sf_structs = [self._sf_struct(ipr, i, sf, ifaces[i]) for i, sf in enumerate(cfg.sfs)]
 
-        obj = bpf.BpfObject(self._obj_path or bpf.object_path("proxy"))
+        obj = ProxyObject(cfg, self._obj_path)
         self._undo.callback(obj.close)
-        obj.set_rodata(config_struct(cfg))
-        obj.set_max_entries("axp_cache", cfg.cache_entries)
-        obj.load()
         self.obj = obj
-        self.counter_map = obj.map("axp_counters", "uint32_t", "uint64_t")
-        self.cache_map = obj.map("axp_cache", "struct axp_key", "struct axp_entry")
-        sfs = obj.map("axp_sfs", "uint32_t", "struct axp_sf")
-        labels = obj.map("axp_labels", "uint32_t", "uint32_t")
-        tx_sf = obj.map("axp_tx_sf", "uint32_t", "uint32_t")
+        self.counter_map = obj.counters
+        self.cache_map = obj.cache
         for i, s in enumerate(sf_structs):
-            sfs.update(i, s)
-            labels.update(cfg.sfs[i].label, i)
-            tx_if = ifaces[i]["from_sf" if cfg.topology == "attached" else "net_out"]
-            tx_sf.update(tx_if.index, i)
+            obj.add_sf(i, s, ifaces[i]["from_sf" if cfg.topology == "attached" else "net_out"].index)
 
         rx_fd = obj.prog_fd("axp_xdp_rx")
         net_ins = {ifs["net_in"].index: ifs["net_in"] for ifs in ifaces}
