@@ -1,0 +1,1 @@
+"""Benchmarks: per-packet BPF costs, throughput and packet rate through the testbed."""
