@@ -1,0 +1,435 @@
+"""The packet table: one row per input frame and what every proxy implementation must do with it.
+
+Implementation-neutral: the BPF tests (BPF_PROG_TEST_RUN), the C extension tests, the key
+oracle tests and the micro-benchmark all iterate over ``CASES``. A row says what the RX side
+does with the frame (pop and cache / pass / drop, and which named counter counts it), what the
+parser reports, what the cache entry holds, and what the TX side emits when the SF hands the
+bare packet back unchanged (inline topology: MACs as they came; attached backends rewrite them).
+
+Label stacks vary label, TC and TTL per entry, so a push that rebuilds entries instead of
+restoring them ("kept as they were") is caught.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from scapy.contrib.mpls import MPLS
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP, IPOption_Router_Alert
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
+from scapy.layers.l2 import ARP, Ether
+from scapy.layers.rtp import RTP
+from scapy.packet import Packet, Raw
+
+from afxdp_proxy.key import MAX_LABELS, KeyKind, ParseResult
+from afxdp_proxy.mpls import Lse
+
+SRC_MAC = "02:aa:00:00:00:01"  # the previous hop
+DST_MAC = "02:bb:00:00:00:02"  # the proxy's net_in
+SF_LABELS = {100: 0, 200: 1}  # top label -> SF index: the labels the proxy under test serves
+OTHER_LABEL = 300  # a label no SF of ours answers to
+SRC4, DST4 = "10.1.0.1", "10.2.0.2"
+SRC6, DST6 = "fd00:1::1", "fd00:2::2"
+
+
+class Verdict(StrEnum):
+    POP = "pop"  # stack popped and cached, bare packet sent on (to the SF)
+    PASS = "pass"  # frame left alone, handed to the normal path
+    DROP = "drop"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # short id, used as the pytest id
+    description: str
+    frame: bytes  # what arrives on net_in
+    rx: Verdict
+    rx_counter: str  # name of the counter (enum axp_counter) the RX side bumps besides rx_packets
+    parse: ParseResult  # what the shared parser returns for the frame
+    kind: KeyKind | None = None  # key kind when the parse is OK
+    stack: tuple[int, ...] = ()  # the cached label stack entries, outermost first (when popped)
+    sf: int | None = None  # SF index the cache entry belongs to (when popped)
+    popped: bytes | None = None  # RX output: the bare frame (when popped)
+    pushed: bytes | None = None  # TX output for the popped frame coming back unchanged
+    tx_counter: str | None = None  # tx_pushed, or tx_plain when only the SF's own label was there
+
+    @property
+    def depth(self) -> int:
+        return len(self.stack)
+
+
+def stack_of(depth: int, top: int = 100) -> list[Lse]:
+    """A well-formed stack whose entries all differ in label, TC and TTL."""
+    return [
+        Lse(top if i == 0 else 1000 + 111 * i, (5 + 3 * i) % 8, i == depth - 1, (64 + 37 * i) % 256)
+        for i in range(depth)
+    ]
+
+
+def _mpls(stack: list[Lse]) -> list[Packet]:
+    return [MPLS(label=e.label, cos=e.tc, s=int(e.bos), ttl=e.ttl) for e in stack]
+
+
+def _frame(stack: list[Lse], payload: Packet | bytes, eth_type: int | None = None) -> Packet:
+    p: Packet = Ether(src=SRC_MAC, dst=DST_MAC) if eth_type is None else Ether(src=SRC_MAC, dst=DST_MAC, type=eth_type)
+    for m in _mpls(stack):
+        p = p / m
+    return p / (Raw(payload) if isinstance(payload, bytes) else payload)
+
+
+def popping(name: str, description: str, stack: list[Lse], ip: Packet, kind: KeyKind) -> Case:
+    """A frame the proxy serves: pop and cache at RX, push the stack minus our label at TX."""
+    eth = Ether(src=SRC_MAC, dst=DST_MAC)
+    rest = stack[1:]
+    return Case(
+        name=name,
+        description=description,
+        frame=bytes(_frame(stack, ip)),
+        rx=Verdict.POP,
+        rx_counter="rx_popped",
+        parse=ParseResult.OK,
+        kind=kind,
+        stack=tuple(e.encode() for e in stack),
+        sf=SF_LABELS[stack[0].label],
+        popped=bytes(eth / ip),
+        pushed=bytes(_frame(rest, ip) if rest else eth / ip),
+        tx_counter="tx_pushed" if rest else "tx_plain",
+    )
+
+
+def refused(name: str, description: str, frame: Packet | bytes, rx: Verdict, counter: str, parse: ParseResult) -> Case:
+    """A frame the proxy does not pop: passed on untouched or dropped, and counted."""
+    return Case(name, description, bytes(frame), rx, counter, parse)
+
+
+def _ip4(**kw: object) -> IP:
+    return IP(src=SRC4, dst=DST4, **kw)
+
+
+def _ip6(**kw: object) -> IPv6:
+    return IPv6(src=SRC6, dst=DST6, **kw)
+
+
+def _tcp(seq: int = 0x11223344, ack: int = 0x55667788) -> TCP:
+    return TCP(sport=40000, dport=443, seq=seq, ack=ack, flags="PA", window=501) / Raw(b"GET / HTTP/1.1\r\n")
+
+
+def _rtp(ssrc: int = 0xCAFEF00D) -> Packet:
+    return (
+        UDP(sport=5004, dport=5006)
+        / RTP(version=2, payload_type=96, sequence=4242, timestamp=0x0BADBEEF, sourcesync=ssrc)
+        / Raw(b"\x55" * 40)
+    )
+
+
+def _ip4_bytes(ip: Packet, *, byte0: int | None = None, length: int | None = None) -> bytes:
+    """Raw IPv4 bytes with the version/IHL byte overridden or the packet cut short."""
+    raw = bytearray(bytes(ip))
+    if byte0 is not None:
+        raw[0] = byte0
+    return bytes(raw[:length] if length is not None else raw)
+
+
+TCP4 = _ip4(id=0x1001, tos=0xB9, ttl=61) / _tcp()
+
+CASES: list[Case] = [
+    # ---- popped: stack depths ------------------------------------------------------------
+    popping("tcp4_1", "IPv4 TCP, one label (ours): TX sends plain IP", stack_of(1), TCP4, KeyKind.TCP),
+    popping("tcp4_2", "IPv4 TCP, two labels", stack_of(2), _ip4(id=0x1002) / _tcp(seq=2), KeyKind.TCP),
+    popping("tcp4_8", "IPv4 TCP, eight labels", stack_of(8), _ip4(id=0x1008) / _tcp(seq=8), KeyKind.TCP),
+    popping(
+        "tcp4_16",
+        f"IPv4 TCP, {MAX_LABELS} labels (the maximum)",
+        stack_of(MAX_LABELS),
+        _ip4(id=0x1016) / _tcp(seq=16),
+        KeyKind.TCP,
+    ),
+    popping(
+        "tcp4_sf1",
+        "IPv4 TCP for the second SF (label 200)",
+        stack_of(3, top=200),
+        _ip4(id=0x1003) / _tcp(seq=3),
+        KeyKind.TCP,
+    ),
+    # ---- popped: IPv4 flavours -------------------------------------------------------------
+    popping(
+        "tcp4_options",
+        "IPv4 with options (IHL 7): the key reads TCP after them",
+        stack_of(3),
+        _ip4(
+            id=0x1101, options=[IPOption_Router_Alert(), IPOption_NOP(), IPOption_NOP(), IPOption_NOP(), IPOption_NOP()]
+        )
+        / _tcp(seq=0x1101),
+        KeyKind.TCP,
+    ),
+    popping(
+        "tcp4_first_frag",
+        "IPv4 first fragment (MF, offset 0): still keyed as TCP",
+        stack_of(2),
+        _ip4(id=0x1102, flags="MF") / _tcp(seq=0x1102),
+        KeyKind.TCP,
+    ),
+    popping(
+        "frag4_later",
+        "IPv4 later fragment (offset 185): no L4 header, keyed on payload words",
+        stack_of(2),
+        _ip4(id=0x1103, frag=185, proto=6) / Raw(bytes(range(64, 100))),
+        KeyKind.OTHER,
+    ),
+    popping("rtp4", "IPv4 UDP carrying RTP v2", stack_of(3), _ip4(id=0x1201) / _rtp(), KeyKind.RTP),
+    popping(
+        "rtcp4",
+        "IPv4 UDP carrying RTCP (version 2, type 200): plain UDP key",
+        stack_of(2),
+        _ip4(id=0x1202) / UDP(sport=5005, dport=5007) / Raw(bytes([0x80, 200, 0, 6]) + bytes(range(24))),
+        KeyKind.UDP,
+    ),
+    popping(
+        "udp4",
+        "IPv4 UDP, not RTP (first payload byte 0x12)",
+        stack_of(2),
+        _ip4(id=0x1203) / UDP(sport=3333, dport=53) / Raw(bytes.fromhex("12340100000100000000000003777777")),
+        KeyKind.UDP,
+    ),
+    popping(
+        "udp4_short",
+        "IPv4 UDP with a 6-byte payload: one whole key word, the rest zero",
+        stack_of(2),
+        _ip4(id=0x1204) / UDP(sport=7, dport=7) / Raw(b"abcdef"),
+        KeyKind.UDP,
+    ),
+    popping(
+        "icmp4",
+        "IPv4 ICMP echo request",
+        stack_of(4),
+        _ip4(id=0x1301) / ICMP(type=8, id=0x77, seq=9) / Raw(b"ping-payload-1234"),
+        KeyKind.ICMP,
+    ),
+    popping(
+        "gre4",
+        "IPv4 with another protocol (GRE): keyed on the first payload words",
+        stack_of(2),
+        _ip4(id=0x1401, proto=47) / Raw(bytes.fromhex("00000800") + bytes(range(30))),
+        KeyKind.OTHER,
+    ),
+    # ---- popped: IPv6 ------------------------------------------------------------------------
+    popping(
+        "tcp6",
+        "IPv6 TCP, flow label and traffic class set",
+        stack_of(3),
+        _ip6(fl=0xABCDE, tc=0xB8, hlim=17) / _tcp(seq=0x6001),
+        KeyKind.TCP,
+    ),
+    popping(
+        "udp6",
+        "IPv6 UDP",
+        stack_of(2),
+        _ip6(fl=0x12345) / UDP(sport=1234, dport=4321) / Raw(b"x" * 20),
+        KeyKind.UDP,
+    ),
+    popping("rtp6", "IPv6 UDP carrying RTP v2", stack_of(5), _ip6(fl=7) / _rtp(0x600D), KeyKind.RTP),
+    popping(
+        "icmp6",
+        "IPv6 ICMPv6 echo request",
+        stack_of(2),
+        _ip6() / ICMPv6EchoRequest(id=0x66, seq=3, data=b"ping6-payload"),
+        KeyKind.ICMP,
+    ),
+    popping(
+        "hbh6",
+        "IPv6 with a hop-by-hop extension header: keyed on its first words",
+        stack_of(2),
+        _ip6(fl=0x2222) / IPv6ExtHdrHopByHop() / UDP(sport=9, dport=9) / Raw(b"y" * 8),
+        KeyKind.OTHER,
+    ),
+    popping(
+        "frag6",
+        "IPv6 with a fragment header: keyed on its first words",
+        stack_of(3),
+        _ip6() / IPv6ExtHdrFragment(id=0x5EED, m=1) / UDP(sport=9, dport=9) / Raw(b"z" * 16),
+        KeyKind.OTHER,
+    ),
+    # ---- refused: not for us -----------------------------------------------------------------
+    refused(
+        "arp",
+        "ARP: not MPLS, passed",
+        Ether(src=SRC_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=DST4),
+        Verdict.PASS,
+        "rx_not_mpls",
+        ParseResult.NOT_MPLS,
+    ),
+    refused(
+        "ipv4_plain",
+        "plain IPv4: not MPLS, passed",
+        Ether(src=SRC_MAC, dst=DST_MAC) / TCP4,
+        Verdict.PASS,
+        "rx_not_mpls",
+        ParseResult.NOT_MPLS,
+    ),
+    refused(
+        "mpls_mc",
+        "multicast MPLS (0x8848): not SR-MPLS unicast, passed",
+        _frame(stack_of(2), TCP4, eth_type=0x8848),
+        Verdict.PASS,
+        "rx_not_mpls",
+        ParseResult.NOT_MPLS,
+    ),
+    refused(
+        "other_label",
+        "top label serves no SF of ours: passed untouched",
+        _frame(stack_of(3, top=OTHER_LABEL), TCP4),
+        Verdict.PASS,
+        "rx_other_label",
+        ParseResult.OK,
+    ),
+    refused(
+        "ours_below",
+        "our label second in the stack, another on top: passed",
+        _frame([Lse(OTHER_LABEL, 1, False, 9), Lse(100, 2, True, 8)], TCP4),
+        Verdict.PASS,
+        "rx_other_label",
+        ParseResult.OK,
+    ),
+    # ---- refused: malformed ------------------------------------------------------------------
+    refused(
+        "eth_truncated",
+        "10-byte frame: truncated Ethernet header",
+        bytes(Ether(src=SRC_MAC, dst=DST_MAC))[:10],
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    refused(
+        "mpls_no_label",
+        "MPLS ethertype and nothing after it",
+        Ether(src=SRC_MAC, dst=DST_MAC, type=0x8847),
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    refused(
+        "stack_truncated",
+        "two labels without bottom of stack, then two bytes",
+        bytes(_frame([Lse(100, 1, False, 5), Lse(1001, 2, False, 6)], b"")) + b"\x45\x00",
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    refused(
+        "labels16_no_bos",
+        f"{MAX_LABELS} labels without bottom of stack, frame ends",
+        _frame([Lse(100 + i, i % 8, False, i) for i in range(MAX_LABELS)], b""),
+        Verdict.DROP,
+        "rx_too_many_labels",
+        ParseResult.TOO_MANY_LABELS,
+    ),
+    refused(
+        "labels17_no_bos",
+        f"{MAX_LABELS + 1} labels, none with bottom of stack, then IPv4",
+        _frame([Lse(100 + i, i % 8, False, i) for i in range(MAX_LABELS + 1)], TCP4),
+        Verdict.DROP,
+        "rx_too_many_labels",
+        ParseResult.TOO_MANY_LABELS,
+    ),
+    refused(
+        "labels17",
+        f"{MAX_LABELS + 1} labels, bottom of stack on the last: deeper than the maximum",
+        _frame(stack_of(MAX_LABELS + 1), TCP4),
+        Verdict.DROP,
+        "rx_too_many_labels",
+        ParseResult.TOO_MANY_LABELS,
+    ),
+    refused(
+        "not_ip_nibble0",
+        "bottom of stack, then a payload starting with nibble 0 (pseudowire CW)",
+        _frame(stack_of(2), bytes(16)),
+        Verdict.DROP,
+        "rx_not_ip",
+        ParseResult.NOT_IP,
+    ),
+    refused(
+        "not_ip_nibble5",
+        "bottom of stack, then a payload starting with nibble 5",
+        _frame(stack_of(1), b"\x50" + bytes(30)),
+        Verdict.DROP,
+        "rx_not_ip",
+        ParseResult.NOT_IP,
+    ),
+    refused(
+        "not_ip_empty",
+        "the frame ends at the bottom of stack",
+        _frame(stack_of(3), b""),
+        Verdict.DROP,
+        "rx_not_ip",
+        ParseResult.NOT_IP,
+    ),
+    refused(
+        "ipv4_truncated",
+        "IPv4 header cut at 12 bytes",
+        _frame(stack_of(2), _ip4_bytes(TCP4, length=12)),
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    refused(
+        "ipv4_ihl4",
+        "IPv4 with IHL 4 (< 5)",
+        _frame(stack_of(2), _ip4_bytes(TCP4, byte0=0x44)),
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    refused(
+        "ipv4_ihl_past_end",
+        "IPv4 with IHL 15 in a 30-byte packet",
+        _frame(stack_of(2), _ip4_bytes(TCP4, byte0=0x4F, length=30)),
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    refused(
+        "tcp4_truncated",
+        "IPv4 TCP with 12 bytes of TCP header",
+        _frame(stack_of(2), _ip4_bytes(TCP4, length=32)),
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    refused(
+        "udp4_truncated",
+        "IPv4 UDP with 4 bytes of UDP header",
+        _frame(stack_of(2), _ip4_bytes(_ip4() / UDP(sport=1, dport=2), length=24)),
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    refused(
+        "icmp4_truncated",
+        "IPv4 ICMP with 4 bytes of ICMP header",
+        _frame(stack_of(2), _ip4_bytes(_ip4() / ICMP(), length=24)),
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    refused(
+        "ipv6_truncated",
+        "IPv6 header cut at 30 bytes",
+        _frame(stack_of(2), bytes(_ip6() / _tcp())[:30]),
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    refused(
+        "tcp6_truncated",
+        "IPv6 TCP with 19 bytes of TCP header",
+        _frame(stack_of(2), bytes(_ip6() / _tcp())[:59]),
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+]
+
+BY_NAME = {c.name: c for c in CASES}
+assert len(BY_NAME) == len(CASES), "case names must be unique"
+POPPED = [c for c in CASES if c.rx == Verdict.POP]
