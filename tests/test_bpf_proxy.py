@@ -1,0 +1,706 @@
+"""build/proxy.bpf.o under BPF_PROG_TEST_RUN: verdicts, exact output bytes, cache and counters.
+
+Every row of tests/cases.py goes through axp_xdp_rx and, when popped, back through the TX
+program of the topology (inline: TC axp_tc_tx; attached: XDP axp_xdp_tx). Then the modes one
+by one: misses, conflicts, meta keys, the static proxy, bad TX input.
+
+Test-run facts this relies on: XDP and TC runs happen on the loopback device (ifindex 1), so
+``axp_tx_sf`` maps ifindex 1; XDP_REDIRECT is returned, not carried out, so bpf_redirect needs
+no real target; XDP output is the adjusted frame, preceded by the metadata when there is some;
+frames shorter than an Ethernet header are refused (EINVAL) before any program runs.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import struct
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from afxdp_proxy._native import ffi, lib
+from cases import CASES, POPPED, SF_LABELS, Case, Verdict, stack_of
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+from afxdp_proxy import bpf
+from afxdp_proxy.key import ETH_HLEN, KEY_SIZE, derive_key, format_key, meta_key, parse_mpls_frame
+from afxdp_proxy.mpls import Lse, stack_bytes
+
+pytestmark = pytest.mark.root
+
+TX_IFINDEX = 1  # test runs see the loopback device: skb->ifindex and ingress_ifindex are 1
+MAX_LABELS = lib.AXP_MAX_LABELS
+# struct __sk_buff (UAPI, ABI-stable) offsets of the fields a TC test run may preset
+SKB_CTX_SIZE, SKB_MARK, SKB_GSO_SEGS = 192, 8, 164
+
+
+def mac(s: str) -> bytes:
+    return bytes.fromhex(s.replace(":", ""))
+
+
+@dataclass(frozen=True)
+class Sf:
+    """One served SF as the loader would describe it (ifindexes need not exist in test runs)."""
+
+    label: int
+    sf_mac: bytes
+    to_sf_mac: bytes
+    next_hop_mac: bytes
+    net_out_mac: bytes
+    static: tuple[Lse, ...]
+    to_sf_ifindex: int
+    net_out_ifindex: int
+
+    def struct(self) -> object:
+        s = ffi.new("struct axp_sf *")
+        s.label = self.label
+        s.to_sf_ifindex = self.to_sf_ifindex
+        s.from_sf_ifindex = TX_IFINDEX
+        s.net_out_ifindex = self.net_out_ifindex
+        for name in ("sf_mac", "to_sf_mac", "next_hop_mac", "net_out_mac"):
+            ffi.memmove(getattr(s, name), getattr(self, name), 6)
+        ffi.memmove(s.static_stack, stack_bytes(list(self.static)), 4 * len(self.static))
+        s.static_depth = len(self.static)
+        return s
+
+
+SFS = {
+    SF_LABELS[100]: Sf(
+        100, mac("02:5f:00:00:00:01"), mac("02:70:00:00:00:01"), mac("02:4e:00:00:00:01"),
+        mac("02:0e:00:00:00:01"), (Lse(500, 1, False, 33), Lse(600, 6, False, 44), Lse(700, 3, True, 55)),
+        11, 21,
+    ),
+    SF_LABELS[200]: Sf(
+        200, mac("02:5f:00:00:00:02"), mac("02:70:00:00:00:02"), mac("02:4e:00:00:00:02"),
+        mac("02:0e:00:00:00:02"), (), 12, 22,
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cfg:
+    key_mode: str = "hash"
+    topology: str = "inline"
+    on_miss: str = "pass"
+    on_conflict: str = "drop"
+    static: bool = False
+
+    def struct(self) -> object:
+        return ffi.new(
+            "struct axp_config *",
+            {
+                "key_mode": {"hash": lib.AXP_KEY_MODE_HASH, "meta": lib.AXP_KEY_MODE_META}[self.key_mode],
+                "topology": {"inline": lib.AXP_TOPO_INLINE, "attached": lib.AXP_TOPO_ATTACHED}[self.topology],
+                "on_miss": {"pass": lib.AXP_MISS_PASS, "drop": lib.AXP_MISS_DROP}[self.on_miss],
+                "on_conflict": {"drop": lib.AXP_CONFLICT_DROP, "replace": lib.AXP_CONFLICT_REPLACE}[self.on_conflict],
+                "static_mode": int(self.static),
+            },
+        )
+
+    def __str__(self) -> str:
+        mode = "static" if self.static else "cache"
+        return f"{self.key_mode}-{self.topology}-miss_{self.on_miss}-conflict_{self.on_conflict}-{mode}"
+
+
+ALL_CONFIGS = [
+    Cfg(k, t, m, c, s)
+    for k, t, m, c, s in itertools.product(
+        ("hash", "meta"), ("inline", "attached"), ("pass", "drop"), ("drop", "replace"), (False, True)
+    )
+]
+PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """struct axp_entry copied out of the map."""
+
+    labels: bytes  # the 16 __be32 slots as stored
+    rx_ns: int
+    depth: int
+    sf: int
+
+
+class Proxy:
+    """The loaded object for one configuration, with SFs configured and run helpers."""
+
+    def __init__(self, cfg: Cfg) -> None:
+        self.cfg = cfg
+        self.obj = bpf.BpfObject(bpf.object_path("proxy"))
+        self.obj.set_rodata(cfg.struct())
+        self.obj.set_max_entries("axp_cache", 1024)
+        try:
+            self.obj.load()
+        except bpf.BpfError as e:  # show the verifier's words, not just the errno
+            self.obj.close()
+            pytest.fail(f"{cfg}: {e}\n{e.log[-4000:]}", pytrace=False)
+        self.fds = {p: self.obj.prog_fd(p) for p in PROGRAMS}
+        self.cache = self.obj.map("axp_cache", "struct axp_key", "struct axp_entry")
+        self.counter_map = self.obj.map("axp_counters", "uint32_t", "uint64_t")
+        self.sfs = self.obj.map("axp_sfs", "uint32_t", "struct axp_sf")
+        self.labels = self.obj.map("axp_labels", "uint32_t", "uint32_t")
+        self.tx_sf = self.obj.map("axp_tx_sf", "uint32_t", "uint32_t")
+        self.names = bpf.counter_names()
+        for idx, sf in SFS.items():
+            self.sfs.update(idx, sf.struct())
+            self.labels.update(sf.label, idx)
+
+    def reset(self) -> None:
+        self.cache.clear()
+        zeros = ffi.new("uint64_t[]", bpf.NCPUS)
+        for slot in range(len(self.names)):
+            self.counter_map.update(slot, zeros)
+        self.tx_sf.clear()
+        self.tx_sf.update(TX_IFINDEX, 0)
+
+    def close(self) -> None:
+        self.obj.close()
+
+    # -- runs ---------------------------------------------------------------------------
+    def rx(self, frame: bytes) -> bpf.RunResult:
+        return bpf.test_run(self.fds["axp_xdp_rx"], frame)
+
+    def tc_tx(self, frame: bytes, mark: int = 0, gso_segs: int = 0) -> bpf.RunResult:
+        ctx = None
+        if mark or gso_segs:
+            buf = bytearray(SKB_CTX_SIZE)
+            struct.pack_into("=I", buf, SKB_MARK, mark)
+            struct.pack_into("=I", buf, SKB_GSO_SEGS, gso_segs)
+            ctx = bytes(buf)
+        return bpf.test_run(self.fds["axp_tc_tx"], frame, ctx=ctx)
+
+    def xdp_tx(self, frame: bytes) -> bpf.RunResult:
+        return bpf.test_run(self.fds["axp_xdp_tx"], frame)
+
+    def tx(self, frame: bytes, mark: int = 0) -> bpf.RunResult:
+        """The TX program of the topology: TC egress inline, XDP on from_sf attached."""
+        return self.tc_tx(frame, mark) if self.cfg.topology == "inline" else self.xdp_tx(frame)
+
+    # -- state ----------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """Non-zero counters by name, summed over CPUs."""
+        out = {}
+        for slot, name in enumerate(self.names):
+            total = sum(self.counter_map.lookup(slot))
+            if total:
+                out[name] = total
+        return out
+
+    def entries(self) -> dict[bytes, Entry]:
+        out = {}
+        for key in self.cache.keys():  # noqa: SIM118 (a bpf.Map, not a dict)
+            e = self.cache.lookup(key)
+            if e is not None:
+                out[bytes(ffi.buffer(key))] = Entry(bytes(ffi.buffer(e.labels)), e.rx_ns, e.depth, e.sf)
+        return out
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[dict[Cfg, Proxy]]:
+    loaded: dict[Cfg, Proxy] = {}
+    yield loaded
+    for p in loaded.values():
+        p.close()
+
+
+@pytest.fixture
+def make(pool: dict[Cfg, Proxy]) -> Callable[..., Proxy]:
+    """make(**cfg) -> a loaded proxy for that configuration, with an empty cache and zero counters."""
+
+    def get(**kw: object) -> Proxy:
+        cfg = Cfg(**kw)  # type: ignore[arg-type]
+        if cfg not in pool:
+            pool[cfg] = Proxy(cfg)
+        pool[cfg].reset()
+        return pool[cfg]
+
+    return get
+
+
+@pytest.fixture
+def one_cpu() -> Iterator[int]:
+    """Pin this thread to one CPU, so per-CPU state (the meta sequence) is predictable."""
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    os.sched_setaffinity(0, {cpu})
+    yield cpu
+    os.sched_setaffinity(0, before)
+
+
+# ---- expectations --------------------------------------------------------------------------
+
+
+def with_macs(frame: bytes, dst: bytes, src: bytes) -> bytes:
+    return dst + src + frame[12:]
+
+
+def labelled(bare: bytes, stack: list[Lse] | tuple[Lse, ...]) -> bytes:
+    """A bare Ethernet+IP frame with a label stack pushed (plain IP when the stack is empty)."""
+    if not stack:
+        return bare
+    return bare[:12] + b"\x88\x47" + stack_bytes(list(stack)) + bare[14:]
+
+
+def entry_labels(stack: tuple[int, ...]) -> bytes:
+    return struct.pack(f"!{len(stack)}I", *stack).ljust(4 * MAX_LABELS, b"\0")
+
+
+def assert_frame(got: bytes, want: bytes) -> None:
+    if got != want:
+        pytest.fail(
+            f"frames differ\n got  {got.hex()}\n want {want.hex()}\n"
+            f"--- got ---\n{Ether(got).show(dump=True)}--- want ---\n{Ether(want).show(dump=True)}",
+            pytrace=False,
+        )
+
+
+def assert_counters(px: Proxy, want: dict[str, int]) -> int:
+    """Exact non-zero counters, apart from tx_dwell_ns, which is returned."""
+    got = px.counters()
+    dwell = got.pop("tx_dwell_ns", 0)
+    assert got == want
+    return dwell
+
+
+def assert_one_entry(px: Proxy, key: bytes, stack: tuple[int, ...], sf: int, after_ns: int) -> Entry:
+    entries = px.entries()
+    assert list(entries) == [key], f"cache keys {[format_key(k) for k in entries]}, want [{format_key(key)}]"
+    e = entries[key]
+    assert e.labels == entry_labels(stack)
+    assert (e.depth, e.sf) == (len(stack), sf)
+    assert after_ns < e.rx_ns <= time.monotonic_ns()  # bpf_ktime_get_ns is CLOCK_MONOTONIC
+    return e
+
+
+def rx_expect(case: Case, topology: str) -> tuple[int, bytes]:
+    if case.rx == Verdict.POP:
+        assert case.popped is not None and case.sf is not None
+        if topology == "attached":
+            sf = SFS[case.sf]
+            return bpf.XDP_REDIRECT, with_macs(case.popped, sf.sf_mac, sf.to_sf_mac)
+        return bpf.XDP_PASS, case.popped
+    return (bpf.XDP_PASS if case.rx == Verdict.PASS else bpf.XDP_DROP), case.frame
+
+
+def tx_expect(case: Case, topology: str) -> tuple[int, bytes]:
+    assert case.pushed is not None and case.sf is not None
+    if topology == "attached":
+        sf = SFS[case.sf]
+        return bpf.XDP_REDIRECT, with_macs(case.pushed, sf.next_hop_mac, sf.net_out_mac)
+    return bpf.TC_ACT_OK, case.pushed
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cfg", ALL_CONFIGS, ids=str)
+def test_every_configuration_loads_and_pops(make: Callable[..., Proxy], cfg: Cfg) -> None:
+    assert len(ALL_CONFIGS) == 32
+    px = make(**cfg.__dict__)  # a verifier rejection raises BpfError here, with the log
+    assert all(fd >= 0 for fd in px.fds.values())
+    case = POPPED[1]
+    r = px.rx(case.frame)
+    assert r.retval == (bpf.XDP_REDIRECT if cfg.topology == "attached" else bpf.XDP_PASS)
+    meta = 4 if cfg.key_mode == "meta" and not cfg.static else 0
+    assert r.data[meta + 14 :] == case.frame[14 + 4 * case.depth :]
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1})
+    assert px.cache.count() == (0 if cfg.static else 1)
+
+
+def test_counter_names_cover_the_table() -> None:
+    names = bpf.counter_names()
+    assert len(names) == lib.AXP_CNT_MAX
+    assert names[0] == "rx_packets" and names[-1] == "tx_dwell_ns"
+    used = {c.rx_counter for c in CASES} | {c.tx_counter for c in POPPED}
+    assert used <= set(names)
+
+
+def test_struct_sizes() -> None:
+    assert ffi.sizeof("struct axp_key") == KEY_SIZE
+    assert ffi.sizeof("struct axp_entry") == 4 * MAX_LABELS + 16
+
+
+# ---- the table, hash keys ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
+    px = make(topology=topology)
+    if len(case.frame) < ETH_HLEN:
+        with pytest.raises(bpf.BpfError) as err:
+            px.rx(case.frame)
+        assert err.value.errno == errno.EINVAL  # the kernel refuses it before the program runs
+        assert px.counters() == {}
+        return
+
+    before = time.monotonic_ns()
+    r = px.rx(case.frame)
+    want_verdict, want_frame = rx_expect(case, topology)
+    assert r.retval == want_verdict
+    assert_frame(r.data, want_frame)
+    assert_counters(px, {"rx_packets": 1, case.rx_counter: 1})
+    if case.rx != Verdict.POP:
+        assert px.entries() == {}
+        return
+
+    key = parse_mpls_frame(case.frame).key
+    assert key is not None
+    assert case.sf is not None
+    assert_one_entry(px, key, case.stack, case.sf, before)
+
+    t = px.tx(r.data)
+    want_verdict, want_frame = tx_expect(case, topology)
+    assert t.retval == want_verdict
+    assert_frame(t.data, want_frame)
+    assert case.tx_counter is not None
+    dwell = assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, case.tx_counter: 1})
+    assert 0 < dwell < time.monotonic_ns() - before
+    assert px.entries() == {}, "TX must take the entry out of the cache"
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_each_packet_gets_its_own_stack_back(make: Callable[..., Proxy], topology: str) -> None:
+    """The caching property: one flow, three different stacks, returned out of order."""
+    px = make(topology=topology)
+    stacks = [stack_of(2), stack_of(5), [Lse(100, 7, False, 1), Lse(42, 0, False, 2), Lse(43, 4, True, 3)]]
+    ips = [IP(src="10.9.0.1", dst="10.9.0.2", id=1) / TCP(sport=7, dport=8, seq=n) for n in range(3)]
+    eth = Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b")
+    popped = []
+    for stack, ip in zip(stacks, ips, strict=True):
+        frame = labelled(bytes(eth / ip), stack)
+        popped.append(px.rx(frame).data)
+    assert px.cache.count() == 3
+    for i in (2, 0, 1):
+        t = px.tx(popped[i])
+        want = labelled(bytes(eth / ips[i]), stacks[i][1:])
+        if topology == "attached":
+            want = with_macs(want, SFS[0].next_hop_mac, SFS[0].net_out_mac)
+        assert_frame(t.data, want)
+    assert_counters(px, {"rx_packets": 3, "rx_popped": 3, "tx_packets": 3, "tx_pushed": 3})
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_sf_rewrites_do_not_lose_the_entry(make: Callable[..., Proxy], topology: str) -> None:
+    """The SF decrements TTL / hop limit, remarks DSCP and fixes checksums: TX still finds the stack."""
+    px = make(topology=topology)
+    names = ("tcp4_8", "rtp4", "icmp4", "tcp6", "udp6")
+    for name in names:
+        case = next(c for c in POPPED if c.name == name)
+        assert case.popped is not None
+        assert px.rx(case.frame).retval in (bpf.XDP_PASS, bpf.XDP_REDIRECT)
+        pkt = Ether(case.popped)
+        if IP in pkt:
+            pkt[IP].ttl -= 1
+            pkt[IP].tos = 0x2E << 2 | 1
+            del pkt[IP].chksum
+        else:
+            pkt[IPv6].hlim -= 1
+            pkt[IPv6].tc = 0x2E << 2
+        layer = pkt[IP if IP in pkt else IPv6].payload
+        if hasattr(layer, "chksum"):
+            layer.chksum = 0x1234  # a checksum the SF changed (or broke): not in the key
+        rewritten = bytes(pkt)
+        assert rewritten[14:] != case.popped[14:]
+        want = labelled(rewritten, [Lse.decode(w) for w in case.stack[1:]])
+        if topology == "attached":
+            want = with_macs(want, SFS[0].next_hop_mac, SFS[0].net_out_mac)
+        assert_frame(px.tx(rewritten).data, want)
+    n = len(names)
+    assert_counters(px, {"rx_packets": n, "rx_popped": n, "tx_packets": n, "tx_pushed": n})
+    assert px.entries() == {}
+
+
+# ---- TX without a cache entry, or with a bad one -----------------------------------------------
+
+
+@pytest.mark.parametrize("on_miss", ["pass", "drop"])
+def test_tc_miss(make: Callable[..., Proxy], on_miss: str) -> None:
+    px = make(on_miss=on_miss)
+    case = POPPED[2]
+    assert case.popped is not None
+    t = px.tc_tx(case.popped)
+    if on_miss == "pass":
+        assert t.retval == bpf.TC_ACT_OK
+        assert_frame(t.data, case.popped)
+    else:
+        assert t.retval == bpf.TC_ACT_SHOT
+    assert_counters(px, {"tx_packets": 1, f"tx_miss_{on_miss}": 1})
+
+
+@pytest.mark.parametrize("on_miss", ["pass", "drop"])
+def test_xdp_miss(make: Callable[..., Proxy], on_miss: str) -> None:
+    px = make(topology="attached", on_miss=on_miss)
+    case = POPPED[2]
+    assert case.popped is not None
+    t = px.xdp_tx(case.popped)
+    if on_miss == "pass":  # unlabelled, but still on to the next hop of the interface's SF
+        assert t.retval == bpf.XDP_REDIRECT
+        assert_frame(t.data, with_macs(case.popped, SFS[0].next_hop_mac, SFS[0].net_out_mac))
+    else:
+        assert t.retval == bpf.XDP_DROP
+    assert_counters(px, {"tx_packets": 1, f"tx_miss_{on_miss}": 1})
+
+
+def test_xdp_miss_on_unknown_interface_passes(make: Callable[..., Proxy]) -> None:
+    px = make(topology="attached", on_miss="pass")
+    px.tx_sf.clear()
+    case = POPPED[2]
+    assert case.popped is not None
+    t = px.xdp_tx(case.popped)
+    assert t.retval == bpf.XDP_PASS
+    assert_frame(t.data, case.popped)
+    assert_counters(px, {"tx_packets": 1, "tx_miss_pass": 1})
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+@pytest.mark.parametrize("depth", [0, MAX_LABELS + 1])
+def test_tx_refuses_an_impossible_entry(make: Callable[..., Proxy], depth: int, topology: str) -> None:
+    """An entry no RX could have written (no labels, or more than fit) is dropped, not pushed."""
+    px = make(topology=topology)
+    case = POPPED[1]
+    assert case.popped is not None
+    _, key = derive_key(case.popped[14:])
+    e = ffi.new("struct axp_entry *")
+    e.labels[0] = 0xFFFFFFFF
+    e.depth = depth
+    e.rx_ns = time.monotonic_ns()
+    px.cache.update(key, e)
+    t = px.tx(case.popped)
+    assert t.retval == (bpf.TC_ACT_SHOT if topology == "inline" else bpf.XDP_DROP)
+    assert_counters(px, {"tx_packets": 1, "tx_malformed": 1})
+    assert px.entries() == {}
+
+
+def test_tc_drops_a_gso_skb(make: Callable[..., Proxy]) -> None:
+    """A merged skb (gso_segs > 1) cannot take one packet's stack: dropped and counted."""
+    px = make()
+    case = POPPED[1]
+    r = px.rx(case.frame)
+    t = px.tc_tx(r.data, gso_segs=2)
+    assert t.retval == bpf.TC_ACT_SHOT
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_gso_drop": 1})
+    assert px.entries() == {}  # the entry was taken before the GSO check
+
+
+TCP4_BARE = POPPED[0].popped or b""
+TCP6_BARE = next(c.popped or b"" for c in POPPED if c.name == "tcp6")
+BAD_TX = [
+    ("arp", bytes.fromhex("ffffffffffff02aa0000000108060001080006040001") + bytes(20), "not_ip"),
+    ("mpls", CASES[1].frame, "not_ip"),
+    ("ip_type_nibble0", bytes(12) + b"\x08\x00" + bytes(40), "not_ip"),
+    ("tcp4_truncated", TCP4_BARE[:40], "malformed"),
+    ("ipv4_ihl4", TCP4_BARE[:14] + b"\x44" + TCP4_BARE[15:], "malformed"),
+    ("ipv4_ihl_past_end", TCP4_BARE[:14] + b"\x4f" + TCP4_BARE[15:50], "malformed"),
+    ("tcp6_truncated", TCP6_BARE[: 14 + 40 + 19], "malformed"),
+]
+
+
+@pytest.mark.parametrize(("name", "frame", "what"), BAD_TX, ids=[b[0] for b in BAD_TX])
+def test_bad_tx_input(make: Callable[..., Proxy], name: str, frame: bytes, what: str) -> None:
+    tc = make()
+    t = tc.tc_tx(frame)
+    assert t.retval == (bpf.TC_ACT_OK if what == "not_ip" else bpf.TC_ACT_SHOT)
+    if what == "not_ip":
+        assert_frame(t.data, frame)
+    assert_counters(tc, {"tx_packets": 1, f"tx_{what}": 1})
+    xdp = make(topology="attached")
+    x = xdp.xdp_tx(frame)
+    assert x.retval == (bpf.XDP_PASS if what == "not_ip" else bpf.XDP_DROP)
+    if what == "not_ip":
+        assert_frame(x.data, frame)
+    assert_counters(xdp, {"tx_packets": 1, f"tx_{what}": 1})
+
+
+SHORT_IP_TX = [
+    ("ipv4_10", TCP4_BARE[:24], "malformed"),
+    ("ipv6_30", TCP6_BARE[:44], "malformed"),
+    ("no_ip_byte", TCP4_BARE[:14], "not_ip"),
+]
+
+
+@pytest.mark.parametrize(("name", "frame", "what"), SHORT_IP_TX, ids=[b[0] for b in SHORT_IP_TX])
+def test_short_ip_header_at_tx(make: Callable[..., Proxy], name: str, frame: bytes, what: str) -> None:
+    """XDP TX counts a cut IP header; the TC test run refuses such an skb before the program
+    (on a real egress path the stack always hands TC a whole IP header)."""
+    px = make(topology="attached")
+    with pytest.raises(bpf.BpfError) as err:
+        px.tc_tx(frame)
+    assert err.value.errno == errno.EINVAL
+    x = px.xdp_tx(frame)
+    assert x.retval == (bpf.XDP_PASS if what == "not_ip" else bpf.XDP_DROP)
+    assert_counters(px, {"tx_packets": 1, f"tx_{what}": 1})
+
+
+def test_tx_refuses_frames_shorter_than_ethernet(make: Callable[..., Proxy]) -> None:
+    px = make()
+    for fd in (px.fds["axp_tc_tx"], px.fds["axp_xdp_tx"]):
+        with pytest.raises(bpf.BpfError) as err:
+            bpf.test_run(fd, bytes(10))
+        assert err.value.errno == errno.EINVAL
+    assert px.counters() == {}
+
+
+# ---- conflicts -----------------------------------------------------------------------------
+
+
+def test_conflict_drop_keeps_the_first_stack(make: Callable[..., Proxy]) -> None:
+    px = make(on_conflict="drop")
+    first = POPPED[2]
+    again = labelled(first.popped or b"", stack_of(4))  # same packet, another stack
+    before = time.monotonic_ns()
+    assert px.rx(first.frame).retval == bpf.XDP_PASS
+    r = px.rx(again)
+    assert r.retval == bpf.XDP_DROP
+    assert_counters(px, {"rx_packets": 2, "rx_popped": 1, "rx_conflict_drop": 1})
+    key = parse_mpls_frame(first.frame).key
+    assert key is not None and first.sf is not None
+    assert_one_entry(px, key, first.stack, first.sf, before)
+    t = px.tc_tx(first.popped or b"")
+    assert_frame(t.data, first.pushed or b"")
+
+
+def test_conflict_replace_keeps_the_latest_stack(make: Callable[..., Proxy]) -> None:
+    px = make(on_conflict="replace")
+    first = POPPED[2]
+    latest = stack_of(4, top=200)
+    again = labelled(first.popped or b"", latest)
+    px.rx(first.frame)
+    mid = time.monotonic_ns()
+    r = px.rx(again)
+    assert r.retval == bpf.XDP_PASS
+    assert_frame(r.data, first.popped or b"")
+    assert_counters(px, {"rx_packets": 2, "rx_popped": 2, "rx_conflict_replace": 1})
+    key = parse_mpls_frame(first.frame).key
+    assert key is not None
+    assert_one_entry(px, key, tuple(e.encode() for e in latest), 1, mid)
+    t = px.tc_tx(first.popped or b"")
+    assert_frame(t.data, labelled(first.popped or b"", latest[1:]))
+
+
+# ---- meta keys -----------------------------------------------------------------------------
+
+
+def test_meta_mode_inline(make: Callable[..., Proxy], one_cpu: int) -> None:
+    """RX hands the artificial key over in data_meta; TC finds the stack by skb->mark."""
+    px = make(key_mode="meta")
+    seq = None
+    for case in POPPED[:4]:
+        assert case.popped is not None and case.pushed is not None and case.sf is not None
+        before = time.monotonic_ns()
+        r = px.rx(case.frame)
+        assert r.retval == bpf.XDP_PASS
+        assert len(r.data) == 4 + len(case.popped)  # test-run output starts at data_meta
+        assert_frame(r.data[4:], case.popped)
+        mark = int.from_bytes(r.data[:4], sys.byteorder)
+        assert mark >> 24 == one_cpu + 1
+        if seq is not None:
+            assert mark & 0xFFFFFF == seq + 1, "sequence numbers must follow each other on one CPU"
+        seq = mark & 0xFFFFFF
+        assert_one_entry(px, meta_key(mark), case.stack, case.sf, before)
+
+        assert px.tc_tx(case.popped, mark=mark ^ 0x10).retval == bpf.TC_ACT_OK  # someone else's mark
+        assert px.cache.count() == 1
+        t = px.tc_tx(case.popped, mark=mark)
+        assert t.retval == bpf.TC_ACT_OK
+        assert_frame(t.data, case.pushed)
+        assert px.entries() == {}
+    n = len(POPPED[:4])
+    tx_kinds = {c.tx_counter for c in POPPED[:4]}
+    want = {"rx_packets": n, "rx_popped": n, "tx_packets": 2 * n, "tx_miss_pass": n}
+    for k in tx_kinds:
+        want[k] = sum(1 for c in POPPED[:4] if c.tx_counter == k)
+    assert_counters(px, want)
+
+
+def test_meta_mode_has_no_key_at_xdp_tx(make: Callable[..., Proxy]) -> None:
+    """Attached + meta cannot work (the mark does not cross namespaces): XDP TX always misses."""
+    px = make(key_mode="meta", topology="attached", on_miss="drop")
+    case = POPPED[1]
+    r = px.rx(case.frame)
+    assert r.retval == bpf.XDP_REDIRECT
+    assert px.xdp_tx(r.data[4:]).retval == bpf.XDP_DROP
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_miss_drop": 1})
+    assert px.cache.count() == 1  # left to age out of the LRU
+
+
+# ---- the static proxy ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+@pytest.mark.parametrize("case", POPPED, ids=lambda c: c.name)
+def test_static_pushes_the_configured_stack(make: Callable[..., Proxy], case: Case, topology: str) -> None:
+    px = make(static=True, topology=topology)
+    r = px.rx(case.frame)
+    want_verdict, want_frame = rx_expect(case, topology)
+    assert r.retval == want_verdict
+    assert_frame(r.data, want_frame)
+    assert px.entries() == {}, "the static proxy caches nothing"
+    assert case.popped is not None
+    t = px.tx(r.data)
+    sf = SFS[0]  # the SF of the TX interface, whatever the packet carried
+    want = labelled(r.data, sf.static)
+    if topology == "attached":
+        assert t.retval == bpf.XDP_REDIRECT
+        want = with_macs(want, sf.next_hop_mac, sf.net_out_mac)
+    else:
+        assert t.retval == bpf.TC_ACT_OK
+    assert_frame(t.data, want)
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_pushed": 1})
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_static_empty_stack_sends_plain_ip(make: Callable[..., Proxy], topology: str) -> None:
+    px = make(static=True, topology=topology)
+    px.tx_sf.update(TX_IFINDEX, 1)  # SF 1 has no static stack
+    case = POPPED[1]
+    assert case.popped is not None
+    t = px.tx(case.popped)
+    if topology == "attached":
+        assert t.retval == bpf.XDP_REDIRECT
+        assert_frame(t.data, with_macs(case.popped, SFS[1].next_hop_mac, SFS[1].net_out_mac))
+    else:
+        assert t.retval == bpf.TC_ACT_OK
+        assert_frame(t.data, case.popped)
+    assert_counters(px, {"tx_packets": 1, "tx_plain": 1})
+
+
+@pytest.mark.parametrize("on_miss", ["pass", "drop"])
+def test_static_unknown_interface_is_a_miss(make: Callable[..., Proxy], on_miss: str) -> None:
+    px = make(static=True, on_miss=on_miss)
+    px.tx_sf.clear()
+    case = POPPED[1]
+    assert case.popped is not None
+    t = px.tc_tx(case.popped)
+    assert t.retval == (bpf.TC_ACT_OK if on_miss == "pass" else bpf.TC_ACT_SHOT)
+    assert_counters(px, {"tx_packets": 1, f"tx_miss_{on_miss}": 1})
+
+
+UNPARSED_BELOW = [c for c in CASES if c.rx_counter == "rx_malformed" and c.frame[12:14] == b"\x88\x47"]
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["meta", "static"])
+def test_modes_without_hash_key_look_no_deeper_than_the_ip_version(make: Callable[..., Proxy], static: bool) -> None:
+    """Meta and static modes need no key, so they check only that IPv4/IPv6 follows the stack:
+    a truncated IP or L4 header below a good stack is popped (the SF or kernel judges it), while
+    a bad stack is still dropped. Hash mode drops these as rx_malformed (see test_table)."""
+    px = make(key_mode="meta", static=static)
+    popped = dropped = 0
+    for case in UNPARSED_BELOW:
+        depth = parse_mpls_frame(case.frame).depth
+        r = px.rx(case.frame)
+        if depth:
+            assert r.retval == bpf.XDP_PASS, case.name
+            popped += 1
+        else:
+            assert r.retval == bpf.XDP_DROP, case.name
+            dropped += 1
+    assert popped >= 8 and dropped >= 2
+    want = {"rx_packets": popped + dropped, "rx_popped": popped, "rx_malformed": dropped}
+    assert_counters(px, want)
