@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 
 import pytest
+from afxdp_proxy._native import ffi, lib  # not importorskip: a missing build must fail
 from cases import CASES, POPPED, Case
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
@@ -32,9 +33,6 @@ from afxdp_proxy.key import (
     meta_key,
     parse_mpls_frame,
 )
-
-native = pytest.importorskip("afxdp_proxy._native", reason="native extension not built: run `make`")
-ffi, lib = native.ffi, native.lib
 
 
 def c_parse(frame: bytes) -> ParsedFrame:
