@@ -47,20 +47,31 @@ int axp_xdp_rx(struct xdp_md *ctx)
 	struct axp_sf *sf = NULL;
 	__u8 eth[AXP_ETH_HLEN];
 	__u32 label, sf_idx, mark = 0;
-	__u32 *idx;
+	__u32 *idx = NULL;
 	int res;
 
 	axp_count(AXP_CNT_RX_PACKETS);
 	res = axp_parse_mpls_frame(data, end, entry.labels, &f, want_key ? &key : NULL);
-	if (res != AXP_PARSE_OK) {
-		axp_count(axp_parse_counter(res));
-		return res == AXP_PARSE_NOT_MPLS ? XDP_PASS : XDP_DROP;
-	}
-	label = axp_label_of(entry.labels[0]);
-	idx = bpf_map_lookup_elem(&axp_labels, &label);
-	if (!idx) {
-		axp_count(AXP_CNT_RX_OTHER_LABEL);
+	if (res == AXP_PARSE_NOT_MPLS) {
+		axp_count(AXP_CNT_RX_NOT_MPLS);
 		return XDP_PASS;
+	}
+	/*
+	 * The top label decides first: another node's traffic (a pseudowire, a deep
+	 * stack) passes untouched whatever it carries. labels[0] is filled as soon as
+	 * one label entry fits in the frame.
+	 */
+	if (data + AXP_ETH_HLEN + 4 <= end) {
+		label = axp_label_of(entry.labels[0]);
+		idx = bpf_map_lookup_elem(&axp_labels, &label);
+		if (!idx) {
+			axp_count(AXP_CNT_RX_OTHER_LABEL);
+			return XDP_PASS;
+		}
+	}
+	if (res != AXP_PARSE_OK || !idx) {
+		axp_count(axp_parse_counter(res));
+		return XDP_DROP;
 	}
 	sf_idx = *idx;
 	if (axp_cfg.topology == AXP_TOPO_ATTACHED) {

@@ -291,6 +291,30 @@ CASES: list[Case] = [
         "rx_other_label",
         ParseResult.OK,
     ),
+    refused(
+        "other_label_pw",
+        "another label over a pseudowire (control word, nibble 0): not ours, passed, not judged",
+        _frame([Lse(OTHER_LABEL, 0, True, 40)], bytes(4) + bytes(Ether(src=SRC_MAC, dst=DST_MAC) / TCP4)),
+        Verdict.PASS,
+        "rx_other_label",
+        ParseResult.NOT_IP,
+    ),
+    refused(
+        "other_label_deep",
+        f"another label on top of {MAX_LABELS + 1} labels: not ours, passed",
+        _frame(stack_of(MAX_LABELS + 1, top=OTHER_LABEL), TCP4),
+        Verdict.PASS,
+        "rx_other_label",
+        ParseResult.TOO_MANY_LABELS,
+    ),
+    refused(
+        "other_label_truncated",
+        "another label over a truncated IPv4 header: not ours, passed",
+        _frame(stack_of(2, top=OTHER_LABEL), _ip4_bytes(TCP4, length=12)),
+        Verdict.PASS,
+        "rx_other_label",
+        ParseResult.MALFORMED,
+    ),
     # ---- refused: malformed ------------------------------------------------------------------
     refused(
         "eth_truncated",
