@@ -23,6 +23,7 @@ from scapy.packet import Packet, Raw
 
 from afxdp_proxy.key import (
     KEY_SIZE,
+    KEY_WORDS,
     MAX_LABELS,
     Key,
     KeyKind,
@@ -63,6 +64,17 @@ def assert_same(frame: bytes) -> ParsedFrame:
     if py.result == ParseResult.OK:
         assert c.key == py.key, f"{what}\n C  {format_key(c.key)}\n py {format_key(py.key)}"
     return py
+
+
+def test_oracle_constants_match_the_c_headers() -> None:
+    """The oracle's enums and sizes are copies: catch a header that moved on without it."""
+    parse = {v: k.removeprefix("AXP_PARSE_") for k, v in ffi.typeof("enum axp_parse_result").relements.items()}
+    kinds = {v: k.removeprefix("AXP_KEY_") for k, v in ffi.typeof("enum axp_key_kind").relements.items()}
+    assert parse == {r.value: r.name for r in ParseResult}
+    assert kinds == {k.value: k.name for k in KeyKind}
+    assert (lib.AXP_MAX_LABELS, lib.AXP_KEY_WORDS, ffi.sizeof("struct axp_key")) == (MAX_LABELS, KEY_WORDS, KEY_SIZE)
+    for name, off in (("ident", 4), ("saddr", 8), ("daddr", 24), ("sport", 40), ("dport", 42), ("w", 44)):
+        assert ffi.offsetof("struct axp_key", name) == off, name
 
 
 # ---- the table ---------------------------------------------------------------------------
