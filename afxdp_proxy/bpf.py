@@ -245,6 +245,27 @@ def prog_info(prog_fd: int) -> Any:
     return info
 
 
+def loaded_programs(prefix: str = "") -> dict[int, str]:
+    """{id: name} of every BPF program loaded in the system whose name starts with prefix."""
+    out: dict[int, str] = {}
+    cur = ffi.new("uint32_t *", 0)
+    nxt = ffi.new("uint32_t *")
+    while lib.axp_prog_next_id(cur[0], nxt) == 0:
+        cur[0] = nxt[0]
+        fd = lib.axp_prog_fd_by_id(nxt[0])
+        if fd < 0:
+            continue  # unloaded meanwhile
+        try:
+            info = ffi.new("struct axp_prog_info *")
+            if lib.axp_prog_info(fd, info) == 0:
+                name = ffi.string(info.name).decode()
+                if name.startswith(prefix):
+                    out[info.id] = name
+        finally:
+            lib.axp_close_fd(fd)
+    return out
+
+
 def xdp_attach(ifindex: int, prog_fd: int, flags: int = XDP_FLAGS_DRV_MODE) -> None:
     check(lib.axp_xdp_attach(ifindex, prog_fd, flags), f"attach XDP to ifindex {ifindex}")
 

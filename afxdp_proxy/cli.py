@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 
 from afxdp_proxy.config import ConfigError, load_config
 
@@ -118,12 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.set_defaults(func=cmd_stats)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    from afxdp_proxy import demo, testbed
+
+    testbed.register_cli(sub)
+    demo.register_cli(sub)
     return p
-
-
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: list[str] | None = None) -> int:

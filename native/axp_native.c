@@ -332,6 +332,11 @@ int axp_prog_fd_by_id(uint32_t id)
 	return fd < 0 ? -errno : fd;
 }
 
+int axp_prog_next_id(uint32_t start, uint32_t *next)
+{
+	return bpf_prog_get_next_id(start, next) ? -errno : 0;
+}
+
 int axp_enable_run_stats(void)
 {
 	int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);

@@ -74,6 +74,7 @@ int axp_map_info(int fd, struct axp_map_info *info);
 int axp_map_fd_by_id(uint32_t id);
 int axp_prog_info(int fd, struct axp_prog_info *info);
 int axp_prog_fd_by_id(uint32_t id);
+int axp_prog_next_id(uint32_t start, uint32_t *next);
 int axp_enable_run_stats(void);
 int axp_num_possible_cpus(void);
 int axp_close_fd(int fd);
