@@ -2,16 +2,18 @@
 
 Two topologies (see DESIGN.md)::
 
-  inline    src ns [src0] ── [p_in] proxy ns [p_out] ── [dst0] dst ns
+  inline    src ns [src0]─[src_cls ⇒ src_out] ── [p_in] proxy ns [p_out] ── [dst0] dst ns
             (the proxy namespace's own kernel routing is the SF)
 
-  attached  src ns [src0] ── [p_in] proxy ns [p_out] ── [dst0] dst ns
-                                   [p_sf_tx]  [p_sf_rx]
-                                       │          │
-                                   [sf_in] sf ns [sf_out]   (kernel-forwarding SF)
+  attached  src ns [src0]─[src_cls ⇒ src_out] ── [p_in] proxy ns [p_out] ── [dst0] dst ns
+                                                [p_sf_tx]  [p_sf_rx]
+                                                    │          │
+                                                [sf_in] sf ns [sf_out]   (kernel-forwarding SF)
 
-The sender's egress runs the SR-MPLS classifier (``tb_tc_classify``): it pushes
-one of the configured stacks on every IP packet, rotating per packet. The
+The sender's SR-MPLS classifier (``tb_tc_classify``, TC ingress on src_cls, the
+peer of the sender's src0, redirecting to src_out) pushes one of the configured
+stacks on every IP packet, rotating per packet. It sits one veth behind src0
+because TC egress on src0 would see TCP's GSO skbs, not packets. The
 receiver's XDP (``tb_xdp_decap``) pops whatever arrives and counts it by depth.
 Both can record key -> stack so a test compares what was sent with what
 arrived. The testbed attaches nothing to the proxy namespace's interfaces:
@@ -86,6 +88,9 @@ class End:
 
 
 SRC0 = End("src", "src0", 1, 1)
+# the sender's classifier hop, inside the src namespace: src0's peer and the veth facing p_in
+SRC_CLS = End("src", "src_cls", 1, 2)
+SRC_OUT = End("src", "src_out", 1, 3)
 P_IN = End("proxy", "p_in", 1, 254)
 P_OUT = End("proxy", "p_out", 2, 254)
 DST0 = End("dst", "dst0", 2, 1)
@@ -94,10 +99,13 @@ SF_IN = End("sf", "sf_in", 3, 1)
 SF_OUT = End("sf", "sf_out", 4, 1)
 P_SF_RX = End("proxy", "p_sf_rx", 4, 254)
 
+# IP links: addresses on both ends, each end a permanent neighbour of the other
 LINKS = {
     "inline": [(SRC0, P_IN), (P_OUT, DST0)],
     "attached": [(SRC0, P_IN), (P_OUT, DST0), (P_SF_TX, SF_IN), (SF_OUT, P_SF_RX)],
 }
+# veth pairs: the same, except that src0 reaches p_in through the classifier hop
+WIRES = {topo: [(SRC0, SRC_CLS), (SRC_OUT, P_IN), *links[1:]] for topo, links in LINKS.items()}
 
 
 def dynamic_stacks(sf_label: int = 1000) -> list[list[Lse]]:
@@ -154,6 +162,7 @@ class Testbed:
         self.ipv6 = ipv6
         self.sf_label = sf_label
         self.links = LINKS[topology]
+        self.wires = WIRES[topology]
         # namespace names, by role; no SF namespace inline (the proxy's kernel is the SF)
         self.ns_src = f"{self.prefix}-src"
         self.ns_proxy = f"{self.prefix}-proxy"
@@ -166,7 +175,7 @@ class Testbed:
         self.from_sf = P_SF_RX.ifname if topology == "attached" else None
         self.sf_in = SF_IN.ifname if topology == "attached" else None
         self.sf_out = SF_OUT.ifname if topology == "attached" else None
-        self.macs = {e.ifname: e.mac for link in self.links for e in link}
+        self.macs = {e.ifname: e.mac for wire in self.wires for e in wire}
         # addresses
         self.src_ip, self.dst_ip = SRC0.ip4, DST0.ip4
         self.src_ip6, self.dst_ip6 = SRC0.ip6, DST0.ip6
@@ -242,14 +251,18 @@ class Testbed:
         for role in ROLES:
             if getattr(self, f"ns_{role}"):
                 self._sysctls(role)
-        for a, b in self.links:
+        for a, b in self.wires:
             netns.add_veth(self.ns(a.role), a.ifname, self.ns(b.role), b.ifname, a.mac, b.mac, LINK_MTU)
+            for end in (a, b):
+                self._features(end)
         for a, b in self.links:
             for end, peer in ((a, b), (b, a)):
                 self._configure_end(end, peer)
+        for end in (SRC_CLS, SRC_OUT):
+            self.ns(end.role).link_up(end.ifname)
         self._routes()
         self._load_programs()
-        for a, b in self.links:
+        for a, b in self.wires:
             self.ns(a.role).wait_up(a.ifname)
             self.ns(b.role).wait_up(b.ifname)
         self.save_state()
@@ -280,17 +293,20 @@ class Testbed:
             if self.ipv6:
                 ns.sysctl("net.ipv6.conf.all.forwarding", 1)
 
-    def _configure_end(self, end: End, peer: End) -> None:
-        ns = self.ns(end.role)
-        # veth TX checksum offload leaves L4 checksums unfilled for XDP/AF_XDP consumers;
-        # without it TSO goes too, and GSO off keeps every skb one packet, so a stack
-        # pushed in BPF covers exactly one packet (there is no MPLS GSO in this kernel)
+    def _features(self, end: End) -> None:
+        # veth TX checksum offload leaves L4 checksums unfilled for XDP/AF_XDP consumers.
+        # Without it TSO goes too: what leaves a veth is segmented in software first, so
+        # every skb the peer sees is one packet, and one pushed stack labels one packet
+        # (there is no MPLS GSO in this kernel to split a labelled GSO skb)
         feats = {"tx-checksum-ip-generic": False, "tx-generic-segmentation": False}
         if end.ifname in (P_IN.ifname, SF_IN.ifname):
             # GRO behind an XDP program (the proxy's on p_in, tb_xdp_pass on sf_in) would merge
             # bare packets whose stacks differ; the TX side must relabel them one by one
             feats["rx-gro"] = False
-        ns.set_features(end.ifname, **feats)
+        self.ns(end.role).set_features(end.ifname, **feats)
+
+    def _configure_end(self, end: End, peer: End) -> None:
+        ns = self.ns(end.role)
         ns.add_address(end.ifname, f"{end.ip4}/24")
         if self.ipv6:
             ns.add_address(end.ifname, f"{end.ip6}/64")
@@ -327,10 +343,20 @@ class Testbed:
 
         with bpf.BpfObject(bpf.object_path("testbed")) as obj:
             obj.load()
-            for name in ("tb_tc_classify", "tb_xdp_decap", "tb_xdp_pass"):
+            for name in ("tb_tc_classify", "tb_tc_return", "tb_xdp_decap", "tb_xdp_pass"):
                 self.prog_ids[name] = obj.prog_id(name)
+            # The classifier sits behind src0, not on its egress: TCP hands TC egress
+            # GSO skbs whatever the device's offloads (TCP always uses GSO since 4.13),
+            # and a stack pushed there would be one stack for many packets that
+            # segmentation cannot even parse. src0 segments in software (no TSO);
+            # src_cls's ingress then sees each packet, labels it and sends it on out
+            # of src_out; tb_tc_return brings the return traffic back to src0.
+            cfg = obj.map("tb_cfg", "uint32_t", "uint32_t")
+            cfg.update(_C["TB_CFG_FWD_IFINDEX"], self.ifindex("src", SRC_OUT.ifname))
+            cfg.update(_C["TB_CFG_BACK_IFINDEX"], self.ifindex("src", SRC_CLS.ifname))
             with netns.enter(self.ns_src):
-                bpf.tc_attach(self.ifindex("src", SRC0.ifname), obj.prog_fd("tb_tc_classify"), egress=True)
+                bpf.tc_attach(self.ifindex("src", SRC_CLS.ifname), obj.prog_fd("tb_tc_classify"), egress=False)
+                bpf.tc_attach(self.ifindex("src", SRC_OUT.ifname), obj.prog_fd("tb_tc_return"), egress=False)
             with netns.enter(self.ns_dst):
                 bpf.xdp_attach(self.ifindex("dst", DST0.ifname), obj.prog_fd("tb_xdp_decap"))
             if self.ns_sf:
@@ -437,7 +463,7 @@ class Testbed:
         from afxdp_proxy import bpf
 
         hooks: dict[str, int] = {}
-        checks = [("src", SRC0.ifname, "tc"), ("dst", DST0.ifname, "xdp")]
+        checks = [("src", SRC_CLS.ifname, "tc"), ("src", SRC_OUT.ifname, "tc"), ("dst", DST0.ifname, "xdp")]
         if self.ns_sf:
             checks.append(("sf", SF_IN.ifname, "xdp"))
         for role, ifname, kind in checks:
@@ -447,7 +473,7 @@ class Testbed:
             with netns.enter(name):
                 idx = self.ifindex(role, ifname)
                 hooks[f"{role}/{ifname}/{kind}"] = (
-                    bpf.tc_prog_id(idx, egress=True) if kind == "tc" else bpf.xdp_prog_id(idx)
+                    bpf.tc_prog_id(idx, egress=False) if kind == "tc" else bpf.xdp_prog_id(idx)
                 )
         return {
             "prefix": self.prefix,

@@ -105,6 +105,14 @@ static __always_inline void tb_record(void *map, const __u8 *l3, const __u8 *end
 	bpf_map_update_elem(map, &key, &e, BPF_ANY);
 }
 
+/* Send on out of the interface in a tb_cfg slot, or carry on where we are (slot 0). */
+static __always_inline int tb_out(__u32 slot)
+{
+	__u32 ifindex = tb_cfg_get(slot);
+
+	return ifindex ? bpf_redirect(ifindex, 0) : TC_ACT_OK;
+}
+
 SEC("tc")
 int tb_tc_classify(struct __sk_buff *skb)
 {
@@ -117,7 +125,7 @@ int tb_tc_classify(struct __sk_buff *skb)
 	tb_inc(&tb_stats, TB_STAT_TC_SEEN);
 	if (skb->protocol != axp_htons(AXP_ETH_P_IP) && skb->protocol != axp_htons(AXP_ETH_P_IPV6)) {
 		tb_inc(&tb_stats, TB_STAT_TC_NOT_IP);
-		return TC_ACT_OK;
+		return tb_out(TB_CFG_FWD_IFINDEX);
 	}
 	n = tb_cfg_get(TB_CFG_N_STACKS);
 	if (n > AXP_MAX_STACKS)
@@ -125,13 +133,13 @@ int tb_tc_classify(struct __sk_buff *skb)
 	if (n) {
 		rr = bpf_map_lookup_elem(&tb_rr, &zero);
 		if (!rr)
-			return TC_ACT_OK;
+			return tb_out(TB_CFG_FWD_IFINDEX);
 		idx = __sync_fetch_and_add(rr, 1) % n;
 		stack = bpf_map_lookup_elem(&tb_stacks, &idx);
 	}
 	depth = stack ? stack->depth : 0;
 	/* a merged skb would need one stack per segment, and MPLS GSO is not built in */
-	if (depth && skb->gso_segs > 1) {
+	if (skb->gso_segs > 1) {
 		tb_inc(&tb_stats, TB_STAT_TC_GSO);
 		depth = 0;
 	}
@@ -145,7 +153,7 @@ int tb_tc_classify(struct __sk_buff *skb)
 	}
 	if (!depth || depth > AXP_MAX_LABELS) {
 		tb_inc(&tb_stats, TB_STAT_TC_PLAIN);
-		return TC_ACT_OK;
+		return tb_out(TB_CFG_FWD_IFINDEX);
 	}
 	len = depth * 4;
 	/* one adjust for the whole stack: MAC mode wants skb->protocol still IP */
@@ -156,7 +164,14 @@ int tb_tc_classify(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	tb_inc(&tb_stats, TB_STAT_TC_PUSHED);
-	return TC_ACT_OK;
+	return tb_out(TB_CFG_FWD_IFINDEX);
+}
+
+/* The sender's return path: from the wire side back towards the stack. */
+SEC("tc")
+int tb_tc_return(struct __sk_buff *skb)
+{
+	return tb_out(TB_CFG_BACK_IFINDEX);
 }
 
 SEC("xdp")

@@ -16,7 +16,9 @@
 /* tb_cfg: array of __u32 */
 #define TB_CFG_N_STACKS 0 /* stacks the classifier rotates through; 0 = push nothing */
 #define TB_CFG_RECORD 1   /* nonzero: record key -> stack in tb_sent / tb_received */
-#define TB_CFG_SLOTS 2
+#define TB_CFG_FWD_IFINDEX 2  /* classifier: redirect to this interface's egress (0: TC_ACT_OK) */
+#define TB_CFG_BACK_IFINDEX 3 /* tb_tc_return: redirect to this interface's egress */
+#define TB_CFG_SLOTS 4
 
 /* tb_depths: per-CPU __u64 packet counts seen by the decapsulator */
 #define TB_HIST_NOT_IP 17 /* neither IP nor MPLS (ARP, ...): passed */
@@ -28,7 +30,7 @@
 #define TB_STAT_TC_PUSHED 1      /* a stack was pushed */
 #define TB_STAT_TC_PLAIN 2       /* IP sent unlabelled (n_stacks = 0 or a depth-0 stack) */
 #define TB_STAT_TC_NOT_IP 3      /* ARP, ...: left alone */
-#define TB_STAT_TC_GSO 4         /* merged skb: sent unlabelled (offloads were not off) */
+#define TB_STAT_TC_GSO 4         /* merged (GSO) skb: sent unlabelled; the testbed makes this 0 */
 #define TB_STAT_TC_PUSH_FAILED 5 /* room/store failed: dropped */
 #define TB_STAT_SLOTS 6
 
