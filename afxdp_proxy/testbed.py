@@ -170,6 +170,8 @@ class Testbed:
         self.ns_dst = f"{self.prefix}-dst"
         # interfaces
         self.src_if, self.dst_if = SRC0.ifname, DST0.ifname
+        # the sender's wire side (peer of p_in): raw frames sent here skip the classifier
+        self.src_wire = SRC_OUT.ifname
         self.net_in, self.net_out = P_IN.ifname, P_OUT.ifname
         self.to_sf = P_SF_TX.ifname if topology == "attached" else None
         self.from_sf = P_SF_RX.ifname if topology == "attached" else None
@@ -346,9 +348,9 @@ class Testbed:
             for name in ("tb_tc_classify", "tb_tc_return", "tb_xdp_decap", "tb_xdp_pass"):
                 self.prog_ids[name] = obj.prog_id(name)
             # The classifier sits behind src0, not on its egress: TCP hands TC egress
-            # GSO skbs whatever the device's offloads (TCP always uses GSO since 4.13),
-            # and a stack pushed there would be one stack for many packets that
-            # segmentation cannot even parse. src0 segments in software (no TSO);
+            # GSO skbs whatever the device's offloads (the kernel forces GSO on for TCP
+            # sockets), and a stack pushed there would be one stack for many packets
+            # that software segmentation cannot even parse. src0 segments in software (no TSO);
             # src_cls's ingress then sees each packet, labels it and sends it on out
             # of src_out; tb_tc_return brings the return traffic back to src0.
             cfg = obj.map("tb_cfg", "uint32_t", "uint32_t")
@@ -454,7 +456,11 @@ class Testbed:
         if missing:
             raise RuntimeError(f"testbed {prefix}: namespaces {missing} are gone; run down to clean up")
         tb._owned = True
-        tb._open_maps()
+        try:
+            tb._open_maps()
+        except OSError as e:
+            tb._reg.close()
+            raise RuntimeError(f"testbed {prefix}: its maps are gone ({e}); run down to clean up") from None
         tb.is_up = True
         return tb
 
@@ -650,8 +656,9 @@ def _cmd(args: Any) -> int:
             except (FileNotFoundError, RuntimeError) as e:
                 # half-gone testbed: remove whatever still carries its names
                 print(f"afxdp-proxy: {e}; removing what is left", file=sys.stderr)
-                for name in netns.list_ns(f"{p}-"):
-                    netns.delete_ns(name)
+                for name in (f"{p}-{role}" for role in ROLES):
+                    if netns.ns_exists(name):
+                        netns.delete_ns(name)
                 state.remove(_state_name(p))
                 continue
             failed = tb.down()

@@ -117,10 +117,17 @@ def iperf3_client(
     length: int | None = None,
     parallel: int = 1,
     reverse: bool = False,
+    affinity: tuple[int, int] | None = None,
     extra: Sequence[str] = (),
     timeout: float | None = None,
 ) -> IperfResult:
-    """Run an iperf3 client in ns against server; parse its JSON report."""
+    """Run an iperf3 client in ns against server; parse its JSON report.
+
+    affinity = (client CPU, server CPU) pins both ends (iperf3 -A). On veth
+    paths, a sender whose packets leave from two CPUs (process context and
+    ACK-driven softirq) lands them in two per-CPU backlogs, which reorders
+    them: hundreds of spurious retransmits a second. (0, 0) avoids that.
+    """
     argv = ["iperf3", "-c", server, "-p", str(port), "-t", str(seconds), "-J", "--get-server-output"]
     if udp:
         argv.append("-u")
@@ -132,6 +139,8 @@ def iperf3_client(
         argv += ["-P", str(parallel)]
     if reverse:
         argv.append("-R")
+    if affinity is not None:
+        argv += ["-A", f"{affinity[0]},{affinity[1]}"]
     argv += list(extra)
     res = netns.run(ns, argv, timeout=timeout or seconds + 15)
     try:

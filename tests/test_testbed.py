@@ -16,7 +16,7 @@ from afxdp_proxy.frames import ETH_P_MPLS_UC, ether, ipv4_tcp, mpls_frame
 from afxdp_proxy.key import Key, KeyKind, derive_key
 from afxdp_proxy.mpls import make_stack
 from afxdp_proxy.testbed import _C, Testbed, dynamic_stacks, register_cli
-from afxdp_proxy.traffic import UdpSink, send_rtp
+from afxdp_proxy.traffic import RawCapture, UdpSink, send_raw_frames, send_rtp
 
 pytestmark = pytest.mark.root
 TOPOLOGIES = ["inline", "attached"]
@@ -131,6 +131,21 @@ def test_classifier_rotates_stacks_per_packet(uid: str) -> None:
         assert tb.depth_histogram() == {0: 3}
         k = Key.from_bytes(next(iter(received)))
         assert (k.family, k.dport, k.saddr[:4]) == (4, 5004, bytes([10, 0, 1, 1]))
+
+
+def test_raw_frames_leave_the_sender_unchanged(uid: str) -> None:
+    with Testbed("inline", prefix=f"tbt-{uid}", ipv6=False) as tb:
+        l3 = ipv4_tcp(tb.src_ip, tb.dst_ip, 1, 1, 2, 3, 4)
+        mac = bytes.fromhex(tb.macs["p_in"].replace(":", ""))
+        frames = [
+            ether(make_stack([1000])[0].to_bytes()[:3], ETH_P_MPLS_UC, dst=mac),  # truncated stack
+            ether(b"".join(e.to_bytes() for e in make_stack([1000] * 20)) + l3, ETH_P_MPLS_UC, dst=mac),
+            mpls_frame(make_stack([1000, 2000]), l3, dst=mac),
+        ]
+        with RawCapture(tb.ns_proxy, "p_in") as cap:
+            # src_out is the sender's wire side: no classifier on that way out
+            assert send_raw_frames(tb.ns_src, tb.src_wire, frames) == 3
+            assert cap.collect(expect=3, timeout=2.0) == frames
 
 
 def _load_testbed_object() -> bpf.BpfObject:
