@@ -374,7 +374,8 @@ class Namespace:
 
     def set_features(self, ifname: str, **features: bool) -> dict[str, bool]:
         """set_features(name, ifname, {"rx-gro": False}) with keyword names (rx_gro=False)."""
-        return set_features(self.name, ifname, {k.replace("_", "-"): v for k, v in features.items()})
+        names = {k if "-" in k else k.replace("_", "-"): v for k, v in features.items()}
+        return set_features(self.name, ifname, names)
 
     def get_features(self, ifname: str) -> dict[str, bool]:
         return get_features(self.name, ifname)
