@@ -1,0 +1,161 @@
+"""End to end through real namespaces, veths, BPF programs and iperf3: the kernel backend
+as an operator runs it (`afxdp-proxy run` inside the proxy namespace)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from afxdp_proxy import bpf, netns, state
+from afxdp_proxy.mpls import Lse, make_stack
+from afxdp_proxy.proxyproc import ProxyProcess
+from afxdp_proxy.testbed import Testbed, dynamic_stacks
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+
+MODES = [("inline", "hash"), ("inline", "meta"), ("attached", "hash")]
+SF = 1000
+
+
+@pytest.fixture(scope="module")
+def beds() -> Iterator[Callable[[str], Testbed]]:
+    """One testbed per topology for the whole module, brought up on first use."""
+    made: dict[str, Testbed] = {}
+
+    def get(topology: str) -> Testbed:
+        if topology not in made:
+            made[topology] = Testbed(topology).up()
+        return made[topology]
+
+    yield get
+    for tb in made.values():
+        assert tb.down() == []
+
+
+def _proxy(tb: Testbed, key: str = "hash", **kw: object) -> ProxyProcess:
+    return ProxyProcess(tb.ns_proxy, tb.proxy_config(key=key, **kw), name=f"{tb.prefix}-{key}")
+
+
+def _nothing_left(tb: Testbed, name: str) -> None:
+    assert bpf.loaded_programs("axp_") == {}, "a proxy program is still loaded"
+    assert name not in state.running()
+    with netns.enter(tb.ns_proxy):
+        for ifname in (tb.net_in, tb.net_out, tb.from_sf):
+            if ifname:
+                assert bpf.xdp_prog_id(tb.ifindex("proxy", ifname)) == 0, f"XDP left on {ifname}"
+
+
+@pytest.mark.parametrize(("topology", "key"), MODES)
+def test_iperf3_tcp_three_labels(beds: Callable[[str], Testbed], topology: str, key: str) -> None:
+    tb = beds(topology)
+    tb.set_stacks([make_stack([SF, 2000, 3000], [1, 2, 3])])
+    tb.reset_counters()
+    with _proxy(tb, key) as proxy:
+        gro = netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro")
+        res = tb.iperf3(seconds=5)
+        c = proxy.counters()
+    assert gro is False, "GRO must be off on net_in while the proxy runs"
+    assert res.stalls == 0, f"iperf3 stalled: {res.interval_bits}"
+    assert res.bits_per_second > 10e6
+    assert c["rx_popped"] > 1000
+    # every popped packet came back through TX with its stack (a few may be in flight)
+    assert c["tx_pushed"] >= c["rx_popped"] - 64
+    assert c["rx_malformed"] == c["rx_not_ip"] == c["tx_gso_drop"] == c["tx_push_failed"] == 0
+    depths = tb.depth_histogram()
+    assert depths.get(2, 0) >= c["tx_pushed"] - 64, depths  # stack minus the top label
+    assert depths.get(0, 0) < depths[2] / 100, depths  # nothing got through unlabelled
+    assert proxy.stop() == 0
+    _nothing_left(tb, proxy.name)
+
+
+@pytest.mark.parametrize(("topology", "key"), MODES)
+def test_dynamic_chain_every_packet_keeps_its_stack(beds: Callable[[str], Testbed], topology: str, key: str) -> None:
+    tb = beds(topology)
+    stacks = dynamic_stacks(SF)
+    tb.set_stacks(stacks)
+    tb.reset_counters()
+    with _proxy(tb, key) as proxy:
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=2, bitrate="40M")
+        tb.set_recording(False, clear=False)
+        c = proxy.counters()
+    assert res.stalls == 0
+    sent, received = tb.sent(), tb.received()
+    common = sent.keys() & received.keys()
+    assert len(common) >= 500, (len(sent), len(received))
+    wrong = {k: (sent[k], received[k]) for k in common if received[k] != sent[k][1:]}
+    assert not wrong, f"{len(wrong)} packets got another stack, e.g. {next(iter(wrong.values()))}"
+    seen = {received[k] for k in common}
+    assert seen == {tuple(e.encode() for e in s[1:]) for s in stacks}, "not every stack of the chain arrived"
+    assert c["tx_plain"] > 0 and c["tx_pushed"] > 0  # the one-label stack leaves as plain IP
+    proxy.stop()
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_static_proxy_loses_the_dynamic_chain(beds: Callable[[str], Testbed], topology: str) -> None:
+    """The baseline: a static proxy pushes its one configured stack whatever the packet carried."""
+    tb = beds(topology)
+    tb.set_stacks(dynamic_stacks(SF))
+    cfg = tb.proxy_config(backend="static").replace("[[sf]]\n", "[[sf]]\nstatic_stack = [2001]\n")
+    with ProxyProcess(tb.ns_proxy, cfg, name=f"{tb.prefix}-static") as proxy:
+        tb.set_recording(True)
+        tb.iperf3(seconds=1, bitrate="20M")
+        tb.set_recording(False, clear=False)
+        proxy.stop()
+    sent, received = tb.sent(), tb.received()
+    common = sent.keys() & received.keys()
+    assert len(common) >= 100
+    static = (Lse(2001, bos=True).encode(),)
+    assert all(received[k] == static for k in common)
+    kept = sum(received[k] == sent[k][1:] for k in common)
+    assert kept < len(common) / 2  # only packets whose stack happened to match
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_start_stop_cycles_and_sigkill_leave_nothing(beds: Callable[[str], Testbed], topology: str) -> None:
+    tb = beds(topology)
+    tb.set_stacks([make_stack([SF, 2000])])
+    before = netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro")
+    for _ in range(3):
+        p = _proxy(tb).start()
+        assert tb.ping(count=2).ok
+        assert p.stop() == 0
+        _nothing_left(tb, p.name)
+    # SIGTERM and even SIGKILL: BPF links die with the process
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        p = _proxy(tb).start()
+        p.stop(sig)
+        netns.wait_until(lambda: not bpf.loaded_programs("axp_"), 5, what="programs to unload")
+        _nothing_left(tb, p.name)
+    assert netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro") == before
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_bad_input_is_counted_and_forwarding_goes_on(beds: Callable[[str], Testbed], topology: str) -> None:
+    from afxdp_proxy import traffic
+    from afxdp_proxy.frames import ipv4_tcp, mpls_frame
+
+    tb = beds(topology)
+    tb.set_stacks([make_stack([SF, 2000])])
+    dst_mac, src_mac = bytes.fromhex(tb.macs[tb.net_in].replace(":", "")), bytes.fromhex(
+        tb.macs[tb.src_wire].replace(":", ""))
+    ip = ipv4_tcp(tb.src_ip, tb.dst_ip, 1, 1, 2, 3, 4)
+    bad = [
+        mpls_frame([Lse(SF, bos=False)], b""),  # stack ends without bottom of stack: truncated
+        mpls_frame([Lse(5000 + i, bos=False) for i in range(17)], ip),  # too deep, not ours: passes
+        mpls_frame([Lse(SF)] + [Lse(3000 + i) for i in range(16)], ip),  # ours, no BoS within 16
+        mpls_frame([Lse(SF, bos=True)], b"\x00" * 40),  # no IP below the stack
+        mpls_frame([Lse(SF, bos=True)], ip[:30]),  # truncated TCP
+    ]
+    bad = [dst_mac + src_mac + f[12:] for f in bad]
+    with _proxy(tb) as proxy:
+        traffic.send_raw_frames(tb.ns_src, tb.src_wire, bad)  # behind the classifier
+        netns.wait_until(lambda: proxy.counters()["rx_not_ip"], 5, what="bad frames to be counted")
+        c = proxy.counters()
+        assert tb.ping(count=3).ok, "forwarding must go on after bad input"
+    assert c["rx_malformed"] == 2
+    assert c["rx_too_many_labels"] == 1
+    assert c["rx_not_ip"] == 1
+    assert c["rx_other_label"] >= 1
