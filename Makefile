@@ -44,7 +44,7 @@ demo: all
 	$(PY) -m afxdp_proxy demo
 
 test: all
-	$(PY) -m ruff check afxdp_proxy tests bench native
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 bench: all
