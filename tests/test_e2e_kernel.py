@@ -4,6 +4,7 @@ as an operator runs it (`afxdp-proxy run` inside the proxy namespace)."""
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -159,3 +160,42 @@ def test_bad_input_is_counted_and_forwarding_goes_on(beds: Callable[[str], Testb
     assert c["rx_too_many_labels"] == 1
     assert c["rx_not_ip"] == 1
     assert c["rx_other_label"] >= 1
+
+
+def test_two_sfs_served_by_one_proxy(beds: Callable[[str], Testbed]) -> None:
+    """Inline, two [[sf]] tables with their own labels on the same interfaces: each packet
+    is popped for its own SF and gets its own stack back."""
+    tb = beds("inline")
+    stacks = [make_stack([SF, 2000], [1, 2]), make_stack([SF + 1, 2001, 3001], [3, 4, 5])]
+    tb.set_stacks(stacks)
+    cfg = tb.proxy_config() + f'\n[[sf]]\nname = "fw2"\nlabel = {SF + 1}\nnet_in = "{tb.net_in}"\n' \
+        f'net_out = "{tb.net_out}"\n'
+    with ProxyProcess(tb.ns_proxy, cfg, name=f"{tb.prefix}-two") as proxy:
+        tb.set_recording(True)
+        tb.iperf3(seconds=1, bitrate="20M")
+        tb.set_recording(False, clear=False)
+        c = proxy.counters()
+    sent, received = tb.sent(), tb.received()
+    common = sent.keys() & received.keys()
+    assert len(common) >= 200
+    assert all(received[k] == sent[k][1:] for k in common)
+    assert {received[k] for k in common} == {tuple(e.encode() for e in s[1:]) for s in stacks}
+    assert c["rx_other_label"] == 0
+
+
+def test_macs_are_learned_or_the_error_names_the_key(beds: Callable[[str], Testbed], tmp_path) -> None:
+    tb = beds("attached")
+    tb.set_stacks([make_stack([SF, 2000])])
+    # no sf_mac / next_hop_mac: learned from the proxy namespace's neighbour table
+    cfg = "\n".join(line for line in tb.proxy_config().splitlines()
+                    if not line.startswith(("sf_mac", "next_hop_mac")))
+    with ProxyProcess(tb.ns_proxy, cfg + "\n", name=f"{tb.prefix}-learn") as proxy:
+        assert tb.ping(count=3).ok
+        assert proxy.counters()["tx_pushed"] >= 3
+    # an interface with no neighbour and no veth peer: the error names sf_mac
+    path = tmp_path / "p.toml"
+    path.write_text(cfg.replace(f'to_sf = "{tb.to_sf}"', 'to_sf = "lo"') + "\n")
+    r = tb.run("proxy", [sys.executable, "-m", "afxdp_proxy", "run", "-c", str(path), "-d", "1"])
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("afxdp-proxy: error: sf[0].sf_mac:"), r.stderr
+    assert bpf.loaded_programs("axp_") == {}
