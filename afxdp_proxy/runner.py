@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -77,7 +78,7 @@ def run(
         backend.start()
         for w in getattr(backend, "warnings", []):
             print(f"warning: {w}", file=sys.stderr)
-        state.write(name, {"kind": "proxy", "pid": __import__("os").getpid(), "backend": cfg.backend,
+        state.write(name, {"kind": "proxy", "pid": os.getpid(), "backend": cfg.backend,
                            "key": cfg.key, "topology": cfg.topology, "config": config_path,
                            "netns": state.netns_id(), "started": time.time(), **backend.state()})
         if not quiet:
