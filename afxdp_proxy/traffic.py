@@ -283,38 +283,58 @@ def send_udp(ns: str | None, dst: str, port: int, payloads: Iterable[bytes], spo
     return n
 
 
-class UdpSink:
-    """A UDP socket bound inside ns that collects datagrams (for RTP/UDP tests)."""
+class _Collector:
+    """A bound socket that keeps what it receives until told enough."""
 
-    def __init__(self, ns: str | None, port: int = 5004, v6: bool = False) -> None:
-        fam = socket.AF_INET6 if v6 else socket.AF_INET
-        self.sock = netns.socket_in(ns, fam, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.bind(("::" if v6 else "0.0.0.0", port))
-        self.port = port
-        self.packets: list[bytes] = []
+    sock: socket.socket
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+
+    def _accept(self) -> bytes | None:
+        """One datagram/frame from the socket, or None to ignore it."""
+        return self.sock.recv(65535)
 
     def collect(self, expect: int | None = None, timeout: float = 2.0, idle: float = 0.3) -> list[bytes]:
-        """Read until `expect` datagrams arrived, or nothing came for `idle` s, or `timeout`."""
+        """Read until `expect` items arrived, or nothing came for `idle` s, or `timeout`."""
         deadline = time.monotonic() + timeout
-        while expect is None or len(self.packets) < expect:
+        while expect is None or len(self.items) < expect:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             r, _, _ = select.select([self.sock], [], [], min(left, idle))
             if not r:
                 break
-            self.packets.append(self.sock.recv(65535))
-        return self.packets
+            item = self._accept()
+            if item is not None:
+                self.items.append(item)
+        return self.items
 
     def close(self) -> None:
-        self.sock.close()
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
-    def __enter__(self) -> UdpSink:
+    def __enter__(self) -> _Collector:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class UdpSink(_Collector):
+    """A UDP socket bound inside ns that collects datagrams (for RTP/UDP tests)."""
+
+    def __init__(self, ns: str | None, port: int = 5004, v6: bool = False) -> None:
+        super().__init__()
+        fam = socket.AF_INET6 if v6 else socket.AF_INET
+        self.sock = netns.socket_in(ns, fam, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(("::" if v6 else "0.0.0.0", port))
+        self.port = port
+
+    @property
+    def packets(self) -> list[bytes]:
+        return self.items
 
 
 # ---------------------------------------------------------------------- raw frames
@@ -334,36 +354,21 @@ def send_raw_frames(ns: str | None, ifname: str, frames: Iterable[bytes]) -> int
     return n
 
 
-class RawCapture:
+class RawCapture(_Collector):
     """An AF_PACKET socket on ifname in ns that keeps received frames (TX too with outgoing=True)."""
 
     def __init__(self, ns: str | None, ifname: str, outgoing: bool = False) -> None:
+        super().__init__()
         self.sock = netns.socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.bind((ifname, 0))
         self.outgoing = outgoing
-        self.frames: list[bytes] = []
 
-    def collect(self, expect: int | None = None, timeout: float = 2.0, idle: float = 0.3) -> list[bytes]:
-        deadline = time.monotonic() + timeout
-        while expect is None or len(self.frames) < expect:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            r, _, _ = select.select([self.sock], [], [], min(left, idle))
-            if not r:
-                break
-            data, addr = self.sock.recvfrom(65535)
-            if addr[2] == socket.PACKET_OUTGOING and not self.outgoing:
-                continue
-            self.frames.append(data)
-        return self.frames
+    @property
+    def frames(self) -> list[bytes]:
+        return self.items
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def __enter__(self) -> RawCapture:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _accept(self) -> bytes | None:
+        data, addr = self.sock.recvfrom(65535)
+        if addr[2] == socket.PACKET_OUTGOING and not self.outgoing:
+            return None
+        return data
