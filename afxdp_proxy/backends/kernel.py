@@ -20,17 +20,17 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from afxdp_proxy import bpf
-from afxdp_proxy._native import ffi
+from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.config import ConfigError, ProxyConfig, SfConfig
 from afxdp_proxy.iface import Iface, learn_mac, mac_bytes, resolve, set_feature
 from afxdp_proxy.mpls import make_stack
 
 log = logging.getLogger(__name__)
 
-_KEY_MODE = {"hash": 0, "meta": 1}
-_TOPOLOGY = {"inline": 0, "attached": 1}
-_MISS = {"pass": 0, "drop": 1}
-_CONFLICT = {"drop": 0, "replace": 1}
+_KEY_MODE = {"hash": lib.AXP_KEY_MODE_HASH, "meta": lib.AXP_KEY_MODE_META}
+_TOPOLOGY = {"inline": lib.AXP_TOPO_INLINE, "attached": lib.AXP_TOPO_ATTACHED}
+_MISS = {"pass": lib.AXP_MISS_PASS, "drop": lib.AXP_MISS_DROP}
+_CONFLICT = {"drop": lib.AXP_CONFLICT_DROP, "replace": lib.AXP_CONFLICT_REPLACE}
 
 
 def config_struct(cfg: ProxyConfig) -> Any:
