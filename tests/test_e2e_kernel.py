@@ -199,3 +199,20 @@ def test_macs_are_learned_or_the_error_names_the_key(beds: Callable[[str], Testb
     assert r.returncode == 2
     assert r.stderr.strip().startswith("afxdp-proxy: error: sf[0].sf_mac:"), r.stderr
     assert bpf.loaded_programs("axp_") == {}
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_ipv6_tcp_with_a_dynamic_chain(beds: Callable[[str], Testbed], topology: str) -> None:
+    tb = beds(topology)
+    tb.set_stacks(dynamic_stacks(SF))
+    with _proxy(tb) as proxy:
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=2, v6=True, bitrate="40M")
+        tb.set_recording(False, clear=False)
+        c = proxy.counters()
+    assert res.stalls == 0 and res.bits_per_second > 10e6
+    sent, received = tb.sent(), tb.received()
+    common = [k for k in sent.keys() & received.keys() if k[1] == 6]  # struct axp_key.family
+    assert len(common) >= 500
+    assert all(received[k] == sent[k][1:] for k in common)
+    assert c["rx_popped"] >= len(common)
