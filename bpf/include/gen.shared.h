@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Slots and sizes shared by the live-frames packet generator (bpf/gen.bpf.c)
+ * and afxdp_proxy/bench/gen.py, which reads the #defines below from this file
+ * so they are written once. Keep every constant a plain `#define NAME number`.
+ */
+#ifndef AXP_GEN_SHARED_H
+#define AXP_GEN_SHARED_H
+
+/* gen_tmpl: one entry of GEN_TMPL_MAX bytes (a power of two): the headers written into every frame */
+#define GEN_TMPL_MAX 128
+
+/* gen_cfg: array of __u32 */
+#define GEN_CFG_TMPL_LEN 0 /* bytes of gen_tmpl copied to the frame's start (a multiple of 8); 0 = off */
+#define GEN_CFG_SEQ_OFF 1  /* where the 64-bit big-endian sequence number goes */
+#define GEN_CFG_SLOTS 2
+
+/* gen_stats: per-CPU __u64 counters */
+#define GEN_STAT_SENT 0   /* frames handed back as XDP_TX */
+#define GEN_STAT_FAILED 1 /* no template or the frame too short for it: XDP_ABORTED */
+#define GEN_STAT_SLOTS 2
+
+#endif /* AXP_GEN_SHARED_H */
