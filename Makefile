@@ -14,7 +14,7 @@ STAMP_DEPS := $(BUILD)/.deps
 STAMP_VENV := $(VENV)/.installed
 NATIVE_STAMP := $(BUILD)/.native
 
-.PHONY: all deps bpf native demo test bench lint clean
+.PHONY: all deps bpf native demo test bench bench-quick lint clean
 all: bpf native
 
 deps: $(STAMP_DEPS) $(STAMP_VENV)
@@ -49,6 +49,9 @@ test: all
 
 bench: all
 	$(PY) -m afxdp_proxy bench
+
+bench-quick: all
+	$(PY) -m afxdp_proxy bench --quick --out results/quick
 
 clean:
 	rm -rf $(BUILD) afxdp_proxy/_native*.so afxdp_proxy/_native.c

@@ -14,6 +14,7 @@ examples:
   ip netns exec proxy afxdp-proxy stats --json
   afxdp-proxy testbed up --topology attached && afxdp-proxy testbed status
   afxdp-proxy demo
+  afxdp-proxy bench --quick
 """
 
 RUN_HELP = """\
@@ -118,9 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(func=cmd_stats)
 
     from afxdp_proxy import demo, testbed
+    from afxdp_proxy.bench import suite
 
     testbed.register_cli(sub)
     demo.register_cli(sub)
+    suite.register_cli(sub)
     return p
 
 

@@ -1,0 +1,371 @@
+"""Turn the suite's samples into summaries, ratios, a Markdown table and PNG plots.
+
+Ratios pair samples of the same repetition and depth: a variant's figure over
+its topology's baseline (TCP, packet rate, latency), a BPF program's cost over
+the LRU-update floor timed in the same invocation, one variant over another
+(static / kernel-hash, afxdp / kernel-hash). Summaries are the median and the
+min-max over repetitions.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+# metrics divided by the same-rep, same-depth baseline of the variant's topology
+VS_BASELINE = ("tcp_gbps", "mpps_64", "mpps_1500", "rtt_p50_us", "rtt_p99_us")
+# BPF costs divided by the LRU-update floor of the same invocation
+VS_FLOOR = {"bpf_rx_ns": "floor_lru_ns", "bpf_tx_ns": "floor_lru_ns"}
+DYN = "dynamic"
+ALL = "all"  # a baseline's samples of every depth slot
+
+
+def _dkey(depth: int | None) -> str:
+    return DYN if depth is None else str(depth)
+
+
+def stat(values: Iterable[float]) -> dict[str, float] | None:
+    v = sorted(values)
+    if not v:
+        return None
+    return {"median": statistics.median(v), "lo": v[0], "hi": v[-1], "n": len(v)}
+
+
+class Samples:
+    """Samples indexed by (variant, depth, metric) -> {rep: value}."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.by: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
+        for s in doc["samples"]:
+            self.by[(s["variant"], _dkey(s["depth"]), s["metric"])][s["rep"]] = s["value"]
+        self.depths = [str(d) for d in doc["meta"]["settings"]["depths"]]
+
+    def values(self, variant: str, depth: str, metric: str) -> dict[int, float]:
+        return self.by.get((variant, depth, metric), {})
+
+    def ratio(self, a: tuple[str, str], b: tuple[str, str], depth: str) -> list[float]:
+        """Per-rep a/b, (variant, metric) each, at one depth; reps where both exist."""
+        va, vb = self.values(a[0], depth, a[1]), self.values(b[0], depth, b[1])
+        return [va[r] / vb[r] for r in sorted(va.keys() & vb.keys()) if vb[r]]
+
+
+def summarize(doc: dict[str, Any]) -> dict[str, Any]:
+    """{variant: {depth: {metric: {median, lo, hi, n, ratio: {...}|None}}}}"""
+    sm = Samples(doc)
+    out: dict[str, Any] = defaultdict(lambda: defaultdict(dict))
+    for (variant, depth, metric), reps in sorted(sm.by.items()):
+        entry: dict[str, Any] = dict(stat(reps.values()) or {})
+        ratio = None
+        base = doc["variants"][variant]["baseline"]
+        if metric in VS_BASELINE and variant != base:
+            ratio = stat(sm.ratio((variant, metric), (base, metric), depth))
+        elif metric in VS_FLOOR:
+            ratio = stat(sm.ratio((variant, metric), (variant, VS_FLOOR[metric]), depth))
+        entry["ratio"] = ratio
+        out[variant][depth][metric] = entry
+    # a baseline carries no labels: its depth slots are repeats of one figure, pooled under "all"
+    pooled: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (variant, _depth, metric), reps in sm.by.items():
+        if doc["variants"][variant]["baseline"] == variant:
+            pooled[(variant, metric)] += reps.values()
+    for (variant, metric), vals in pooled.items():
+        out[variant][ALL][metric] = {**(stat(vals) or {}), "ratio": None}
+    return json.loads(json.dumps(out))
+
+
+def headline(doc: dict[str, Any]) -> dict[str, Any]:
+    """The numbers issues 2 and 4 ask for, from this run's samples alone."""
+    sm = Samples(doc)
+    var = doc["variants"]
+    have = [v for v in var if not var[v]["unavailable"] and any(k[0] == v for k in sm.by)]
+    depths = sm.depths
+    out: dict[str, Any] = {}
+    if "kernel-hash" in have:
+        kh_base = var["kernel-hash"]["baseline"]
+        out["kernel_hash_tcp_share_of_baseline"] = {
+            d: stat(sm.ratio(("kernel-hash", "tcp_gbps"), (kh_base, "tcp_gbps"), d)) for d in depths}
+        lo, hi = depths[0], depths[-1]
+        a, b = sm.values("kernel-hash", lo, "tcp_gbps"), sm.values("kernel-hash", hi, "tcp_gbps")
+        out["kernel_hash_tcp_drop"] = {"from": int(lo), "to": int(hi),
+                                       "drop": stat(1 - b[r] / a[r] for r in a.keys() & b.keys() if a[r])}
+        if "3" in depths:
+            out["issue2_kernel_hash_3_labels_tcp_vs_baseline"] = out["kernel_hash_tcp_share_of_baseline"]["3"]
+        for name in ("static", "afxdp", "afxdp-2q"):
+            if name in have:
+                out[f"{name}_vs_kernel_hash_tcp"] = {
+                    d: stat(sm.ratio((name, "tcp_gbps"), ("kernel-hash", "tcp_gbps"), d)) for d in depths}
+                out[f"{name}_vs_kernel_hash_mpps_64"] = {
+                    d: stat(sm.ratio((name, "mpps_64"), ("kernel-hash", "mpps_64"), d)) for d in depths}
+    if "8" in depths:
+        costs = {}
+        for v in have:
+            rx, tx, lru = (sm.values(v, "8", m) for m in ("bpf_rx_ns", "bpf_tx_ns", "floor_lru_ns"))
+            if rx:
+                costs[v] = {"rx_ns": stat(rx.values()), "tx_ns": stat(tx.values()),
+                            "floor_lru_ns": stat(lru.values()),
+                            "floor_pass_ns": stat(sm.values(v, "8", "floor_pass_ns").values()),
+                            "rx_vs_lru": stat(sm.ratio((v, "bpf_rx_ns"), (v, "floor_lru_ns"), "8")),
+                            "tx_vs_lru": stat(sm.ratio((v, "bpf_tx_ns"), (v, "floor_lru_ns"), "8"))}
+        out["issue2_bpf_cost_8_labels"] = costs
+    out["fidelity"] = {v: stat(sm.values(v, DYN, "fidelity").values()) for v in have
+                       if sm.values(v, DYN, "fidelity")}
+    return out
+
+
+# ---------------------------------------------------------------------- Markdown
+
+
+def _num(x: float, digits: int) -> str:
+    return f"{x:.{digits}f}"
+
+
+def cell(e: dict[str, Any] | None, digits: int = 2) -> str:
+    """median [min-max], or the lone value of a single repetition."""
+    if not e:
+        return "–"
+    if e["n"] == 1:
+        return _num(e["median"], digits)
+    return f"{_num(e['median'], digits)} [{_num(e['lo'], digits)}–{_num(e['hi'], digits)}]"
+
+
+def _ratio_cell(e: dict[str, Any] | None, digits: int = 2) -> str:
+    return cell((e or {}).get("ratio"), digits)
+
+
+def _pct(e: dict[str, Any] | None) -> str:
+    if not e:
+        return "–"
+    if e["n"] == 1:
+        return f"{100 * e['median']:.1f}%"
+    return f"{100 * e['median']:.1f}% [{100 * e['lo']:.1f}–{100 * e['hi']:.1f}%]"
+
+
+def _reasons(doc: dict[str, Any], variant: str, depth: str) -> str | None:
+    whole = doc["variants"][variant]["unavailable"]
+    if whole:
+        return whole
+    rs = {u["reason"] for u in doc["unavailable"] if u["variant"] == variant and _dkey(u["depth"]) == depth}
+    return "; ".join(sorted(rs)) or None
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    summ = summarize(doc)
+    head = headline(doc)
+    meta, env, s = doc["meta"], doc["environment"], doc["meta"]["settings"]
+    pol = meta["policy"]
+    lines = [
+        f"# afxdp-proxy benchmark{' (quick)' if s['quick'] else ''}",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(meta['started']))}, {meta['seconds'] / 60:.1f} min; "
+        f"{env['kernel'].split(' #')[0]}, {env['cpu']} ({env['cpus']} CPUs); git {env['git']['commit'][:10]}"
+        f"{' (dirty)' if env['git']['dirty'] else ''}.",
+        f"{s['reps']} repetition(s), label depths {', '.join(map(str, s['depths']))}; iperf3 {s['tcp_seconds']:g} s "
+        f"(first {s['tcp_omit']} s omitted), both ends on CPU {pol['iperf3_affinity']['client_cpu']}; "
+        f"generator on CPU {pol['generator_cpu']}, {s['pkt_seconds']:g} s per frame size; "
+        f"{s['ping_count']} pings every {s['ping_interval'] * 1e3:g} ms; "
+        f"{s['cost_packets']} distinct packets per BPF program.",
+        "Offloads, the same for every variant: " + pol["offloads"] + ".",
+        "Figures: median [min–max] over repetitions; ×base = ratio to the same topology's baseline measured at the "
+        "same repetition and depth; BPF RX/TX ns are BPF_PROG_TEST_RUN medians with ×LRU = ratio to the one-LRU-"
+        "update floor of the same invocation; proxy ns/pkt = the proxy's BPF run time + process CPU per packet "
+        "delivered under the 64 B load.",
+        "",
+        "| variant | labels | TCP Gbit/s | ×base | Mpps 64 B | ×base | Mpps 1500 B | ×base "
+        "| RTT p50 µs | RTT p99 µs | BPF RX ns | ×LRU | BPF TX ns | ×LRU | proxy ns/pkt |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for v in doc["variants"]:
+        base = doc["variants"][v]["baseline"] == v
+        for d in [ALL] if base else [str(x) for x in s["depths"]]:
+            m = summ.get(v, {}).get(d, {})
+            reason = _reasons(doc, v, d)
+            if not m:
+                lines.append(f"| {v} | {d} | unavailable ({reason or 'no sample'}) |" + " |" * 12)
+                if doc["variants"][v]["unavailable"]:
+                    break  # one row says it for every depth
+                continue
+            def vs_base(metric: str, m: dict[str, Any] = m, base: bool = base) -> str:
+                return "" if base else _ratio_cell(m.get(metric))
+
+            lines.append(
+                f"| {v} | {'none' if base else d} | {cell(m.get('tcp_gbps'))} | {vs_base('tcp_gbps')} "
+                f"| {cell(m.get('mpps_64'), 3)} | {vs_base('mpps_64')} "
+                f"| {cell(m.get('mpps_1500'), 3)} | {vs_base('mpps_1500')} "
+                f"| {cell(m.get('rtt_p50_us'), 0)} | {cell(m.get('rtt_p99_us'), 0)} "
+                f"| {cell(m.get('bpf_rx_ns'), 0)} | {_ratio_cell(m.get('bpf_rx_ns'))} "
+                f"| {cell(m.get('bpf_tx_ns'), 0)} | {_ratio_cell(m.get('bpf_tx_ns'))} "
+                f"| {cell(m.get('cpu_ns_per_pkt'), 0)} |")
+    lines += ["", "Baseline rows pool every depth slot: the baseline carries no labels, and it is measured again "
+              "at each depth so that every ratio divides samples taken side by side.", ""]
+    lines += ["## Header fidelity, dynamic chain", "",
+              "Share of packets of one TCP flow whose stacks differ per packet (labels, TC bits, depth) that reach "
+              "the receiver with their own stack minus the top label.", "",
+              "| variant | kept own stack | packets compared |", "|---|--:|--:|"]
+    for v in doc["variants"]:
+        e = summ.get(v, {}).get(DYN, {}).get("fidelity")
+        if e:
+            n = [x["detail"]["compared"] for x in doc["samples"] if x["variant"] == v and x["metric"] == "fidelity"]
+            lines.append(f"| {v} | {_pct(e)} | {sum(n)} |")
+        elif doc["variants"][v]["baseline"] != v:
+            lines.append(f"| {v} | unavailable ({_reasons(doc, v, DYN) or 'no sample'}) | |")
+    lines += ["", "## Headline numbers", "", *_headline_lines(head)]
+    if doc["errors"]:
+        lines += ["", "## Measurement errors", ""]
+        lines += [f"- {e['variant']} depth {_dkey(e['depth'])} rep {e['rep'] + 1}, {e['metric']}: {e['error']}"
+                  for e in doc["errors"]]
+    return "\n".join(lines) + "\n"
+
+
+def _headline_lines(h: dict[str, Any]) -> list[str]:
+    out = []
+    if "kernel_hash_tcp_share_of_baseline" in h:
+        shares = ", ".join(f"{d}: {cell(e)}" for d, e in h["kernel_hash_tcp_share_of_baseline"].items())
+        out.append(f"- kernel-hash TCP throughput as a share of baseline, by labels (target ≥ 0.9): {shares}")
+        dr = h["kernel_hash_tcp_drop"]
+        out.append(f"- kernel-hash TCP drop from {dr['from']} to {dr['to']} labels (target < 10%): "
+                   f"{_pct(dr['drop'])}")
+    if "issue2_kernel_hash_3_labels_tcp_vs_baseline" in h:
+        out.append(f"- issue 2: kernel-hash with 3 labels / plain IP, TCP (target ≥ 0.9): "
+                   f"{cell(h['issue2_kernel_hash_3_labels_tcp_vs_baseline'])}")
+    for name in ("static", "afxdp", "afxdp-2q"):
+        if f"{name}_vs_kernel_hash_tcp" in h:
+            t = ", ".join(f"{d}: {cell(e)}" for d, e in h[f"{name}_vs_kernel_hash_tcp"].items())
+            p = ", ".join(f"{d}: {cell(e)}" for d, e in h[f"{name}_vs_kernel_hash_mpps_64"].items())
+            out.append(f"- {name} / kernel-hash, TCP by labels: {t}; 64 B packet rate: {p}")
+    for v, c in h.get("issue2_bpf_cost_8_labels", {}).items():
+        out.append(f"- BPF cost at 8 labels, {v}: RX {cell(c['rx_ns'], 0)} ns ({cell(c['rx_vs_lru'])}× LRU floor), "
+                   f"TX {cell(c['tx_ns'], 0)} ns ({cell(c['tx_vs_lru'])}× LRU floor); floors: LRU update "
+                   f"{cell(c['floor_lru_ns'], 0)} ns, XDP_PASS {cell(c['floor_pass_ns'], 0)} ns (target ≤ 2×)")
+    if h.get("fidelity"):
+        out.append("- header fidelity: " + ", ".join(f"{v} {_pct(e)}" for v, e in h["fidelity"].items()))
+    return out
+
+
+# ---------------------------------------------------------------------- plots
+
+
+def _series(summ: dict[str, Any], v: str, depths: list[str], metric: str, ratio: bool = False
+            ) -> tuple[list[int], list[float], list[list[float]]]:
+    xs, ys, lo, hi = [], [], [], []
+    for d in depths:
+        e = summ.get(v, {}).get(d, {}).get(metric)
+        if ratio and e:
+            e = e.get("ratio")
+        if e:
+            xs.append(int(d))
+            ys.append(e["median"])
+            lo.append(e["median"] - e["lo"])
+            hi.append(e["hi"] - e["median"])
+    return xs, ys, [lo, hi]
+
+
+def plots(doc: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summ = summarize(doc)
+    depths = [str(d) for d in doc["meta"]["settings"]["depths"]]
+    variants = doc["variants"]
+    proxied = [v for v in variants if variants[v]["baseline"] != v]
+    bases = [v for v in variants if variants[v]["baseline"] == v]
+    missing = [v for v in proxied if variants[v]["unavailable"]]
+    note = ("unavailable: " + ", ".join(missing)) if missing else ""
+    colors = {v: f"C{i}" for i, v in enumerate(variants)}
+    files = []
+
+    def lines(ax: Any, metric: str, ratio: bool = False, with_bases: bool = True) -> None:
+        for v in proxied:
+            xs, ys, err = _series(summ, v, depths, metric, ratio)
+            if xs:
+                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=v, color=colors[v])
+        if with_bases and not ratio:
+            for b in bases:
+                xs, ys, err = _series(summ, b, depths, metric)
+                if xs:
+                    ax.errorbar(xs, ys, yerr=err, linestyle="--", capsize=2, label=f"{b} (no labels)",
+                                color=colors[b], alpha=0.7)
+        ax.set_xlabel("MPLS labels pushed by the sender")
+        ax.set_xticks([int(d) for d in depths])
+        ax.grid(alpha=0.3)
+
+    # the slides' figure: throughput against the number of labels, per variant
+    fig, ax = plt.subplots(figsize=(8, 5))
+    lines(ax, "tcp_gbps")
+    ax.set_ylabel("TCP throughput, Gbit/s (median, min–max)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("iperf3 TCP through the proxy vs label depth" + (f"\n({note})" if note else ""))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    files.append(out / "throughput.png")
+    fig.savefig(files[-1], dpi=120)
+    plt.close(fig)
+
+    fig, axs = plt.subplots(2, 3, figsize=(16, 9))
+    panels = [
+        (axs[0][0], "tcp_gbps", True, "TCP throughput / baseline"),
+        (axs[0][1], "mpps_64", False, "packet rate, 64 B frames, Mpps"),
+        (axs[0][2], "mpps_1500", False, "packet rate, 1500 B frames, Mpps"),
+        (axs[1][0], "bpf_rx_ns", False, "BPF_PROG_TEST_RUN ns/packet (solid RX, dotted TX)"),
+        (axs[1][1], "rtt_p50_us", False, "ICMP RTT µs (solid p50, dotted p99)"),
+        (axs[1][2], "cpu_ns_per_pkt", False, "proxy CPU ns per packet (64 B load)"),
+    ]
+    for ax, metric, ratio, title in panels:
+        lines(ax, metric, ratio, with_bases=metric not in ("bpf_rx_ns", "cpu_ns_per_pkt"))
+        ax.set_title(title, fontsize=10)
+    axs[0][0].axhline(0.9, color="grey", linestyle=":", label="target 0.9")
+    for twin, ax in (("bpf_tx_ns", axs[1][0]), ("rtt_p99_us", axs[1][1])):
+        for v in (proxied if twin == "bpf_tx_ns" else proxied + bases):
+            xs, ys, _ = _series(summ, v, depths, twin)
+            if xs:
+                ax.plot(xs, ys, linestyle=":", marker="x", color=colors[v])
+    for floor, style in (("floor_lru_ns", "-."), ("floor_pass_ns", ":")):
+        vals = [e[floor]["median"] for v in proxied for e in summ.get(v, {}).values() if floor in e]
+        if vals:
+            axs[1][0].axhline(statistics.median(vals), color="black", linestyle=style, alpha=0.6,
+                              label=f"{floor.removesuffix('_ns').replace('_', ' ')} (median)")
+    for ax in axs.flat:
+        ax.set_ylim(bottom=0)  # after every line is drawn: this freezes the top too
+        ax.legend(fontsize=7)
+    if note:
+        fig.suptitle(note, fontsize=9)
+    fig.tight_layout()
+    files.append(out / "overview.png")
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names, vals, errs = [], [], [[], []]
+    for v in proxied:
+        e = summ.get(v, {}).get(DYN, {}).get("fidelity")
+        if e:
+            names.append(v)
+            vals.append(100 * e["median"])
+            errs[0].append(100 * (e["median"] - e["lo"]))
+            errs[1].append(100 * (e["hi"] - e["median"]))
+    ax.bar(names, vals, yerr=errs, capsize=4, color=[colors[n] for n in names])
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("% of packets with their own stack")
+    ax.set_title("Header fidelity, dynamic chain" + (f"\n({note})" if note else ""))
+    fig.tight_layout()
+    files.append(out / "fidelity.png")
+    fig.savefig(files[-1], dpi=120)
+    plt.close(fig)
+    return files
+
+
+def write(doc: dict[str, Any], out: Path) -> list[Path]:
+    """bench.json (with the summaries), bench.md and the plots in out."""
+    doc = {**doc, "summary": summarize(doc), "headline": headline(doc)}
+    js = out / "bench.json"
+    js.write_text(json.dumps(doc, indent=1))
+    md = out / "bench.md"
+    md.write_text(markdown(doc))
+    return [js, md, *plots(doc, out)]

@@ -1,0 +1,354 @@
+"""`afxdp-proxy bench`: the comparative benchmark, static vs caching, kernel vs AF_XDP, across label depths.
+
+For every repetition, label depth and variant (baselines included) it measures:
+  TCP throughput    iperf3, one flow, both ends on CPU 0
+  packet rate       64 B and 1500 B frames (sizes before the stack) from the BPF
+                    live-frames generator on CPU 0, counted by the receiver
+  latency           ICMP echo round trips through the path, one at a time: p50, p99
+  proxy CPU/packet  BPF run time of the proxy's programs + the proxy process's CPU,
+                    per packet the receiver counted, under the 64 B load
+  BPF cost          BPF_PROG_TEST_RUN of RX and TX next to XDP_PASS and LRU-update floors
+and once per repetition and proxied variant, header fidelity for the dynamic chain.
+
+Variants are interleaved within each repetition (each depth runs every variant, in an
+order rotated per repetition), so drift on this small machine hits them alike; every
+figure is also given as a ratio to the baseline of the same topology measured at the
+same repetition and depth. Output in --out: bench.json (environment and every sample),
+bench.md (summary table), throughput.png, overview.png, fidelity.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from afxdp_proxy.bench import costs, metrics
+from afxdp_proxy.bench.env import environment
+from afxdp_proxy.bench.gen import Generator
+from afxdp_proxy.bench.stats import summarize
+from afxdp_proxy.bench.variants import DEFAULT, VARIANTS, Variant, config_problem, select
+from afxdp_proxy.proxyproc import ProxyProcess
+from afxdp_proxy.testbed import Testbed, dynamic_stacks
+
+DYNAMIC = None  # the depth slot of the dynamic-chain (fidelity) measurement
+FRAME_SIZES = (64, 1500)
+
+
+@dataclass(frozen=True)
+class Settings:
+    depths: tuple[int, ...] = (1, 2, 4, 8, 12, 16)
+    reps: int = 3
+    variants: tuple[str, ...] = DEFAULT
+    tcp_seconds: float = 5.0  # iperf3 takes whole seconds
+    tcp_omit: int = 1  # seconds of slow start iperf3 leaves out of its figure
+    pkt_seconds: float = 1.0
+    cpu_seconds: float = 1.0
+    ping_count: int = 500
+    ping_interval: float = 0.002
+    cost_packets: int = 2000
+    fidelity_seconds: float = 2.0  # whole seconds too
+    quick: bool = False
+
+
+QUICK = Settings(depths=(1, 16), reps=1, tcp_seconds=1.0, tcp_omit=0, pkt_seconds=0.2, cpu_seconds=0.2,
+                 ping_count=50, ping_interval=0.002, cost_packets=200, fidelity_seconds=1.0, quick=True)
+
+
+# ---------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A one-line progress bar on stderr (a line per step when stderr is not a terminal)."""
+
+    def __init__(self, total: int, out: TextIO = sys.stderr, width: int = 28) -> None:
+        self.total, self.done, self.out, self.width = max(total, 1), 0, out, width
+        self.t0 = time.monotonic()
+        self.tty = out.isatty()
+        self._last = ""
+
+    def show(self, label: str) -> None:
+        el = time.monotonic() - self.t0
+        frac = min(self.done / self.total, 1.0)
+        eta = f" ~{_mmss(el / self.done * (self.total - self.done))} left" if self.done else ""
+        bar = "#" * int(frac * self.width) + "-" * (self.width - int(frac * self.width))
+        line = f"[{bar}] {self.done}/{self.total} {_mmss(el)}{eta}  {label}"
+        if self.tty:
+            self.out.write("\r" + line[:160].ljust(len(self._last)))
+            self._last = line[:160]
+        elif label != self._last:
+            self.out.write(line + "\n")
+            self._last = label
+        self.out.flush()
+
+    def step(self, label: str = "") -> None:
+        self.done += 1
+        self.show(label)
+
+    def close(self) -> None:
+        if self.tty:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def _mmss(s: float) -> str:
+    return f"{int(s // 60)}m{int(s % 60):02d}s"
+
+
+# ---------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    settings: Settings
+    variants: list[Variant]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    unavailable: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    points: list[dict[str, Any]] = field(default_factory=list)
+    whole_run_unavailable: dict[str, str] = field(default_factory=dict)
+
+    def add(self, rep: int, v: Variant, depth: int | None, metric: str, value: float, **detail: Any) -> None:
+        self.samples.append({"rep": rep, "variant": v.name, "depth": depth, "metric": metric, "value": value,
+                             "detail": detail})
+
+
+def _stacks_for(v: Variant, depth: int | None, tb: Testbed) -> list[list[Any]]:
+    if v.is_baseline:
+        return []
+    return dynamic_stacks(tb.sf_label) if depth is DYNAMIC else [costs.chain(depth)]
+
+
+def _start_proxy(run: Run, tb: Testbed, v: Variant, depth: int | None, rep: int
+                 ) -> tuple[ProxyProcess | None, dict[int, str]]:
+    """Start v's proxy for depth; (None, {}) and an 'unavailable' record when it cannot run."""
+    toml = v.config(tb, depth)
+    reason = config_problem(toml)
+    first = metrics.max_prog_id()
+    proxy = None
+    if reason is None:
+        try:
+            proxy = ProxyProcess(tb.ns_proxy, toml, name=f"{tb.prefix}-{v.name}").start()
+        except (RuntimeError, TimeoutError) as e:
+            reason = f"proxy did not start: {_one_line(str(e))}"
+    if proxy is None:
+        run.unavailable.append({"variant": v.name, "depth": depth, "rep": rep, "reason": reason})
+        return None, {}
+    return proxy, metrics.programs_since(first)
+
+
+def _one_line(s: str, limit: int = 300) -> str:
+    lines = [ln.strip() for ln in s.strip().splitlines() if ln.strip()]
+    # the proxy's own error line says most: prefer it over the wrapper's first line
+    errs = [ln for ln in lines if "error" in ln.lower()]
+    text = errs[-1] if errs else (lines[0] if lines else "")
+    return text[:limit]
+
+
+def probe(run: Run, beds: dict[str, Testbed]) -> None:
+    """Start each proxied variant once; one that cannot start is unavailable for the whole run."""
+    for v in run.variants:
+        if v.is_baseline:
+            continue
+        tb = beds[v.topology]
+        tb.set_stacks(_stacks_for(v, 2, tb))
+        proxy, _ = _start_proxy(run, tb, v, 2, -1)
+        if proxy is None:
+            run.whole_run_unavailable[v.name] = run.unavailable.pop()["reason"]
+        else:
+            proxy.stop()
+
+
+def _measure(run: Run, label: str, rep: int, v: Variant, depth: int | None, fn: Callable[[], dict[str, Any]],
+             progress: Progress, **names: str) -> dict[str, Any] | None:
+    """Run one metric; a failure is recorded with its reason, and the suite goes on."""
+    progress.show(f"rep {rep + 1} depth {depth if depth is not None else 'dyn'} {v.name}: {label}")
+    try:
+        res = fn()
+    except Exception as e:  # a metric failing is a result to report, not a reason to stop
+        run.errors.append({"variant": v.name, "depth": depth, "rep": rep, "metric": label,
+                           "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc(limit=3)})
+        return None
+    for metric, key in names.items():
+        detail = {k: x for k, x in res.items() if k not in ("value", *names.values())}
+        run.add(rep, v, depth, metric, float(res[key]), **detail)
+    return res
+
+
+def point(run: Run, tb: Testbed, gen: Generator, v: Variant, depth: int | None, rep: int,
+          progress: Progress) -> None:
+    """Everything measured for one variant at one depth in one repetition."""
+    s = run.settings
+    tb.set_stacks(_stacks_for(v, depth, tb))
+    tb.reset_counters()
+    proxy, progs = None, {}
+    if not v.is_baseline:
+        progress.show(f"rep {rep + 1} depth {depth if depth is not None else 'dyn'} {v.name}: starting proxy")
+        proxy, progs = _start_proxy(run, tb, v, depth, rep)
+        if proxy is None:
+            return
+    record: dict[str, Any] = {"variant": v.name, "depth": depth, "rep": rep, "programs": progs}
+    try:
+        stack = costs.chain(depth) if depth is not DYNAMIC and not v.is_baseline else []
+        if depth is DYNAMIC:
+            _measure(run, "fidelity", rep, v, depth, lambda: metrics.fidelity(tb, s.fidelity_seconds), progress,
+                     fidelity="value")
+        else:
+            _measure(run, "tcp", rep, v, depth, lambda: metrics.tcp(tb, s.tcp_seconds, s.tcp_omit), progress,
+                     tcp_gbps="value")
+            with ExitStack() as napi:
+                if v.is_baseline:
+                    napi.enter_context(metrics.napi_on(tb))
+                for size in FRAME_SIZES:
+                    _measure(run, f"packet rate {size} B", rep, v, depth,
+                             lambda size=size: metrics.packet_rate(tb, gen, stack, size, s.pkt_seconds), progress,
+                             **{f"mpps_{size}": "value"})
+            _measure(run, "latency", rep, v, depth, lambda: metrics.latency(tb, s.ping_count, s.ping_interval),
+                     progress, rtt_p50_us="p50", rtt_p99_us="p99")
+            if proxy is not None:
+                _measure(run, "proxy CPU", rep, v, depth,
+                         lambda: metrics.proxy_cpu(tb, gen, stack, s.cpu_seconds, proxy.pid, progs), progress,
+                         cpu_ns_per_pkt="value")
+        if proxy is not None:
+            try:
+                record["counters"] = proxy.counters()
+            except RuntimeError as e:
+                record["counters_error"] = str(e)
+    finally:
+        if proxy is not None:
+            record["proxy_exit"] = proxy.stop()
+    run.points.append(record)
+    if depth is not DYNAMIC and v.cost_programs is not None:
+        backend, key, topology = v.cost_programs
+
+        def timed() -> dict[str, Any]:
+            r = costs.samples(depth, s.cost_packets, topology, backend, key)
+            med = {k: summarize(x).median for k, x in r.items()}
+            return {**med, "packets": s.cost_packets}
+
+        _measure(run, "BPF cost", rep, v, depth, timed, progress, bpf_rx_ns="rx", bpf_tx_ns="tx",
+                 floor_pass_ns="floor_xdp_pass", floor_lru_ns="floor_lru_update")
+
+
+def plan(run: Run) -> list[tuple[int, int | None, Variant]]:
+    """(rep, depth, variant) in run order: depths in order, variants rotated per repetition."""
+    s = run.settings
+    live = [v for v in run.variants if v.name not in run.whole_run_unavailable]
+    out = []
+    for rep in range(s.reps):
+        k = rep % len(live) if live else 0
+        order = live[k:] + live[:k]
+        for depth in (*s.depths, DYNAMIC):
+            out += [(rep, depth, v) for v in order if not (depth is DYNAMIC and v.is_baseline)]
+    return out
+
+
+def run_suite(settings: Settings, progress_out: TextIO = sys.stderr) -> dict[str, Any]:
+    """Bring up the testbeds, measure everything, tear down; return the results document."""
+    variants = select(list(settings.variants))
+    run = Run(settings, variants)
+    started = time.time()
+    with ExitStack() as stack:
+        topologies = list(dict.fromkeys(v.topology for v in variants))
+        beds = {t: stack.enter_context(Testbed(t)) for t in topologies}
+        gen = stack.enter_context(Generator())
+        env = environment(list(beds.values()))
+        probe(run, beds)
+        steps = plan(run)
+        progress = Progress(len(steps), progress_out)
+        try:
+            for rep, depth, v in steps:
+                point(run, beds[v.topology], gen, v, depth, rep, progress)
+                progress.step(f"rep {rep + 1} depth {depth if depth is not None else 'dyn'} {v.name}: done")
+        finally:
+            progress.close()
+    return {
+        "meta": {
+            "started": started, "seconds": time.time() - started, "argv": sys.argv,
+            "settings": asdict(settings),
+            "policy": {
+                "iperf3_affinity": {"client_cpu": metrics.IPERF_AFFINITY[0], "server_cpu": metrics.IPERF_AFFINITY[1]},
+                "generator_cpu": metrics.GEN_CPU,
+                "frame_sizes": "bytes of the bare Ethernet frame (no FCS); the label stack adds 4 B a label",
+                "baseline_packet_rate": "an XDP_PASS program holds NAPI on the proxy's net_in (veth needs it "
+                                        "for XDP_TX frames from its peer); GRO stays off there as with the proxies",
+                "run_time_stats": "kernel BPF run-time accounting is on only during the proxy-CPU window",
+                "offloads": "as the testbed sets them for every variant: TX checksum and segmentation off on "
+                            "all veths, GRO off on p_in and sf_in (see environment.offloads)",
+                "order": "per repetition: depths in order; at each depth every variant, order rotated per rep",
+            },
+        },
+        "environment": env,
+        "variants": {v.name: {"topology": v.topology, "backend": v.backend, "key": v.key, "queues": v.queues,
+                              "baseline": v.baseline, "about": v.about,
+                              "unavailable": run.whole_run_unavailable.get(v.name)} for v in variants},
+        "samples": run.samples,
+        "unavailable": run.unavailable,
+        "errors": run.errors,
+        "points": run.points,
+    }
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not vals or any(not 1 <= d <= 16 for d in vals):
+        raise argparse.ArgumentTypeError("depths must be 1..16 (the proxy's maximum stack)")
+    return vals
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    s = QUICK if args.quick else Settings()
+    if args.depths:
+        s = replace(s, depths=args.depths)
+    if args.reps:
+        s = replace(s, reps=args.reps)
+    if args.variants:
+        s = replace(s, variants=tuple(x for x in args.variants.split(",") if x))
+    if args.seconds:
+        s = replace(s, tcp_seconds=args.seconds)
+    return s
+
+
+def main(args: argparse.Namespace) -> int:
+    from afxdp_proxy.bench import report
+
+    settings = settings_from(args)
+    try:
+        select(list(settings.variants))
+    except ValueError as e:
+        print(f"afxdp-proxy: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = run_suite(settings)
+    files = report.write(doc, out)
+    print(report.markdown(doc))
+    print("\n" + "\n".join(f"wrote {p}" for p in files))
+    return 0
+
+
+def register_cli(sub: Any) -> None:
+    """Add ``bench`` to the CLI's subparsers."""
+    p = sub.add_parser("bench", help="comparative benchmark: baseline, static, caching proxies, across depths",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="depths 1 and 16, one repetition, short runs: well under two minutes")
+    p.add_argument("--depths", type=_ints, help="label depths, e.g. 1,2,4,8,12,16 (the default)")
+    p.add_argument("--reps", type=int, help="repetitions (default 3; --quick 1)")
+    p.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} "
+                   f"(default {','.join(DEFAULT)}; the baselines they need are added)")
+    p.add_argument("--seconds", type=float, help="iperf3 time per point (default 5; --quick 1)")
+    p.add_argument("--out", default="results", help="output directory (default results/)")
+    p.set_defaults(func=main)

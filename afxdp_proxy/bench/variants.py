@@ -1,0 +1,90 @@
+"""What the comparative benchmark compares: a baseline per topology and the proxies.
+
+Every proxied variant runs as an operator runs it, ``afxdp-proxy run`` in the
+proxy namespace (ProxyProcess), with the configuration the testbed writes for
+it. A variant whose configuration is refused or whose proxy does not start is
+reported as unavailable with the reason, never as a number.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+
+from afxdp_proxy.bench.costs import chain
+from afxdp_proxy.config import ConfigError, parse_config
+from afxdp_proxy.testbed import Testbed, dynamic_stacks
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    topology: str  # "inline" | "attached"
+    backend: str | None  # None: no proxy at all (a baseline)
+    key: str = "hash"
+    queues: int | None = None  # afxdp: [proxy] queues
+    about: str = ""
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.backend is None
+
+    @property
+    def baseline(self) -> str:
+        """The baseline this variant's figures are divided by: same topology, same run."""
+        return BASELINE_OF[self.topology]
+
+    @property
+    def cost_programs(self) -> tuple[str, str, str] | None:
+        """(backend, key, topology) of the BPF programs BPF_PROG_TEST_RUN can time, if any."""
+        if self.backend in ("kernel", "static"):
+            return (self.backend, self.key, self.topology)
+        return None
+
+    def config(self, tb: Testbed, depth: int | None) -> str:
+        """The proxy's TOML for `depth` labels (None: the dynamic-chain pattern)."""
+        assert self.backend is not None
+        extra = {"queues": self.queues} if self.queues else {}
+        toml = tb.proxy_config(backend=self.backend, key=self.key, **extra)
+        if self.backend == "static":
+            # the stack a static proxy is configured with: the chain after the SF's label
+            # (for the dynamic chain, the first pattern's, as in the demo)
+            tail = dynamic_stacks(tb.sf_label)[0][1:] if depth is None else chain(depth)[1:]
+            labels = ", ".join(str(e.label) for e in tail)
+            toml = toml.replace("[[sf]]\n", f"[[sf]]\nstatic_stack = [{labels}]\n", 1)
+        return toml
+
+
+BASELINE_OF = {"attached": "baseline", "inline": "baseline-inline"}
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("baseline", "attached", None, about="plain IP through the attached topology: no labels, no proxy"),
+    Variant("static", "attached", "static", about="static proxy: pushes its one configured stack"),
+    Variant("kernel-hash", "attached", "kernel", "hash", about="caching proxy in XDP, key = header hash"),
+    Variant("afxdp", "attached", "afxdp", about="caching proxy in user space over AF_XDP, 1 queue"),
+    Variant("afxdp-2q", "attached", "afxdp", queues=2, about="caching proxy over AF_XDP, 2 queues"),
+    Variant("baseline-inline", "inline", None, about="plain IP through the inline topology: no labels, no proxy"),
+    Variant("kernel-meta", "inline", "kernel", "meta", about="caching proxy, XDP RX + TC TX, key in skb->mark"),
+    Variant("kernel-hash-inline", "inline", "kernel", "hash", about="caching proxy, XDP RX + TC TX, header hash"),
+)}
+DEFAULT = ("baseline", "static", "kernel-hash", "kernel-meta", "afxdp", "afxdp-2q")
+
+
+def select(names: list[str]) -> list[Variant]:
+    """The named variants plus the baselines they need, baselines first, order kept otherwise."""
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    chosen = [VARIANTS[n] for n in dict.fromkeys(names)]
+    needed = dict.fromkeys(v.baseline for v in chosen)
+    bases = [VARIANTS[b] for b in needed]
+    return bases + [v for v in chosen if not v.is_baseline]
+
+
+def config_problem(toml: str) -> str | None:
+    """The one-line error the proxy would refuse this configuration with, or None."""
+    try:
+        parse_config(tomllib.loads(toml))
+    except ConfigError as e:
+        return f"config refused: {e}"
+    return None
