@@ -1,0 +1,114 @@
+"""`afxdp-proxy bench --quick` end to end: every variant is in every output, with sane values
+or the reason it could not run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from afxdp_proxy.bench.variants import DEFAULT, select
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# what a caching proxy must always manage; the rest may be unavailable, with a reason
+MUST_RUN = ("baseline", "baseline-inline", "static", "kernel-hash", "kernel-meta")
+# (low, high) bounds that catch unit mistakes and broken measurements, not slow machines
+SANE = {
+    "tcp_gbps": (0.05, 400.0),
+    "mpps_64": (0.005, 100.0),
+    "mpps_1500": (0.005, 100.0),
+    "rtt_p50_us": (1.0, 100_000.0),
+    "rtt_p99_us": (1.0, 200_000.0),
+    "bpf_rx_ns": (1.0, 100_000.0),
+    "bpf_tx_ns": (1.0, 100_000.0),
+    "floor_lru_ns": (1.0, 100_000.0),
+    "floor_pass_ns": (1.0, 100_000.0),
+    "cpu_ns_per_pkt": (1.0, 1_000_000.0),
+    "fidelity": (0.0, 1.0),
+}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], float]:
+    out = tmp_path_factory.mktemp("bench")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "afxdp_proxy", "bench", "--quick", "--out", str(out)],
+                       capture_output=True, text=True, timeout=115)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[" in r.stderr and "/" in r.stderr, "no progress bar on stderr"
+    return out, json.loads((out / "bench.json").read_text()), took
+
+
+def test_quick_mode_is_quick(quick: tuple[Path, dict[str, Any], float]) -> None:
+    assert quick[2] < 120
+
+
+def test_json_has_every_variant_with_samples_or_a_reason(quick: tuple[Path, dict[str, Any], float]) -> None:
+    _, doc, _ = quick
+    expected = {v.name for v in select(list(DEFAULT))}
+    assert set(doc["variants"]) == expected
+    env = doc["environment"]
+    assert env["kernel"] and env["cpu"] and env["offloads"] and env["versions"]["iperf3"]
+    for name, info in doc["variants"].items():
+        samples = [s for s in doc["samples"] if s["variant"] == name]
+        if info["unavailable"]:
+            assert name not in MUST_RUN, f"{name} must run: {info['unavailable']}"
+            assert isinstance(info["unavailable"], str) and len(info["unavailable"]) > 10
+            assert not samples
+            continue
+        assert samples, f"{name}: no samples"
+        metrics = {s["metric"] for s in samples}
+        assert {"tcp_gbps", "mpps_64", "mpps_1500", "rtt_p50_us", "rtt_p99_us"} <= metrics, (name, metrics)
+        if info["baseline"] != name:
+            assert "fidelity" in metrics and "cpu_ns_per_pkt" in metrics, (name, metrics)
+        if info["backend"] in ("kernel", "static"):
+            assert {"bpf_rx_ns", "bpf_tx_ns", "floor_lru_ns", "floor_pass_ns"} <= metrics, (name, metrics)
+    assert not [e for e in doc["errors"]], doc["errors"]
+
+
+def test_values_are_sane(quick: tuple[Path, dict[str, Any], float]) -> None:
+    _, doc, _ = quick
+    for s in doc["samples"]:
+        lo, hi = SANE[s["metric"]]
+        assert lo <= s["value"] <= hi, s
+    for s in doc["samples"]:
+        if s["metric"].startswith("mpps_"):
+            d = s["detail"]
+            assert d["received"] <= d["sent"] and d["received"] > 0.5 * d["sent"], s  # few frames lost
+        if s["metric"] == "rtt_p99_us":
+            assert s["value"] >= next(x["value"] for x in doc["samples"] if x["metric"] == "rtt_p50_us"
+                                      and x["variant"] == s["variant"] and x["depth"] == s["depth"])
+    fid = {s["variant"]: s["value"] for s in doc["samples"] if s["metric"] == "fidelity"}
+    assert fid["kernel-hash"] == fid["kernel-meta"] == 1.0, fid
+    assert fid["static"] < 0.5, fid  # why caching exists
+    for v in ("afxdp", "afxdp-2q"):
+        if v in fid:
+            assert fid[v] == 1.0, fid
+    # ratios to the same-run baseline exist for every proxied figure that has one
+    summ = doc["summary"]["kernel-hash"]
+    for d in map(str, doc["meta"]["settings"]["depths"]):
+        assert summ[d]["tcp_gbps"]["ratio"]["median"] > 0
+        assert summ[d]["bpf_rx_ns"]["ratio"]["median"] > 0
+    share = doc["headline"]["kernel_hash_tcp_share_of_baseline"]
+    assert set(share) == set(map(str, doc["meta"]["settings"]["depths"]))
+
+
+def test_markdown_and_plots(quick: tuple[Path, dict[str, Any], float]) -> None:
+    out, doc, _ = quick
+    md = (out / "bench.md").read_text()
+    for name, info in doc["variants"].items():
+        assert f"| {name} |" in md, name
+        if info["unavailable"]:
+            assert f"| {name} | 1 | unavailable (" in md, name
+    assert "Header fidelity" in md and "Headline numbers" in md
+    for png in ("throughput.png", "overview.png", "fidelity.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000, png
