@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # what a caching proxy must always manage; the rest may be unavailable, with a reason
-MUST_RUN = ("baseline", "baseline-inline", "static", "kernel-hash", "kernel-meta")
+MUST_RUN = ("baseline", "baseline-inline", "static", "kernel-hash", "kernel-meta", "kernel-hash-inline")
 # (low, high) bounds that catch unit mistakes and broken measurements, not slow machines
 SANE = {
     "tcp_gbps": (0.05, 400.0),
@@ -87,7 +87,7 @@ def test_values_are_sane(quick: tuple[Path, dict[str, Any], float]) -> None:
             assert s["value"] >= next(x["value"] for x in doc["samples"] if x["metric"] == "rtt_p50_us"
                                       and x["variant"] == s["variant"] and x["depth"] == s["depth"])
     fid = {s["variant"]: s["value"] for s in doc["samples"] if s["metric"] == "fidelity"}
-    assert fid["kernel-hash"] == fid["kernel-meta"] == 1.0, fid
+    assert fid["kernel-hash"] == fid["kernel-meta"] == fid["kernel-hash-inline"] == 1.0, fid
     assert fid["static"] < 0.5, fid  # why caching exists
     for v in ("afxdp", "afxdp-2q"):
         if v in fid:

@@ -53,9 +53,10 @@ def _deb(pkgs: list[str]) -> dict[str, str]:
 
 def git_state() -> dict[str, Any]:
     head = _cmd(["git", "-C", str(REPO), "rev-parse", "HEAD"])
-    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True).stdout.strip())
-    return {"commit": head, "dirty": dirty}
+    # what the run used beyond the commit: others' work in progress shares this tree
+    status = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True,
+                            text=True).stdout.splitlines()
+    return {"commit": head, "dirty": bool(status), "changes": status}
 
 
 def offloads(beds: list[Testbed]) -> dict[str, dict[str, bool]]:

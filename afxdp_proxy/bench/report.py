@@ -22,6 +22,9 @@ VS_BASELINE = ("tcp_gbps", "mpps_64", "mpps_1500", "rtt_p50_us", "rtt_p99_us")
 # BPF costs divided by the LRU-update floor of the same invocation
 VS_FLOOR = {"bpf_rx_ns": "floor_lru_ns", "bpf_tx_ns": "floor_lru_ns"}
 DYN = "dynamic"
+# side-by-side comparisons the issues ask for: static vs caching, AF_XDP vs XDP, meta vs hash key
+PAIRS = (("static", "kernel-hash"), ("afxdp", "kernel-hash"), ("afxdp-2q", "kernel-hash"),
+         ("kernel-meta", "kernel-hash-inline"))
 ALL = "all"  # a baseline's samples of every depth slot
 
 
@@ -85,7 +88,7 @@ def headline(doc: dict[str, Any]) -> dict[str, Any]:
     var = doc["variants"]
     have = [v for v in var if not var[v]["unavailable"] and any(k[0] == v for k in sm.by)]
     depths = sm.depths
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"pairs": {}}
     if "kernel-hash" in have:
         kh_base = var["kernel-hash"]["baseline"]
         out["kernel_hash_tcp_share_of_baseline"] = {
@@ -94,14 +97,14 @@ def headline(doc: dict[str, Any]) -> dict[str, Any]:
         a, b = sm.values("kernel-hash", lo, "tcp_gbps"), sm.values("kernel-hash", hi, "tcp_gbps")
         out["kernel_hash_tcp_drop"] = {"from": int(lo), "to": int(hi),
                                        "drop": stat(1 - b[r] / a[r] for r in a.keys() & b.keys() if a[r])}
-        if "3" in depths:
-            out["issue2_kernel_hash_3_labels_tcp_vs_baseline"] = out["kernel_hash_tcp_share_of_baseline"]["3"]
-        for name in ("static", "afxdp", "afxdp-2q"):
-            if name in have:
-                out[f"{name}_vs_kernel_hash_tcp"] = {
-                    d: stat(sm.ratio((name, "tcp_gbps"), ("kernel-hash", "tcp_gbps"), d)) for d in depths}
-                out[f"{name}_vs_kernel_hash_mpps_64"] = {
-                    d: stat(sm.ratio((name, "mpps_64"), ("kernel-hash", "mpps_64"), d)) for d in depths}
+    if "3" in depths:
+        out["issue2_tcp_3_labels_vs_baseline"] = {
+            v: stat(sm.ratio((v, "tcp_gbps"), (var[v]["baseline"], "tcp_gbps"), "3"))
+            for v in ("kernel-hash", "kernel-hash-inline") if v in have}
+    for a, b in PAIRS:
+        if a in have and b in have:
+            out["pairs"][f"{a} / {b}"] = {
+                m: {d: stat(sm.ratio((a, m), (b, m), d)) for d in depths} for m in ("tcp_gbps", "mpps_64")}
     if "8" in depths:
         costs = {}
         for v in have:
@@ -228,16 +231,14 @@ def _headline_lines(h: dict[str, Any]) -> list[str]:
         shares = ", ".join(f"{d}: {cell(e)}" for d, e in h["kernel_hash_tcp_share_of_baseline"].items())
         out.append(f"- kernel-hash TCP throughput as a share of baseline, by labels (target ≥ 0.9): {shares}")
         dr = h["kernel_hash_tcp_drop"]
-        out.append(f"- kernel-hash TCP drop from {dr['from']} to {dr['to']} labels (target < 10%): "
+        out.append(f"- kernel-hash TCP drop from {dr['from']} to {dr['to']} labels (target < 10%; negative: it rose): "
                    f"{_pct(dr['drop'])}")
-    if "issue2_kernel_hash_3_labels_tcp_vs_baseline" in h:
-        out.append(f"- issue 2: kernel-hash with 3 labels / plain IP, TCP (target ≥ 0.9): "
-                   f"{cell(h['issue2_kernel_hash_3_labels_tcp_vs_baseline'])}")
-    for name in ("static", "afxdp", "afxdp-2q"):
-        if f"{name}_vs_kernel_hash_tcp" in h:
-            t = ", ".join(f"{d}: {cell(e)}" for d, e in h[f"{name}_vs_kernel_hash_tcp"].items())
-            p = ", ".join(f"{d}: {cell(e)}" for d, e in h[f"{name}_vs_kernel_hash_mpps_64"].items())
-            out.append(f"- {name} / kernel-hash, TCP by labels: {t}; 64 B packet rate: {p}")
+    for v, e in h.get("issue2_tcp_3_labels_vs_baseline", {}).items():
+        out.append(f"- issue 2: {v} with 3 labels / plain IP in the same topology, TCP (target ≥ 0.9): {cell(e)}")
+    for pair, ms in h["pairs"].items():
+        t = ", ".join(f"{d}: {cell(e)}" for d, e in ms["tcp_gbps"].items())
+        p = ", ".join(f"{d}: {cell(e)}" for d, e in ms["mpps_64"].items())
+        out.append(f"- {pair}, TCP by labels: {t}; 64 B packet rate: {p}")
     for v, c in h.get("issue2_bpf_cost_8_labels", {}).items():
         out.append(f"- BPF cost at 8 labels, {v}: RX {cell(c['rx_ns'], 0)} ns ({cell(c['rx_vs_lru'])}× LRU floor), "
                    f"TX {cell(c['tx_ns'], 0)} ns ({cell(c['tx_vs_lru'])}× LRU floor); floors: LRU update "

@@ -67,7 +67,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("kernel-meta", "inline", "kernel", "meta", about="caching proxy, XDP RX + TC TX, key in skb->mark"),
     Variant("kernel-hash-inline", "inline", "kernel", "hash", about="caching proxy, XDP RX + TC TX, header hash"),
 )}
-DEFAULT = ("baseline", "static", "kernel-hash", "kernel-meta", "afxdp", "afxdp-2q")
+# kernel-hash-inline is the control for kernel-meta: the same topology with the other key mode
+DEFAULT = ("baseline", "static", "kernel-hash", "kernel-meta", "kernel-hash-inline", "afxdp", "afxdp-2q")
 
 
 def select(names: list[str]) -> list[Variant]:
