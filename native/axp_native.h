@@ -13,6 +13,7 @@
 #include <stdint.h>
 #endif
 #include "proxy.shared.h"
+#include "axp_xsk.h" /* the AF_XDP backend: engine, per-packet functions, sockets */
 
 struct bpf_object;
 

@@ -1,0 +1,988 @@
+// SPDX-License-Identifier: BSD-2-Clause
+/*
+ * The AF_XDP backend's data path (see axp_xsk.h): the per-packet functions,
+ * then the sockets and the per-queue loop built on them.
+ *
+ * Frames never move between queues: worker q owns the UMEM chunks
+ * [q * frames, (q + 1) * frames) and cycles them through its own sockets'
+ * rings (fill -> RX -> TX -> completion -> free stack -> fill). A frame
+ * received on net_in leaves by to_sf from the very same chunk: the stack is
+ * popped by moving the descriptor's address forward, and pushed again on the
+ * way back by moving it into the 256 bytes of headroom in front of the data.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include <linux/if_xdp.h>
+#include <xdp/xsk.h>
+
+#include "axp_xsk.h"
+#include "parse.shared.h"
+
+#ifndef SOL_XDP
+#define SOL_XDP 283
+#endif
+/* Linux 6.17 uapi (frames one copy-mode sendto() may send); Debian 12's headers predate it */
+#define AXP_XDP_MAX_TX_SKB_BUDGET 9
+#define AXP_RX_ROLES (AXP_PORT_NET_IN | AXP_PORT_FROM_SF)
+#define AXP_TX_ROLES (AXP_PORT_TO_SF | AXP_PORT_NET_OUT)
+#define AXP_STATS_EVERY_NS 250000000ull /* how often a busy worker refreshes XDP_STATISTICS */
+#define AXP_BUSY_TRIES 400 /* x 5 ms: how long a bind waits for a queue a closed socket still holds */
+
+/* ======================================================================
+ * Layer 1: the engine and the per-packet functions
+ * ====================================================================== */
+
+struct axp_engine {
+	struct axp_config cfg;
+	struct axp_cache *cache;
+	uint32_t nlabels;
+	uint32_t labels[AXP_MAX_SFS]; /* top labels served, scanned in order: a handful at most */
+	uint8_t label_sf[AXP_MAX_SFS];
+	uint8_t have_sf[AXP_MAX_SFS];
+	struct axp_sf sfs[AXP_MAX_SFS];
+};
+
+uint64_t axp_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t cache_entries,
+				  uint32_t threads, int *err)
+{
+	struct axp_engine *e;
+
+	*err = 0;
+	if (cfg->topology != AXP_TOPO_ATTACHED || cfg->key_mode != AXP_KEY_MODE_HASH ||
+	    cfg->static_mode) {
+		*err = -EOPNOTSUPP;
+		return NULL;
+	}
+	if (!cache_entries) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	e->cfg = *cfg;
+	e->cache = axp_cache_new(cache_entries, threads > 1);
+	if (!e->cache) {
+		free(e);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	return e;
+}
+
+int axp_engine_add_sf(struct axp_engine *e, uint32_t index, const struct axp_sf *sf)
+{
+	uint32_t i;
+
+	if (index >= AXP_MAX_SFS || e->have_sf[index])
+		return -EINVAL;
+	for (i = 0; i < e->nlabels; i++)
+		if (e->labels[i] == sf->label)
+			return -EEXIST;
+	e->sfs[index] = *sf;
+	e->have_sf[index] = 1;
+	e->labels[e->nlabels] = sf->label;
+	e->label_sf[e->nlabels] = index;
+	e->nlabels++;
+	return 0;
+}
+
+struct axp_cache *axp_engine_cache(struct axp_engine *e)
+{
+	return e->cache;
+}
+
+void axp_engine_free(struct axp_engine *e)
+{
+	if (!e)
+		return;
+	axp_cache_free(e->cache);
+	free(e);
+}
+
+static inline int axp_sf_of_label(const struct axp_engine *e, uint32_t label)
+{
+	uint32_t i;
+
+	for (i = 0; i < e->nlabels; i++)
+		if (e->labels[i] == label)
+			return e->label_sf[i];
+	return -1;
+}
+
+/* the counter of a frame the parser refused (proxy.bpf.h's axp_parse_counter) */
+static inline int axp_rx_refused(int res)
+{
+	switch (res) {
+	case AXP_PARSE_TOO_MANY_LABELS:
+		return AXP_CNT_RX_TOO_MANY_LABELS;
+	case AXP_PARSE_NOT_IP:
+		return AXP_CNT_RX_NOT_IP;
+	default:
+		return AXP_CNT_RX_MALFORMED;
+	}
+}
+
+static inline void axp_write_eth(uint8_t *eth, const uint8_t *dst, const uint8_t *src,
+				 uint16_t proto_be)
+{
+	memcpy(eth, dst, 6);
+	memcpy(eth + 6, src, 6);
+	memcpy(eth + 12, &proto_be, 2);
+}
+
+int axp_rx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
+		 uint64_t now_ns, struct axp_pkt *out)
+{
+	struct axp_entry entry;
+	struct axp_frame f = {0};
+	struct axp_key key;
+	const struct axp_sf *sf;
+	uint32_t pop;
+	int res, idx = -1;
+
+	cnt[AXP_CNT_RX_PACKETS]++;
+	memset(&entry, 0, sizeof(entry));
+	memset(&key, 0, sizeof(key));
+	res = axp_parse_mpls_frame(frame, frame + len, entry.labels, &f, &key);
+	if (res == AXP_PARSE_NOT_MPLS) {
+		cnt[AXP_CNT_RX_NOT_MPLS]++;
+		return AXP_VERDICT_PASS;
+	}
+	/* the top label decides first: other nodes' traffic passes whatever it carries */
+	if (len >= AXP_ETH_HLEN + 4) {
+		idx = axp_sf_of_label(e, axp_label_of(entry.labels[0]));
+		if (idx < 0) {
+			cnt[AXP_CNT_RX_OTHER_LABEL]++;
+			return AXP_VERDICT_PASS;
+		}
+	}
+	if (res != AXP_PARSE_OK || idx < 0) {
+		cnt[axp_rx_refused(res)]++;
+		return AXP_VERDICT_DROP;
+	}
+
+	entry.depth = f.depth;
+	entry.sf = idx;
+	entry.rx_ns = now_ns ? now_ns : axp_now_ns();
+	switch (axp_cache_insert(e->cache, &key, &entry, e->cfg.on_conflict == AXP_CONFLICT_REPLACE)) {
+	case AXP_CACHE_CONFLICT:
+		cnt[AXP_CNT_RX_CONFLICT_DROP]++;
+		return AXP_VERDICT_DROP;
+	case AXP_CACHE_REPLACED:
+		cnt[AXP_CNT_RX_CONFLICT_REPLACE]++;
+		break;
+	case AXP_CACHE_EVICTED:
+		cnt[AXP_XCNT_EVICTIONS]++; /* and a new entry all the same */
+		__attribute__((fallthrough));
+	default:
+		cnt[AXP_XCNT_CACHE_INSERTS]++;
+	}
+
+	/* pop: an Ethernet header towards the SF right in front of the IP header */
+	sf = &e->sfs[idx];
+	pop = f.l3_off - AXP_ETH_HLEN;
+	axp_write_eth(frame + pop, sf->sf_mac, sf->to_sf_mac, axp_htons(f.l3_proto));
+	cnt[AXP_CNT_RX_POPPED]++;
+	out->off = (int32_t)pop;
+	out->len = len - pop;
+	out->sf = idx;
+	return AXP_VERDICT_TX;
+}
+
+int axp_tx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
+		 uint32_t headroom, uint32_t sf_idx, uint64_t now_ns, struct axp_pkt *out)
+{
+	struct axp_entry entry;
+	struct axp_key key;
+	const struct axp_sf *sf;
+	uint16_t proto;
+	uint64_t now;
+	uint32_t n;
+	int res;
+
+	cnt[AXP_CNT_TX_PACKETS]++;
+	if (len < AXP_ETH_HLEN) {
+		cnt[AXP_CNT_TX_MALFORMED]++;
+		return AXP_VERDICT_DROP;
+	}
+	memcpy(&proto, frame + 12, 2);
+	if (proto != axp_htons(AXP_ETH_P_IP) && proto != axp_htons(AXP_ETH_P_IPV6)) {
+		cnt[AXP_CNT_TX_NOT_IP]++;
+		return AXP_VERDICT_PASS;
+	}
+	memset(&key, 0, sizeof(key));
+	res = axp_derive_key(frame + AXP_ETH_HLEN, frame + len, &key);
+	if (res == AXP_PARSE_NOT_IP) {
+		cnt[AXP_CNT_TX_NOT_IP]++;
+		return AXP_VERDICT_PASS;
+	}
+	if (res != AXP_PARSE_OK) {
+		cnt[AXP_CNT_TX_MALFORMED]++;
+		return AXP_VERDICT_DROP;
+	}
+
+	if (axp_cache_take(e->cache, &key, &entry)) {
+		if (e->cfg.on_miss == AXP_MISS_DROP) {
+			cnt[AXP_CNT_TX_MISS_DROP]++;
+			return AXP_VERDICT_DROP;
+		}
+		/* pass: on unlabelled to the next hop of the SF the packet came back from */
+		cnt[AXP_CNT_TX_MISS_PASS]++;
+		if (sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx])
+			return AXP_VERDICT_PASS;
+		n = 0;
+		goto out;
+	}
+	cnt[AXP_XCNT_CACHE_TAKES]++;
+	now = now_ns ? now_ns : axp_now_ns();
+	/* another worker may have stamped the entry after this batch read the clock */
+	cnt[AXP_CNT_TX_DWELL_NS] += now > entry.rx_ns ? now - entry.rx_ns : 0;
+	n = entry.depth;
+	sf_idx = entry.sf;
+	if (n < 1 || n > AXP_MAX_LABELS || sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx]) {
+		cnt[AXP_CNT_TX_MALFORMED]++; /* an entry no RX could have written */
+		return AXP_VERDICT_DROP;
+	}
+	n--; /* without the top label, which addressed this SF */
+	if (!n) {
+		cnt[AXP_CNT_TX_PLAIN]++;
+		goto out;
+	}
+	if (n * 4 > headroom) {
+		cnt[AXP_CNT_TX_PUSH_FAILED]++;
+		return AXP_VERDICT_DROP;
+	}
+	/* push in place: the labels end where the IP header starts, the Ethernet header precedes them */
+	frame -= n * 4;
+	len += n * 4;
+	memcpy(frame + AXP_ETH_HLEN, &entry.labels[1], n * 4);
+	proto = axp_htons(AXP_ETH_P_MPLS_UC);
+	cnt[AXP_CNT_TX_PUSHED]++;
+out:
+	sf = &e->sfs[sf_idx];
+	axp_write_eth(frame, sf->next_hop_mac, sf->net_out_mac, proto);
+	out->off = -(int32_t)(n * 4);
+	out->len = len;
+	out->sf = sf_idx;
+	return AXP_VERDICT_TX;
+}
+
+long axp_bench_batch(struct axp_engine *e, uint64_t *cnt, const uint8_t *frames, uint32_t len,
+		     uint32_t nframes, uint32_t rounds, uint64_t *ns)
+{
+	/* frame buffers laid out like UMEM chunks: 256 bytes of headroom, 2 KiB apart */
+	const uint32_t hr = 256, stride = 2048;
+	struct axp_pkt *pk, tx;
+	uint64_t t0, t1, t2, t3;
+	uint8_t *bufs;
+	uint32_t r, i;
+	long bad = 0;
+
+	if (!nframes || hr + len > stride)
+		return -EINVAL;
+	bufs = aligned_alloc(64, (size_t)nframes * stride);
+	pk = calloc(nframes, sizeof(*pk));
+	if (!bufs || !pk) {
+		free(bufs);
+		free(pk);
+		return -ENOMEM;
+	}
+	for (r = 0; r < rounds; r++) {
+		t0 = axp_now_ns();
+		for (i = 0; i < nframes; i++)
+			memcpy(bufs + (size_t)i * stride + hr, frames + (size_t)i * len, len);
+		t1 = axp_now_ns();
+		for (i = 0; i < nframes; i++) {
+			if (axp_rx_frame(e, cnt, bufs + (size_t)i * stride + hr, len, t1, &pk[i]) !=
+			    AXP_VERDICT_TX) {
+				pk[i].len = 0;
+				bad++;
+			}
+		}
+		t2 = axp_now_ns();
+		for (i = 0; i < nframes; i++) {
+			uint32_t at = hr + pk[i].off;
+
+			if (pk[i].len && axp_tx_frame(e, cnt, bufs + (size_t)i * stride + at, pk[i].len,
+						      at, pk[i].sf, t2, &tx) != AXP_VERDICT_TX)
+				bad++;
+		}
+		t3 = axp_now_ns();
+		ns[0] += t1 - t0;
+		ns[1] += t2 - t1;
+		ns[2] += t3 - t2;
+	}
+	free(bufs);
+	free(pk);
+	return bad;
+}
+
+/* ======================================================================
+ * Layer 2: sockets and the per-queue loop
+ * ====================================================================== */
+
+struct axp_sock {
+	/* libxdp keeps pointers to these rings until the socket is deleted */
+	struct xsk_ring_cons rx;
+	struct xsk_ring_prod tx;
+	struct xsk_ring_prod fill;
+	struct xsk_ring_cons comp;
+	struct xsk_socket *xsk;
+	int fd;
+	uint32_t roles;
+	uint32_t sf;
+	int fill_short;        /* the fill ring was left short of frames: top it up */
+	uint32_t nstage;       /* TX descriptors collected this round */
+	struct xdp_desc *stage;
+	uint64_t outstanding;  /* on the TX ring or in flight, not completed yet */
+};
+
+struct axp_worker {
+	struct axp_xsk *x;
+	uint32_t queue;
+	uint64_t *cnt;
+	struct axp_sock *socks; /* one per port */
+	uint64_t *free;         /* free chunk addresses, a stack */
+	uint32_t nfree;
+	uint32_t nframes;
+	struct pollfd *pfds;    /* RX sockets, then the stop eventfd */
+	uint32_t npfds;
+	uint64_t stats_at;
+};
+
+struct axp_xsk {
+	struct axp_engine *e;
+	struct axp_xsk_opts o;
+	struct axp_xsk_port *ports;
+	uint32_t nports;
+	int16_t to_sf_port[AXP_MAX_SFS]; /* SF -> port its bare packets leave by */
+	int16_t out_port[AXP_MAX_SFS];   /* SF -> port its labelled packets leave by */
+	uint64_t chunk_mask;
+	void *umem_area;
+	uint64_t umem_size;
+	struct xsk_umem *umem;
+	struct axp_worker *workers;
+	uint32_t nworkers;
+	int stop_fd;
+	int stop;
+	int zerocopy;
+};
+
+static void axp_msg(char *msg, uint32_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void axp_msg(char *msg, uint32_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!msg || !len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, len, fmt, ap);
+	va_end(ap);
+}
+
+static inline void axp_free_push(struct axp_worker *w, uint64_t addr)
+{
+	/* can only overflow through a bug; then the chunk is lost, not written twice */
+	if (w->nfree < w->nframes)
+		w->free[w->nfree++] = addr & w->x->chunk_mask;
+}
+
+static void axp_drain_comp(struct axp_worker *w, struct axp_sock *s)
+{
+	uint32_t idx, n, i;
+
+	n = xsk_ring_cons__peek(&s->comp, w->x->o.ring_size, &idx);
+	if (!n)
+		return;
+	for (i = 0; i < n; i++)
+		axp_free_push(w, *xsk_ring_cons__comp_addr(&s->comp, idx + i));
+	xsk_ring_cons__release(&s->comp, n);
+	s->outstanding -= n < s->outstanding ? n : s->outstanding;
+}
+
+/*
+ * Make the kernel transmit what the TX ring holds. In copy mode one sendto()
+ * sends up to the socket's budget and says EAGAIN while more is left (or the
+ * completion ring is full: drained here); zero-copy drivers clear the wakeup
+ * flag and need no call at all.
+ */
+static void axp_kick_tx(struct axp_worker *w, struct axp_sock *s)
+{
+	uint32_t before;
+	int i;
+
+	for (i = 0; i < 64; i++) {
+		if (!xsk_ring_prod__needs_wakeup(&s->tx))
+			return;
+		before = __atomic_load_n(s->tx.consumer, __ATOMIC_ACQUIRE);
+		if (before == *s->tx.producer)
+			return; /* nothing left to send */
+		w->cnt[AXP_XCNT_TX_KICKS]++;
+		if (sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0)
+			continue;
+		if (errno == EBUSY) {
+			/* the device dropped one frame (its completion still comes): go on */
+			w->cnt[AXP_XCNT_TX_ERRORS]++;
+			continue;
+		}
+		if (errno != EAGAIN && errno != ENOBUFS) {
+			w->cnt[AXP_XCNT_TX_ERRORS]++;
+			return;
+		}
+		axp_drain_comp(w, s);
+		if (__atomic_load_n(s->tx.consumer, __ATOMIC_ACQUIRE) == before)
+			return; /* no progress: the device is busy, retry next round */
+	}
+}
+
+static void axp_flush_tx(struct axp_worker *w, struct axp_sock *s)
+{
+	uint32_t n = s->nstage, done = 0, tries = 0, room, idx = 0, i;
+
+	while (done < n) {
+		room = xsk_prod_nb_free(&s->tx, n - done);
+		if (room > n - done)
+			room = n - done;
+		if (!room) {
+			/* the kernel has not consumed the ring yet: push it along once or twice */
+			if (++tries > 2)
+				break;
+			axp_kick_tx(w, s);
+			axp_drain_comp(w, s);
+			continue;
+		}
+		xsk_ring_prod__reserve(&s->tx, room, &idx);
+		for (i = 0; i < room; i++)
+			*xsk_ring_prod__tx_desc(&s->tx, idx + i) = s->stage[done + i];
+		xsk_ring_prod__submit(&s->tx, room);
+		s->outstanding += room;
+		done += room;
+	}
+	for (i = done; i < n; i++) {
+		w->cnt[AXP_XCNT_TX_RING_FULL]++;
+		axp_free_push(w, s->stage[i].addr);
+	}
+	s->nstage = 0;
+	axp_kick_tx(w, s);
+}
+
+static void axp_refill(struct axp_worker *w, struct axp_sock *s)
+{
+	uint32_t ring = w->x->o.ring_size, slots, n, idx = 0, i;
+
+	/* asking for the whole ring refreshes the kernel's consumer index when needed */
+	slots = xsk_prod_nb_free(&s->fill, ring);
+	n = slots < w->nfree ? slots : w->nfree;
+	s->fill_short = n < slots;
+	if (s->fill_short)
+		w->cnt[AXP_XCNT_FILL_STARVED]++;
+	if (!n)
+		return;
+	xsk_ring_prod__reserve(&s->fill, n, &idx);
+	for (i = 0; i < n; i++)
+		*xsk_ring_prod__fill_addr(&s->fill, idx + i) = w->free[--w->nfree];
+	xsk_ring_prod__submit(&s->fill, n);
+	if (xsk_ring_prod__needs_wakeup(&s->fill)) {
+		w->cnt[AXP_XCNT_FILL_WAKEUPS]++;
+		recvfrom(s->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	}
+}
+
+/* The kernel's per-socket drop counters, summed over the worker's sockets. */
+static void axp_worker_stats(struct axp_worker *w)
+{
+	uint64_t sum[5] = {0};
+	uint32_t p;
+
+	for (p = 0; p < w->x->nports; p++) {
+		struct xdp_statistics st;
+		socklen_t len = sizeof(st);
+
+		if (!w->socks[p].xsk ||
+		    getsockopt(w->socks[p].fd, SOL_XDP, XDP_STATISTICS, &st, &len))
+			continue;
+		sum[0] += st.rx_dropped;
+		sum[1] += st.rx_ring_full;
+		sum[2] += st.rx_fill_ring_empty_descs;
+		sum[3] += st.rx_invalid_descs;
+		sum[4] += st.tx_invalid_descs;
+	}
+	w->cnt[AXP_XCNT_XSK_RX_DROPPED] = sum[0];
+	w->cnt[AXP_XCNT_XSK_RX_RING_FULL] = sum[1];
+	w->cnt[AXP_XCNT_XSK_FILL_RING_EMPTY] = sum[2];
+	w->cnt[AXP_XCNT_XSK_RX_INVALID] = sum[3];
+	w->cnt[AXP_XCNT_XSK_TX_INVALID] = sum[4];
+}
+
+static inline void axp_handle(struct axp_worker *w, struct axp_sock *s, uint64_t addr,
+			      uint32_t len, uint64_t now)
+{
+	struct axp_xsk *x = w->x;
+	uint8_t *data = xsk_umem__get_data(x->umem_area, addr);
+	struct axp_pkt pk;
+	struct axp_sock *t;
+	int port = -1;
+
+	if (s->roles & AXP_PORT_NET_IN) {
+		if (axp_rx_frame(x->e, w->cnt, data, len, now, &pk) == AXP_VERDICT_TX)
+			port = x->to_sf_port[pk.sf];
+	} else {
+		if (axp_tx_frame(x->e, w->cnt, data, len, (uint32_t)(addr & ~x->chunk_mask),
+				 s->sf, now, &pk) == AXP_VERDICT_TX)
+			port = x->out_port[pk.sf];
+	}
+	/* dropped, or passed (which the XDP program already does): the chunk is free again */
+	if (port < 0) {
+		axp_free_push(w, addr);
+		return;
+	}
+	t = &w->socks[port];
+	t->stage[t->nstage].addr = addr + pk.off;
+	t->stage[t->nstage].len = pk.len;
+	t->stage[t->nstage].options = 0;
+	t->nstage++;
+}
+
+/* One pass over every ring of the worker. Returns the frames received. */
+static uint32_t axp_worker_round(struct axp_worker *w)
+{
+	struct axp_xsk *x = w->x;
+	uint32_t p, idx, n, i, total = 0;
+	uint64_t now = 0;
+
+	for (p = 0; p < x->nports; p++) {
+		struct axp_sock *s = &w->socks[p];
+
+		if (!(s->roles & AXP_RX_ROLES))
+			continue;
+		n = xsk_ring_cons__peek(&s->rx, x->o.batch_size, &idx);
+		if (!n) {
+			if (s->fill_short)
+				axp_refill(w, s);
+			continue;
+		}
+		/* one clock read per batch: the RX stamp and the dwell time of its packets */
+		if (!now)
+			now = axp_now_ns();
+		w->cnt[AXP_XCNT_RX_BATCHES]++;
+		for (i = 0; i < n; i++) {
+			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, idx + i);
+
+			axp_handle(w, s, d->addr, d->len, now);
+		}
+		xsk_ring_cons__release(&s->rx, n);
+		total += n;
+	}
+	for (p = 0; p < x->nports; p++) {
+		struct axp_sock *s = &w->socks[p];
+
+		if (s->nstage)
+			axp_flush_tx(w, s);
+		if (s->outstanding)
+			axp_drain_comp(w, s);
+	}
+	if (!total)
+		return 0;
+	for (p = 0; p < x->nports; p++)
+		if (w->socks[p].roles & AXP_RX_ROLES)
+			axp_refill(w, &w->socks[p]);
+	if (now - w->stats_at > AXP_STATS_EVERY_NS) {
+		w->stats_at = now;
+		axp_worker_stats(w);
+	}
+	return total;
+}
+
+/* Idle: sleep until a frame arrives, stop is asked, or (with TX in flight) a moment passes. */
+static void axp_worker_sleep(struct axp_worker *w)
+{
+	int timeout = 1000, p;
+
+	for (p = 0; p < (int)w->x->nports; p++)
+		if (w->socks[p].outstanding)
+			timeout = 1; /* completions arrive without a wakeup */
+	axp_worker_stats(w);
+	w->cnt[AXP_XCNT_SLEEPS]++;
+	/* poll() also wakes a driver whose fill ring asked for it (need_wakeup) */
+	poll(w->pfds, w->npfds, timeout);
+}
+
+static inline void axp_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+int axp_xsk_run(struct axp_xsk *x, uint32_t queue)
+{
+	struct axp_worker *w;
+	uint32_t idle = 0;
+
+	if (queue >= x->nworkers)
+		return -EINVAL;
+	w = &x->workers[queue];
+	while (!__atomic_load_n(&x->stop, __ATOMIC_ACQUIRE)) {
+		if (axp_worker_round(w)) {
+			idle = 0;
+			continue;
+		}
+		/* spin a little first: a poll() wakeup costs more than a few empty rounds */
+		if (++idle < x->o.spin) {
+			axp_cpu_relax();
+			continue;
+		}
+		idle = 0;
+		axp_worker_sleep(w);
+	}
+	axp_worker_stats(w);
+	return 0;
+}
+
+void axp_xsk_stop(struct axp_xsk *x)
+{
+	uint64_t one = 1;
+
+	__atomic_store_n(&x->stop, 1, __ATOMIC_RELEASE);
+	/* wakes every sleeping worker at once; if the write fails the flag still stops them */
+	if (write(x->stop_fd, &one, sizeof(one)) != sizeof(one))
+		return;
+}
+
+int axp_xsk_zerocopy(struct axp_xsk *x)
+{
+	return x->zerocopy;
+}
+
+uint64_t axp_xsk_umem_size(struct axp_xsk *x)
+{
+	return x->umem_size;
+}
+
+void axp_xsk_close(struct axp_xsk *x)
+{
+	uint32_t q, p;
+
+	if (!x)
+		return;
+	/* sockets first (the first one holds the UMEM's fd), then the UMEM, then its memory */
+	for (q = x->nworkers; q-- > 0;) {
+		struct axp_worker *w = &x->workers[q];
+
+		for (p = x->nports; w->socks && p-- > 0;)
+			if (w->socks[p].xsk)
+				xsk_socket__delete(w->socks[p].xsk);
+	}
+	if (x->umem)
+		xsk_umem__delete(x->umem);
+	if (x->umem_area)
+		munmap(x->umem_area, x->umem_size);
+	for (q = 0; q < x->nworkers; q++) {
+		struct axp_worker *w = &x->workers[q];
+
+		for (p = 0; w->socks && p < x->nports; p++)
+			free(w->socks[p].stage);
+		free(w->socks);
+		free(w->free);
+		free(w->pfds);
+	}
+	if (x->stop_fd >= 0)
+		close(x->stop_fd);
+	free(x->workers);
+	free(x->ports);
+	free(x);
+}
+
+static int axp_check_opts(const struct axp_xsk_opts *o, char *msg, uint32_t msglen)
+{
+	if (!o->queues || o->queues > AXP_XSK_MAX_QUEUES) {
+		axp_msg(msg, msglen, "queues: %u is not in 1..%d", o->queues, AXP_XSK_MAX_QUEUES);
+		return -EINVAL;
+	}
+	if (o->ring_size < 64 || o->ring_size > 16384 || (o->ring_size & (o->ring_size - 1))) {
+		axp_msg(msg, msglen, "ring_size: %u is not a power of 2 in 64..16384", o->ring_size);
+		return -EINVAL;
+	}
+	if (o->frame_size != 2048 && o->frame_size != 4096) {
+		axp_msg(msg, msglen, "frame_size: %u is neither 2048 nor 4096", o->frame_size);
+		return -EINVAL;
+	}
+	if (!o->batch_size || o->batch_size > o->ring_size) {
+		axp_msg(msg, msglen, "batch_size: %u is not in 1..ring_size (%u)", o->batch_size,
+			o->ring_size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Which port each SF's traffic leaves by, and that every port makes sense. */
+static int axp_map_ports(struct axp_xsk *x, char *msg, uint32_t msglen)
+{
+	struct axp_engine *e = x->e;
+	uint32_t i, p;
+
+	for (p = 0; p < x->nports; p++) {
+		const struct axp_xsk_port *pt = &x->ports[p];
+
+		if ((pt->roles & AXP_RX_ROLES) == AXP_RX_ROLES) {
+			axp_msg(msg, msglen, "%s: net_in and from_sf at once is not supported",
+				pt->ifname);
+			return -EINVAL;
+		}
+		if ((pt->roles & AXP_RX_ROLES) && pt->xskmap_fd < 0) {
+			axp_msg(msg, msglen, "%s: no XSKMAP for an RX interface", pt->ifname);
+			return -EINVAL;
+		}
+		if ((pt->roles & AXP_PORT_FROM_SF) &&
+		    (pt->sf >= AXP_MAX_SFS || !e->have_sf[pt->sf])) {
+			axp_msg(msg, msglen, "%s: returns SF %u, which is not configured", pt->ifname,
+				pt->sf);
+			return -EINVAL;
+		}
+	}
+	for (i = 0; i < AXP_MAX_SFS; i++) {
+		x->to_sf_port[i] = x->out_port[i] = -1;
+		if (!e->have_sf[i])
+			continue;
+		for (p = 0; p < x->nports; p++) {
+			if ((x->ports[p].roles & AXP_PORT_TO_SF) &&
+			    x->ports[p].ifindex == e->sfs[i].to_sf_ifindex)
+				x->to_sf_port[i] = p;
+			if ((x->ports[p].roles & AXP_PORT_NET_OUT) &&
+			    x->ports[p].ifindex == e->sfs[i].net_out_ifindex)
+				x->out_port[i] = p;
+		}
+		if (x->to_sf_port[i] < 0 || x->out_port[i] < 0) {
+			axp_msg(msg, msglen, "SF %u: no to_sf or net_out interface among the ports", i);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int axp_worker_init(struct axp_xsk *x, uint32_t q, uint64_t *counters, uint32_t nrx)
+{
+	struct axp_worker *w = &x->workers[q];
+	uint32_t p, i, n = 0;
+
+	w->x = x;
+	w->queue = q;
+	w->cnt = counters + (size_t)q * AXP_XCNT_MAX;
+	w->nframes = (uint32_t)(x->umem_size / x->o.frame_size / x->nworkers);
+	w->socks = calloc(x->nports, sizeof(*w->socks));
+	w->free = calloc(w->nframes, sizeof(*w->free));
+	w->pfds = calloc(nrx + 1, sizeof(*w->pfds));
+	if (!w->socks || !w->free || !w->pfds)
+		return -ENOMEM;
+	for (p = 0; p < x->nports; p++) {
+		w->socks[p].roles = x->ports[p].roles;
+		w->socks[p].sf = x->ports[p].sf;
+		w->socks[p].fd = -1;
+		if (!(x->ports[p].roles & AXP_TX_ROLES))
+			continue;
+		/* one round can send at most a batch from every RX socket through this one */
+		w->socks[p].stage = calloc((size_t)x->o.batch_size * nrx, sizeof(struct xdp_desc));
+		if (!w->socks[p].stage)
+			return -ENOMEM;
+	}
+	/* highest first, so the stack hands out low addresses first */
+	for (i = w->nframes; i-- > 0;)
+		w->free[n++] = ((uint64_t)q * w->nframes + i) * x->o.frame_size;
+	w->nfree = n;
+	return 0;
+}
+
+static int axp_open_socket(struct axp_xsk *x, uint32_t q, uint32_t p, char *msg, uint32_t msglen)
+{
+	struct axp_worker *w = &x->workers[q];
+	struct axp_sock *s = &w->socks[p];
+	const struct axp_xsk_port *pt = &x->ports[p];
+	int rx = !!(pt->roles & AXP_RX_ROLES), tx = !!(pt->roles & AXP_TX_ROLES);
+	struct xsk_socket_config cfg = {
+		.rx_size = rx ? x->o.ring_size : 0,
+		.tx_size = tx ? x->o.ring_size : 0,
+		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+		/* only the first socket's flags count: the others share its UMEM and mode */
+		.bind_flags = XDP_USE_NEED_WAKEUP | x->o.bind_flags,
+	};
+	struct timespec pause = {0, 5000000};
+	uint32_t budget;
+	int err, tries;
+
+	/*
+	 * A socket closed a moment ago (a proxy just stopped) frees its queue in a
+	 * kernel work item, after close() returns: bind says EBUSY until then.
+	 */
+	for (tries = 0;; tries++) {
+		err = xsk_socket__create_shared(&s->xsk, pt->ifname, q, x->umem, rx ? &s->rx : NULL,
+						tx ? &s->tx : NULL, &s->fill, &s->comp, &cfg);
+		if (err != -EBUSY || tries >= AXP_BUSY_TRIES)
+			break;
+		nanosleep(&pause, NULL);
+	}
+	if (err) {
+		s->xsk = NULL;
+		axp_msg(msg, msglen, "%s queue %u: AF_XDP socket: %s", pt->ifname, q, strerror(-err));
+		return err;
+	}
+	s->fd = xsk_socket__fd(s->xsk);
+	fcntl(s->fd, F_SETFD, FD_CLOEXEC); /* libxdp opens without it; children need not hold it */
+	if (tx) {
+		/* one sendto() per batch instead of one per 32 frames, where the kernel allows it */
+		budget = x->o.batch_size * 2 > x->o.ring_size ? x->o.ring_size : x->o.batch_size * 2;
+		if (budget > 32)
+			setsockopt(s->fd, SOL_XDP, AXP_XDP_MAX_TX_SKB_BUDGET, &budget, sizeof(budget));
+	}
+	if (rx) {
+		err = xsk_socket__update_xskmap(s->xsk, pt->xskmap_fd);
+		if (err) {
+			err = err < 0 && err != -1 ? err : -errno;
+			axp_msg(msg, msglen, "%s queue %u: XSKMAP update: %s", pt->ifname, q,
+				strerror(-err));
+			return err;
+		}
+		axp_refill(w, s);
+		w->pfds[w->npfds].fd = s->fd;
+		w->pfds[w->npfds].events = POLLIN;
+		w->npfds++;
+	}
+	return 0;
+}
+
+struct axp_xsk *axp_xsk_open(struct axp_engine *e, const struct axp_xsk_opts *opts,
+			     const struct axp_xsk_port *ports, uint32_t nports, uint64_t *counters,
+			     int *err, char *msg, uint32_t msglen)
+{
+	struct xsk_umem_config ucfg = {0};
+	struct xdp_options xo;
+	socklen_t len = sizeof(xo);
+	uint32_t q, p, nrx = 0, ntx = 0;
+	uint64_t frames;
+	struct axp_xsk *x;
+
+	if (msg && msglen)
+		msg[0] = '\0';
+	*err = axp_check_opts(opts, msg, msglen);
+	if (*err)
+		return NULL;
+	if (!nports) {
+		axp_msg(msg, msglen, "no interfaces");
+		*err = -EINVAL;
+		return NULL;
+	}
+	x = calloc(1, sizeof(*x));
+	if (!x) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	x->stop_fd = -1;
+	x->e = e;
+	x->o = *opts;
+	if (!x->o.spin)
+		x->o.spin = 1;
+	x->chunk_mask = ~(uint64_t)(opts->frame_size - 1);
+	x->nports = nports;
+	x->ports = calloc(nports, sizeof(*ports));
+	if (!x->ports)
+		goto nomem;
+	memcpy(x->ports, ports, nports * sizeof(*ports));
+	for (p = 0; p < nports; p++) {
+		x->ports[p].ifname[sizeof(x->ports[p].ifname) - 1] = '\0';
+		nrx += !!(ports[p].roles & AXP_RX_ROLES);
+		ntx += !!(ports[p].roles & AXP_TX_ROLES);
+	}
+	*err = axp_map_ports(x, msg, msglen);
+	if (*err)
+		goto fail;
+
+	x->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (x->stop_fd < 0) {
+		*err = -errno;
+		axp_msg(msg, msglen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	/*
+	 * Chunks per worker: a full ring's worth for each RX socket's fill ring
+	 * and as many again for each ring that holds frames on their way
+	 * (RX, TX, completion), so the fill rings can be kept full under load.
+	 */
+	frames = (uint64_t)opts->ring_size * (nrx + ntx);
+	x->umem_size = frames * opts->frame_size * opts->queues;
+	x->umem_area = mmap(NULL, x->umem_size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (x->umem_area == MAP_FAILED) {
+		x->umem_area = NULL;
+		*err = -errno;
+		axp_msg(msg, msglen, "UMEM of %llu bytes: %s", (unsigned long long)x->umem_size,
+			strerror(errno));
+		goto fail;
+	}
+	x->nworkers = opts->queues;
+	x->workers = calloc(x->nworkers, sizeof(*x->workers));
+	if (!x->workers)
+		goto nomem;
+	for (q = 0; q < x->nworkers; q++)
+		if (axp_worker_init(x, q, counters, nrx))
+			goto nomem;
+
+	ucfg.fill_size = opts->ring_size;
+	ucfg.comp_size = opts->ring_size;
+	ucfg.frame_size = opts->frame_size;
+	/* the first socket (queue 0, port 0) takes over the UMEM's own fill and completion rings */
+	*err = xsk_umem__create(&x->umem, x->umem_area, x->umem_size, &x->workers[0].socks[0].fill,
+				&x->workers[0].socks[0].comp, &ucfg);
+	if (*err) {
+		x->umem = NULL;
+		if (*err == -EAFNOSUPPORT)
+			axp_msg(msg, msglen, "AF_XDP sockets are not supported by this kernel "
+				"(CONFIG_XDP_SOCKETS)");
+		else
+			axp_msg(msg, msglen, "AF_XDP UMEM of %llu bytes: %s",
+				(unsigned long long)x->umem_size, strerror(-*err));
+		goto fail;
+	}
+	for (q = 0; q < x->nworkers; q++) {
+		for (p = 0; p < nports; p++) {
+			*err = axp_open_socket(x, q, p, msg, msglen);
+			if (*err)
+				goto fail;
+		}
+		x->workers[q].pfds[x->workers[q].npfds].fd = x->stop_fd;
+		x->workers[q].pfds[x->workers[q].npfds].events = POLLIN;
+		x->workers[q].npfds++;
+	}
+	if (!getsockopt(x->workers[0].socks[0].fd, SOL_XDP, XDP_OPTIONS, &xo, &len))
+		x->zerocopy = !!(xo.flags & XDP_OPTIONS_ZEROCOPY);
+	return x;
+
+nomem:
+	*err = -ENOMEM;
+	axp_msg(msg, msglen, "out of memory");
+fail:
+	axp_xsk_close(x);
+	return NULL;
+}
