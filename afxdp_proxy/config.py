@@ -22,6 +22,14 @@ CONFLICT_ACTIONS = ("drop", "replace")
 MAX_SFS = 64  # AXP_MAX_SFS
 MAX_LABELS = 16  # AXP_MAX_LABELS
 CACHE_MIN, CACHE_MAX = 16, 1 << 24
+# AF_XDP backend knobs; the defaults are enum axp_xsk_defaults in native/axp_xsk.h (a test compares)
+XSK_KEYS = ("queues", "ring_size", "frame_size", "batch_size")
+DEFAULT_QUEUES = 0  # RX queues served (one socket per interface and one worker each); 0: all of net_in's
+DEFAULT_RING_SIZE = 2048  # entries of every RX, TX, fill and completion ring
+DEFAULT_FRAME_SIZE = 4096  # UMEM frame: 256 bytes of headroom (room to push a stack), then the frame
+DEFAULT_BATCH_SIZE = 64  # descriptors a worker takes from an RX ring at once
+MAX_QUEUES = 64
+FRAME_SIZES = (2048, 4096)
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 
@@ -53,9 +61,13 @@ class ProxyConfig:
     on_conflict: str = "drop"
     sfs: tuple[SfConfig, ...] = field(default_factory=tuple)
     name: str | None = None
+    queues: int = DEFAULT_QUEUES
+    ring_size: int = DEFAULT_RING_SIZE
+    frame_size: int = DEFAULT_FRAME_SIZE
+    batch_size: int = DEFAULT_BATCH_SIZE
 
 
-_PROXY_KEYS = {"backend", "key", "topology", "cache_entries", "on_miss", "on_conflict", "name"}
+_PROXY_KEYS = {"backend", "key", "topology", "cache_entries", "on_miss", "on_conflict", "name", *XSK_KEYS}
 _SF_KEYS = {"name", "label", "net_in", "net_out", "to_sf", "from_sf", "sf_mac", "next_hop_mac", "static_stack"}
 
 
@@ -153,6 +165,10 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
     topology = _choice(proxy, "proxy", "topology", TOPOLOGIES, "attached")
     if key == "meta" and topology != "inline":
         raise ConfigError('proxy.key: "meta" needs topology = "inline" (skb->mark does not cross namespaces)')
+    if backend == "afxdp" and topology != "attached":
+        raise ConfigError('proxy.topology: the afxdp backend needs topology = "attached" '
+                          "(AF_XDP sends out of an interface; it cannot hand packets to the local stack)")
+    xsk = _xsk_knobs(proxy, backend)
     name = proxy.get("name")
     if name is not None and (not isinstance(name, str) or not re.match(r"^[\w.-]{1,64}$", name)):
         raise ConfigError("proxy.name: use 1-64 letters, digits, '.', '_' or '-'")
@@ -187,7 +203,29 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         on_conflict=_choice(proxy, "proxy", "on_conflict", CONFLICT_ACTIONS, "drop"),
         sfs=sfs,
         name=name,
+        **xsk,
     )
+
+
+def _xsk_knobs(proxy: dict[str, Any], backend: str) -> dict[str, int]:
+    """queues, ring_size, frame_size, batch_size: afxdp only."""
+    if backend != "afxdp":
+        for key in XSK_KEYS:
+            if key in proxy:
+                raise ConfigError(f'proxy.{key}: only used with backend = "afxdp"; remove it')
+        return {}
+    ring = _int(proxy, "proxy", "ring_size", 64, 16384, DEFAULT_RING_SIZE)
+    if ring & (ring - 1):
+        raise ConfigError(f"proxy.ring_size: {ring} is not a power of 2; set one in 64..16384")
+    frame = proxy.get("frame_size", DEFAULT_FRAME_SIZE)
+    if frame not in FRAME_SIZES or isinstance(frame, bool):
+        raise ConfigError(f"proxy.frame_size: {frame!r} is not 2048 or 4096")
+    return {
+        "queues": _int(proxy, "proxy", "queues", 1, MAX_QUEUES, DEFAULT_QUEUES),  # absent: 0, all
+        "ring_size": ring,
+        "frame_size": frame,
+        "batch_size": _int(proxy, "proxy", "batch_size", 1, ring, DEFAULT_BATCH_SIZE),
+    }
 
 
 def load_config(path: str | Path) -> ProxyConfig:

@@ -64,6 +64,18 @@ def test_good_config_and_defaults() -> None:
         ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "label": 1001}]}, "sf[1].name"),
         ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "label": 1001, "name": "x"}]}, "sf[1].from_sf"),
         ({"proxy": {}, "sf": GOOD["sf"], "extra": {}}, "config.extra"),
+        # the AF_XDP backend: attached only, its knobs validated, and only for it
+        (_with(proxy={"backend": "afxdp", "topology": "inline"}, drop="to_sf"), "proxy.topology"),
+        (_with(proxy={"backend": "afxdp", "queues": 0}), "proxy.queues"),
+        (_with(proxy={"backend": "afxdp", "queues": 65}), "proxy.queues"),
+        (_with(proxy={"backend": "afxdp", "ring_size": 1000}), "proxy.ring_size"),
+        (_with(proxy={"backend": "afxdp", "ring_size": 32}), "proxy.ring_size"),
+        (_with(proxy={"backend": "afxdp", "frame_size": 8192}), "proxy.frame_size"),
+        (_with(proxy={"backend": "afxdp", "frame_size": True}), "proxy.frame_size"),
+        (_with(proxy={"backend": "afxdp", "batch_size": 0}), "proxy.batch_size"),
+        (_with(proxy={"backend": "afxdp", "ring_size": 64, "batch_size": 65}), "proxy.batch_size"),
+        (_with(proxy={"queues": 2}), "proxy.queues"),  # kernel backend
+        (_with(proxy={"backend": "static", "batch_size": 32}, sf={"static_stack": [2000]}), "proxy.batch_size"),
     ],
 )
 def test_bad_field_is_named(data: dict, field: str) -> None:
@@ -81,6 +93,15 @@ def test_static_and_inline_meta_are_valid() -> None:
     cfg = parse_config({"proxy": {"key": "meta", "topology": "inline"},
                         "sf": [{"label": 1000, "net_in": "a", "net_out": "b"}]})
     assert cfg.key == "meta"
+
+
+def test_afxdp_knobs_and_defaults() -> None:
+    cfg = parse_config(_with(proxy={"backend": "afxdp"}))
+    # queues 0: as many as net_in has RX queues
+    assert (cfg.queues, cfg.ring_size, cfg.frame_size, cfg.batch_size) == (0, 2048, 4096, 64)
+    cfg = parse_config(_with(proxy={"backend": "afxdp", "queues": 2, "ring_size": 512, "frame_size": 2048,
+                                    "batch_size": 512}))
+    assert (cfg.queues, cfg.ring_size, cfg.frame_size, cfg.batch_size) == (2, 512, 2048, 512)
 
 
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
