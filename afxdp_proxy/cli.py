@@ -75,14 +75,20 @@ def cmd_stats(args: argparse.Namespace) -> int:
     else:
         return _err(f"several proxies run ({', '.join(live)}); pick one with --name", 1)
     info = live[name]
-    counters_map = bpf.Map.from_id(info["maps"]["counters"], "uint32_t", "uint64_t")
-    cache_map = bpf.Map.from_id(info["maps"]["cache"], "struct axp_key", "struct axp_entry")
-    try:
-        counters = read_counters(counters_map)
-        in_flight = cache_map.count()
-    finally:
-        counters_map.close()
-        cache_map.close()
+    if info["backend"] == "afxdp":
+        # the workers' counters live in the proxy process, shared through a mapped file
+        from afxdp_proxy.backends.afxdp import read_stats
+
+        counters, in_flight = read_stats(info)
+    else:
+        counters_map = bpf.Map.from_id(info["maps"]["counters"], "uint32_t", "uint64_t")
+        cache_map = bpf.Map.from_id(info["maps"]["cache"], "struct axp_key", "struct axp_entry")
+        try:
+            counters = read_counters(counters_map)
+            in_flight = cache_map.count()
+        finally:
+            counters_map.close()
+            cache_map.close()
     if args.json:
         print(json.dumps({"name": name, "backend": info["backend"], "key": info["key"],
                           "topology": info["topology"], "pid": info["pid"], "in_flight": in_flight,

@@ -26,4 +26,8 @@ def make_backend(cfg: ProxyConfig) -> Backend:
         from afxdp_proxy.backends.kernel import KernelProxy
 
         return KernelProxy(cfg)
-    raise ConfigError(f'proxy.backend: "{cfg.backend}" is not available in this version; use "kernel" or "static"')
+    if cfg.backend == "afxdp":
+        from afxdp_proxy.backends.afxdp import AfxdpProxy
+
+        return AfxdpProxy(cfg)
+    raise ConfigError(f'proxy.backend: "{cfg.backend}" is not available; use "kernel", "static" or "afxdp"')
