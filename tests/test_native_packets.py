@@ -1,0 +1,453 @@
+"""tests/cases.py through the C extension's per-packet functions on plain buffers: the same
+verdicts, output frames, cache entries and counters as the BPF tests (test_bpf_proxy.py) for
+the attached topology the AF_XDP backend serves. One table, three implementations: Python
+(the key oracle), BPF and C. No sockets and no root, except where a test says so: those
+run build/xsk.bpf.o, the AF_XDP backend's XDP program, under BPF_PROG_TEST_RUN.
+
+Verdicts map onto the XDP program of the kernel backend: drop -> XDP_DROP, pass -> XDP_PASS,
+tx (to the SF, or out) -> XDP_REDIRECT.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from afxdp_proxy._native import ffi, lib
+from cases import CASES, POPPED, SF_LABELS, Case, Verdict, stack_of
+from scapy.layers.inet import IP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from test_bpf_proxy import (
+    BAD_TX,
+    SFS,
+    SHORT_IP_TX,
+    TCP4_BARE,
+    assert_frame,
+    entry_labels,
+    labelled,
+    rx_expect,
+    tx_expect,
+    with_macs,
+)
+
+from afxdp_proxy import bpf, config
+from afxdp_proxy.backends.afxdp import (
+    NSLOTS,
+    VERDICT_DROP,
+    VERDICT_PASS,
+    VERDICT_TX,
+    Engine,
+    counter_names,
+    in_flight_of,
+)
+from afxdp_proxy.backends.kernel import config_struct
+from afxdp_proxy.config import ProxyConfig
+from afxdp_proxy.frames import ipv4_tcp, mpls_frame
+from afxdp_proxy.key import MAX_LABELS, derive_key, parse_mpls_frame
+from afxdp_proxy.mpls import Lse
+
+XDP_OF = {VERDICT_DROP: bpf.XDP_DROP, VERDICT_PASS: bpf.XDP_PASS, VERDICT_TX: bpf.XDP_REDIRECT}
+BASE = set(bpf.counter_names())
+
+
+def make_engine(on_miss: str = "pass", on_conflict: str = "drop", cache_entries: int = 1024,
+                threads: int = 1) -> Engine:
+    cfg = ProxyConfig(backend="afxdp", on_miss=on_miss, on_conflict=on_conflict)
+    e = Engine(config_struct(cfg), cache_entries, threads)
+    for idx, sf in SFS.items():
+        e.add_sf(idx, sf.struct())
+    return e
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[dict[tuple[str, str], Engine]]:
+    made: dict[tuple[str, str], Engine] = {}
+    yield made
+    for e in made.values():
+        e.close()
+
+
+@pytest.fixture
+def make(pool: dict[tuple[str, str], Engine]) -> Callable[..., Engine]:
+    """make(on_miss=..., on_conflict=...) -> an engine with the BPF tests' SFs, empty cache, zero counters."""
+
+    def get(on_miss: str = "pass", on_conflict: str = "drop") -> Engine:
+        if (on_miss, on_conflict) not in pool:
+            pool[on_miss, on_conflict] = make_engine(on_miss, on_conflict)
+        e = pool[on_miss, on_conflict]
+        lib.axp_cache_clear(e.cache)
+        e.reset_counters()
+        return e
+
+    return get
+
+
+def assert_counters(e: Engine, want: dict[str, int]) -> int:
+    """The kernel backend's counters exactly as the BPF tests expect them (non-zero ones, apart
+    from tx_dwell_ns, which is returned); the extras must agree with the cache."""
+    got = e.counters()
+    base = {k: v for k, v in got.items() if k in BASE and v and k != "tx_dwell_ns"}
+    assert base == want
+    assert in_flight_of(got) == e.in_flight()
+    return got["tx_dwell_ns"]
+
+
+def tx_of(e: Engine, frame: bytes, sf: int = 0) -> tuple[int, bytes]:
+    r = e.tx(frame, sf)
+    return XDP_OF[r.verdict], r.data
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_table(make: Callable[..., Engine], case: Case) -> None:
+    e = make()
+    before = time.monotonic_ns()
+    r = e.rx(case.frame)
+    want_verdict, want_frame = rx_expect(case, "attached")
+    assert XDP_OF[r.verdict] == want_verdict
+    assert_frame(r.data, want_frame)
+    # a frame shorter than Ethernet, which BPF_PROG_TEST_RUN refuses, is counted like any truncation
+    assert_counters(e, {"rx_packets": 1, case.rx_counter: 1})
+    if case.rx != Verdict.POP:
+        assert e.entries() == {}
+        return
+
+    key = parse_mpls_frame(case.frame).key  # the Python oracle's key: the C cached under the same bytes
+    assert key is not None and case.sf is not None
+    entries = e.entries()
+    assert list(entries) == [key]
+    ent = entries[key]
+    assert bytes(ffi.buffer(ent.labels)) == entry_labels(case.stack)
+    assert (ent.depth, ent.sf, r.sf) == (case.depth, case.sf, case.sf)
+    assert before < ent.rx_ns <= time.monotonic_ns()  # CLOCK_MONOTONIC, like bpf_ktime_get_ns
+
+    verdict, data = tx_of(e, r.data, case.sf)
+    want_verdict, want_frame = tx_expect(case, "attached")
+    assert verdict == want_verdict
+    assert_frame(data, want_frame)
+    assert case.tx_counter is not None
+    dwell = assert_counters(e, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, case.tx_counter: 1})
+    assert 0 < dwell < time.monotonic_ns() - before
+    assert e.entries() == {}, "TX must take the entry out of the cache"
+    c = e.counters()
+    assert (c["cache_inserts"], c["cache_takes"], c["evictions"]) == (1, 1, 0)
+
+
+def test_each_packet_gets_its_own_stack_back(make: Callable[..., Engine]) -> None:
+    e = make()
+    stacks = [stack_of(2), stack_of(5), [Lse(100, 7, False, 1), Lse(42, 0, False, 2), Lse(43, 4, True, 3)]]
+    ips = [ipv4_tcp("10.9.0.1", "10.9.0.2", 1, 7, 8, n, 0) for n in range(3)]
+    popped = [e.rx(mpls_frame(s, ip)).data for s, ip in zip(stacks, ips, strict=True)]
+    assert e.in_flight() == 3
+    for i in (2, 0, 1):
+        verdict, data = tx_of(e, popped[i])
+        assert verdict == bpf.XDP_REDIRECT
+        want = with_macs(labelled(mpls_frame([], ips[i]), stacks[i][1:]), SFS[0].next_hop_mac, SFS[0].net_out_mac)
+        assert_frame(data, want)
+    assert_counters(e, {"rx_packets": 3, "rx_popped": 3, "tx_packets": 3, "tx_pushed": 3})
+
+
+def test_sf_rewrites_do_not_lose_the_entry(make: Callable[..., Engine]) -> None:
+    e = make()
+    names = ("tcp4_8", "rtp4", "icmp4", "tcp6", "udp6")
+    for name in names:
+        case = next(c for c in POPPED if c.name == name)
+        assert case.popped is not None
+        assert e.rx(case.frame).verdict == VERDICT_TX
+        pkt = Ether(case.popped)
+        if IP in pkt:
+            pkt[IP].ttl -= 1
+            pkt[IP].tos = 0x2E << 2 | 1
+            del pkt[IP].chksum
+        else:
+            pkt[IPv6].hlim -= 1
+            pkt[IPv6].tc = 0x2E << 2
+        layer = pkt[IP if IP in pkt else IPv6].payload
+        if hasattr(layer, "chksum"):
+            layer.chksum = 0x1234
+        rewritten = bytes(pkt)
+        want = with_macs(labelled(rewritten, [Lse.decode(w) for w in case.stack[1:]]),
+                         SFS[0].next_hop_mac, SFS[0].net_out_mac)
+        assert_frame(tx_of(e, rewritten)[1], want)
+    n = len(names)
+    assert_counters(e, {"rx_packets": n, "rx_popped": n, "tx_packets": n, "tx_pushed": n})
+    assert e.entries() == {}
+
+
+# ---- TX without an entry, or with a bad one, or bad input ------------------------------------
+
+
+@pytest.mark.parametrize("on_miss", ["pass", "drop"])
+def test_miss(make: Callable[..., Engine], on_miss: str) -> None:
+    e = make(on_miss=on_miss)
+    case = POPPED[2]
+    assert case.popped is not None
+    verdict, data = tx_of(e, case.popped, sf=1)
+    if on_miss == "pass":  # unlabelled, to the next hop of the SF it came back from
+        assert verdict == bpf.XDP_REDIRECT
+        assert_frame(data, with_macs(case.popped, SFS[1].next_hop_mac, SFS[1].net_out_mac))
+    else:
+        assert verdict == bpf.XDP_DROP
+    assert_counters(e, {"tx_packets": 1, f"tx_miss_{on_miss}": 1})
+
+
+def test_miss_from_an_unknown_sf_passes(make: Callable[..., Engine]) -> None:
+    e = make()
+    case = POPPED[2]
+    assert case.popped is not None
+    verdict, data = tx_of(e, case.popped, sf=7)
+    assert verdict == bpf.XDP_PASS
+    assert_frame(data, case.popped)
+    assert_counters(e, {"tx_packets": 1, "tx_miss_pass": 1})
+
+
+@pytest.mark.parametrize("depth", [0, MAX_LABELS + 1])
+def test_tx_refuses_an_impossible_entry(make: Callable[..., Engine], depth: int) -> None:
+    e = make()
+    case = POPPED[1]
+    assert case.popped is not None
+    _, key = derive_key(case.popped[14:])
+    ent = ffi.new("struct axp_entry *")
+    ent.labels[0] = 0xFFFFFFFF
+    ent.depth = depth
+    ent.rx_ns = time.monotonic_ns()
+    k = ffi.new("struct axp_key *")
+    ffi.memmove(k, key, len(key))
+    assert lib.axp_cache_insert(e.cache, k, ent, 0) == lib.AXP_CACHE_INSERTED
+    assert tx_of(e, case.popped)[0] == bpf.XDP_DROP
+    got = {k: v for k, v in e.counters().items() if v and k in BASE and k != "tx_dwell_ns"}
+    assert got == {"tx_packets": 1, "tx_malformed": 1}
+    assert e.entries() == {}
+
+
+@pytest.mark.parametrize(("name", "frame", "what"), [*BAD_TX, *SHORT_IP_TX, ("runt", TCP4_BARE[:10], "malformed")],
+                         ids=[b[0] for b in [*BAD_TX, *SHORT_IP_TX]] + ["runt"])
+def test_bad_tx_input(make: Callable[..., Engine], name: str, frame: bytes, what: str) -> None:
+    e = make()
+    verdict, data = tx_of(e, frame)
+    assert verdict == (bpf.XDP_PASS if what == "not_ip" else bpf.XDP_DROP)
+    assert_frame(data, frame)  # passed or dropped, never changed
+    assert_counters(e, {"tx_packets": 1, f"tx_{what}": 1})
+
+
+def test_push_needs_headroom(make: Callable[..., Engine]) -> None:
+    """A frame with less room in front than the stack needs is dropped and counted, never overrun."""
+    e = make()
+    case = next(c for c in POPPED if c.name == "tcp4_8")
+    r = e.rx(case.frame)
+    buf = ffi.new("uint8_t[]", 8 + len(r.data))
+    ffi.memmove(buf + 8, r.data, len(r.data))
+    out = ffi.new("struct axp_pkt *")
+    assert lib.axp_tx_frame(e.ptr, e.cnt, buf + 8, len(r.data), 8, 0, 0, out) == VERDICT_DROP
+    assert e.counters()["tx_push_failed"] == 1
+
+
+# ---- conflicts -------------------------------------------------------------------------------
+
+
+def test_conflict_drop_keeps_the_first_stack(make: Callable[..., Engine]) -> None:
+    e = make(on_conflict="drop")
+    first = POPPED[2]
+    again = labelled(first.popped or b"", stack_of(4))
+    assert e.rx(first.frame).verdict == VERDICT_TX
+    r = e.rx(again)
+    assert r.verdict == VERDICT_DROP
+    assert_frame(r.data, again)
+    assert_counters(e, {"rx_packets": 2, "rx_popped": 1, "rx_conflict_drop": 1})
+    assert_frame(tx_of(e, first.popped or b"")[1], with_macs(first.pushed or b"", SFS[0].next_hop_mac,
+                                                                SFS[0].net_out_mac))
+
+
+def test_conflict_replace_keeps_the_latest_stack(make: Callable[..., Engine]) -> None:
+    e = make(on_conflict="replace")
+    first = POPPED[2]
+    latest = stack_of(4, top=200)
+    e.rx(first.frame)
+    r = e.rx(labelled(first.popped or b"", latest))
+    assert r.verdict == VERDICT_TX and r.sf == 1
+    assert_counters(e, {"rx_packets": 2, "rx_popped": 2, "rx_conflict_replace": 1})
+    assert e.in_flight() == 1
+    want = with_macs(labelled(first.popped or b"", latest[1:]), SFS[1].next_hop_mac, SFS[1].net_out_mac)
+    assert_frame(tx_of(e, first.popped or b"")[1], want)
+
+
+# ---- what the engine refuses to be -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("cfg", [ProxyConfig(topology="inline"), ProxyConfig(key="meta", topology="inline"),
+                                 ProxyConfig(backend="static")], ids=["inline", "meta", "static"])
+def test_engine_serves_attached_hash_caching_only(cfg: ProxyConfig) -> None:
+    with pytest.raises(bpf.BpfError) as err:
+        Engine(config_struct(cfg), 1024)
+    assert err.value.not_supported
+
+
+# ---- the cache ---------------------------------------------------------------------------------
+
+
+def _frames(n: int, first: int = 0, labels: int = 2) -> list[bytes]:
+    """n frames of one flow, each with its own key (TCP seq) and a stack for SF 0."""
+    stack = stack_of(labels)
+    return [mpls_frame(stack, ipv4_tcp("10.7.0.1", "10.7.0.2", 1, 1000, 80, first + i, 0, b"x" * 8))
+            for i in range(n)]
+
+
+def test_a_full_cache_evicts_the_oldest_entries() -> None:
+    """Packets the SF dropped cannot fill the cache: a full set gives up its oldest entry."""
+    e = make_engine(cache_entries=16)
+    try:
+        cap = lib.axp_cache_capacity(e.cache)
+        assert cap == 16
+        frames = _frames(1000)
+        for i, f in enumerate(frames):
+            assert e.rx(f, now_ns=1_000_000 + i).verdict == VERDICT_TX
+        c = e.counters()
+        assert e.in_flight() <= cap
+        assert c["evictions"] == 1000 - e.in_flight() == c["cache_inserts"] - e.in_flight()
+        ages = sorted(1_000_000 + 999 - ent.rx_ns for ent in e.entries().values())
+        assert ages[-1] < 64, f"an old entry survived newer ones: ages {ages}"
+        # the newest packet still finds its stack
+        bare = e.rx(_frames(1, first=5000)[0], now_ns=2_000_000).data
+        assert tx_of(e, bare)[0] == bpf.XDP_REDIRECT
+        assert e.counters()["tx_pushed"] == 1
+    finally:
+        e.close()
+
+
+def test_capacity_rounds_up_to_whole_sets() -> None:
+    e = make_engine(cache_entries=1000)
+    try:
+        assert lib.axp_cache_capacity(e.cache) == 1000  # 125 sets of 8
+    finally:
+        e.close()
+    e = make_engine(cache_entries=17)
+    try:
+        assert lib.axp_cache_capacity(e.cache) == 24
+    finally:
+        e.close()
+
+
+def test_workers_share_the_cache_safely() -> None:
+    """Two threads run the C batch loop at once (GIL released) on one engine: every packet
+    finds its own entry, nothing is lost or left behind."""
+    e = make_engine(cache_entries=4096, threads=2)
+    n, rounds = 64, 300
+    results: list[int] = []
+    cnts = [ffi.new("uint64_t[]", NSLOTS) for _ in range(2)]
+
+    def work(t: int) -> None:
+        blob = b"".join(_frames(n, first=t * 100_000, labels=8))
+        ns = ffi.new("uint64_t[3]")
+        results.append(lib.axp_bench_batch(e.ptr, cnts[t], blob, len(blob) // n, n, rounds, ns))
+
+    try:
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == [0, 0]
+        names = counter_names()
+        total = {name: sum(int(c[i]) for c in cnts) for i, name in enumerate(names)}
+        assert total["rx_popped"] == total["tx_pushed"] == 2 * n * rounds
+        assert total["cache_inserts"] == total["cache_takes"] == 2 * n * rounds
+        assert e.in_flight() == 0
+    finally:
+        e.close()
+
+
+# ---- one definition, checked -------------------------------------------------------------------
+
+
+def test_counter_names() -> None:
+    names = counter_names()
+    assert len(names) == len(set(names)) == lib.AXP_XCNT_MAX
+    assert names[: lib.AXP_CNT_MAX] == bpf.counter_names()
+    assert names[lib.AXP_XCNT_XDP_NO_SOCKET] == "xdp_no_socket"
+    assert {"evictions", "tx_ring_full", "tx_errors", "cache_inserts", "cache_takes"} <= set(names)
+
+
+def test_config_defaults_are_the_c_defaults() -> None:
+    assert config.DEFAULT_RING_SIZE == lib.AXP_XSK_DEFAULT_RING_SIZE
+    assert config.DEFAULT_FRAME_SIZE == lib.AXP_XSK_DEFAULT_FRAME_SIZE
+    assert config.DEFAULT_BATCH_SIZE == lib.AXP_XSK_DEFAULT_BATCH_SIZE
+    assert config.MAX_QUEUES == lib.AXP_XSK_MAX_QUEUES
+
+
+# ---- the XDP program in front of the sockets (root: BPF_PROG_TEST_RUN) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def xsk_progs() -> Iterator[dict[str, tuple[int, bpf.Map]]]:
+    """build/xsk.bpf.o loaded twice, as for net_in (serving labels 100 and 200) and for from_sf."""
+    objs = {}
+    for role in ("net_in", "from_sf"):
+        obj = bpf.BpfObject(bpf.object_path("xsk"))
+        obj.set_max_entries("axp_xsks", 2)
+        obj.load()
+        labels = obj.map("axp_xsk_labels", "uint32_t", "uint32_t")
+        for label, sf in SF_LABELS.items():
+            labels.update(label, sf)
+        objs[role] = obj
+    yield {role: (obj.prog_fd(f"axp_xsk_{role}"), obj.map("axp_counters", "uint32_t", "uint64_t"))
+           for role, obj in objs.items()}
+    for obj in objs.values():
+        obj.close()
+
+
+def _xdp_counts(m: bpf.Map) -> dict[str, int]:
+    names = counter_names()
+    out = {}
+    for slot in range(m.max_entries):
+        total = int(sum(m.lookup(slot) or []))
+        if total:
+            out[names[slot]] = total
+        m.update(slot, ffi.new("uint64_t[]", bpf.NCPUS))
+    return out
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("case", [c for c in CASES if len(c.frame) >= 14], ids=lambda c: c.name)
+def test_xdp_program_passes_what_the_proxy_does_not_want(xsk_progs: dict[str, tuple[int, bpf.Map]],
+                                                          case: Case) -> None:
+    """On net_in, what the table passes is passed and counted in BPF, as the kernel backend counts
+    it; everything else goes to the queue's socket (here none is bound: dropped and counted)."""
+    fd, counters = xsk_progs["net_in"]
+    _xdp_counts(counters)
+    r = bpf.test_run(fd, case.frame)
+    if case.rx == Verdict.PASS:
+        assert r.retval == bpf.XDP_PASS
+        assert _xdp_counts(counters) == {"rx_packets": 1, case.rx_counter: 1}
+    else:
+        assert r.retval == bpf.XDP_DROP
+        assert _xdp_counts(counters) == {"xdp_no_socket": 1}
+    assert_frame(r.data, case.frame)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(("name", "frame", "what"), [*BAD_TX, *SHORT_IP_TX, ("ok", TCP4_BARE, "ok")],
+                         ids=[b[0] for b in [*BAD_TX, *SHORT_IP_TX]] + ["ok"])
+def test_xdp_program_on_from_sf(xsk_progs: dict[str, tuple[int, bpf.Map]], name: str, frame: bytes,
+                                what: str) -> None:
+    """On from_sf, non-IP passes (tx_not_ip, as axp_xdp_tx counts it); IP goes to the socket."""
+    fd, counters = xsk_progs["from_sf"]
+    _xdp_counts(counters)
+    r = bpf.test_run(fd, frame)
+    if what == "not_ip":
+        assert r.retval == bpf.XDP_PASS
+        assert _xdp_counts(counters) == {"tx_packets": 1, "tx_not_ip": 1}
+    else:
+        assert r.retval == bpf.XDP_DROP
+        assert _xdp_counts(counters) == {"xdp_no_socket": 1}
+
+
+@pytest.mark.root
+def test_xdp_counter_slots_match_the_extension(xsk_progs: dict[str, tuple[int, bpf.Map]]) -> None:
+    """xsk.bpf.c counts frames without a socket in the slot after enum axp_counter's."""
+    _, counters = xsk_progs["net_in"]
+    assert counters.max_entries == lib.AXP_XCNT_XDP_NO_SOCKET + 1
