@@ -152,6 +152,7 @@ class Testbed:
         prefix: str | None = None,
         ipv6: bool = True,
         sf_label: int = 1000,
+        queues: int | None = None,
     ) -> None:
         if topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {TOPOLOGIES}, not {topology!r}")
@@ -161,6 +162,9 @@ class Testbed:
             raise ValueError(f"bad prefix {self.prefix!r}")
         self.ipv6 = ipv6
         self.sf_label = sf_label
+        if queues is not None and not 1 <= queues <= 64:
+            raise ValueError(f"queues must be in 1..64, not {queues}")
+        self.queues = queues  # RX and TX queues of every veth; None: the kernel's default
         self.links = LINKS[topology]
         self.wires = WIRES[topology]
         # namespace names, by role; no SF namespace inline (the proxy's kernel is the SF)
@@ -254,7 +258,7 @@ class Testbed:
             if getattr(self, f"ns_{role}"):
                 self._sysctls(role)
         for a, b in self.wires:
-            netns.add_veth(self.ns(a.role), a.ifname, self.ns(b.role), b.ifname, a.mac, b.mac, LINK_MTU)
+            self._add_veth(a, b)
             for end in (a, b):
                 self._features(end)
         for a, b in self.links:
@@ -268,6 +272,20 @@ class Testbed:
             self.ns(a.role).wait_up(a.ifname)
             self.ns(b.role).wait_up(b.ifname)
         self.save_state()
+
+    def _add_veth(self, a: End, b: End) -> None:
+        # The sender's own link keeps the kernel's default: a veth skb keeps its TX queue
+        # index, which src_out's queue selection after the classifier's redirect reads as a
+        # recorded RX queue (measured: nearly every flow then left by queue 0). From a
+        # single-queue link, src_out spreads flows over its queues by hash, as RSS would.
+        if self.queues is None or a is SRC0:
+            netns.add_veth(self.ns(a.role), a.ifname, self.ns(b.role), b.ifname, a.mac, b.mac, LINK_MTU)
+            return
+        # netns.add_veth with both ends given N queues (IFLA_NUM_RX/TX_QUEUES)
+        q = {"num_rx_queues": self.queues, "num_tx_queues": self.queues}
+        peer = {"ifname": b.ifname, "net_ns_fd": netns.ns_path(self.nsname(b.role)), "mtu": LINK_MTU,
+                "address": b.mac, **q}
+        self.ns(a.role).ipr.link("add", ifname=a.ifname, kind="veth", peer=peer, mtu=LINK_MTU, address=a.mac, **q)
 
     def _sysctls(self, role: str) -> None:
         ns = self.ns(role)
@@ -426,6 +444,7 @@ class Testbed:
             "topology": self.topology,
             "ipv6": self.ipv6,
             "sf_label": self.sf_label,
+            "queues": self.queues,
             "namespaces": self.namespaces,
             "map_ids": self.map_ids,
             "prog_ids": self.prog_ids,
@@ -449,7 +468,8 @@ class Testbed:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise FileNotFoundError(f"no testbed {prefix!r}: {path} does not exist") from None
-        tb = cls(data["topology"], prefix=data["prefix"], ipv6=data["ipv6"], sf_label=data["sf_label"])
+        tb = cls(data["topology"], prefix=data["prefix"], ipv6=data["ipv6"], sf_label=data["sf_label"],
+                 queues=data.get("queues"))
         tb.map_ids = {k: int(v) for k, v in data["map_ids"].items()}
         tb.prog_ids = {k: int(v) for k, v in data["prog_ids"].items()}
         missing = [n for n in tb.namespaces if not netns.ns_exists(n)]
