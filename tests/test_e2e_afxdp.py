@@ -1,0 +1,351 @@
+"""End to end through real namespaces, veths, AF_XDP sockets (copy mode on veth) and iperf3:
+the AF_XDP backend as an operator runs it (`afxdp-proxy run` in the proxy namespace), and
+in-process where a test measures the process itself (fds, threads, memory) or its queues."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from afxdp_proxy import bpf, netns, state, traffic
+from afxdp_proxy.backends.afxdp import AfxdpProxy, in_flight_of, queue_threads
+from afxdp_proxy.config import ConfigError, parse_config
+from afxdp_proxy.frames import ipv4_tcp, mpls_frame
+from afxdp_proxy.mpls import Lse, make_stack
+from afxdp_proxy.proxyproc import ProxyProcess
+from afxdp_proxy.testbed import Testbed, dynamic_stacks
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+
+SF = 1000
+DROPS = ("rx_malformed", "rx_not_ip", "rx_too_many_labels", "tx_malformed", "tx_push_failed", "tx_errors",
+         "xdp_no_socket", "tx_ring_full")
+
+
+@pytest.fixture(scope="module")
+def beds() -> Iterator[Callable[[int], Testbed]]:
+    """Attached testbeds by veth queue count, brought up on first use, kept for the module."""
+    made: dict[int, Testbed] = {}
+
+    def get(queues: int = 1) -> Testbed:
+        if queues not in made:
+            made[queues] = Testbed("attached", queues=queues).up()
+        return made[queues]
+
+    yield get
+    for tb in made.values():
+        assert tb.down() == []
+
+
+def _proxy(tb: Testbed, **kw: object) -> ProxyProcess:
+    return ProxyProcess(tb.ns_proxy, tb.proxy_config(backend="afxdp", **kw), name=f"{tb.prefix}-afxdp")
+
+
+def _in_process(tb: Testbed, **kw: object) -> AfxdpProxy:
+    return AfxdpProxy(parse_config(tomllib.loads(tb.proxy_config(backend="afxdp", **kw))))
+
+
+def _start(tb: Testbed, px: AfxdpProxy) -> AfxdpProxy:
+    with netns.enter(tb.ns_proxy):
+        px.start()
+    return px
+
+
+def _stop(tb: Testbed, px: AfxdpProxy) -> float:
+    t0 = time.monotonic()
+    with netns.enter(tb.ns_proxy):
+        px.stop()
+    return time.monotonic() - t0
+
+
+def _xdp_attached(tb: Testbed) -> dict[str, int]:
+    with netns.enter(tb.ns_proxy):
+        return {n: bpf.xdp_prog_id(tb.ifindex("proxy", n)) for n in (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf)
+                if n and bpf.xdp_prog_id(tb.ifindex("proxy", n))}
+
+
+def _gone(info: dict) -> None:
+    """The programs, maps and counter file a proxy's state named no longer exist."""
+    assert not set(info["progs"]) & set(bpf.loaded_programs()), "an XDP program of the proxy is still loaded"
+    for map_id in info["maps"]["xsk_counters"]:
+        with pytest.raises(bpf.BpfError):
+            bpf.Map.from_id(map_id, "uint32_t", "uint64_t")
+    assert not os.path.exists(info["counters_file"])
+
+
+def _nothing_left(tb: Testbed, proxy: ProxyProcess, info: dict) -> None:
+    netns.wait_until(lambda: not set(info["progs"]) & set(bpf.loaded_programs()), 5, what="programs to unload")
+    _gone(info)
+    assert proxy.name not in state.running()
+    assert _xdp_attached(tb) == {}
+
+
+def _drops(c: dict[str, int]) -> dict[str, int]:
+    return {k: c[k] for k in DROPS if c[k]}
+
+
+# ---- traffic ---------------------------------------------------------------------------------
+
+
+def test_iperf3_tcp_three_labels(beds: Callable[[int], Testbed]) -> None:
+    tb = beds(1)
+    tb.set_stacks([make_stack([SF, 2000, 3000], [1, 2, 3])])
+    tb.reset_counters()
+    with _proxy(tb) as proxy:
+        info = state.running()[proxy.name]
+        assert info["xsk"]["mode"] == "copy"  # veth: AF_XDP in copy mode
+        res = tb.iperf3(seconds=5)
+        c = proxy.counters()
+        assert proxy.stop() == 0
+    assert res.stalls == 0, f"iperf3 stalled: {res.interval_bits}"
+    assert res.bits_per_second > 10e6
+    assert c["rx_popped"] > 1000
+    assert c["tx_pushed"] >= c["rx_popped"] - 64  # a few may still be in flight
+    assert _drops(c) == {}
+    depths = tb.depth_histogram()
+    assert depths.get(2, 0) >= c["tx_pushed"] - 64, depths  # the stack minus the top label
+    assert depths.get(0, 0) < depths[2] / 100, depths
+    # the batch loop: frames per RX batch, sendto() per batch
+    assert c["rx_batches"] > 0 and c["tx_kicks"] <= 4 * c["rx_batches"]
+    _nothing_left(tb, proxy, info)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_dynamic_chain_every_packet_keeps_its_stack(beds: Callable[[int], Testbed], v6: bool) -> None:
+    tb = beds(1)
+    stacks = dynamic_stacks(SF)
+    tb.set_stacks(stacks)
+    with _proxy(tb) as proxy:
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=2, bitrate="40M", v6=v6)
+        tb.set_recording(False, clear=False)
+        c = proxy.counters()
+    assert res.stalls == 0
+    sent, received = tb.sent(), tb.received()
+    common = sent.keys() & received.keys()
+    assert len(common) >= 500, (len(sent), len(received))
+    wrong = {k: (sent[k], received[k]) for k in common if received[k] != sent[k][1:]}
+    assert not wrong, f"{len(wrong)} packets got another stack, e.g. {next(iter(wrong.values()))}"
+    assert {received[k] for k in common} == {tuple(e.encode() for e in s[1:]) for s in stacks}
+    assert c["tx_plain"] > 0 and c["tx_pushed"] > 0
+    assert _drops(c) == {}
+
+
+def test_rtp_like_udp(beds: Callable[[int], Testbed]) -> None:
+    """An RTP stream with per-packet stacks: every datagram arrives, in order, with its own stack."""
+    tb = beds(1)
+    stacks = dynamic_stacks(SF)
+    tb.set_stacks(stacks)
+    n = 400
+    with _proxy(tb) as proxy, traffic.UdpSink(tb.ns_dst, port=5004) as sink:
+        tb.set_recording(True)
+        traffic.send_rtp(tb.ns_src, tb.dst_ip, port=5004, count=n, pps=4000, payload_len=160)
+        got = sink.collect(expect=n, timeout=5)
+        tb.set_recording(False, clear=False)
+        c = proxy.counters()
+    assert len(got) == n
+    assert [int.from_bytes(p[2:4], "big") for p in got] == list(range(n))  # RTP sequence numbers
+    sent, received = tb.sent(), tb.received()
+    common = sent.keys() & received.keys()
+    assert len(common) >= n
+    assert all(received[k] == sent[k][1:] for k in common)
+    assert c["rx_popped"] >= n and _drops(c) == {}
+
+
+def test_bad_input_is_counted_and_forwarding_goes_on(beds: Callable[[int], Testbed]) -> None:
+    tb = beds(1)
+    tb.set_stacks([make_stack([SF, 2000])])
+    mac = {n: bytes.fromhex(m.replace(":", "")) for n, m in tb.macs.items()}
+    ip = ipv4_tcp(tb.src_ip, tb.dst_ip, 1, 1, 2, 3, 4)
+    at_rx = [
+        mpls_frame([Lse(SF, bos=False)], b""),  # the stack ends without bottom of stack: truncated
+        mpls_frame([Lse(5000 + i, bos=False) for i in range(17)], ip),  # too deep, not ours: passes
+        mpls_frame([Lse(SF)] + [Lse(3000 + i) for i in range(16)], ip),  # ours, no BoS within 16
+        mpls_frame([Lse(SF, bos=True)], b"\x00" * 40),  # no IP below the stack
+        mpls_frame([Lse(SF, bos=True)], ip[:30]),  # truncated TCP
+    ]
+    at_rx = [mac[tb.net_in] + mac[tb.src_wire] + f[12:] for f in at_rx]
+    # what the SF might send back: ARP-like junk (passes), a cut IPv4 header (dropped), an IP
+    # packet the proxy never saw (no entry: on unlabelled, on_miss = pass)
+    at_tx = [
+        bytes(12) + b"\x08\x06" + bytes(28),
+        b"\x08\x00" + ip[:10],
+        b"\x08\x00" + ipv4_tcp(tb.src_ip, tb.dst_ip, 77, 1, 2, 3, 4),
+    ]
+    assert tb.sf_out and tb.from_sf
+    at_tx = [mac[tb.from_sf] + mac[tb.sf_out] + f for f in at_tx]
+    with _proxy(tb) as proxy:
+        traffic.send_raw_frames(tb.ns_src, tb.src_wire, at_rx)  # behind the classifier
+        traffic.send_raw_frames(tb.ns_sf or "", tb.sf_out, at_tx)
+        netns.wait_until(lambda: proxy.counters()["tx_miss_pass"] and proxy.counters()["rx_not_ip"], 5,
+                         what="bad frames to be counted")
+        assert tb.ping(count=3).ok, "forwarding must go on after bad input"
+        res = tb.iperf3(seconds=1)
+        c = proxy.counters()
+    assert res.bits_per_second > 10e6
+    assert (c["rx_malformed"], c["rx_too_many_labels"], c["rx_not_ip"]) == (2, 1, 1)
+    assert c["rx_other_label"] >= 1
+    assert c["tx_malformed"] == 1 and c["tx_not_ip"] >= 1 and c["tx_miss_pass"] >= 1
+
+
+# ---- life cycle --------------------------------------------------------------------------------
+
+
+def _rss_kib() -> int:
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the system, so RSS means live memory
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _process_state() -> tuple[int, int, int]:
+    return len(os.listdir("/proc/self/fd")), len(os.listdir("/proc/self/task")), threading.active_count()
+
+
+def test_twenty_start_stop_cycles_leave_nothing(beds: Callable[[int], Testbed]) -> None:
+    """In-process, so fds, threads and memory are the test's own: a leaked socket, UMEM
+    (32 MiB a cycle) or worker would show."""
+    tb = beds(1)
+    tb.set_stacks([make_stack([SF, 2000])])
+    for _ in range(2):  # warm-up: imports, libbpf and pyroute2 caches
+        _stop(tb, _start(tb, _in_process(tb)))
+    fds, tasks, threads = _process_state()
+    rss = _rss_kib()
+    infos = []
+    for i in range(20):
+        px = _start(tb, _in_process(tb))
+        infos.append(px.state())
+        assert len(queue_threads()) == 1 and _xdp_attached(tb)
+        if i % 5 == 0:
+            assert tb.ping(count=2).ok
+        assert _stop(tb, px) < 1.0
+        assert px.worker_results() == {0: 0}
+        assert queue_threads() == [] and _xdp_attached(tb) == {}
+    assert _process_state() == (fds, tasks, threads)
+    grown = _rss_kib() - rss
+    assert grown < 2048, f"RSS grew by {grown} KiB over 20 cycles"
+    for info in infos:
+        _gone(info)
+
+
+def test_cli_cycles_and_signals_leave_nothing(beds: Callable[[int], Testbed]) -> None:
+    tb = beds(1)
+    tb.set_stacks([make_stack([SF, 2000])])
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        p = _proxy(tb).start()
+        info = state.running()[p.name]
+        assert tb.ping(count=2).ok
+        assert p.stop(sig) == 0
+        _nothing_left(tb, p, info)
+    # SIGKILL: the kernel closes sockets and links; the next start sweeps the stale counter file
+    p = _proxy(tb).start()
+    info = state.running()[p.name]
+    p.stop(signal.SIGKILL)
+    netns.wait_until(lambda: not _xdp_attached(tb), 5, what="XDP to detach")
+    assert os.path.exists(info["counters_file"])
+    p = _proxy(tb).start()
+    assert not os.path.exists(info["counters_file"])
+    assert tb.ping(count=2).ok
+    assert p.stop() == 0
+
+
+def test_stop_while_traffic_flows(beds: Callable[[int], Testbed]) -> None:
+    tb = beds(1)
+    tb.set_stacks([make_stack([SF, 2000, 3000])])
+    with traffic.IperfServer(tb.ns_dst, one_off=False):
+        client = netns.popen(tb.ns_src, ["iperf3", "-c", tb.dst_ip, "-t", "30", "-P", "2"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            # the operator's way: SIGINT to `afxdp-proxy run`
+            proxy = _proxy(tb).start()
+            info = state.running()[proxy.name]
+            netns.wait_until(lambda: proxy.counters()["rx_popped"] > 10000, 10, what="traffic")
+            assert proxy.stop() == 0
+            assert proxy.stop_seconds < 1.0, f"stopping took {proxy.stop_seconds:.2f} s"
+            _nothing_left(tb, proxy, info)
+            # in-process: stop() itself, under the same load
+            px = _start(tb, _in_process(tb))
+            netns.wait_until(lambda: px.counters()["rx_popped"] > 10000, 10, what="traffic")
+            assert _stop(tb, px) < 1.0
+            assert px.worker_results() == {0: 0} and queue_threads() == [] and _xdp_attached(tb) == {}
+        finally:
+            netns.stop(client)
+
+
+# ---- queues ------------------------------------------------------------------------------------
+
+
+def test_two_queues(beds: Callable[[int], Testbed]) -> None:
+    """veths with 2 queues: one socket per interface and one worker per queue, both busy,
+    one shared cache, every packet with its own stack."""
+    tb = beds(2)
+    stacks = dynamic_stacks(SF)
+    tb.set_stacks(stacks)
+    px = _start(tb, _in_process(tb))
+    try:
+        assert px.queues == 2 and sorted(queue_threads()) == ["axp-xsk-q0", "axp-xsk-q1"]
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=3, parallel=4)
+        tb.set_recording(False, clear=False)
+        # iperf3 returns before the tail of its data has crossed the SF: let that drain
+        netns.wait_until(lambda: px.in_flight() <= 64, 3, raise_=False)
+        per_queue = px.queue_counters()
+        c = px.counters()
+    finally:
+        _stop(tb, px)
+    assert px.worker_results() == {0: 0, 1: 0}
+    assert res.stalls == 0 and res.bits_per_second > 10e6
+    assert all(q["rx_popped"] > 1000 for q in per_queue), [q["rx_popped"] for q in per_queue]
+    assert sum(q["rx_popped"] for q in per_queue) == c["rx_popped"]
+    assert c["tx_pushed"] + c["tx_plain"] >= c["rx_popped"] - 64, {k: v for k, v in c.items() if v}
+    assert in_flight_of(c) <= 64
+    sent, received = tb.sent(), tb.received()
+    common = sent.keys() & received.keys()
+    assert len(common) >= 1000
+    assert all(received[k] == sent[k][1:] for k in common)
+    assert _drops(c) == {}
+
+
+# ---- errors an operator sees -----------------------------------------------------------------
+
+
+def _run_cli(tb: Testbed, toml: str) -> subprocess.CompletedProcess:
+    path = f"/tmp/afxdp-proxy-test-{tb.prefix}.toml"
+    with open(path, "w") as f:
+        f.write(toml)
+    try:
+        return netns.run(tb.ns_proxy, [sys.executable, "-m", "afxdp_proxy", "run", "-c", path, "-d", "1", "-q"])
+    finally:
+        os.unlink(path)
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ({"net_in": "nope0"}, "sf[0].net_in"),
+    ({"queues": 2}, "proxy.queues"),
+    ({"topology": "inline", "to_sf": None, "from_sf": None, "sf_mac": None}, "proxy.topology"),
+    ({"ring_size": 1000}, "proxy.ring_size"),
+], ids=["no_interface", "queues", "inline", "ring_size"])
+def test_errors_are_one_line_naming_the_field(beds: Callable[[int], Testbed], override: dict, field: str) -> None:
+    tb = beds(1)
+    r = _run_cli(tb, tb.proxy_config(backend="afxdp", **override))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"afxdp-proxy: error: {field}:"), r.stderr
+    assert _xdp_attached(tb) == {}
+
+
+def test_inline_topology_is_refused_in_process() -> None:
+    cfg = parse_config({"proxy": {"backend": "afxdp", "topology": "attached"},
+                        "sf": [{"label": 1000, "net_in": "a", "net_out": "b", "to_sf": "c", "from_sf": "d"}]})
+    with pytest.raises(ConfigError, match=r"^proxy\.topology:"):
+        AfxdpProxy(cfg.__class__(**{**cfg.__dict__, "topology": "inline"}))
