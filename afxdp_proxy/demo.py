@@ -48,7 +48,7 @@ def _proxied(tb: Testbed, variant: str, config: str, seconds: float) -> Row:
     return Row(variant, res, compared, kept, counters)
 
 
-def run_demo(topology: str = "attached", seconds: float = 3.0, out=sys.stdout) -> list[Row]:
+def run_demo(topology: str = "attached", seconds: float = 3.0, out=sys.stdout, backend: str = "kernel") -> list[Row]:
     def say(msg: str) -> None:
         print(msg, file=out, flush=True)
 
@@ -62,8 +62,8 @@ def run_demo(topology: str = "attached", seconds: float = 3.0, out=sys.stdout) -
         stacks = dynamic_stacks(tb.sf_label)
         say("dynamic chain, per packet: " + " | ".join(
             "[" + " ".join(f"{e.label}/tc{e.tc}" for e in s) + "]" for s in stacks))
-        say("caching proxy (kernel backend, hash key)...")
-        rows.append(_proxied(tb, "caching proxy (kernel, hash)", tb.proxy_config(), seconds))
+        say(f"caching proxy ({backend} backend, hash key)...")
+        rows.append(_proxied(tb, f"caching proxy ({backend}, hash)", tb.proxy_config(backend=backend), seconds))
         static = tb.proxy_config(backend="static").replace("[[sf]]\n", "[[sf]]\nstatic_stack = [2001]\n")
         say("static proxy (pushes [2001] whatever the packet carried)...")
         rows.append(_proxied(tb, "static proxy", static, seconds))
@@ -89,9 +89,14 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--topology", choices=("attached", "inline"), default="attached")
     p.add_argument("--seconds", type=float, default=3.0, help="iperf3 time per variant (default 3)")
+    p.add_argument("--backend", choices=("kernel", "afxdp"), default="kernel",
+                   help="the caching proxy's backend (default kernel; afxdp needs --topology attached)")
 
     def go(args: argparse.Namespace) -> int:
-        rows = run_demo(args.topology, args.seconds)
+        if args.backend == "afxdp" and args.topology != "attached":
+            print("afxdp-proxy: error: --backend afxdp needs --topology attached", file=sys.stderr)
+            return 2
+        rows = run_demo(args.topology, args.seconds, backend=args.backend)
         ok = rows[1].compared > 0 and rows[1].kept == rows[1].compared
         if not ok:
             print("afxdp-proxy: error: the caching proxy did not restore every packet's stack", file=sys.stderr)
