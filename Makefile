@@ -14,7 +14,7 @@ STAMP_DEPS := $(BUILD)/.deps
 STAMP_VENV := $(VENV)/.installed
 NATIVE_STAMP := $(BUILD)/.native
 
-.PHONY: all deps bpf native demo test bench bench-quick lint clean
+.PHONY: all deps bpf native demo test bench bench-quick bench-native lint clean
 all: bpf native
 
 deps: $(STAMP_DEPS) $(STAMP_VENV)
@@ -52,6 +52,10 @@ bench: all
 
 bench-quick: all
 	$(PY) -m afxdp_proxy bench --quick --out results/quick
+
+# the AF_XDP backend's per-packet C path (RX, TX) next to memcpy: pytest-benchmark, no sockets
+bench-native: all
+	$(PY) -m pytest bench/bench_native.py -q -s -p no:cacheprovider
 
 clean:
 	rm -rf $(BUILD) afxdp_proxy/_native*.so afxdp_proxy/_native.c

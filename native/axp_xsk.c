@@ -290,20 +290,20 @@ out:
 }
 
 long axp_bench_batch(struct axp_engine *e, uint64_t *cnt, const uint8_t *frames, uint32_t len,
-		     uint32_t nframes, uint32_t rounds, uint64_t *ns)
+		     uint32_t nframes, uint32_t batch, uint32_t rounds, uint64_t *ns)
 {
 	/* frame buffers laid out like UMEM chunks: 256 bytes of headroom, 2 KiB apart */
 	const uint32_t hr = 256, stride = 2048;
 	struct axp_pkt *pk, tx;
 	uint64_t t0, t1, t2, t3;
+	uint32_t r, i, next = 0;
 	uint8_t *bufs;
-	uint32_t r, i;
 	long bad = 0;
 
-	if (!nframes || hr + len > stride)
+	if (!nframes || !batch || hr + len > stride)
 		return -EINVAL;
-	bufs = aligned_alloc(64, (size_t)nframes * stride);
-	pk = calloc(nframes, sizeof(*pk));
+	bufs = aligned_alloc(64, (size_t)batch * stride);
+	pk = calloc(batch, sizeof(*pk));
 	if (!bufs || !pk) {
 		free(bufs);
 		free(pk);
@@ -311,10 +311,12 @@ long axp_bench_batch(struct axp_engine *e, uint64_t *cnt, const uint8_t *frames,
 	}
 	for (r = 0; r < rounds; r++) {
 		t0 = axp_now_ns();
-		for (i = 0; i < nframes; i++)
-			memcpy(bufs + (size_t)i * stride + hr, frames + (size_t)i * len, len);
+		for (i = 0; i < batch; i++) {
+			memcpy(bufs + (size_t)i * stride + hr, frames + (size_t)next * len, len);
+			next = next + 1 < nframes ? next + 1 : 0;
+		}
 		t1 = axp_now_ns();
-		for (i = 0; i < nframes; i++) {
+		for (i = 0; i < batch; i++) {
 			if (axp_rx_frame(e, cnt, bufs + (size_t)i * stride + hr, len, t1, &pk[i]) !=
 			    AXP_VERDICT_TX) {
 				pk[i].len = 0;
@@ -322,7 +324,7 @@ long axp_bench_batch(struct axp_engine *e, uint64_t *cnt, const uint8_t *frames,
 			}
 		}
 		t2 = axp_now_ns();
-		for (i = 0; i < nframes; i++) {
+		for (i = 0; i < batch; i++) {
 			uint32_t at = hr + pk[i].off;
 
 			if (pk[i].len && axp_tx_frame(e, cnt, bufs + (size_t)i * stride + at, pk[i].len,

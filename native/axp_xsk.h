@@ -99,13 +99,15 @@ int axp_tx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t l
 		 uint32_t headroom, uint32_t sf, uint64_t now_ns, struct axp_pkt *out);
 
 /*
- * Micro-benchmark of the per-packet path: rounds x (copy nframes templates of
- * len bytes each into frame buffers; axp_rx_frame each; axp_tx_frame each),
- * ns[0..2] accumulate the time of the copy, RX and TX phases. Returns how
- * many frames did not come out as AXP_VERDICT_TX (0 when all went well).
+ * Micro-benchmark of the per-packet path: rounds x (copy the next batch of the
+ * nframes templates, len bytes each, into frame buffers; axp_rx_frame each;
+ * axp_tx_frame each); ns[0..2] accumulate the time of the copy, RX and TX
+ * phases. nframes == batch reuses the same keys (hot cache sets); many more
+ * spread them over the cache. Returns how many frames did not come out as
+ * AXP_VERDICT_TX (0 when all went well).
  */
 long axp_bench_batch(struct axp_engine *e, uint64_t *cnt, const uint8_t *frames, uint32_t len,
-		     uint32_t nframes, uint32_t rounds, uint64_t *ns);
+		     uint32_t nframes, uint32_t batch, uint32_t rounds, uint64_t *ns);
 
 /* ---- layer 2: AF_XDP sockets and the per-queue loop ------------------------ */
 

@@ -343,7 +343,7 @@ def test_workers_share_the_cache_safely() -> None:
     def work(t: int) -> None:
         blob = b"".join(_frames(n, first=t * 100_000, labels=8))
         ns = ffi.new("uint64_t[3]")
-        results.append(lib.axp_bench_batch(e.ptr, cnts[t], blob, len(blob) // n, n, rounds, ns))
+        results.append(lib.axp_bench_batch(e.ptr, cnts[t], blob, len(blob) // n, n, n, rounds, ns))
 
     try:
         threads = [threading.Thread(target=work, args=(t,)) for t in range(2)]

@@ -1,0 +1,99 @@
+"""Micro-benchmark of the AF_XDP backend's per-packet path, without sockets.
+
+Batches of 64 frames (Ethernet, 8 labels, IPv4, TCP, 64 bytes of payload) go through
+axp_rx_frame (parse, pop, key, cache insert) and back through axp_tx_frame (key, look up,
+push), next to a memcpy of the same frames, all inside one C loop (axp_bench_batch) so
+Python's call overhead does not count. The C loop times its three phases with the
+monotonic clock (one read per phase per batch); pytest-benchmark times the whole call.
+
+  hot     the same 64 keys every batch: the cache sets stay in L1/L2
+  spread  65536 distinct keys cycled through a 65536-entry cache: sets all over its 9 MiB
+
+Not collected by the normal test run (tests/ only); run it with
+
+  make bench-native     (= .venv/bin/python -m pytest bench/bench_native.py -q -s)
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+
+import pytest
+from afxdp_proxy._native import ffi, lib
+
+from afxdp_proxy.backends.afxdp import NSLOTS, Engine
+from afxdp_proxy.backends.kernel import config_struct
+from afxdp_proxy.config import ProxyConfig
+from afxdp_proxy.frames import ipv4_tcp, mpls_frame
+from afxdp_proxy.mpls import Lse
+
+BATCH = 64
+ROUNDS = 200  # batches per timed call: 12800 frames
+CACHE_ENTRIES = 65536
+PAYLOAD = 64
+
+
+def _engine() -> Engine:
+    e = Engine(config_struct(ProxyConfig(backend="afxdp", cache_entries=CACHE_ENTRIES)), CACHE_ENTRIES)
+    sf = ffi.new("struct axp_sf *")
+    sf.label = 1000
+    sf.sf_mac = b"\x02\x00\x00\x00\x03\x01"
+    sf.to_sf_mac = b"\x02\x00\x00\x00\x03\xfe"
+    sf.next_hop_mac = b"\x02\x00\x00\x00\x02\x01"
+    sf.net_out_mac = b"\x02\x00\x00\x00\x02\xfe"
+    e.add_sf(0, sf)
+    return e
+
+
+def _frames(n: int, labels: int) -> tuple[bytes, int]:
+    """n frames of one length, each with its own cache key (TCP seq), as one blob."""
+    stack = [Lse(1000 if i == 0 else 2000 + i, i % 8, i == labels - 1, 64) for i in range(labels)]
+    frames = [mpls_frame(stack, ipv4_tcp("10.0.1.1", "10.0.2.1", i & 0xFFFF, 40000, 5201, i, 1, bytes(PAYLOAD)))
+              for i in range(n)]
+    assert len({len(f) for f in frames}) == 1
+    return b"".join(frames), len(frames[0])
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    e = _engine()
+    yield e
+    e.close()
+
+
+RESULTS: dict[str, dict[str, float]] = {}
+
+
+@pytest.mark.parametrize("labels", [8, 1, 16])
+@pytest.mark.parametrize("keys", ["hot", "spread"])
+def test_per_packet_path(benchmark: pytest.FixtureRequest, engine: Engine, labels: int, keys: str) -> None:
+    blob, length = _frames(BATCH if keys == "hot" else CACHE_ENTRIES, labels)
+    nframes = len(blob) // length
+    cnt = ffi.new("uint64_t[]", NSLOTS)
+    samples: list[tuple[int, int, int]] = []
+
+    def call() -> None:
+        ns = ffi.new("uint64_t[3]")
+        bad = lib.axp_bench_batch(engine.ptr, cnt, blob, length, nframes, BATCH, ROUNDS, ns)
+        assert bad == 0, f"{bad} frames did not come out as TX"
+        samples.append((ns[0], ns[1], ns[2]))
+
+    benchmark.pedantic(call, rounds=60, warmup_rounds=5)
+    assert engine.in_flight() == 0
+    per = BATCH * ROUNDS
+    copy, rx, tx = (statistics.median(s[i] for s in samples[5:]) / per for i in range(3))
+    info = {"frame_bytes": length, "memcpy_ns": round(copy, 2), "rx_ns": round(rx, 2), "tx_ns": round(tx, 2),
+            "rx_over_memcpy": round(rx / copy, 1), "tx_over_memcpy": round(tx / copy, 1)}
+    benchmark.extra_info.update(info)
+    RESULTS[f"{labels:2d} labels, {keys:6}"] = info
+
+
+def teardown_module() -> None:
+    if not RESULTS:
+        return
+    print("\nper packet, median over calls (ns); RX = parse+pop+key+insert, TX = key+lookup+push")
+    print(f"{'case':20} {'bytes':>5} {'memcpy':>7} {'RX':>7} {'TX':>7} {'RX/memcpy':>10} {'TX/memcpy':>10}")
+    for name, i in sorted(RESULTS.items()):
+        print(f"{name:20} {i['frame_bytes']:5d} {i['memcpy_ns']:7.1f} {i['rx_ns']:7.1f} {i['tx_ns']:7.1f} "
+              f"{i['rx_over_memcpy']:10.1f} {i['tx_over_memcpy']:10.1f}")
