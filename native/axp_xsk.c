@@ -619,14 +619,18 @@ static uint32_t axp_worker_round(struct axp_worker *w)
 	return total;
 }
 
-/* Idle: sleep until a frame arrives, stop is asked, or (with TX in flight) a moment passes. */
+/*
+ * Idle: sleep until a frame arrives or stop is asked. Completions arrive
+ * without a wakeup, so while frames run short and some are still out on TX,
+ * sleep only a moment: the fill rings need them back.
+ */
 static void axp_worker_sleep(struct axp_worker *w)
 {
 	int timeout = 1000, p;
 
 	for (p = 0; p < (int)w->x->nports; p++)
-		if (w->socks[p].outstanding)
-			timeout = 1; /* completions arrive without a wakeup */
+		if (w->socks[p].outstanding && w->nfree < w->x->o.ring_size)
+			timeout = 1;
 	axp_worker_stats(w);
 	w->cnt[AXP_XCNT_SLEEPS]++;
 	/* poll() also wakes a driver whose fill ring asked for it (need_wakeup) */
