@@ -131,9 +131,10 @@ def _sf(table: Any, i: int, topology: str, backend: str) -> SfConfig:
         if not attached and key in table:
             raise ConfigError(f'{where}.{key}: only used with topology = "attached"; remove it')
     stack = table.get("static_stack", [])
-    if backend == "static" and not stack:
-        raise ConfigError(f"{where}.static_stack: the static backend needs the stack to push, e.g. [2000, 3000]")
-    if backend != "static" and stack:
+    if backend == "static" and "static_stack" not in table:
+        raise ConfigError(f"{where}.static_stack: the static backend needs the stack to push, e.g. [2000, 3000] "
+                          "([] sends plain IP)")
+    if backend != "static" and "static_stack" in table:
         raise ConfigError(f'{where}.static_stack: only used with backend = "static"; remove it')
     if not isinstance(stack, list) or len(stack) > MAX_LABELS:
         raise ConfigError(f"{where}.static_stack: must be a list of at most {MAX_LABELS} labels")

@@ -90,6 +90,9 @@ def test_static_and_inline_meta_are_valid() -> None:
     cfg = parse_config({"proxy": {"backend": "static", "topology": "inline"},
                         "sf": [{"label": 1000, "net_in": "a", "net_out": "b", "static_stack": [2000, 3000]}]})
     assert cfg.sfs[0].static_stack == (2000, 3000)
+    cfg = parse_config({"proxy": {"backend": "static", "topology": "inline"},
+                        "sf": [{"label": 1000, "net_in": "a", "net_out": "b", "static_stack": []}]})
+    assert cfg.sfs[0].static_stack == ()  # nothing after the SF: plain IP
     cfg = parse_config({"proxy": {"key": "meta", "topology": "inline"},
                         "sf": [{"label": 1000, "net_in": "a", "net_out": "b"}]})
     assert cfg.key == "meta"
