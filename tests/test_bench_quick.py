@@ -82,7 +82,11 @@ def test_values_are_sane(quick: tuple[Path, dict[str, Any], float]) -> None:
     for s in doc["samples"]:
         if s["metric"].startswith("mpps_"):
             d = s["detail"]
-            assert d["received"] <= d["sent"] and d["received"] > 0.5 * d["sent"], s  # few frames lost
+            assert 0 < d["received"] <= d["sent"], s
+            if doc["variants"][s["variant"]]["backend"] != "afxdp":
+                # an in-kernel path back-pressures the generator (its softirq runs on the sending CPU),
+                # so frames vanishing here means a broken path; AF_XDP may drop under overload
+                assert d["received"] > 0.5 * d["sent"], s
         if s["metric"] == "rtt_p99_us":
             assert s["value"] >= next(x["value"] for x in doc["samples"] if x["metric"] == "rtt_p50_us"
                                       and x["variant"] == s["variant"] and x["depth"] == s["depth"])

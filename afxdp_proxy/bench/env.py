@@ -60,13 +60,14 @@ def git_state() -> dict[str, Any]:
 
 
 def offloads(beds: list[Testbed]) -> dict[str, dict[str, bool]]:
-    """{topology/namespace-role/interface: {feature: on}} for every veth end of every testbed."""
+    """{"prefix (topology)/role/interface": {feature: on}} for every veth end of every testbed."""
     out: dict[str, dict[str, bool]] = {}
     for tb in beds:
         for wire in tb.wires:
             for end in wire:
                 feats = netns.get_features(tb.nsname(end.role), end.ifname)
-                out[f"{tb.topology}/{end.role}/{end.ifname}"] = {k: feats[k] for k in OFFLOADS if k in feats}
+                out[f"{tb.prefix} ({tb.topology})/{end.role}/{end.ifname}"] = {
+                    k: feats[k] for k in OFFLOADS if k in feats}
     return out
 
 

@@ -108,17 +108,39 @@ def headline(doc: dict[str, Any]) -> dict[str, Any]:
     if "8" in depths:
         costs = {}
         for v in have:
-            rx, tx, lru = (sm.values(v, "8", m) for m in ("bpf_rx_ns", "bpf_tx_ns", "floor_lru_ns"))
-            if rx:
-                costs[v] = {"rx_ns": stat(rx.values()), "tx_ns": stat(tx.values()),
-                            "floor_lru_ns": stat(lru.values()),
-                            "floor_pass_ns": stat(sm.values(v, "8", "floor_pass_ns").values()),
-                            "rx_vs_lru": stat(sm.ratio((v, "bpf_rx_ns"), (v, "floor_lru_ns"), "8")),
-                            "tx_vs_lru": stat(sm.ratio((v, "bpf_tx_ns"), (v, "floor_lru_ns"), "8"))}
+            rx, tx, lru, xpass = (sm.values(v, "8", m) for m in
+                                  ("bpf_rx_ns", "bpf_tx_ns", "floor_lru_ns", "floor_pass_ns"))
+            if not rx:
+                continue
+            costs[v] = {"rx_ns": stat(rx.values()), "tx_ns": stat(tx.values()),
+                        "floor_lru_ns": stat(lru.values()), "floor_pass_ns": stat(xpass.values()),
+                        "rx_vs_lru": stat(sm.ratio((v, "bpf_rx_ns"), (v, "floor_lru_ns"), "8")),
+                        "tx_vs_lru": stat(sm.ratio((v, "bpf_tx_ns"), (v, "floor_lru_ns"), "8")),
+                        # a repeat=1 run carries a fixed overhead (timer, context): the XDP_PASS floor
+                        # measures it, and the ratio net of it is the stricter reading
+                        "rx_vs_lru_net": stat(_net(rx, lru, xpass)), "tx_vs_lru_net": stat(_net(tx, lru, xpass)),
+                        "in_situ_ns_per_run": _in_situ(doc, v, 8)}
         out["issue2_bpf_cost_8_labels"] = costs
     out["fidelity"] = {v: stat(sm.values(v, DYN, "fidelity").values()) for v in have
                        if sm.values(v, DYN, "fidelity")}
     return out
+
+
+def _net(prog: dict[int, float], lru: dict[int, float], xpass: dict[int, float]) -> list[float]:
+    """Per rep (prog - XDP_PASS floor) / (LRU floor - XDP_PASS floor)."""
+    return [(prog[r] - xpass[r]) / (lru[r] - xpass[r]) for r in sorted(prog.keys() & lru.keys() & xpass.keys())
+            if lru[r] > xpass[r]]
+
+
+def _in_situ(doc: dict[str, Any], variant: str, depth: int) -> dict[str, Any]:
+    """{program: ns per run} from the kernel's run-time stats under the 64 B load (warm, in place)."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for s in doc["samples"]:
+        if s["variant"] == variant and s["depth"] == depth and s["metric"] == "cpu_ns_per_pkt":
+            for name, p in s["detail"].get("programs", {}).items():
+                if p.get("ns_per_run") is not None:
+                    per[name].append(p["ns_per_run"])
+    return {name: stat(v) for name, v in sorted(per.items())}
 
 
 # ---------------------------------------------------------------------- Markdown
@@ -147,6 +169,13 @@ def _pct(e: dict[str, Any] | None) -> str:
     if e["n"] == 1:
         return f"{100 * e['median']:.1f}%"
     return f"{100 * e['median']:.1f}% [{100 * e['lo']:.1f}–{100 * e['hi']:.1f}%]"
+
+
+def _loss(doc: dict[str, Any], variant: str, depth: str, size: int) -> dict[str, float] | None:
+    """Share of the generator's frames the receiver did not count, over the whole runs."""
+    return stat(1 - s["detail"]["received"] / s["detail"]["sent"] for s in doc["samples"]
+                if s["variant"] == variant and s["metric"] == f"mpps_{size}" and s["detail"].get("sent")
+                and (depth == ALL or _dkey(s["depth"]) == depth))
 
 
 def _reasons(doc: dict[str, Any], variant: str, depth: str) -> str | None:
@@ -179,9 +208,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "update floor of the same invocation; proxy ns/pkt = the proxy's BPF run time + process CPU per packet "
         "delivered under the 64 B load.",
         "",
-        "| variant | labels | TCP Gbit/s | ×base | Mpps 64 B | ×base | Mpps 1500 B | ×base "
+        "| variant | labels | TCP Gbit/s | ×base | Mpps 64 B | ×base | lost 64 B | Mpps 1500 B | ×base "
         "| RTT p50 µs | RTT p99 µs | BPF RX ns | ×LRU | BPF TX ns | ×LRU | proxy ns/pkt |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for v in doc["variants"]:
         base = doc["variants"][v]["baseline"] == v
@@ -189,7 +218,7 @@ def markdown(doc: dict[str, Any]) -> str:
             m = summ.get(v, {}).get(d, {})
             reason = _reasons(doc, v, d)
             if not m:
-                lines.append(f"| {v} | {d} | unavailable ({reason or 'no sample'}) |" + " |" * 12)
+                lines.append(f"| {v} | {d} | unavailable ({reason or 'no sample'}) |" + " |" * 13)
                 if doc["variants"][v]["unavailable"]:
                     break  # one row says it for every depth
                 continue
@@ -198,7 +227,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
             lines.append(
                 f"| {v} | {'none' if base else d} | {cell(m.get('tcp_gbps'))} | {vs_base('tcp_gbps')} "
-                f"| {cell(m.get('mpps_64'), 3)} | {vs_base('mpps_64')} "
+                f"| {cell(m.get('mpps_64'), 3)} | {vs_base('mpps_64')} | {_pct(_loss(doc, v, d, 64))} "
                 f"| {cell(m.get('mpps_1500'), 3)} | {vs_base('mpps_1500')} "
                 f"| {cell(m.get('rtt_p50_us'), 0)} | {cell(m.get('rtt_p99_us'), 0)} "
                 f"| {cell(m.get('bpf_rx_ns'), 0)} | {_ratio_cell(m.get('bpf_rx_ns'))} "
@@ -218,6 +247,10 @@ def markdown(doc: dict[str, Any]) -> str:
         elif doc["variants"][v]["baseline"] != v:
             lines.append(f"| {v} | unavailable ({_reasons(doc, v, DYN) or 'no sample'}) | |")
     lines += ["", "## Headline numbers", "", *_headline_lines(head)]
+    shared = [p for p in doc.get("points", []) if p.get("others", {}).get("foreign_namespaces")]
+    if shared:
+        lines += ["", f"Note: during {len(shared)} of {len(doc['points'])} points other network namespaces existed "
+                  "on the machine (someone else's tests or testbeds): those figures may carry their load."]
     if doc["errors"]:
         lines += ["", "## Measurement errors", ""]
         lines += [f"- {e['variant']} depth {_dkey(e['depth'])} rep {e['rep'] + 1}, {e['metric']}: {e['error']}"
@@ -240,9 +273,14 @@ def _headline_lines(h: dict[str, Any]) -> list[str]:
         p = ", ".join(f"{d}: {cell(e)}" for d, e in ms["mpps_64"].items())
         out.append(f"- {pair}, TCP by labels: {t}; 64 B packet rate: {p}")
     for v, c in h.get("issue2_bpf_cost_8_labels", {}).items():
-        out.append(f"- BPF cost at 8 labels, {v}: RX {cell(c['rx_ns'], 0)} ns ({cell(c['rx_vs_lru'])}× LRU floor), "
-                   f"TX {cell(c['tx_ns'], 0)} ns ({cell(c['tx_vs_lru'])}× LRU floor); floors: LRU update "
-                   f"{cell(c['floor_lru_ns'], 0)} ns, XDP_PASS {cell(c['floor_pass_ns'], 0)} ns (target ≤ 2×)")
+        out.append(f"- BPF cost at 8 labels, {v} (BPF_PROG_TEST_RUN, target ≤ 2× the LRU floor): "
+                   f"RX {cell(c['rx_ns'], 0)} ns = {cell(c['rx_vs_lru'])}× LRU floor "
+                   f"({cell(c['rx_vs_lru_net'])}× net of XDP_PASS), "
+                   f"TX {cell(c['tx_ns'], 0)} ns = {cell(c['tx_vs_lru'])}× ({cell(c['tx_vs_lru_net'])}× net); "
+                   f"floors: LRU update {cell(c['floor_lru_ns'], 0)} ns, XDP_PASS {cell(c['floor_pass_ns'], 0)} ns")
+        if c.get("in_situ_ns_per_run"):
+            out.append("  - in place under the 64 B load (kernel run-time stats, ns per run): " + ", ".join(
+                f"{name} {cell(e, 0)}" for name, e in c["in_situ_ns_per_run"].items()))
     if h.get("fidelity"):
         out.append("- header fidelity: " + ", ".join(f"{v} {_pct(e)}" for v, e in h["fidelity"].items()))
     return out

@@ -14,12 +14,15 @@ Variants are interleaved within each repetition (each depth runs every variant, 
 order rotated per repetition), so drift on this small machine hits them alike; every
 figure is also given as a ratio to the baseline of the same topology measured at the
 same repetition and depth. Output in --out: bench.json (environment and every sample),
-bench.md (summary table), throughput.png, overview.png, fidelity.png.
+bench.md (summary table), throughput.png, overview.png, fidelity.png; while it runs,
+bench.partial.json holds what has been measured so far.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 import traceback
@@ -29,6 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from afxdp_proxy import netns
 from afxdp_proxy.bench import costs, metrics
 from afxdp_proxy.bench.env import environment
 from afxdp_proxy.bench.gen import Generator
@@ -113,6 +117,7 @@ class Run:
     errors: list[dict[str, Any]] = field(default_factory=list)
     points: list[dict[str, Any]] = field(default_factory=list)
     whole_run_unavailable: dict[str, str] = field(default_factory=dict)
+    prefixes: list[str] = field(default_factory=list)  # this run's testbeds
 
     def add(self, rep: int, v: Variant, depth: int | None, metric: str, value: float, **detail: Any) -> None:
         self.samples.append({"rep": rep, "variant": v.name, "depth": depth, "metric": metric, "value": value,
@@ -151,12 +156,28 @@ def _one_line(s: str, limit: int = 300) -> str:
     return text[:limit]
 
 
-def probe(run: Run, beds: dict[str, Testbed]) -> None:
+def testbeds(run: Run, stack: ExitStack) -> dict[tuple[str, int | None], Testbed]:
+    """One testbed per (topology, veth queues) the variants need, torn down by stack."""
+    beds: dict[tuple[str, int | None], Testbed] = {}
+    for key in dict.fromkeys(v.bed for v in run.variants):
+        topology, queues = key
+        try:
+            beds[key] = stack.enter_context(Testbed(topology) if queues is None
+                                            else Testbed(topology, queues=queues))
+            run.prefixes.append(beds[key].prefix)
+        except TypeError as e:  # a testbed without multi-queue veths
+            for v in run.variants:
+                if v.bed == key:
+                    run.whole_run_unavailable[v.name] = f"the testbed cannot give its veths {queues} queues ({e})"
+    return beds
+
+
+def probe(run: Run, beds: dict[tuple[str, int | None], Testbed]) -> None:
     """Start each proxied variant once; one that cannot start is unavailable for the whole run."""
     for v in run.variants:
-        if v.is_baseline:
+        if v.is_baseline or v.name in run.whole_run_unavailable:
             continue
-        tb = beds[v.topology]
+        tb = beds[v.bed]
         tb.set_stacks(_stacks_for(v, 2, tb))
         proxy, _ = _start_proxy(run, tb, v, 2, -1)
         if proxy is None:
@@ -193,7 +214,8 @@ def point(run: Run, tb: Testbed, gen: Generator, v: Variant, depth: int | None, 
         proxy, progs = _start_proxy(run, tb, v, depth, rep)
         if proxy is None:
             return
-    record: dict[str, Any] = {"variant": v.name, "depth": depth, "rep": rep, "programs": progs}
+    record: dict[str, Any] = {"variant": v.name, "depth": depth, "rep": rep, "programs": progs,
+                              "others": others(run)}
     try:
         stack = costs.chain(depth) if depth is not DYNAMIC and not v.is_baseline else []
         if depth is DYNAMIC:
@@ -236,6 +258,13 @@ def point(run: Run, tb: Testbed, gen: Generator, v: Variant, depth: int | None, 
                  floor_pass_ns="floor_xdp_pass", floor_lru_ns="floor_lru_update")
 
 
+def others(run: Run) -> dict[str, Any]:
+    """Signs that something else shares the machine right now (the figures do not stand alone then):
+    network namespaces that are not this run's testbeds, and the load average."""
+    foreign = [n for n in netns.list_ns() if not any(n.startswith(p + "-") for p in run.prefixes)]
+    return {"foreign_namespaces": len(foreign), "loadavg_1m": os.getloadavg()[0]}
+
+
 def plan(run: Run) -> list[tuple[int, int | None, Variant]]:
     """(rep, depth, variant) in run order: depths in order, variants rotated per repetition."""
     s = run.settings
@@ -249,33 +278,17 @@ def plan(run: Run) -> list[tuple[int, int | None, Variant]]:
     return out
 
 
-def run_suite(settings: Settings, progress_out: TextIO = sys.stderr) -> dict[str, Any]:
-    """Bring up the testbeds, measure everything, tear down; return the results document."""
-    variants = select(list(settings.variants))
-    run = Run(settings, variants)
-    started = time.time()
-    with ExitStack() as stack:
-        topologies = list(dict.fromkeys(v.topology for v in variants))
-        beds = {t: stack.enter_context(Testbed(t)) for t in topologies}
-        gen = stack.enter_context(Generator())
-        env = environment(list(beds.values()))
-        probe(run, beds)
-        steps = plan(run)
-        progress = Progress(len(steps), progress_out)
-        try:
-            for rep, depth, v in steps:
-                point(run, beds[v.topology], gen, v, depth, rep, progress)
-                progress.step(f"rep {rep + 1} depth {depth if depth is not None else 'dyn'} {v.name}: done")
-        finally:
-            progress.close()
+def document(run: Run, env: dict[str, Any], started: float) -> dict[str, Any]:
+    """The results document: settings, policies, environment, variants and every sample."""
     return {
         "meta": {
             "started": started, "seconds": time.time() - started, "argv": sys.argv,
-            "settings": asdict(settings),
+            "settings": asdict(run.settings),
             "policy": {
                 "iperf3_affinity": {"client_cpu": metrics.IPERF_AFFINITY[0], "server_cpu": metrics.IPERF_AFFINITY[1]},
                 "generator_cpu": metrics.GEN_CPU,
                 "frame_sizes": "bytes of the bare Ethernet frame (no FCS); the label stack adds 4 B a label",
+                "packet_rate": "receiver's count between samples taken inside each generator call (steady state)",
                 "baseline_packet_rate": "an XDP_PASS program holds NAPI on the proxy's net_in (veth needs it "
                                         "for XDP_TX frames from its peer); GRO stays off there as with the proxies",
                 "run_time_stats": "kernel BPF run-time accounting is on only during the proxy-CPU window",
@@ -287,12 +300,37 @@ def run_suite(settings: Settings, progress_out: TextIO = sys.stderr) -> dict[str
         "environment": env,
         "variants": {v.name: {"topology": v.topology, "backend": v.backend, "key": v.key, "queues": v.queues,
                               "baseline": v.baseline, "about": v.about,
-                              "unavailable": run.whole_run_unavailable.get(v.name)} for v in variants},
+                              "unavailable": run.whole_run_unavailable.get(v.name)} for v in run.variants},
         "samples": run.samples,
         "unavailable": run.unavailable,
         "errors": run.errors,
         "points": run.points,
     }
+
+
+def run_suite(settings: Settings, progress_out: TextIO = sys.stderr,
+              checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Bring up the testbeds, measure everything, tear down; return the results document.
+    checkpoint gets the document so far after every point (a long run keeps what it measured)."""
+    variants = select(list(settings.variants))
+    run = Run(settings, variants)
+    started = time.time()
+    with ExitStack() as stack:
+        beds = testbeds(run, stack)
+        gen = stack.enter_context(Generator())
+        env = environment(list(beds.values()))
+        probe(run, beds)
+        steps = plan(run)
+        progress = Progress(len(steps), progress_out)
+        try:
+            for rep, depth, v in steps:
+                point(run, beds[v.bed], gen, v, depth, rep, progress)
+                progress.step(f"rep {rep + 1} depth {depth if depth is not None else 'dyn'} {v.name}: done")
+                if checkpoint:
+                    checkpoint(document(run, env, started))
+        finally:
+            progress.close()
+    return document(run, env, started)
 
 
 # ---------------------------------------------------------------------- command line
@@ -332,8 +370,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = run_suite(settings)
+    partial = out / "bench.partial.json"
+    doc = run_suite(settings, checkpoint=lambda d: partial.write_text(json.dumps(d)))
     files = report.write(doc, out)
+    partial.unlink(missing_ok=True)
     print(report.markdown(doc))
     print("\n" + "\n".join(f"wrote {p}" for p in files))
     return 0

@@ -30,6 +30,12 @@ class Variant:
         return self.backend is None
 
     @property
+    def bed(self) -> tuple[str, int | None]:
+        """The testbed this variant runs on: its topology, and veths with `queues` queues if set
+        (AF_XDP binds one socket per queue; a single flow still fills one of them)."""
+        return (self.topology, self.queues)
+
+    @property
     def baseline(self) -> str:
         """The baseline this variant's figures are divided by: same topology, same run."""
         return BASELINE_OF[self.topology]
@@ -62,7 +68,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("static", "attached", "static", about="static proxy: pushes its one configured stack"),
     Variant("kernel-hash", "attached", "kernel", "hash", about="caching proxy in XDP, key = header hash"),
     Variant("afxdp", "attached", "afxdp", about="caching proxy in user space over AF_XDP, 1 queue"),
-    Variant("afxdp-2q", "attached", "afxdp", queues=2, about="caching proxy over AF_XDP, 2 queues"),
+    Variant("afxdp-2q", "attached", "afxdp", queues=2,
+            about="caching proxy over AF_XDP, 2 queues, on a testbed with 2-queue veths (vs the 1-queue baseline)"),
     Variant("baseline-inline", "inline", None, about="plain IP through the inline topology: no labels, no proxy"),
     Variant("kernel-meta", "inline", "kernel", "meta", about="caching proxy, XDP RX + TC TX, key in skb->mark"),
     Variant("kernel-hash-inline", "inline", "kernel", "hash", about="caching proxy, XDP RX + TC TX, header hash"),
