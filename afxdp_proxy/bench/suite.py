@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -359,6 +360,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return s
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(args: argparse.Namespace) -> int:
     from afxdp_proxy.bench import report
 
@@ -370,6 +375,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # a long run stopped with kill (or from a background shell, where SIGINT is ignored) still
+    # tears its testbeds down: the signal unwinds like Ctrl-C
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     partial = out / "bench.partial.json"
     doc = run_suite(settings, checkpoint=lambda d: partial.write_text(json.dumps(d)))
     files = report.write(doc, out)
