@@ -38,6 +38,15 @@ enum axp_cache_result {
 struct axp_cache *axp_cache_new(uint32_t capacity, int shared);
 void axp_cache_free(struct axp_cache *c);
 uint32_t axp_cache_capacity(const struct axp_cache *c);
+/*
+ * A batch hashes every key and prefetches its set first (axp_cache_hash,
+ * axp_cache_prefetch below), then inserts or takes with the hash it has: the
+ * set's cache miss overlaps other work.
+ */
+int axp_cache_insert_hashed(struct axp_cache *c, const struct axp_key *key, uint64_t hash,
+			    const struct axp_entry *e, int replace);
+int axp_cache_take_hashed(struct axp_cache *c, const struct axp_key *key, uint64_t hash,
+			  struct axp_entry *out);
 /* Returns an enum axp_cache_result. */
 int axp_cache_insert(struct axp_cache *c, const struct axp_key *key, const struct axp_entry *e,
 		     int replace);
@@ -49,5 +58,82 @@ uint64_t axp_cache_count(struct axp_cache *c);
 uint32_t axp_cache_dump(struct axp_cache *c, struct axp_key *keys, struct axp_entry *entries,
 			uint32_t max);
 void axp_cache_clear(struct axp_cache *c);
+
+#ifndef AXP_CDEF
+/*
+ * Internals the per-packet path inlines (hash, set, prefetch); cffi's cdef
+ * sees struct axp_cache as opaque.
+ *
+ * A set is one 32-byte tag line followed by its slots: a lookup reads the tags
+ * (one cache line), then compares the full key only where a tag matches. A
+ * tag is the low 32 bits of the key's hash with bit 0 forced on; 0 marks a
+ * free slot.
+ */
+#define AXP_CACHE_STRIPES 64 /* spinlocks; a set uses stripe (set % STRIPES) */
+
+struct axp_cache_slot {
+	struct axp_key key;
+	struct axp_entry e;
+};
+
+struct axp_cache_set {
+	uint32_t tag[AXP_CACHE_WAYS];
+	struct axp_cache_slot slot[AXP_CACHE_WAYS];
+} __attribute__((aligned(64)));
+
+/* a cache line each, so two threads on different stripes do not share one */
+struct axp_cache_stripe {
+	int lock;
+	int64_t count; /* entries in this stripe's sets */
+} __attribute__((aligned(64)));
+
+struct axp_cache {
+	struct axp_cache_set *sets;
+	size_t map_size;
+	uint32_t nsets;
+	int shared;
+	struct axp_cache_stripe stripe[AXP_CACHE_STRIPES];
+};
+
+_Static_assert(sizeof(struct axp_key) == 56, "struct axp_key is hashed as 7 words");
+
+/* 64x64 -> 128-bit multiply, halves folded: the mixing step of wyhash-style hashes */
+static inline uint64_t axp_mum(uint64_t a, uint64_t b)
+{
+	unsigned __int128 r = (unsigned __int128)a * b;
+
+	return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+
+/*
+ * Four independent multiplies rather than a chain of seven: the key is hashed
+ * once per packet and direction, so the latency of the chain is what counts.
+ */
+static inline uint64_t axp_cache_hash(const struct axp_key *k)
+{
+	uint64_t w[7];
+
+	__builtin_memcpy(w, k, sizeof(w));
+	return axp_mum(axp_mum(w[0] ^ 0xa0761d6478bd642full, w[1] ^ 0xe7037ed1a0b428dbull) ^
+			       axp_mum(w[2] ^ 0x8ebc6af09c88c6e3ull, w[3] ^ 0x589965cc75374cc3ull) ^
+			       axp_mum(w[4] ^ 0x1d8e4e27c47d124full, w[5] ^ 0x9e3779b97f4a7c15ull) ^
+			       axp_mum(w[6] ^ 0xbf58476d1ce4e5b9ull, 0x94d049bb133111ebull),
+		       0xd6e8feb86659fd93ull);
+}
+
+/* set index: the hash's upper half scaled onto [0, nsets) (no modulo, no power of 2 needed) */
+static inline uint32_t axp_cache_set_of(const struct axp_cache *c, uint64_t h)
+{
+	return (uint32_t)(((h >> 32) * (uint64_t)c->nsets) >> 32);
+}
+
+static inline void axp_cache_prefetch(const struct axp_cache *c, uint64_t h)
+{
+	const struct axp_cache_set *set = &c->sets[axp_cache_set_of(c, h)];
+
+	__builtin_prefetch(set->tag, 1);
+	__builtin_prefetch(&set->slot[0], 1);
+}
+#endif /* !AXP_CDEF */
 
 #endif /* AXP_CACHE_H */

@@ -152,27 +152,42 @@ static inline void axp_write_eth(uint8_t *eth, const uint8_t *dst, const uint8_t
 	memcpy(eth + 12, &proto_be, 2);
 }
 
-int axp_rx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
-		 uint64_t now_ns, struct axp_pkt *out)
-{
-	struct axp_entry entry;
-	struct axp_frame f = {0};
+/*
+ * One frame between the two steps of a batch. Step 1 parses, derives the key,
+ * hashes it and prefetches its cache set; step 2, run once every frame of the
+ * chunk had step 1, touches the cache and rewrites the frame: the cache
+ * misses of a chunk overlap instead of stalling one after the other.
+ */
+struct axp_job {
 	struct axp_key key;
-	const struct axp_sf *sf;
-	uint32_t pop;
+	struct axp_entry entry;
+	struct axp_frame f; /* RX: the parsed stack */
+	uint64_t hash;
+	int idx;            /* RX: the SF of the top label */
+	uint16_t proto;     /* TX: the ethertype, as on the wire */
+};
+
+#define AXP_CHUNK 16     /* frames between step 1 and step 2 */
+#define AXP_PENDING 0xff /* verdict slot: step 2 still to run */
+
+/* RX step 1: returns an enum axp_verdict, or AXP_PENDING when the frame goes on to the cache. */
+static inline int axp_rx_parse(const struct axp_engine *e, uint64_t *cnt, const uint8_t *frame,
+			       uint32_t len, struct axp_job *j)
+{
 	int res, idx = -1;
 
 	cnt[AXP_CNT_RX_PACKETS]++;
-	memset(&entry, 0, sizeof(entry));
-	memset(&key, 0, sizeof(key));
-	res = axp_parse_mpls_frame(frame, frame + len, entry.labels, &f, &key);
+	memset(&j->entry, 0, sizeof(j->entry));
+	memset(&j->key, 0, sizeof(j->key));
+	memset(&j->f, 0, sizeof(j->f));
+	res = axp_parse_mpls_frame(frame, frame + len, j->entry.labels, &j->f, &j->key);
 	if (res == AXP_PARSE_NOT_MPLS) {
 		cnt[AXP_CNT_RX_NOT_MPLS]++;
 		return AXP_VERDICT_PASS;
 	}
 	/* the top label decides first: other nodes' traffic passes whatever it carries */
 	if (len >= AXP_ETH_HLEN + 4) {
-		idx = axp_sf_of_label(e, axp_label_of(entry.labels[0]));
+		idx = axp_sf_of_label(e, axp_label_of(j->entry.labels[0]));
 		if (idx < 0) {
 			cnt[AXP_CNT_RX_OTHER_LABEL]++;
 			return AXP_VERDICT_PASS;
@@ -182,11 +197,24 @@ int axp_rx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t l
 		cnt[axp_rx_refused(res)]++;
 		return AXP_VERDICT_DROP;
 	}
+	j->idx = idx;
+	j->hash = axp_cache_hash(&j->key);
+	axp_cache_prefetch(e->cache, j->hash);
+	return AXP_PENDING;
+}
 
-	entry.depth = f.depth;
-	entry.sf = idx;
-	entry.rx_ns = now_ns ? now_ns : axp_now_ns();
-	switch (axp_cache_insert(e->cache, &key, &entry, e->cfg.on_conflict == AXP_CONFLICT_REPLACE)) {
+/* RX step 2: cache the stack, pop it. */
+static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
+				uint64_t now, struct axp_job *j, struct axp_pkt *out)
+{
+	const struct axp_sf *sf = &e->sfs[j->idx];
+	uint32_t pop;
+
+	j->entry.depth = j->f.depth;
+	j->entry.sf = j->idx;
+	j->entry.rx_ns = now;
+	switch (axp_cache_insert_hashed(e->cache, &j->key, j->hash, &j->entry,
+					e->cfg.on_conflict == AXP_CONFLICT_REPLACE)) {
 	case AXP_CACHE_CONFLICT:
 		cnt[AXP_CNT_RX_CONFLICT_DROP]++;
 		return AXP_VERDICT_DROP;
@@ -201,25 +229,48 @@ int axp_rx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t l
 	}
 
 	/* pop: an Ethernet header towards the SF right in front of the IP header */
-	sf = &e->sfs[idx];
-	pop = f.l3_off - AXP_ETH_HLEN;
-	axp_write_eth(frame + pop, sf->sf_mac, sf->to_sf_mac, axp_htons(f.l3_proto));
+	pop = j->f.l3_off - AXP_ETH_HLEN;
+	axp_write_eth(frame + pop, sf->sf_mac, sf->to_sf_mac, axp_htons(j->f.l3_proto));
 	cnt[AXP_CNT_RX_POPPED]++;
 	out->off = (int32_t)pop;
 	out->len = len - pop;
-	out->sf = idx;
+	out->sf = j->idx;
 	return AXP_VERDICT_TX;
 }
 
-int axp_tx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
-		 uint32_t headroom, uint32_t sf_idx, uint64_t now_ns, struct axp_pkt *out)
+void axp_rx_batch(struct axp_engine *e, uint64_t *cnt, uint8_t *const *frames,
+		  const uint32_t *lens, uint32_t n, uint64_t now_ns, struct axp_pkt *out,
+		  uint8_t *verdicts)
 {
-	struct axp_entry entry;
-	struct axp_key key;
-	const struct axp_sf *sf;
-	uint16_t proto;
-	uint64_t now;
-	uint32_t n;
+	struct axp_job jobs[AXP_CHUNK];
+	uint32_t base, i, m;
+
+	if (!now_ns)
+		now_ns = axp_now_ns();
+	for (base = 0; base < n; base += m) {
+		m = n - base < AXP_CHUNK ? n - base : AXP_CHUNK;
+		for (i = 0; i < m; i++)
+			verdicts[base + i] = axp_rx_parse(e, cnt, frames[base + i], lens[base + i], &jobs[i]);
+		for (i = 0; i < m; i++)
+			if (verdicts[base + i] == AXP_PENDING)
+				verdicts[base + i] = axp_rx_commit(e, cnt, frames[base + i], lens[base + i],
+								   now_ns, &jobs[i], &out[base + i]);
+	}
+}
+
+int axp_rx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
+		 uint64_t now_ns, struct axp_pkt *out)
+{
+	uint8_t verdict;
+
+	axp_rx_batch(e, cnt, &frame, &len, 1, now_ns, out, &verdict);
+	return verdict;
+}
+
+/* TX step 1: returns an enum axp_verdict, or AXP_PENDING when the frame goes on to the cache. */
+static inline int axp_tx_parse(const struct axp_engine *e, uint64_t *cnt, const uint8_t *frame,
+			       uint32_t len, struct axp_job *j)
+{
 	int res;
 
 	cnt[AXP_CNT_TX_PACKETS]++;
@@ -227,13 +278,13 @@ int axp_tx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t l
 		cnt[AXP_CNT_TX_MALFORMED]++;
 		return AXP_VERDICT_DROP;
 	}
-	memcpy(&proto, frame + 12, 2);
-	if (proto != axp_htons(AXP_ETH_P_IP) && proto != axp_htons(AXP_ETH_P_IPV6)) {
+	memcpy(&j->proto, frame + 12, 2);
+	if (j->proto != axp_htons(AXP_ETH_P_IP) && j->proto != axp_htons(AXP_ETH_P_IPV6)) {
 		cnt[AXP_CNT_TX_NOT_IP]++;
 		return AXP_VERDICT_PASS;
 	}
-	memset(&key, 0, sizeof(key));
-	res = axp_derive_key(frame + AXP_ETH_HLEN, frame + len, &key);
+	memset(&j->key, 0, sizeof(j->key));
+	res = axp_derive_key(frame + AXP_ETH_HLEN, frame + len, &j->key);
 	if (res == AXP_PARSE_NOT_IP) {
 		cnt[AXP_CNT_TX_NOT_IP]++;
 		return AXP_VERDICT_PASS;
@@ -242,8 +293,21 @@ int axp_tx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t l
 		cnt[AXP_CNT_TX_MALFORMED]++;
 		return AXP_VERDICT_DROP;
 	}
+	j->hash = axp_cache_hash(&j->key);
+	axp_cache_prefetch(e->cache, j->hash);
+	return AXP_PENDING;
+}
 
-	if (axp_cache_take(e->cache, &key, &entry)) {
+/* TX step 2: take the entry, push its stack minus the top label. */
+static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
+				uint32_t headroom, uint32_t sf_idx, uint64_t now,
+				struct axp_job *j, struct axp_pkt *out)
+{
+	const struct axp_sf *sf;
+	uint16_t proto = j->proto;
+	uint32_t n;
+
+	if (axp_cache_take_hashed(e->cache, &j->key, j->hash, &j->entry)) {
 		if (e->cfg.on_miss == AXP_MISS_DROP) {
 			cnt[AXP_CNT_TX_MISS_DROP]++;
 			return AXP_VERDICT_DROP;
@@ -256,11 +320,10 @@ int axp_tx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t l
 		goto out;
 	}
 	cnt[AXP_XCNT_CACHE_TAKES]++;
-	now = now_ns ? now_ns : axp_now_ns();
 	/* another worker may have stamped the entry after this batch read the clock */
-	cnt[AXP_CNT_TX_DWELL_NS] += now > entry.rx_ns ? now - entry.rx_ns : 0;
-	n = entry.depth;
-	sf_idx = entry.sf;
+	cnt[AXP_CNT_TX_DWELL_NS] += now > j->entry.rx_ns ? now - j->entry.rx_ns : 0;
+	n = j->entry.depth;
+	sf_idx = j->entry.sf;
 	if (n < 1 || n > AXP_MAX_LABELS || sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx]) {
 		cnt[AXP_CNT_TX_MALFORMED]++; /* an entry no RX could have written */
 		return AXP_VERDICT_DROP;
@@ -277,7 +340,7 @@ int axp_tx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t l
 	/* push in place: the labels end where the IP header starts, the Ethernet header precedes them */
 	frame -= n * 4;
 	len += n * 4;
-	memcpy(frame + AXP_ETH_HLEN, &entry.labels[1], n * 4);
+	memcpy(frame + AXP_ETH_HLEN, &j->entry.labels[1], n * 4);
 	proto = axp_htons(AXP_ETH_P_MPLS_UC);
 	cnt[AXP_CNT_TX_PUSHED]++;
 out:
@@ -289,26 +352,59 @@ out:
 	return AXP_VERDICT_TX;
 }
 
+void axp_tx_batch(struct axp_engine *e, uint64_t *cnt, uint8_t *const *frames,
+		  const uint32_t *lens, const uint32_t *headroom, uint32_t sf, uint32_t n,
+		  uint64_t now_ns, struct axp_pkt *out, uint8_t *verdicts)
+{
+	struct axp_job jobs[AXP_CHUNK];
+	uint32_t base, i, m;
+
+	if (!now_ns)
+		now_ns = axp_now_ns();
+	for (base = 0; base < n; base += m) {
+		m = n - base < AXP_CHUNK ? n - base : AXP_CHUNK;
+		for (i = 0; i < m; i++)
+			verdicts[base + i] = axp_tx_parse(e, cnt, frames[base + i], lens[base + i], &jobs[i]);
+		for (i = 0; i < m; i++)
+			if (verdicts[base + i] == AXP_PENDING)
+				verdicts[base + i] = axp_tx_commit(e, cnt, frames[base + i], lens[base + i],
+								   headroom[base + i], sf, now_ns,
+								   &jobs[i], &out[base + i]);
+	}
+}
+
+int axp_tx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
+		 uint32_t headroom, uint32_t sf, uint64_t now_ns, struct axp_pkt *out)
+{
+	uint8_t verdict;
+
+	axp_tx_batch(e, cnt, &frame, &len, &headroom, sf, 1, now_ns, out, &verdict);
+	return verdict;
+}
+
 long axp_bench_batch(struct axp_engine *e, uint64_t *cnt, const uint8_t *frames, uint32_t len,
 		     uint32_t nframes, uint32_t batch, uint32_t rounds, uint64_t *ns)
 {
 	/* frame buffers laid out like UMEM chunks: 256 bytes of headroom, 2 KiB apart */
 	const uint32_t hr = 256, stride = 2048;
-	struct axp_pkt *pk, tx;
+	uint32_t r, i, next = 0, *lens, *room;
 	uint64_t t0, t1, t2, t3;
-	uint32_t r, i, next = 0;
-	uint8_t *bufs;
-	long bad = 0;
+	struct axp_pkt *pk, *tx;
+	uint8_t *bufs, **ptr, *v;
+	long bad = -ENOMEM;
 
 	if (!nframes || !batch || hr + len > stride)
 		return -EINVAL;
 	bufs = aligned_alloc(64, (size_t)batch * stride);
 	pk = calloc(batch, sizeof(*pk));
-	if (!bufs || !pk) {
-		free(bufs);
-		free(pk);
-		return -ENOMEM;
-	}
+	tx = calloc(batch, sizeof(*tx));
+	ptr = calloc(batch, sizeof(*ptr));
+	lens = calloc(batch, sizeof(*lens));
+	room = calloc(batch, sizeof(*room));
+	v = calloc(batch, 1);
+	if (!bufs || !pk || !tx || !ptr || !lens || !room || !v)
+		goto out;
+	bad = 0;
 	for (r = 0; r < rounds; r++) {
 		t0 = axp_now_ns();
 		for (i = 0; i < batch; i++) {
@@ -316,28 +412,35 @@ long axp_bench_batch(struct axp_engine *e, uint64_t *cnt, const uint8_t *frames,
 			next = next + 1 < nframes ? next + 1 : 0;
 		}
 		t1 = axp_now_ns();
+		/* what the socket loop does with an RX batch from net_in, then one from from_sf */
 		for (i = 0; i < batch; i++) {
-			if (axp_rx_frame(e, cnt, bufs + (size_t)i * stride + hr, len, t1, &pk[i]) !=
-			    AXP_VERDICT_TX) {
-				pk[i].len = 0;
-				bad++;
-			}
+			ptr[i] = bufs + (size_t)i * stride + hr;
+			lens[i] = len;
+		}
+		axp_rx_batch(e, cnt, ptr, lens, batch, t1, pk, v);
+		for (i = 0; i < batch; i++) {
+			bad += v[i] != AXP_VERDICT_TX;
+			room[i] = hr + (v[i] == AXP_VERDICT_TX ? pk[i].off : 0);
+			ptr[i] = bufs + (size_t)i * stride + room[i];
+			lens[i] = v[i] == AXP_VERDICT_TX ? pk[i].len : 0;
 		}
 		t2 = axp_now_ns();
-		for (i = 0; i < batch; i++) {
-			uint32_t at = hr + pk[i].off;
-
-			if (pk[i].len && axp_tx_frame(e, cnt, bufs + (size_t)i * stride + at, pk[i].len,
-						      at, pk[i].sf, t2, &tx) != AXP_VERDICT_TX)
-				bad++;
-		}
+		axp_tx_batch(e, cnt, ptr, lens, room, 0, batch, t2, tx, v);
 		t3 = axp_now_ns();
+		for (i = 0; i < batch; i++)
+			bad += v[i] != AXP_VERDICT_TX;
 		ns[0] += t1 - t0;
 		ns[1] += t2 - t1;
 		ns[2] += t3 - t2;
 	}
+out:
 	free(bufs);
 	free(pk);
+	free(tx);
+	free(ptr);
+	free(lens);
+	free(room);
+	free(v);
 	return bad;
 }
 
@@ -372,6 +475,13 @@ struct axp_worker {
 	struct pollfd *pfds;    /* RX sockets, then the stop eventfd */
 	uint32_t npfds;
 	uint64_t stats_at;
+	/* one RX batch on its way through axp_rx_batch / axp_tx_batch */
+	uint64_t *addrs;
+	uint8_t **ptrs;
+	uint32_t *lens;
+	uint32_t *room;
+	struct axp_pkt *pkts;
+	uint8_t *verdicts;
 };
 
 struct axp_xsk {
@@ -540,33 +650,35 @@ static void axp_worker_stats(struct axp_worker *w)
 	w->cnt[AXP_XCNT_XSK_TX_INVALID] = sum[4];
 }
 
-static inline void axp_handle(struct axp_worker *w, struct axp_sock *s, uint64_t addr,
-			      uint32_t len, uint64_t now)
+/* Step an RX batch through the per-packet functions, stage what leaves, free the rest. */
+static void axp_handle_batch(struct axp_worker *w, struct axp_sock *s, uint32_t n, uint64_t now)
 {
 	struct axp_xsk *x = w->x;
-	uint8_t *data = xsk_umem__get_data(x->umem_area, addr);
-	struct axp_pkt pk;
-	struct axp_sock *t;
-	int port = -1;
+	uint32_t i;
 
-	if (s->roles & AXP_PORT_NET_IN) {
-		if (axp_rx_frame(x->e, w->cnt, data, len, now, &pk) == AXP_VERDICT_TX)
-			port = x->to_sf_port[pk.sf];
-	} else {
-		if (axp_tx_frame(x->e, w->cnt, data, len, (uint32_t)(addr & ~x->chunk_mask),
-				 s->sf, now, &pk) == AXP_VERDICT_TX)
-			port = x->out_port[pk.sf];
+	if (s->roles & AXP_PORT_NET_IN)
+		axp_rx_batch(x->e, w->cnt, w->ptrs, w->lens, n, now, w->pkts, w->verdicts);
+	else
+		axp_tx_batch(x->e, w->cnt, w->ptrs, w->lens, w->room, s->sf, n, now, w->pkts,
+			     w->verdicts);
+	for (i = 0; i < n; i++) {
+		struct axp_pkt *pk = &w->pkts[i];
+		struct axp_sock *t;
+		int port = -1;
+
+		if (w->verdicts[i] == AXP_VERDICT_TX)
+			port = s->roles & AXP_PORT_NET_IN ? x->to_sf_port[pk->sf] : x->out_port[pk->sf];
+		/* dropped, or passed (which the XDP program already does): the chunk is free again */
+		if (port < 0) {
+			axp_free_push(w, w->addrs[i]);
+			continue;
+		}
+		t = &w->socks[port];
+		t->stage[t->nstage].addr = w->addrs[i] + pk->off;
+		t->stage[t->nstage].len = pk->len;
+		t->stage[t->nstage].options = 0;
+		t->nstage++;
 	}
-	/* dropped, or passed (which the XDP program already does): the chunk is free again */
-	if (port < 0) {
-		axp_free_push(w, addr);
-		return;
-	}
-	t = &w->socks[port];
-	t->stage[t->nstage].addr = addr + pk.off;
-	t->stage[t->nstage].len = pk.len;
-	t->stage[t->nstage].options = 0;
-	t->nstage++;
 }
 
 /* One pass over every ring of the worker. Returns the frames received. */
@@ -594,9 +706,14 @@ static uint32_t axp_worker_round(struct axp_worker *w)
 		for (i = 0; i < n; i++) {
 			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, idx + i);
 
-			axp_handle(w, s, d->addr, d->len, now);
+			w->addrs[i] = d->addr;
+			w->ptrs[i] = xsk_umem__get_data(x->umem_area, d->addr);
+			w->lens[i] = d->len;
+			w->room[i] = (uint32_t)(d->addr & ~x->chunk_mask); /* headroom to push into */
 		}
+		/* the chunks are ours until they go back on a fill ring: release the slots now */
 		xsk_ring_cons__release(&s->rx, n);
+		axp_handle_batch(w, s, n, now);
 		total += n;
 	}
 	for (p = 0; p < x->nports; p++) {
@@ -715,6 +832,12 @@ void axp_xsk_close(struct axp_xsk *x)
 		free(w->socks);
 		free(w->free);
 		free(w->pfds);
+		free(w->addrs);
+		free(w->ptrs);
+		free(w->lens);
+		free(w->room);
+		free(w->pkts);
+		free(w->verdicts);
 	}
 	if (x->stop_fd >= 0)
 		close(x->stop_fd);
@@ -802,7 +925,14 @@ static int axp_worker_init(struct axp_xsk *x, uint32_t q, uint64_t *counters, ui
 	w->socks = calloc(x->nports, sizeof(*w->socks));
 	w->free = calloc(w->nframes, sizeof(*w->free));
 	w->pfds = calloc(nrx + 1, sizeof(*w->pfds));
-	if (!w->socks || !w->free || !w->pfds)
+	w->addrs = calloc(x->o.batch_size, sizeof(*w->addrs));
+	w->ptrs = calloc(x->o.batch_size, sizeof(*w->ptrs));
+	w->lens = calloc(x->o.batch_size, sizeof(*w->lens));
+	w->room = calloc(x->o.batch_size, sizeof(*w->room));
+	w->pkts = calloc(x->o.batch_size, sizeof(*w->pkts));
+	w->verdicts = calloc(x->o.batch_size, sizeof(*w->verdicts));
+	if (!w->socks || !w->free || !w->pfds || !w->addrs || !w->ptrs || !w->lens || !w->room ||
+	    !w->pkts || !w->verdicts)
 		return -ENOMEM;
 	for (p = 0; p < x->nports; p++) {
 		w->socks[p].roles = x->ports[p].roles;

@@ -99,9 +99,23 @@ int axp_tx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t l
 		 uint32_t headroom, uint32_t sf, uint64_t now_ns, struct axp_pkt *out);
 
 /*
+ * The same for n frames at once, as the socket loop calls them: chunks of 16
+ * are parsed and their cache sets prefetched before the first one touches the
+ * cache. verdicts[i] (an enum axp_verdict) and out[i] describe frames[i];
+ * now_ns 0 reads the clock once for the batch. For TX, every frame came back
+ * from the SF of index sf and has headroom[i] bytes in front of it.
+ */
+void axp_rx_batch(struct axp_engine *e, uint64_t *cnt, uint8_t *const *frames,
+		  const uint32_t *lens, uint32_t n, uint64_t now_ns, struct axp_pkt *out,
+		  uint8_t *verdicts);
+void axp_tx_batch(struct axp_engine *e, uint64_t *cnt, uint8_t *const *frames,
+		  const uint32_t *lens, const uint32_t *headroom, uint32_t sf, uint32_t n,
+		  uint64_t now_ns, struct axp_pkt *out, uint8_t *verdicts);
+
+/*
  * Micro-benchmark of the per-packet path: rounds x (copy the next batch of the
- * nframes templates, len bytes each, into frame buffers; axp_rx_frame each;
- * axp_tx_frame each); ns[0..2] accumulate the time of the copy, RX and TX
+ * nframes templates, len bytes each, into frame buffers; axp_rx_batch them;
+ * axp_tx_batch them, as the socket loop does); ns[0..2] accumulate the time of the copy, RX and TX
  * phases. nframes == batch reuses the same keys (hot cache sets); many more
  * spread them over the cache. Returns how many frames did not come out as
  * AXP_VERDICT_TX (0 when all went well).
