@@ -708,6 +708,8 @@ static uint32_t axp_worker_round(struct axp_worker *w)
 
 			w->addrs[i] = d->addr;
 			w->ptrs[i] = xsk_umem__get_data(x->umem_area, d->addr);
+			/* the kernel wrote the frame on another CPU: start fetching its headers now */
+			__builtin_prefetch(w->ptrs[i]);
 			w->lens[i] = d->len;
 			w->room[i] = (uint32_t)(d->addr & ~x->chunk_mask); /* headroom to push into */
 		}
