@@ -79,10 +79,10 @@ def test_per_packet_path(benchmark: pytest.FixtureRequest, engine: Engine, label
         assert bad == 0, f"{bad} frames did not come out as TX"
         samples.append((ns[0], ns[1], ns[2]))
 
-    benchmark.pedantic(call, rounds=60, warmup_rounds=5)
+    benchmark.pedantic(call, rounds=60, warmup_rounds=10)
     assert engine.in_flight() == 0
     per = BATCH * ROUNDS
-    copy, rx, tx = (statistics.median(s[i] for s in samples[5:]) / per for i in range(3))
+    copy, rx, tx = (statistics.median(s[i] for s in samples[10:]) / per for i in range(3))  # after warm-up
     info = {"frame_bytes": length, "memcpy_ns": round(copy, 2), "rx_ns": round(rx, 2), "tx_ns": round(tx, 2),
             "rx_over_memcpy": round(rx / copy, 1), "tx_over_memcpy": round(tx / copy, 1)}
     benchmark.extra_info.update(info)
