@@ -39,8 +39,13 @@ def _proxy(tb: Testbed, key: str = "hash", **kw: object) -> ProxyProcess:
     return ProxyProcess(tb.ns_proxy, tb.proxy_config(key=key, **kw), name=f"{tb.prefix}-{key}")
 
 
-def _nothing_left(tb: Testbed, name: str) -> None:
-    assert bpf.loaded_programs("axp_") == {}, "a proxy program is still loaded"
+def _new_programs(before: dict[int, str]) -> dict[int, str]:
+    """Proxy programs loaded since `before`: ours, not another proxy's on this machine."""
+    return {i: n for i, n in bpf.loaded_programs("axp_").items() if i not in before}
+
+
+def _nothing_left(tb: Testbed, name: str, before: dict[int, str]) -> None:
+    assert _new_programs(before) == {}, "a proxy program is still loaded"
     assert name not in state.running()
     with netns.enter(tb.ns_proxy):
         for ifname in (tb.net_in, tb.net_out, tb.from_sf):
@@ -53,6 +58,7 @@ def test_iperf3_tcp_three_labels(beds: Callable[[str], Testbed], topology: str, 
     tb = beds(topology)
     tb.set_stacks([make_stack([SF, 2000, 3000], [1, 2, 3])])
     tb.reset_counters()
+    before = bpf.loaded_programs("axp_")
     with _proxy(tb, key) as proxy:
         gro = netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro")
         res = tb.iperf3(seconds=5)
@@ -68,7 +74,7 @@ def test_iperf3_tcp_three_labels(beds: Callable[[str], Testbed], topology: str, 
     assert depths.get(2, 0) >= c["tx_pushed"] - 64, depths  # stack minus the top label
     assert depths.get(0, 0) < depths[2] / 100, depths  # nothing got through unlabelled
     assert proxy.stop() == 0
-    _nothing_left(tb, proxy.name)
+    _nothing_left(tb, proxy.name, before)
 
 
 @pytest.mark.parametrize(("topology", "key"), MODES)
@@ -118,19 +124,20 @@ def test_static_proxy_loses_the_dynamic_chain(beds: Callable[[str], Testbed], to
 def test_start_stop_cycles_and_sigkill_leave_nothing(beds: Callable[[str], Testbed], topology: str) -> None:
     tb = beds(topology)
     tb.set_stacks([make_stack([SF, 2000])])
-    before = netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro")
+    gro = netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro")
+    before = bpf.loaded_programs("axp_")
     for _ in range(3):
         p = _proxy(tb).start()
         assert tb.ping(count=2).ok
         assert p.stop() == 0
-        _nothing_left(tb, p.name)
+        _nothing_left(tb, p.name, before)
     # SIGTERM and even SIGKILL: BPF links die with the process
     for sig in (signal.SIGTERM, signal.SIGKILL):
         p = _proxy(tb).start()
         p.stop(sig)
-        netns.wait_until(lambda: not bpf.loaded_programs("axp_"), 5, what="programs to unload")
-        _nothing_left(tb, p.name)
-    assert netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro") == before
+        netns.wait_until(lambda: not _new_programs(before), 5, what="programs to unload")
+        _nothing_left(tb, p.name, before)
+    assert netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro") == gro
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])
@@ -194,11 +201,12 @@ def test_macs_are_learned_or_the_error_names_the_key(beds: Callable[[str], Testb
         assert proxy.counters()["tx_pushed"] >= 3
     # an interface with no neighbour and no veth peer: the error names sf_mac
     path = tmp_path / "p.toml"
+    before = bpf.loaded_programs("axp_")
     path.write_text(cfg.replace(f'to_sf = "{tb.to_sf}"', 'to_sf = "lo"') + "\n")
     r = tb.run("proxy", [sys.executable, "-m", "afxdp_proxy", "run", "-c", str(path), "-d", "1"])
     assert r.returncode == 2
     assert r.stderr.strip().startswith("afxdp-proxy: error: sf[0].sf_mac:"), r.stderr
-    assert bpf.loaded_programs("axp_") == {}
+    assert _new_programs(before) == {}
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])
