@@ -40,6 +40,12 @@ counters (also in `afxdp-proxy stats`):
   tx_gso_drop          dropped: merged (GSO) skb, cannot carry per-packet stacks
   evicted_or_lost      popped - returned - replaced - in flight: entries of
                        packets the SF dropped or that the LRU cache evicted
+
+afxdp backend only:
+  evictions            cache entries pushed out before their packet returned
+  xdp_no_socket        dropped: frame on a queue without a socket
+  tx_ring_full         dropped: a TX ring stayed full
+  xsk_rx_ring_full...  the kernel's AF_XDP socket statistics
 """
 
 
