@@ -131,19 +131,6 @@ static inline int axp_sf_of_label(const struct axp_engine *e, uint32_t label)
 	return -1;
 }
 
-/* the counter of a frame the parser refused (proxy.bpf.h's axp_parse_counter) */
-static inline int axp_rx_refused(int res)
-{
-	switch (res) {
-	case AXP_PARSE_TOO_MANY_LABELS:
-		return AXP_CNT_RX_TOO_MANY_LABELS;
-	case AXP_PARSE_NOT_IP:
-		return AXP_CNT_RX_NOT_IP;
-	default:
-		return AXP_CNT_RX_MALFORMED;
-	}
-}
-
 static inline void axp_write_eth(uint8_t *eth, const uint8_t *dst, const uint8_t *src,
 				 uint16_t proto_be)
 {
@@ -194,7 +181,7 @@ static inline int axp_rx_parse(const struct axp_engine *e, uint64_t *cnt, const 
 		}
 	}
 	if (res != AXP_PARSE_OK || idx < 0) {
-		cnt[axp_rx_refused(res)]++;
+		cnt[axp_parse_counter(res)]++;
 		return AXP_VERDICT_DROP;
 	}
 	j->idx = idx;

@@ -172,6 +172,21 @@ static __always_inline int axp_derive_key(const __u8 *l3, const __u8 *end, struc
 	return AXP_PARSE_NOT_IP;
 }
 
+/* The RX counter of a frame the parser refused: one mapping for BPF and the extension. */
+static __always_inline int axp_parse_counter(int res)
+{
+	switch (res) {
+	case AXP_PARSE_NOT_MPLS:
+		return AXP_CNT_RX_NOT_MPLS;
+	case AXP_PARSE_TOO_MANY_LABELS:
+		return AXP_CNT_RX_TOO_MANY_LABELS;
+	case AXP_PARSE_NOT_IP:
+		return AXP_CNT_RX_NOT_IP;
+	default:
+		return AXP_CNT_RX_MALFORMED;
+	}
+}
+
 /* Where the IP packet below a parsed label stack starts. */
 struct axp_frame {
 	__u32 depth;    /* labels in the stack */

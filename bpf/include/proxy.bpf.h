@@ -68,20 +68,6 @@ static __always_inline void axp_count(__u32 slot)
 	axp_count_add(slot, 1);
 }
 
-static __always_inline int axp_parse_counter(int res)
-{
-	switch (res) {
-	case AXP_PARSE_NOT_MPLS:
-		return AXP_CNT_RX_NOT_MPLS;
-	case AXP_PARSE_TOO_MANY_LABELS:
-		return AXP_CNT_RX_TOO_MANY_LABELS;
-	case AXP_PARSE_NOT_IP:
-		return AXP_CNT_RX_NOT_IP;
-	default:
-		return AXP_CNT_RX_MALFORMED;
-	}
-}
-
 /* Artificial key: (cpu + 1) << 24 | per-CPU sequence; never 0, which means "no key". */
 static __always_inline __u32 axp_next_meta_key(void)
 {
