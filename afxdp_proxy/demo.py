@@ -32,9 +32,8 @@ class Row:
 
 def _fidelity(tb: Testbed) -> tuple[int, int]:
     """(packets compared, packets whose received stack is the sent one minus its top label)."""
-    sent, received = tb.sent(), tb.received()
-    common = sent.keys() & received.keys()
-    return len(common), sum(received[k] == sent[k][1:] for k in common)
+    check = tb.check_chain()
+    return check.compared, check.kept
 
 
 def _proxied(tb: Testbed, variant: str, config: str, seconds: float) -> Row:

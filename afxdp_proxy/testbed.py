@@ -108,6 +108,31 @@ LINKS = {
 WIRES = {topo: [(SRC0, SRC_CLS), (SRC_OUT, P_IN), *links[1:]] for topo, links in LINKS.items()}
 
 
+@dataclass(frozen=True)
+class ChainCheck:
+    """Packets recorded at both ends: {key: (stack pushed, stack received)}. A packet kept
+    its stack when it arrived with the pushed one minus the top (the SF's) label."""
+
+    pairs: dict[bytes, tuple[tuple[int, ...], tuple[int, ...]]]
+
+    @property
+    def compared(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def wrong(self) -> dict[bytes, tuple[tuple[int, ...], tuple[int, ...]]]:
+        return {k: (s, r) for k, (s, r) in self.pairs.items() if r != s[1:]}
+
+    @property
+    def kept(self) -> int:
+        return self.compared - len(self.wrong)
+
+    @property
+    def arrived(self) -> set[tuple[int, ...]]:
+        """The distinct stacks the receiver saw."""
+        return {r for _, r in self.pairs.values()}
+
+
 def dynamic_stacks(sf_label: int = 1000) -> list[list[Lse]]:
     """A dynamic chain for one flow: every stack starts with the SF's label,
     the rest differ per packet in labels, TC bits and depth (one has nothing
@@ -565,6 +590,13 @@ class Testbed:
     def received(self) -> dict[bytes, tuple[int, ...]]:
         """{struct axp_key bytes: label stack entries the packet arrived with, () for plain IP}."""
         return self._records(self._map("tb_received"))
+
+    def check_chain(self, family: int | None = None) -> ChainCheck:
+        """Compare what the sender pushed with what the receiver got (recording must have
+        been on); family 4 or 6 keeps only that IP version's packets."""
+        sent, received = self.sent(), self.received()
+        return ChainCheck({k: (sent[k], received[k]) for k in sent.keys() & received.keys()
+                           if family is None or k[1] == family})  # struct axp_key.family
 
     def _percpu_sums(self, name: str) -> list[int]:
         m = self._map(name)

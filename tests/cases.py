@@ -457,3 +457,20 @@ CASES: list[Case] = [
 BY_NAME = {c.name: c for c in CASES}
 assert len(BY_NAME) == len(CASES), "case names must be unique"
 POPPED = [c for c in CASES if c.rx == Verdict.POP]
+
+
+def sf_rewrite(popped: bytes) -> bytes:
+    """What a routing SF does to a bare packet: TTL/hop limit down, DSCP/ECN remarked, and
+    checksums changed (or broken). None of it is in the key, so the stack must come back."""
+    pkt = Ether(popped)
+    if IP in pkt:
+        pkt[IP].ttl -= 1
+        pkt[IP].tos = 0x2E << 2 | 1
+        del pkt[IP].chksum
+    else:
+        pkt[IPv6].hlim -= 1
+        pkt[IPv6].tc = 0x2E << 2
+    layer = pkt[IP if IP in pkt else IPv6].payload
+    if hasattr(layer, "chksum"):
+        layer.chksum = 0x1234
+    return bytes(pkt)

@@ -134,12 +134,10 @@ def test_dynamic_chain_every_packet_keeps_its_stack(beds: Callable[[int], Testbe
         tb.set_recording(False, clear=False)
         c = proxy.counters()
     assert res.stalls == 0
-    sent, received = tb.sent(), tb.received()
-    common = sent.keys() & received.keys()
-    assert len(common) >= 500, (len(sent), len(received))
-    wrong = {k: (sent[k], received[k]) for k in common if received[k] != sent[k][1:]}
-    assert not wrong, f"{len(wrong)} packets got another stack, e.g. {next(iter(wrong.values()))}"
-    assert {received[k] for k in common} == {tuple(e.encode() for e in s[1:]) for s in stacks}
+    check = tb.check_chain()
+    assert check.compared >= 500, (len(tb.sent()), len(tb.received()))
+    assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
+    assert check.arrived == {tuple(e.encode() for e in s[1:]) for s in stacks}
     assert c["tx_plain"] > 0 and c["tx_pushed"] > 0
     assert _drops(c) == {}
 
@@ -158,10 +156,9 @@ def test_rtp_like_udp(beds: Callable[[int], Testbed]) -> None:
         c = proxy.counters()
     assert len(got) == n
     assert [int.from_bytes(p[2:4], "big") for p in got] == list(range(n))  # RTP sequence numbers
-    sent, received = tb.sent(), tb.received()
-    common = sent.keys() & received.keys()
-    assert len(common) >= n
-    assert all(received[k] == sent[k][1:] for k in common)
+    check = tb.check_chain()
+    assert check.compared >= n
+    assert not check.wrong
     assert c["rx_popped"] >= n and _drops(c) == {}
 
 
@@ -316,10 +313,9 @@ def test_two_queues(beds: Callable[[int], Testbed]) -> None:
     lost = c["rx_popped"] - c["tx_pushed"] - c["tx_plain"]
     assert lost <= 64 + c["xsk_rx_ring_full"] + c["xsk_rx_dropped"], {k: v for k, v in c.items() if v}
     assert in_flight_of(c) <= 64 + c["xsk_rx_ring_full"] + c["xsk_rx_dropped"]
-    sent, received = tb.sent(), tb.received()
-    common = sent.keys() & received.keys()
-    assert len(common) >= 1000
-    assert all(received[k] == sent[k][1:] for k in common)
+    check = tb.check_chain()
+    assert check.compared >= 1000
+    assert not check.wrong
     assert _drops(c) == {}
 
 

@@ -16,10 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from afxdp_proxy._native import ffi, lib
-from cases import CASES, POPPED, SF_LABELS, Case, Verdict, stack_of
-from scapy.layers.inet import IP
-from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
+from cases import CASES, POPPED, SF_LABELS, Case, Verdict, sf_rewrite, stack_of
 from test_bpf_proxy import (
     BAD_TX,
     SFS,
@@ -160,18 +157,7 @@ def test_sf_rewrites_do_not_lose_the_entry(make: Callable[..., Engine]) -> None:
         case = next(c for c in POPPED if c.name == name)
         assert case.popped is not None
         assert e.rx(case.frame).verdict == VERDICT_TX
-        pkt = Ether(case.popped)
-        if IP in pkt:
-            pkt[IP].ttl -= 1
-            pkt[IP].tos = 0x2E << 2 | 1
-            del pkt[IP].chksum
-        else:
-            pkt[IPv6].hlim -= 1
-            pkt[IPv6].tc = 0x2E << 2
-        layer = pkt[IP if IP in pkt else IPv6].payload
-        if hasattr(layer, "chksum"):
-            layer.chksum = 0x1234
-        rewritten = bytes(pkt)
+        rewritten = sf_rewrite(case.popped)
         want = with_macs(labelled(rewritten, [Lse.decode(w) for w in case.stack[1:]]),
                          SFS[0].next_hop_mac, SFS[0].net_out_mac)
         assert_frame(tx_of(e, rewritten)[1], want)

@@ -110,14 +110,12 @@ def fidelity(tb: Testbed, seconds: float) -> dict[str, Any]:
         tb.iperf3(seconds=_whole(seconds), bitrate="40M", affinity=IPERF_AFFINITY)
     finally:
         tb.set_recording(False, clear=False)
-    sent, received = tb.sent(), tb.received()
-    common = sent.keys() & received.keys()
-    kept = sum(received[k] == sent[k][1:] for k in common)
-    if not common:
+    check, sent = tb.check_chain(), len(tb.sent())
+    if not check.compared:
         raise RuntimeError(f"no packet of the dynamic chain was recorded at both ends "
-                           f"({len(sent)} sent, {len(received)} received)")
-    return {"value": kept / len(common), "compared": len(common), "kept": kept, "sent": len(sent),
-            "patterns": len(dynamic_stacks(tb.sf_label))}
+                           f"({sent} sent, {len(tb.received())} received)")
+    return {"value": check.kept / check.compared, "compared": check.compared, "kept": check.kept,
+            "sent": sent, "patterns": len(dynamic_stacks(tb.sf_label))}
 
 
 # ---------------------------------------------------------------------- CPU per packet
