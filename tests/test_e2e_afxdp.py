@@ -15,6 +15,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 
+import harness
 import pytest
 
 from afxdp_proxy import bpf, netns, state, traffic
@@ -75,19 +76,17 @@ def _xdp_attached(tb: Testbed) -> dict[str, int]:
 
 
 def _gone(info: dict) -> None:
-    """The programs, maps and counter file a proxy's state named no longer exist."""
-    assert not set(info["progs"]) & set(bpf.loaded_programs()), "an XDP program of the proxy is still loaded"
-    for map_id in info["maps"]["xsk_counters"]:
-        with pytest.raises(bpf.BpfError):
-            bpf.Map.from_id(map_id, "uint32_t", "uint64_t")
-    assert not os.path.exists(info["counters_file"])
+    """The programs, maps and counter file a proxy's state named go away (the kernel frees
+    maps after an RCU grace period: polled, never checked once)."""
+    harness.wait_programs_unloaded(info["progs"])
+    harness.wait_maps_freed(info["maps"]["xsk_counters"])
+    harness.wait_file_gone(info["counters_file"])
 
 
 def _nothing_left(tb: Testbed, proxy: ProxyProcess, info: dict) -> None:
-    netns.wait_until(lambda: not set(info["progs"]) & set(bpf.loaded_programs()), 5, what="programs to unload")
     _gone(info)
-    assert proxy.name not in state.running()
-    assert _xdp_attached(tb) == {}
+    harness.wait_not_running(proxy.name)
+    harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
 
 
 def _drops(c: dict[str, int]) -> dict[str, int]:
@@ -230,7 +229,8 @@ def test_twenty_start_stop_cycles_leave_nothing(beds: Callable[[int], Testbed]) 
             assert tb.ping(count=2).ok
         assert _stop(tb, px) < 1.0
         assert px.worker_results() == {0: 0}
-        assert queue_threads() == [] and _xdp_attached(tb) == {}
+        assert queue_threads() == []
+        harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
     assert _process_state() == (fds, tasks, threads)
     grown = _rss_kib() - rss
     assert grown < 2048, f"RSS grew by {grown} KiB over 20 cycles"
@@ -251,7 +251,7 @@ def test_cli_cycles_and_signals_leave_nothing(beds: Callable[[int], Testbed]) ->
     p = _proxy(tb).start()
     info = state.running()[p.name]
     p.stop(signal.SIGKILL)
-    netns.wait_until(lambda: not _xdp_attached(tb), 5, what="XDP to detach")
+    harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
     assert os.path.exists(info["counters_file"])
     p = _proxy(tb).start()
     assert not os.path.exists(info["counters_file"])
@@ -277,7 +277,8 @@ def test_stop_while_traffic_flows(beds: Callable[[int], Testbed]) -> None:
             px = _start(tb, _in_process(tb))
             netns.wait_until(lambda: px.counters()["rx_popped"] > 10000, 10, what="traffic")
             assert _stop(tb, px) < 1.0
-            assert px.worker_results() == {0: 0} and queue_threads() == [] and _xdp_attached(tb) == {}
+            assert px.worker_results() == {0: 0} and queue_threads() == []
+            harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
         finally:
             netns.stop(client)
 
@@ -344,7 +345,7 @@ def test_errors_are_one_line_naming_the_field(beds: Callable[[int], Testbed], ov
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"afxdp-proxy: error: {field}:"), r.stderr
-    assert _xdp_attached(tb) == {}
+    harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
 
 
 def test_inline_topology_is_refused_in_process() -> None:
