@@ -5,10 +5,12 @@ PY := $(VENV)/bin/python
 BUILD := build
 CLANG ?= clang
 ARCH_INC := /usr/include/$(shell uname -m)-linux-gnu
-BPF_CFLAGS := -target bpf -g -O2 -Wall -Werror -Ibpf/include -I$(ARCH_INC)
-BPF_SRCS := $(wildcard bpf/*.bpf.c)
-BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(BPF_SRCS))
-BPF_HDRS := $(wildcard bpf/include/*.h)
+BPF_CFLAGS := -target bpf -g -O2 -Wall -Werror -Ibpf/include -Ibpf/lab -I$(ARCH_INC)
+# bpf/: the proxy's programs; bpf/lab/: the testbed's, the packet generator and the cost floors
+BPF_SRCS := $(wildcard bpf/*.bpf.c bpf/lab/*.bpf.c)
+BPF_OBJS := $(addprefix $(BUILD)/,$(notdir $(BPF_SRCS:.bpf.c=.bpf.o)))
+BPF_HDRS := $(wildcard bpf/include/*.h bpf/lab/*.h)
+vpath %.bpf.c bpf bpf/lab
 NATIVE_SRCS := $(wildcard native/*.c native/*.h native/*.py)
 STAMP_DEPS := $(BUILD)/.deps
 STAMP_VENV := $(VENV)/.installed
@@ -31,7 +33,7 @@ $(STAMP_VENV): pyproject.toml | $(STAMP_DEPS)
 	touch $@
 
 bpf: $(BPF_OBJS)
-$(BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) | $(STAMP_DEPS)
+$(BUILD)/%.bpf.o: %.bpf.c $(BPF_HDRS) | $(STAMP_DEPS)
 	@mkdir -p $(BUILD)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
@@ -55,7 +57,7 @@ bench-quick: all
 
 # the AF_XDP backend's per-packet C path (RX, TX) next to memcpy: pytest-benchmark, no sockets
 bench-native: all
-	$(PY) -m pytest bench/bench_native.py -q -s -p no:cacheprovider
+	$(PY) -m pytest afxdp_proxy/lab/bench/native.py -q -s -p no:cacheprovider
 
 clean:
 	rm -rf $(BUILD) afxdp_proxy/_native*.so afxdp_proxy/_native.c

@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.set_defaults(func=cmd_stats)
 
-    from afxdp_proxy import demo, testbed
-    from afxdp_proxy.bench import suite
+    from afxdp_proxy.lab import demo, testbed
+    from afxdp_proxy.lab.bench import suite
 
     testbed.register_cli(sub)
     demo.register_cli(sub)

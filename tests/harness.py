@@ -12,7 +12,8 @@ import os
 import socket
 from collections.abc import Iterable
 
-from afxdp_proxy import bpf, netns, state
+from afxdp_proxy import bpf, state
+from afxdp_proxy.lab import netns
 
 RELEASE_TIMEOUT = 10.0  # seconds; the kernel needs milliseconds, a loaded 2-core CI box more
 

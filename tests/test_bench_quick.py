@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from afxdp_proxy.bench.variants import DEFAULT, select
+from afxdp_proxy.lab.bench.variants import DEFAULT, select
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 

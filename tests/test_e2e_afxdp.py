@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterator
 import harness
 import pytest
 
-from afxdp_proxy import bpf, netns, state, traffic
+from afxdp_proxy import bpf, state
 from afxdp_proxy.backends.afxdp import AfxdpProxy, in_flight_of, queue_threads
 from afxdp_proxy.config import ConfigError, parse_config
-from afxdp_proxy.frames import ipv4_tcp, mpls_frame
+from afxdp_proxy.lab import netns, traffic
+from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
+from afxdp_proxy.lab.proxyproc import ProxyProcess
+from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 from afxdp_proxy.mpls import Lse, make_stack
-from afxdp_proxy.proxyproc import ProxyProcess
-from afxdp_proxy.testbed import Testbed, dynamic_stacks
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 

@@ -10,10 +10,11 @@ from collections.abc import Callable, Iterator
 import harness
 import pytest
 
-from afxdp_proxy import bpf, netns
+from afxdp_proxy import bpf
+from afxdp_proxy.lab import netns
+from afxdp_proxy.lab.proxyproc import ProxyProcess
+from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 from afxdp_proxy.mpls import Lse, make_stack
-from afxdp_proxy.proxyproc import ProxyProcess
-from afxdp_proxy.testbed import Testbed, dynamic_stacks
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -135,8 +136,8 @@ def test_start_stop_cycles_and_sigkill_leave_nothing(beds: Callable[[str], Testb
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])
 def test_bad_input_is_counted_and_forwarding_goes_on(beds: Callable[[str], Testbed], topology: str) -> None:
-    from afxdp_proxy import traffic
-    from afxdp_proxy.frames import ipv4_tcp, mpls_frame
+    from afxdp_proxy.lab import traffic
+    from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 
     tb = beds(topology)
     tb.set_stacks([make_stack([SF, 2000])])

@@ -43,8 +43,8 @@ from afxdp_proxy.backends.afxdp import (
 )
 from afxdp_proxy.backends.kernel import config_struct
 from afxdp_proxy.config import ProxyConfig
-from afxdp_proxy.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.key import MAX_LABELS, derive_key, parse_mpls_frame
+from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.mpls import Lse
 
 XDP_OF = {VERDICT_DROP: bpf.XDP_DROP, VERDICT_PASS: bpf.XDP_PASS, VERDICT_TX: bpf.XDP_REDIRECT}

@@ -11,12 +11,13 @@ import sys
 import pytest
 from pyroute2 import IPRoute
 
-from afxdp_proxy import bpf, netns
-from afxdp_proxy.frames import ETH_P_MPLS_UC, ether, ipv4_tcp, mpls_frame
+from afxdp_proxy import bpf
 from afxdp_proxy.key import Key, KeyKind, derive_key
+from afxdp_proxy.lab import netns
+from afxdp_proxy.lab.frames import ETH_P_MPLS_UC, ether, ipv4_tcp, mpls_frame
+from afxdp_proxy.lab.testbed import _C, Testbed, dynamic_stacks, register_cli
+from afxdp_proxy.lab.traffic import RawCapture, UdpSink, send_raw_frames, send_rtp
 from afxdp_proxy.mpls import make_stack
-from afxdp_proxy.testbed import _C, Testbed, dynamic_stacks, register_cli
-from afxdp_proxy.traffic import RawCapture, UdpSink, send_raw_frames, send_rtp
 
 pytestmark = pytest.mark.root
 TOPOLOGIES = ["inline", "attached"]
@@ -199,7 +200,7 @@ def test_programs_push_and_pop_one_whole_stack() -> None:
 
 def test_state_survives_the_process_and_cli(uid: str, capsys: pytest.CaptureFixture[str]) -> None:
     prefix = f"tbt-{uid}"
-    code = f"from afxdp_proxy.testbed import Testbed; Testbed('inline', prefix='{prefix}', ipv6=False).up()"
+    code = f"from afxdp_proxy.lab.testbed import Testbed; Testbed('inline', prefix='{prefix}', ipv6=False).up()"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers(dest="command"))

@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from afxdp_proxy import netns, state, traffic
+from afxdp_proxy import state
+from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.mpls import Lse, make_stack
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ ROLES = ("src", "proxy", "sf", "dst")
 LINK_MTU = 1600  # room for a deep stack on the links that carry labels
 ROUTE_MTU = 1500  # what the sender sizes packets for, before labels
 TABLE_VIA_SF = 100  # attached: policy table for traffic that entered on p_in
-_HEADER = Path(__file__).resolve().parent.parent / "bpf" / "include" / "testbed.shared.h"
+_HEADER = Path(__file__).resolve().parents[2] / "bpf" / "lab" / "testbed.shared.h"
 
 
 def _header_defines(path: Path = _HEADER) -> dict[str, int]:

@@ -33,14 +33,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from afxdp_proxy import netns
-from afxdp_proxy.bench import costs, metrics
-from afxdp_proxy.bench.env import environment
-from afxdp_proxy.bench.gen import Generator
-from afxdp_proxy.bench.stats import summarize
-from afxdp_proxy.bench.variants import DEFAULT, VARIANTS, Variant, config_problem, select
-from afxdp_proxy.proxyproc import ProxyProcess
-from afxdp_proxy.testbed import Testbed, dynamic_stacks
+from afxdp_proxy.lab import netns
+from afxdp_proxy.lab.bench import costs, metrics
+from afxdp_proxy.lab.bench.env import environment
+from afxdp_proxy.lab.bench.gen import Generator
+from afxdp_proxy.lab.bench.stats import summarize
+from afxdp_proxy.lab.bench.variants import DEFAULT, VARIANTS, Variant, config_problem, select
+from afxdp_proxy.lab.proxyproc import ProxyProcess
+from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 
 DYNAMIC = None  # the depth slot of the dynamic-chain (fidelity) measurement
 FRAME_SIZES = (64, 1500)
@@ -365,7 +365,7 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from afxdp_proxy.bench import report
+    from afxdp_proxy.lab.bench import report
 
     settings = settings_from(args)
     try:

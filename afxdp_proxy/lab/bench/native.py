@@ -20,12 +20,12 @@ import statistics
 from collections.abc import Iterator
 
 import pytest
-from afxdp_proxy._native import ffi, lib
 
+from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.backends.afxdp import NSLOTS, Engine
 from afxdp_proxy.backends.kernel import config_struct
 from afxdp_proxy.config import ProxyConfig
-from afxdp_proxy.frames import ipv4_tcp, mpls_frame
+from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.mpls import Lse
 
 BATCH = 64

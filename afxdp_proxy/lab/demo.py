@@ -12,9 +12,9 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from afxdp_proxy.proxyproc import ProxyProcess
-from afxdp_proxy.testbed import Testbed, dynamic_stacks
-from afxdp_proxy.traffic import IperfResult
+from afxdp_proxy.lab.proxyproc import ProxyProcess
+from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
+from afxdp_proxy.lab.traffic import IperfResult
 
 
 @dataclass

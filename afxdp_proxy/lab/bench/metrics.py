@@ -14,10 +14,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from afxdp_proxy import bpf, netns, traffic
-from afxdp_proxy.bench.gen import Generator, udp_frame
+from afxdp_proxy import bpf
+from afxdp_proxy.lab import netns, traffic
+from afxdp_proxy.lab.bench.gen import Generator, udp_frame
+from afxdp_proxy.lab.testbed import P_IN, SRC_OUT, Testbed, dynamic_stacks
 from afxdp_proxy.mpls import Lse
-from afxdp_proxy.testbed import P_IN, SRC_OUT, Testbed, dynamic_stacks
 
 # One policy for every variant: both iperf3 ends on CPU 0. With the ends on different
 # CPUs, packets of one flow leave from two per-CPU backlogs and get reordered on the

@@ -25,11 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from afxdp_proxy import bpf, netns
-from afxdp_proxy.frames import _csum, mpls_frame
+from afxdp_proxy import bpf
+from afxdp_proxy.lab import netns
+from afxdp_proxy.lab.frames import _csum, mpls_frame
 from afxdp_proxy.mpls import Lse
 
-_HEADER = Path(__file__).resolve().parents[2] / "bpf" / "include" / "gen.shared.h"
+_HEADER = Path(__file__).resolve().parents[3] / "bpf" / "lab" / "gen.shared.h"
 ETH_HLEN, IP_HLEN, UDP_HLEN = 14, 20, 8
 SEQ_PAYLOAD_OFF = 4  # payload byte 0 stays 0: never taken for an RTP header (version 2)
 DISCARD_PORT = 9

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Slots and sizes shared by the testbed's BPF programs (bpf/testbed.bpf.c)
- * and afxdp_proxy/testbed.py, which reads the #defines below from this file
+ * Slots and sizes shared by the testbed's BPF programs (bpf/lab/testbed.bpf.c)
+ * and afxdp_proxy/lab/testbed.py, which reads the #defines below from this file
  * so they are written once. Keep every constant a plain `#define NAME number`.
  *
  * Stacks live in an array map whose value is struct axp_entry (labels[] and

@@ -26,9 +26,9 @@ from typing import Any
 from afxdp_proxy import bpf
 from afxdp_proxy._native import ffi
 from afxdp_proxy.backends.kernel import ProxyObject, read_counters
-from afxdp_proxy.bench.stats import Summary, summarize
 from afxdp_proxy.config import ProxyConfig, SfConfig
-from afxdp_proxy.frames import ipv4_tcp, mpls_frame
+from afxdp_proxy.lab.bench.stats import Summary, summarize
+from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.mpls import Lse, make_stack
 
 SF_LABEL = 1000

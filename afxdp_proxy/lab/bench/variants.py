@@ -11,9 +11,9 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 
-from afxdp_proxy.bench.costs import chain
 from afxdp_proxy.config import ConfigError, parse_config
-from afxdp_proxy.testbed import Testbed, dynamic_stacks
+from afxdp_proxy.lab.bench.costs import chain
+from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 
 
 @dataclass(frozen=True)

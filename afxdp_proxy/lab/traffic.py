@@ -3,7 +3,7 @@ ping without the ping binary, an RTP-like UDP sender with a sink, and raw
 Ethernet frames for bad-input tests.
 
 Every function takes a namespace *name* (``tb.ns_src``; None means the current
-one), so it works with a :class:`~afxdp_proxy.testbed.Testbed` or with any
+one), so it works with a :class:`~afxdp_proxy.lab.testbed.Testbed` or with any
 namespace. Sockets are created inside the namespace and then used from the
 calling thread: a socket stays in the namespace it was created in.
 """
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from afxdp_proxy import netns
+from afxdp_proxy.lab import netns
 
 IPERF_PORT = 5201
 

@@ -11,10 +11,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from afxdp_proxy import netns
-from afxdp_proxy.testbed import Testbed
+from afxdp_proxy.lab import netns
+from afxdp_proxy.lab.testbed import Testbed
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # offloads that change what the data path does per packet; the rest of ethtool -k is noise here
 OFFLOADS = ("rx-gro", "rx-gro-list", "rx-udp-gro-forwarding", "rx-checksum", "tx-checksum-ip-generic",
             "tx-scatter-gather", "tx-generic-segmentation", "tx-tcp-segmentation", "tx-udp-segmentation")

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from afxdp_proxy import netns, state
+from afxdp_proxy import state
+from afxdp_proxy.lab import netns
 
 
 class ProxyProcess:
