@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from afxdp_proxy import state
+from afxdp_proxy import signals, state
 from afxdp_proxy.backends import Backend, make_backend
 from afxdp_proxy.config import ProxyConfig
 
@@ -71,8 +71,7 @@ def run(
         raise RuntimeError(f"a proxy named {name!r} is already running here; stop it or set proxy.name")
     old_handlers = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            old_handlers[sig] = signal.signal(sig, lambda *_: stop.set())
+        old_handlers = signals.install(lambda *_: stop.set(), (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
     backend = make_backend(cfg)
     try:
         backend.start()
@@ -104,5 +103,4 @@ def run(
     finally:
         backend.stop()
         state.remove(name)
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
+        signals.restore(old_handlers)

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from afxdp_proxy import signals
 from afxdp_proxy.lab import netns
 from afxdp_proxy.lab.bench import costs, metrics
 from afxdp_proxy.lab.bench.env import environment
@@ -377,8 +378,7 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # a long run stopped with kill (or from a background shell, where SIGINT is ignored) still
     # tears its testbeds down: the signal unwinds like Ctrl-C
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
+    signals.install(_interrupt, (signal.SIGTERM, signal.SIGHUP))
     partial = out / "bench.partial.json"
     doc = run_suite(settings, checkpoint=lambda d: partial.write_text(json.dumps(d)))
     files = report.write(doc, out)
