@@ -20,9 +20,9 @@ XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
-BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
-BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH = 5, 6, 10
+BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH = 2, 5, 6, 10
 
 _BUILD = Path(os.environ.get("AXP_BPF_DIR", Path(__file__).resolve().parent.parent / "build"))
 
@@ -83,8 +83,10 @@ class Map:
             BPF_MAP_TYPE_PERCPU_ARRAY,
             BPF_MAP_TYPE_LRU_PERCPU_HASH,
         )
-        if ffi.sizeof(key_type) != info.key_size:
-            raise ValueError(f"map {info.id}: key is {info.key_size} bytes, {key_type} is not")
+        # a build whose structs differ from the loaded object's would read garbage: refuse it
+        for what, ctype, size in (("key", key_type, info.key_size), ("value", value_type, info.value_size)):
+            if ffi.sizeof(ctype) != size:
+                raise ValueError(f"map {info.id}: {what} is {size} bytes, {ctype} is {ffi.sizeof(ctype)}")
 
     @classmethod
     def from_id(cls, map_id: int, key_type: str, value_type: str) -> Map:
@@ -105,17 +107,22 @@ class Map:
         return key
 
     def _value_buf(self) -> Any:
-        n = NCPUS if self.percpu else 1
-        return ffi.new(f"{self.value_type}[]", n)
+        if not self.percpu:
+            return ffi.new(f"{self.value_type} *")
+        return ffi.new(f"{self.value_type}[]", NCPUS)
 
-    def lookup(self, key: Any) -> Any:
-        """The value (a list per CPU for per-CPU maps), or None when absent."""
+    def lookup(self, key: Any, flags: int = 0) -> Any:
+        """The value (a list per CPU for per-CPU maps), or None when absent. flags
+        BPF_F_LOCK: copied under the value's bpf_spin_lock (a consistent snapshot)."""
         val = self._value_buf()
-        rc = lib.axp_map_lookup(self.fd, self._key(key), val)
+        rc = lib.axp_map_lookup(self.fd, self._key(key), val, flags)
         if rc == -errno.ENOENT:
             return None
         check(rc, "map lookup")
-        return list(val) if self.percpu else val[0]
+        if self.percpu:
+            return list(val)
+        # a struct or array is returned as the owning pointer: val[0] would not keep the buffer alive
+        return val if ffi.typeof(self.value_type).kind in ("struct", "union", "array") else val[0]
 
     def update(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         if isinstance(value, int):

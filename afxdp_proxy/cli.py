@@ -24,6 +24,16 @@ every second, and detach everything on SIGINT/SIGTERM/SIGHUP, after --duration,
 or on any error. Programs are attached through BPF links, so even a killed
 proxy leaves nothing attached.
 
+the cache (kernel and afxdp backends alike):
+  RX caches each packet's stack under its key, TX takes it back. Packets with one
+  key in flight (duplicate ACKs, retransmissions) are normal: with the same stack
+  they share one cache entry and a count; with other stacks they queue, and TX hands
+  the stacks out in arrival order. A set of 8 entries evicts exactly one entry, the
+  oldest of another key, when a new one finds no room; an entry older than
+  max_dwell_ms (config, default 1000) is presumed lost: the next insert into its set
+  reclaims it, and an identical retry replaces it. At most max_per_key (default 64)
+  packets with one key are in flight; past that RX drops (rx_key_full).
+
 counters (also in `afxdp-proxy stats`):
   rx_popped            stack popped, cached, bare packet sent on to the SF
   rx_not_mpls          passed: not SR-MPLS (ARP, plain IP)
@@ -31,18 +41,22 @@ counters (also in `afxdp-proxy stats`):
   rx_malformed         dropped: truncated Ethernet/MPLS/IP/L4 header
   rx_too_many_labels   dropped: no bottom of stack within 16 labels
   rx_not_ip            dropped: no IPv4/IPv6 packet below the stack
-  rx_conflict_drop     dropped: same key already in flight (on_conflict=drop)
-  rx_conflict_replace  same key in flight, entry replaced (on_conflict=replace)
+  rx_key_full          dropped: max_per_key packets with this key in flight, or
+                       every entry of its set holds this key
+  cache_inserts        packets cached at RX
+  cache_takes          packets whose stack TX took back out
+  evictions            packets of entries pushed out of a full set by newer ones
+  expired              packets of entries older than max_dwell_ms: presumed lost
+  in_flight            cache_inserts - cache_takes - evictions - expired: packets
+                       in the SF right now (exact, from the counters)
   tx_pushed            cache hit, stack minus its top label pushed
   tx_plain             cache hit, no label left: sent as plain IP
   tx_miss_pass/_drop   packet from the SF without a cache entry (on_miss)
   tx_not_ip            passed: not IP
   tx_gso_drop          dropped: merged (GSO) skb, cannot carry per-packet stacks
-  evicted_or_lost      popped - returned - replaced - in flight: entries of
-                       packets the SF dropped or that the LRU cache evicted
+  tx_dwell_ns          sum of RX-to-TX times of hits (shown as the mean dwell)
 
 afxdp backend only:
-  evictions            cache entries pushed out before their packet returned
   xdp_no_socket        dropped: frame on a queue without a socket
   tx_ring_full         dropped: a TX ring stayed full
   xsk_rx_ring_full...  the kernel's AF_XDP socket statistics
@@ -65,6 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from afxdp_proxy import bpf, state
     from afxdp_proxy.backends.kernel import read_counters
+    from afxdp_proxy.cache import in_flight_of
     from afxdp_proxy.runner import summary
 
     live = state.running()
@@ -88,13 +103,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         counters, in_flight = read_stats(info)
     else:
         counters_map = bpf.Map.from_id(info["maps"]["counters"], "uint32_t", "uint64_t")
-        cache_map = bpf.Map.from_id(info["maps"]["cache"], "struct axp_key", "struct axp_entry")
         try:
             counters = read_counters(counters_map)
-            in_flight = cache_map.count()
         finally:
             counters_map.close()
-            cache_map.close()
+        in_flight = in_flight_of(counters)
     if args.json:
         print(json.dumps({"name": name, "backend": info["backend"], "key": info["key"],
                           "topology": info["topology"], "pid": info["pid"], "in_flight": in_flight,

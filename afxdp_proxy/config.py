@@ -12,16 +12,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from afxdp_proxy.cache import MAX_PER_KEY
+from afxdp_proxy.cache import WAYS as CACHE_WAYS  # cache_entries is rounded up to whole sets of this many runs
 from afxdp_proxy.mpls import LABEL_MAX, LABEL_MIN_UNRESERVED
 
 BACKENDS = ("kernel", "static", "afxdp")
 KEY_MODES = ("hash", "meta")
 TOPOLOGIES = ("inline", "attached")
 MISS_ACTIONS = ("pass", "drop")
-CONFLICT_ACTIONS = ("drop", "replace")
 MAX_SFS = 64  # AXP_MAX_SFS
 MAX_LABELS = 16  # AXP_MAX_LABELS
 CACHE_MIN, CACHE_MAX = 16, 1 << 24
+DEFAULT_MAX_DWELL_MS, MAX_DWELL_MS = 1000, 3_600_000  # a run older than this is presumed lost
+DEFAULT_MAX_PER_KEY = 64  # packets with one key in flight, at most MAX_PER_KEY
+# keys that were removed, with what replaced them
+_REMOVED = {
+    "on_conflict": "packets with one key in flight now queue in arrival order (bounded by max_per_key, "
+                   "aged by max_dwell_ms); remove it",
+}
 # AF_XDP backend knobs; the defaults are enum axp_xsk_defaults in native/axp_xsk.h (a test compares)
 XSK_KEYS = ("queues", "ring_size", "frame_size", "batch_size")
 DEFAULT_QUEUES = 0  # RX queues served (one socket per interface and one worker each); 0: all of net_in's
@@ -58,7 +66,8 @@ class ProxyConfig:
     topology: str = "attached"
     cache_entries: int = 65536
     on_miss: str = "pass"
-    on_conflict: str = "drop"
+    max_dwell_ms: int = DEFAULT_MAX_DWELL_MS
+    max_per_key: int = DEFAULT_MAX_PER_KEY
     sfs: tuple[SfConfig, ...] = field(default_factory=tuple)
     name: str | None = None
     queues: int = DEFAULT_QUEUES
@@ -66,8 +75,14 @@ class ProxyConfig:
     frame_size: int = DEFAULT_FRAME_SIZE
     batch_size: int = DEFAULT_BATCH_SIZE
 
+    @property
+    def cache_sets(self) -> int:
+        """Sets of CACHE_WAYS runs: cache_entries rounded up."""
+        return -(-self.cache_entries // CACHE_WAYS)
 
-_PROXY_KEYS = {"backend", "key", "topology", "cache_entries", "on_miss", "on_conflict", "name", *XSK_KEYS}
+
+_PROXY_KEYS = {"backend", "key", "topology", "cache_entries", "on_miss", "max_dwell_ms", "max_per_key", "name",
+               *XSK_KEYS}
 _SF_KEYS = {"name", "label", "net_in", "net_out", "to_sf", "from_sf", "sf_mac", "next_hop_mac", "static_stack"}
 
 
@@ -114,6 +129,8 @@ def _mac(table: dict[str, Any], where: str, key: str) -> str | None:
 
 def _unknown(table: dict[str, Any], where: str, allowed: set[str]) -> None:
     for key in table:
+        if where == "proxy" and key in _REMOVED:
+            raise ConfigError(f"{where}.{key}: no longer exists: {_REMOVED[key]}")
         if key not in allowed:
             raise ConfigError(f"{where}.{key}: unknown key; expected one of {', '.join(sorted(allowed))}")
 
@@ -201,7 +218,8 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         topology=topology,
         cache_entries=_int(proxy, "proxy", "cache_entries", CACHE_MIN, CACHE_MAX, 65536),
         on_miss=_choice(proxy, "proxy", "on_miss", MISS_ACTIONS, "pass"),
-        on_conflict=_choice(proxy, "proxy", "on_conflict", CONFLICT_ACTIONS, "drop"),
+        max_dwell_ms=_int(proxy, "proxy", "max_dwell_ms", 1, MAX_DWELL_MS, DEFAULT_MAX_DWELL_MS),
+        max_per_key=_int(proxy, "proxy", "max_per_key", 1, MAX_PER_KEY, DEFAULT_MAX_PER_KEY),
         sfs=sfs,
         name=name,
         **xsk,

@@ -12,12 +12,14 @@ from typing import TextIO
 
 from afxdp_proxy import signals, state
 from afxdp_proxy.backends import Backend, make_backend
+from afxdp_proxy.cache import in_flight_of
 from afxdp_proxy.config import ProxyConfig
 
 # counters shown in the live line, in order, with short labels
 LIVE = (
     ("rx_packets", "rx"), ("rx_popped", "popped"), ("tx_pushed", "pushed"), ("tx_plain", "plain"),
-    ("tx_miss_pass", "miss"), ("tx_miss_drop", "miss-drop"), ("rx_conflict_drop", "conflict"),
+    ("tx_miss_pass", "miss"), ("tx_miss_drop", "miss-drop"), ("rx_key_full", "key-full"),
+    ("evictions", "evicted"), ("expired", "expired"),
 )
 DROPS = ("rx_malformed", "rx_too_many_labels", "rx_not_ip", "rx_cache_error", "rx_pop_failed",
          "tx_malformed", "tx_gso_drop", "tx_push_failed")
@@ -38,14 +40,11 @@ def live_line(now: dict[str, int], before: dict[str, int], dt: float, in_flight:
 
 
 def summary(counters: dict[str, int], in_flight: int) -> str:
-    popped = counters.get("rx_popped", 0)
+    """Every counter, the packets in flight (cache_inserts - cache_takes - evictions - expired)
+    and the SF's mean dwell time."""
     returned = counters.get("tx_pushed", 0) + counters.get("tx_plain", 0)
-    replaced = counters.get("rx_conflict_replace", 0)
-    # entries that left the cache without their packet returning: LRU evictions
-    lost = max(0, popped - returned - replaced - in_flight)
     lines = [f"{name:22} {value}" for name, value in counters.items() if name != "tx_dwell_ns"]
     lines.append(f"{'in_flight':22} {in_flight}")
-    lines.append(f"{'evicted_or_lost':22} {lost}")
     if returned:
         lines.append(f"{'mean_dwell_us':22} {counters.get('tx_dwell_ns', 0) / returned / 1000:.1f}")
     return "\n".join(lines)
@@ -93,10 +92,10 @@ def run(
                 break
             if not quiet:
                 now, t_now = backend.counters(), time.monotonic()
-                print(live_line(now, before, t_now - t_before, backend.in_flight()), file=out, flush=True)
+                print(live_line(now, before, t_now - t_before, in_flight_of(now)), file=out, flush=True)
                 before, t_before = now, t_now
         final = backend.counters()
-        in_flight = backend.in_flight()
+        in_flight = in_flight_of(final)
         if not quiet:
             print(summary(final, in_flight), file=out, flush=True)
         return final

@@ -12,28 +12,7 @@
 #include <linux/pkt_cls.h>
 #include "proxy.bpf.h"
 
-#define AXP_EEXIST 17
-
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-static __always_inline int axp_cache_insert(struct axp_key *key, struct axp_entry *e)
-{
-	long err = bpf_map_update_elem(&axp_cache, key, e, BPF_NOEXIST);
-
-	if (!err)
-		return 0;
-	if (err == -AXP_EEXIST) {
-		if (axp_cfg.on_conflict == AXP_CONFLICT_DROP) {
-			axp_count(AXP_CNT_RX_CONFLICT_DROP);
-			return -1;
-		}
-		axp_count(AXP_CNT_RX_CONFLICT_REPLACE);
-		if (!bpf_map_update_elem(&axp_cache, key, e, BPF_ANY))
-			return 0;
-	}
-	axp_count(AXP_CNT_RX_CACHE_ERROR);
-	return -1;
-}
 
 SEC("xdp")
 int axp_xdp_rx(struct xdp_md *ctx)
@@ -43,7 +22,7 @@ int axp_xdp_rx(struct xdp_md *ctx)
 	int want_key = !axp_cfg.static_mode && axp_cfg.key_mode == AXP_KEY_MODE_HASH;
 	struct axp_entry entry = {};
 	struct axp_frame f = {};
-	struct axp_key key = {};
+	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
 	struct axp_sf *sf = NULL;
 	__u8 eth[AXP_ETH_HLEN];
 	__u32 label, sf_idx, mark = 0;
@@ -82,16 +61,9 @@ int axp_xdp_rx(struct xdp_md *ctx)
 		}
 	}
 
-	if (!axp_cfg.static_mode) {
-		entry.depth = f.depth;
-		entry.sf = sf_idx;
-		entry.rx_ns = bpf_ktime_get_ns();
-		if (axp_cfg.key_mode == AXP_KEY_MODE_META) {
-			mark = axp_next_meta_key();
-			axp_meta_key(&key, mark);
-		}
-		if (axp_cache_insert(&key, &entry))
-			return XDP_DROP;
+	if (!axp_cfg.static_mode && axp_cfg.key_mode == AXP_KEY_MODE_META) {
+		mark = axp_next_meta_key();
+		axp_meta_key(&key, mark);
 	}
 
 	/* pop: keep the Ethernet header, drop the stack in front of the IP packet */
@@ -121,14 +93,20 @@ int axp_xdp_rx(struct xdp_md *ctx)
 		__builtin_memcpy(meta, &mark, sizeof(mark));
 	}
 
+	/* cached last: a packet that got this far leaves, so nothing needs undoing */
+	if (!axp_cfg.static_mode) {
+		entry.depth = f.depth;
+		entry.sf = sf_idx;
+		entry.rx_ns = axp_now();
+		if (axp_cache_insert(&key, &entry))
+			return XDP_DROP;
+	}
 	axp_count(AXP_CNT_RX_POPPED);
 	if (sf)
 		return bpf_redirect(sf->to_sf_ifindex, 0);
 	return XDP_PASS;
 
 pop_failed:
-	if (!axp_cfg.static_mode)
-		bpf_map_delete_elem(&axp_cache, &key);
 	axp_count(AXP_CNT_RX_POP_FAILED);
 	return XDP_DROP;
 }
@@ -188,7 +166,7 @@ static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 i
 	}
 	if (axp_cache_take(key, entry))
 		return NULL;
-	axp_count_add(AXP_CNT_TX_DWELL_NS, bpf_ktime_get_ns() - entry->rx_ns);
+	axp_count_add(AXP_CNT_TX_DWELL_NS, axp_now() - entry->rx_ns);
 	sf_idx = entry->sf;
 	return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 }
@@ -197,7 +175,7 @@ SEC("tc")
 int axp_tc_tx(struct __sk_buff *skb)
 {
 	struct axp_entry entry = {};
-	struct axp_key key = {};
+	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
 	const __be32 *labels = NULL;
 	__be16 mpls = axp_htons(AXP_ETH_P_MPLS_UC);
 	struct axp_sf *sf;
@@ -269,7 +247,7 @@ int axp_xdp_tx(struct xdp_md *ctx)
 	__u8 *end = (void *)(long)ctx->data_end;
 	__be16 proto = axp_htons(AXP_ETH_P_MPLS_UC);
 	struct axp_entry entry = {};
-	struct axp_key key = {};
+	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
 	const __be32 *labels = NULL;
 	struct axp_sf *sf;
 	__u32 i, n, ifindex = ctx->ingress_ifindex;

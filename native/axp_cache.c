@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: BSD-2-Clause
 /*
- * The set-associative cache of label stacks (see axp_cache.h for the policy
- * and the layout of a set).
+ * The AF_XDP backend's cache: the shared algorithm (cache.shared.h) over an
+ * array of sets, each behind a spin lock on its own lock word.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -10,18 +10,6 @@
 
 #include "axp_cache.h"
 
-static inline int axp_key_equal(const struct axp_key *a, const struct axp_key *b)
-{
-	uint64_t x[7], y[7], d = 0;
-	int i;
-
-	memcpy(x, a, sizeof(x));
-	memcpy(y, b, sizeof(y));
-	for (i = 0; i < 7; i++)
-		d |= x[i] ^ y[i];
-	return !d;
-}
-
 static inline void axp_cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -29,38 +17,39 @@ static inline void axp_cpu_relax(void)
 #endif
 }
 
-static inline struct axp_cache_stripe *axp_lock(struct axp_cache *c, uint32_t set)
+/* The C side of a set's lock: the word BPF's bpf_spin_lock uses, taken with atomics. */
+static inline void axp_set_lock(const struct axp_cache *c, struct axp_cache_set *s)
 {
-	struct axp_cache_stripe *s = &c->stripe[set % AXP_CACHE_STRIPES];
-
-	if (c->shared) {
-		while (__atomic_exchange_n(&s->lock, 1, __ATOMIC_ACQUIRE))
-			while (__atomic_load_n(&s->lock, __ATOMIC_RELAXED))
-				axp_cpu_relax();
-	}
-	return s;
+	if (!c->shared)
+		return;
+	while (__atomic_exchange_n(&s->lock.val, 1, __ATOMIC_ACQUIRE))
+		while (__atomic_load_n(&s->lock.val, __ATOMIC_RELAXED))
+			axp_cpu_relax();
 }
 
-static inline void axp_unlock(struct axp_cache *c, struct axp_cache_stripe *s)
+static inline void axp_set_unlock(const struct axp_cache *c, struct axp_cache_set *s)
 {
 	if (c->shared)
-		__atomic_store_n(&s->lock, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&s->lock.val, 0, __ATOMIC_RELEASE);
 }
 
-struct axp_cache *axp_cache_new(uint32_t capacity, int shared)
+struct axp_cache *axp_cache_new(uint32_t sets, uint32_t max_per_key, uint64_t max_dwell_ns,
+				int shared)
 {
 	struct axp_cache *c;
 	void *mem;
 
-	if (!capacity)
+	if (!sets || !max_per_key || max_per_key > AXP_CACHE_MAX_PER_KEY)
 		return NULL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	c->nsets = (capacity + AXP_CACHE_WAYS - 1) / AXP_CACHE_WAYS;
+	c->nsets = sets;
+	c->max_per_key = max_per_key;
+	c->max_dwell_ns = max_dwell_ns;
 	c->shared = !!shared;
-	c->map_size = (size_t)c->nsets * sizeof(struct axp_cache_set);
-	/* anonymous memory: zeroed (all slots free), returned to the system on free */
+	c->map_size = (size_t)sets * sizeof(struct axp_cache_set);
+	/* anonymous memory: zeroed (every way free, every lock open), returned to the system on free */
 	mem = mmap(NULL, c->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED) {
 		free(c);
@@ -80,122 +69,102 @@ void axp_cache_free(struct axp_cache *c)
 	free(c);
 }
 
+uint32_t axp_cache_sets(const struct axp_cache *c)
+{
+	return c->nsets;
+}
+
 uint32_t axp_cache_capacity(const struct axp_cache *c)
 {
 	return c->nsets * AXP_CACHE_WAYS;
 }
 
-int axp_cache_insert(struct axp_cache *c, const struct axp_key *key, const struct axp_entry *e,
-		     int replace)
+uint64_t axp_cache_hash_key(const struct axp_key *key)
 {
-	return axp_cache_insert_hashed(c, key, axp_cache_hash(key), e, replace);
+	return axp_cache_hash(key);
 }
 
-int axp_cache_take(struct axp_cache *c, const struct axp_key *key, struct axp_entry *out)
+uint32_t axp_cache_set_of_hash(uint64_t hash, uint32_t sets)
 {
-	return axp_cache_take_hashed(c, key, axp_cache_hash(key), out);
+	return axp_cache_set_index(hash, sets);
 }
 
 int axp_cache_insert_hashed(struct axp_cache *c, const struct axp_key *key, uint64_t h,
-			    const struct axp_entry *e, int replace)
+			    const struct axp_entry *e, struct axp_cache_outcome *out)
 {
-	uint32_t si = axp_cache_set_of(c, h), tag = (uint32_t)h | 1;
-	struct axp_cache_set *set = &c->sets[si];
-	struct axp_cache_stripe *st = axp_lock(c, si);
-	int w, free_way = -1, oldest = 0, res;
+	struct axp_cache_set *s = &c->sets[axp_cache_set_index(h, c->nsets)];
 
-	for (w = 0; w < AXP_CACHE_WAYS; w++) {
-		if (set->tag[w] == tag && axp_key_equal(&set->slot[w].key, key)) {
-			if (replace)
-				set->slot[w].e = *e;
-			axp_unlock(c, st);
-			return replace ? AXP_CACHE_REPLACED : AXP_CACHE_CONFLICT;
-		}
-		if (!set->tag[w]) {
-			if (free_way < 0)
-				free_way = w;
-		} else if (set->slot[w].e.rx_ns < set->slot[oldest].e.rx_ns) {
-			oldest = w;
-		}
-	}
-	if (free_way >= 0) {
-		w = free_way;
-		st->count++;
-		res = AXP_CACHE_INSERTED;
-	} else {
-		w = oldest;
-		res = AXP_CACHE_EVICTED;
-	}
-	set->tag[w] = tag;
-	set->slot[w].key = *key;
-	set->slot[w].e = *e;
-	axp_unlock(c, st);
-	return res;
+	axp_set_lock(c, s);
+	axp_cache_set_insert(s, key, axp_cache_tag(h), e, c->max_dwell_ns, c->max_per_key, out);
+	axp_set_unlock(c, s);
+	return out->result;
 }
 
 int axp_cache_take_hashed(struct axp_cache *c, const struct axp_key *key, uint64_t h,
-			  struct axp_entry *out)
+			  struct axp_entry *e, struct axp_cache_outcome *out)
 {
-	uint32_t si = axp_cache_set_of(c, h), tag = (uint32_t)h | 1;
-	struct axp_cache_set *set = &c->sets[si];
-	struct axp_cache_stripe *st = axp_lock(c, si);
-	int w;
+	struct axp_cache_set *s = &c->sets[axp_cache_set_index(h, c->nsets)];
 
-	for (w = 0; w < AXP_CACHE_WAYS; w++) {
-		if (set->tag[w] == tag && axp_key_equal(&set->slot[w].key, key)) {
-			*out = set->slot[w].e;
-			set->tag[w] = 0;
-			st->count--;
-			axp_unlock(c, st);
-			return 0;
-		}
-	}
-	axp_unlock(c, st);
-	return -ENOENT;
+	axp_set_lock(c, s);
+	axp_cache_set_take(s, key, axp_cache_tag(h), e, out);
+	axp_set_unlock(c, s);
+	return out->result;
 }
 
-uint64_t axp_cache_count(struct axp_cache *c)
+int axp_cache_insert(struct axp_cache *c, const struct axp_key *key, const struct axp_entry *e,
+		     struct axp_cache_outcome *out)
 {
-	int64_t n = 0;
-	int i;
-
-	/* a stripe's count can dip below zero while another thread is mid-way; the sum cannot */
-	for (i = 0; i < AXP_CACHE_STRIPES; i++)
-		n += __atomic_load_n(&c->stripe[i].count, __ATOMIC_RELAXED);
-	return n > 0 ? (uint64_t)n : 0;
+	return axp_cache_insert_hashed(c, key, axp_cache_hash(key), e, out);
 }
 
-uint32_t axp_cache_dump(struct axp_cache *c, struct axp_key *keys, struct axp_entry *entries,
-			uint32_t max)
+int axp_cache_take(struct axp_cache *c, const struct axp_key *key, struct axp_entry *e,
+		   struct axp_cache_outcome *out)
 {
-	uint32_t si, n = 0;
+	return axp_cache_take_hashed(c, key, axp_cache_hash(key), e, out);
+}
+
+int axp_cache_copy_set(struct axp_cache *c, uint32_t index, struct axp_cache_set *out)
+{
+	struct axp_cache_set *s;
+
+	if (index >= c->nsets)
+		return -EINVAL;
+	s = &c->sets[index];
+	axp_set_lock(c, s);
+	*out = *s;
+	axp_set_unlock(c, s);
+	out->lock.val = 0; /* as a BPF_F_LOCK lookup returns it */
+	return 0;
+}
+
+uint64_t axp_cache_packets(struct axp_cache *c)
+{
+	uint64_t n = 0;
+	uint32_t i;
 	int w;
 
-	for (si = 0; si < c->nsets && n < max; si++) {
-		struct axp_cache_set *set = &c->sets[si];
-		struct axp_cache_stripe *st = axp_lock(c, si);
+	for (i = 0; i < c->nsets; i++) {
+		struct axp_cache_set *s = &c->sets[i];
 
-		for (w = 0; w < AXP_CACHE_WAYS && n < max; w++) {
-			if (!set->tag[w])
-				continue;
-			keys[n] = set->slot[w].key;
-			entries[n] = set->slot[w].e;
-			n++;
-		}
-		axp_unlock(c, st);
+		axp_set_lock(c, s);
+		for (w = 0; w < AXP_CACHE_WAYS; w++)
+			if (s->tag[w])
+				n += s->count[w];
+		axp_set_unlock(c, s);
 	}
 	return n;
 }
 
 void axp_cache_clear(struct axp_cache *c)
 {
-	uint32_t si;
+	uint32_t i;
 
-	for (si = 0; si < c->nsets; si++) {
-		struct axp_cache_stripe *st = axp_lock(c, si);
+	for (i = 0; i < c->nsets; i++) {
+		struct axp_cache_set *s = &c->sets[i];
 
-		memset(c->sets[si].tag, 0, sizeof(c->sets[si].tag));
-		st->count = 0;
-		axp_unlock(c, st);
+		axp_set_lock(c, s);
+		/* as the kernel backend's tests zero a BPF set: everything but the lock */
+		memset((char *)s + sizeof(s->lock), 0, sizeof(*s) - sizeof(s->lock));
+		axp_set_unlock(c, s);
 	}
 }

@@ -249,9 +249,9 @@ int axp_link_detach(int link_fd)
 	return err ? -errno : 0;
 }
 
-int axp_map_lookup(int fd, const void *key, void *value)
+int axp_map_lookup(int fd, const void *key, void *value, uint64_t flags)
 {
-	return axp_err(bpf_map_lookup_elem(fd, key, value));
+	return axp_err(bpf_map_lookup_elem_flags(fd, key, value, flags));
 }
 
 int axp_map_update(int fd, const void *key, const void *value, uint64_t flags)

@@ -65,8 +65,8 @@ int axp_link_xdp(int prog_fd, int ifindex);
 int axp_link_tcx(int prog_fd, int ifindex, int egress);
 int axp_link_detach(int link_fd);
 
-/* maps and programs by fd */
-int axp_map_lookup(int fd, const void *key, void *value);
+/* maps and programs by fd; flags BPF_F_LOCK copies a value with a bpf_spin_lock under that lock */
+int axp_map_lookup(int fd, const void *key, void *value, uint64_t flags);
 int axp_map_update(int fd, const void *key, const void *value, uint64_t flags);
 int axp_map_delete(int fd, const void *key);
 int axp_map_next_key(int fd, const void *key, void *next_key);

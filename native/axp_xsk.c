@@ -61,8 +61,7 @@ uint64_t axp_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t cache_entries,
-				  uint32_t threads, int *err)
+struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t threads, int *err)
 {
 	struct axp_engine *e;
 
@@ -72,7 +71,7 @@ struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t cache_e
 		*err = -EOPNOTSUPP;
 		return NULL;
 	}
-	if (!cache_entries) {
+	if (!cfg->cache_sets || !cfg->max_per_key || cfg->max_per_key > AXP_CACHE_MAX_PER_KEY) {
 		*err = -EINVAL;
 		return NULL;
 	}
@@ -82,7 +81,7 @@ struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t cache_e
 		return NULL;
 	}
 	e->cfg = *cfg;
-	e->cache = axp_cache_new(cache_entries, threads > 1);
+	e->cache = axp_cache_new(cfg->cache_sets, cfg->max_per_key, cfg->max_dwell_ns, threads > 1);
 	if (!e->cache) {
 		free(e);
 		*err = -ENOMEM;
@@ -195,25 +194,20 @@ static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 				uint64_t now, struct axp_job *j, struct axp_pkt *out)
 {
 	const struct axp_sf *sf = &e->sfs[j->idx];
+	struct axp_cache_outcome o;
 	uint32_t pop;
 
 	j->entry.depth = j->f.depth;
 	j->entry.sf = j->idx;
 	j->entry.rx_ns = now;
-	switch (axp_cache_insert_hashed(e->cache, &j->key, j->hash, &j->entry,
-					e->cfg.on_conflict == AXP_CONFLICT_REPLACE)) {
-	case AXP_CACHE_CONFLICT:
-		cnt[AXP_CNT_RX_CONFLICT_DROP]++;
+	axp_cache_insert_hashed(e->cache, &j->key, j->hash, &j->entry, &o);
+	cnt[AXP_CNT_EXPIRED] += o.expired;
+	cnt[AXP_CNT_EVICTIONS] += o.evicted;
+	if (o.result == AXP_CACHE_KEY_FULL) {
+		cnt[AXP_CNT_RX_KEY_FULL]++;
 		return AXP_VERDICT_DROP;
-	case AXP_CACHE_REPLACED:
-		cnt[AXP_CNT_RX_CONFLICT_REPLACE]++;
-		break;
-	case AXP_CACHE_EVICTED:
-		cnt[AXP_XCNT_EVICTIONS]++; /* and a new entry all the same */
-		__attribute__((fallthrough));
-	default:
-		cnt[AXP_XCNT_CACHE_INSERTS]++;
 	}
+	cnt[AXP_CNT_CACHE_INSERTS]++;
 
 	/* pop: an Ethernet header towards the SF right in front of the IP header */
 	pop = j->f.l3_off - AXP_ETH_HLEN;
@@ -291,10 +285,11 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 				struct axp_job *j, struct axp_pkt *out)
 {
 	const struct axp_sf *sf;
+	struct axp_cache_outcome o;
 	uint16_t proto = j->proto;
 	uint32_t n;
 
-	if (axp_cache_take_hashed(e->cache, &j->key, j->hash, &j->entry)) {
+	if (axp_cache_take_hashed(e->cache, &j->key, j->hash, &j->entry, &o) != AXP_CACHE_HIT) {
 		if (e->cfg.on_miss == AXP_MISS_DROP) {
 			cnt[AXP_CNT_TX_MISS_DROP]++;
 			return AXP_VERDICT_DROP;
@@ -306,7 +301,7 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 		n = 0;
 		goto out;
 	}
-	cnt[AXP_XCNT_CACHE_TAKES]++;
+	cnt[AXP_CNT_CACHE_TAKES]++;
 	/* another worker may have stamped the entry after this batch read the clock */
 	cnt[AXP_CNT_TX_DWELL_NS] += now > j->entry.rx_ns ? now - j->entry.rx_ns : 0;
 	n = j->entry.depth;

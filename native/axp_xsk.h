@@ -32,9 +32,6 @@
  */
 enum axp_xsk_counter {
 	AXP_XCNT_XDP_NO_SOCKET = AXP_CNT_MAX, /* drop (xsk.bpf.c): no socket on the frame's queue */
-	AXP_XCNT_CACHE_INSERTS,     /* entries added (in_flight = inserts - takes - evictions) */
-	AXP_XCNT_CACHE_TAKES,       /* entries TX took back out */
-	AXP_XCNT_EVICTIONS,         /* entries pushed out by newer ones before their packet returned */
 	AXP_XCNT_RX_BATCHES,        /* non-empty RX ring reads */
 	AXP_XCNT_TX_KICKS,          /* sendto() calls that drive TX (copy mode) */
 	AXP_XCNT_FILL_WAKEUPS,      /* recvfrom() calls for a fill ring that asked for a wakeup */
@@ -70,11 +67,11 @@ struct axp_pkt {
 
 /*
  * cfg must say topology attached, key_mode hash, static_mode 0: the rest is
- * what the kernel backend serves and AF_XDP cannot (-EOPNOTSUPP). threads > 1
+ * what the kernel backend serves and AF_XDP cannot (-EOPNOTSUPP). Its cache
+ * fields size and tune the cache (-EINVAL when out of range). threads > 1
  * makes the cache thread-safe.
  */
-struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t cache_entries,
-				  uint32_t threads, int *err);
+struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t threads, int *err);
 int axp_engine_add_sf(struct axp_engine *e, uint32_t index, const struct axp_sf *sf);
 struct axp_cache *axp_engine_cache(struct axp_engine *e);
 void axp_engine_free(struct axp_engine *e);

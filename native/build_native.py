@@ -27,9 +27,10 @@ CDEF_PRELUDE = """
 typedef uint8_t __u8;
 typedef uint16_t __u16;
 typedef uint32_t __u32;
-typedef uint64_t __u64;
+typedef unsigned long long __u64;  /* as linux/types.h has it */
 typedef uint16_t __be16;
 typedef uint32_t __be32;
+struct bpf_spin_lock { uint32_t val; };
 """
 
 
@@ -43,7 +44,7 @@ def _cdef() -> str:
     ).stdout
     # integer constants survive as cdef #defines so Python can read them
     defines = []
-    for header in (INCLUDE / "proxy.shared.h",):
+    for header in (INCLUDE / "proxy.shared.h", INCLUDE / "cache.shared.h"):
         for name, value in re.findall(r"^#define (AXP_\w+) (\d+)\b", header.read_text(), re.M):
             defines.append(f"#define {name} {value}")
     return CDEF_PRELUDE + pre + "\n".join(defines) + "\n"

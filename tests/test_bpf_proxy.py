@@ -2,7 +2,8 @@
 
 Every row of tests/cases.py goes through axp_xdp_rx and, when popped, back through the TX
 program of the topology (inline: TC axp_tc_tx; attached: XDP axp_xdp_tx). Then the modes one
-by one: misses, conflicts, meta keys, the static proxy, bad TX input.
+by one: misses, one key in flight more than once, ageing, eviction, meta keys, the static
+proxy, bad TX input. tests/test_cache.py holds these programs' cache to the Python model.
 
 Test-run facts this relies on: XDP and TC runs happen on the loopback device (ifindex 1), so
 ``axp_tx_sf`` maps ifindex 1; XDP_REDIRECT is returned, not carried out, so bpf_redirect needs
@@ -27,10 +28,11 @@ from cases import CASES, POPPED, SF_LABELS, Case, Verdict, sf_rewrite, stack_of
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from afxdp_proxy import bpf
+from afxdp_proxy import bpf, cache
 from afxdp_proxy.backends.kernel import ProxyObject
 from afxdp_proxy.config import ProxyConfig
 from afxdp_proxy.key import ETH_HLEN, KEY_SIZE, derive_key, format_key, meta_key, parse_mpls_frame
+from afxdp_proxy.lab.frames import ether, ipv4_tcp, mpls_frame
 from afxdp_proxy.mpls import Lse, stack_bytes
 
 pytestmark = pytest.mark.root
@@ -89,25 +91,26 @@ class Cfg:
     key_mode: str = "hash"
     topology: str = "inline"
     on_miss: str = "pass"
-    on_conflict: str = "drop"
     static: bool = False
+    cache_entries: int = 1024
+    max_dwell_ms: int = 1000
+    max_per_key: int = 64
 
     def proxy_config(self) -> ProxyConfig:
         return ProxyConfig(
             backend="static" if self.static else "kernel", key=self.key_mode, topology=self.topology,
-            cache_entries=1024, on_miss=self.on_miss, on_conflict=self.on_conflict,
+            cache_entries=self.cache_entries, on_miss=self.on_miss, max_dwell_ms=self.max_dwell_ms,
+            max_per_key=self.max_per_key,
         )
 
     def __str__(self) -> str:
         mode = "static" if self.static else "cache"
-        return f"{self.key_mode}-{self.topology}-miss_{self.on_miss}-conflict_{self.on_conflict}-{mode}"
+        return f"{self.key_mode}-{self.topology}-miss_{self.on_miss}-{mode}"
 
 
 ALL_CONFIGS = [
-    Cfg(k, t, m, c, s)
-    for k, t, m, c, s in itertools.product(
-        ("hash", "meta"), ("inline", "attached"), ("pass", "drop"), ("drop", "replace"), (False, True)
-    )
+    Cfg(k, t, m, s)
+    for k, t, m, s in itertools.product(("hash", "meta"), ("inline", "attached"), ("pass", "drop"), (False, True))
 ]
 PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx")
 
@@ -143,7 +146,8 @@ class Proxy:
             self.labels.update(sf.label, idx)
 
     def reset(self) -> None:
-        self.cache.clear()
+        self.obj.clear_cache()
+        self.obj.set_clock_skew(0)
         zeros = ffi.new("uint64_t[]", bpf.NCPUS)
         for slot in range(len(self.names)):
             self.counter_map.update(slot, zeros)
@@ -183,13 +187,31 @@ class Proxy:
                 out[name] = total
         return out
 
+    def runs(self) -> list[cache.Run]:
+        """Every run in the cache, set by set, way by way (read under the sets' locks)."""
+        return [r for s in self.obj.cache_sets() for r in s.ways if r]
+
     def entries(self) -> dict[bytes, Entry]:
+        """{key: entry} of a cache holding at most one packet per key."""
         out = {}
-        for key in self.cache.keys():  # noqa: SIM118 (a bpf.Map, not a dict)
-            e = self.cache.lookup(key)
-            if e is not None:
-                out[bytes(ffi.buffer(key))] = Entry(bytes(ffi.buffer(e.labels)), e.rx_ns, e.depth, e.sf)
+        for r in self.runs():
+            assert r.key not in out and r.count == 1, f"{format_key(r.key)}: {r}"
+            e = r.entry
+            out[r.key] = Entry(e.labels, e.rx_ns, e.depth, e.sf)
         return out
+
+    def packets(self) -> int:
+        """Packets whose stacks the cache holds, counted in its sets."""
+        return sum(r.count for r in self.runs())
+
+    def seed(self, key: bytes, entry: cache.Entry) -> None:
+        """Put one run into the cache as no RX could have (its set rewritten under its lock)."""
+        model = cache.CacheModel(self.cache.max_entries)
+        model.insert(key, entry)
+        i = model.set_of(key)
+        buf = ffi.new("struct axp_cache_set *")
+        cache.encode_set(buf, model.sets[i])
+        self.cache.update(i, buf, bpf.BPF_F_LOCK)
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +247,14 @@ def one_cpu() -> Iterator[int]:
 
 
 # ---- expectations --------------------------------------------------------------------------
+
+
+def frame_for(key_n: int, stack_n: int) -> tuple[bytes, bytes, list[Lse]]:
+    """(labelled frame, its bare frame, its stack) of packet `key_n` of one TCP flow (its TCP
+    sequence number is key_n) carrying stack `stack_n` (stack_of(2 + stack_n), top label 100)."""
+    stack = stack_of(2 + stack_n)
+    ip = ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, key_n, 0)
+    return mpls_frame(stack, ip), ether(ip), stack
 
 
 def with_macs(frame: bytes, dst: bytes, src: bytes) -> bytes:
@@ -292,7 +322,7 @@ def tx_expect(case: Case, topology: str) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("cfg", ALL_CONFIGS, ids=str)
 def test_every_configuration_loads_and_pops(make: Callable[..., Proxy], cfg: Cfg) -> None:
-    assert len(ALL_CONFIGS) == 32
+    assert len(ALL_CONFIGS) == 16
     px = make(**cfg.__dict__)  # a verifier rejection raises BpfError here, with the log
     assert all(fd >= 0 for fd in px.fds.values())
     case = POPPED[1]
@@ -300,8 +330,8 @@ def test_every_configuration_loads_and_pops(make: Callable[..., Proxy], cfg: Cfg
     assert r.retval == (bpf.XDP_REDIRECT if cfg.topology == "attached" else bpf.XDP_PASS)
     meta = 4 if cfg.key_mode == "meta" and not cfg.static else 0
     assert r.data[meta + 14 :] == case.frame[14 + 4 * case.depth :]
-    assert_counters(px, {"rx_packets": 1, "rx_popped": 1})
-    assert px.cache.count() == (0 if cfg.static else 1)
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, **({} if cfg.static else {"cache_inserts": 1})})
+    assert px.packets() == (0 if cfg.static else 1)
 
 
 def test_counter_names_cover_the_table() -> None:
@@ -336,7 +366,8 @@ def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
     want_verdict, want_frame = rx_expect(case, topology)
     assert r.retval == want_verdict
     assert_frame(r.data, want_frame)
-    assert_counters(px, {"rx_packets": 1, case.rx_counter: 1})
+    cached = {"cache_inserts": 1} if case.rx == Verdict.POP else {}
+    assert_counters(px, {"rx_packets": 1, case.rx_counter: 1, **cached})
     if case.rx != Verdict.POP:
         assert px.entries() == {}
         return
@@ -351,7 +382,8 @@ def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
     assert t.retval == want_verdict
     assert_frame(t.data, want_frame)
     assert case.tx_counter is not None
-    dwell = assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, case.tx_counter: 1})
+    dwell = assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, case.tx_counter: 1,
+                                 "cache_inserts": 1, "cache_takes": 1})
     assert 0 < dwell < time.monotonic_ns() - before
     assert px.entries() == {}, "TX must take the entry out of the cache"
 
@@ -367,14 +399,15 @@ def test_each_packet_gets_its_own_stack_back(make: Callable[..., Proxy], topolog
     for stack, ip in zip(stacks, ips, strict=True):
         frame = labelled(bytes(eth / ip), stack)
         popped.append(px.rx(frame).data)
-    assert px.cache.count() == 3
+    assert px.packets() == 3
     for i in (2, 0, 1):
         t = px.tx(popped[i])
         want = labelled(bytes(eth / ips[i]), stacks[i][1:])
         if topology == "attached":
             want = with_macs(want, SFS[0].next_hop_mac, SFS[0].net_out_mac)
         assert_frame(t.data, want)
-    assert_counters(px, {"rx_packets": 3, "rx_popped": 3, "tx_packets": 3, "tx_pushed": 3})
+    assert_counters(px, {"rx_packets": 3, "rx_popped": 3, "tx_packets": 3, "tx_pushed": 3, "cache_inserts": 3,
+                         "cache_takes": 3})
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])
@@ -393,7 +426,8 @@ def test_sf_rewrites_do_not_lose_the_entry(make: Callable[..., Proxy], topology:
             want = with_macs(want, SFS[0].next_hop_mac, SFS[0].net_out_mac)
         assert_frame(px.tx(rewritten).data, want)
     n = len(names)
-    assert_counters(px, {"rx_packets": n, "rx_popped": n, "tx_packets": n, "tx_pushed": n})
+    assert_counters(px, {"rx_packets": n, "rx_popped": n, "tx_packets": n, "tx_pushed": n, "cache_inserts": n,
+                         "cache_takes": n})
     assert px.entries() == {}
 
 
@@ -447,14 +481,11 @@ def test_tx_refuses_an_impossible_entry(make: Callable[..., Proxy], depth: int, 
     case = POPPED[1]
     assert case.popped is not None
     _, key = derive_key(case.popped[14:])
-    e = ffi.new("struct axp_entry *")
-    e.labels[0] = 0xFFFFFFFF
-    e.depth = depth
-    e.rx_ns = time.monotonic_ns()
-    px.cache.update(key, e)
+    assert key is not None
+    px.seed(key, cache.Entry(b"\xff" * 4 + bytes(60), depth, 0, time.monotonic_ns()))
     t = px.tx(case.popped)
     assert t.retval == (bpf.TC_ACT_SHOT if topology == "inline" else bpf.XDP_DROP)
-    assert_counters(px, {"tx_packets": 1, "tx_malformed": 1})
+    assert_counters(px, {"tx_packets": 1, "tx_malformed": 1, "cache_takes": 1})
     assert px.entries() == {}
 
 
@@ -465,7 +496,8 @@ def test_tc_drops_a_gso_skb(make: Callable[..., Proxy]) -> None:
     r = px.rx(case.frame)
     t = px.tc_tx(r.data, gso_segs=2)
     assert t.retval == bpf.TC_ACT_SHOT
-    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_gso_drop": 1})
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_gso_drop": 1, "cache_inserts": 1,
+                         "cache_takes": 1})
     assert px.entries() == {}  # the entry was taken before the GSO check
 
 
@@ -527,41 +559,137 @@ def test_tx_refuses_frames_shorter_than_ethernet(make: Callable[..., Proxy]) -> 
     assert px.counters() == {}
 
 
-# ---- conflicts -----------------------------------------------------------------------------
+# ---- one key in flight more than once, ageing, eviction ---------------------------------------
+# (the rules are in bpf/include/cache.shared.h; tests/test_cache.py holds them to the model)
+
+SECOND = 1_000_000_000
 
 
-def test_conflict_drop_keeps_the_first_stack(make: Callable[..., Proxy]) -> None:
-    px = make(on_conflict="drop")
-    first = POPPED[2]
-    again = labelled(first.popped or b"", stack_of(4))  # same packet, another stack
-    before = time.monotonic_ns()
-    assert px.rx(first.frame).retval == bpf.XDP_PASS
-    r = px.rx(again)
-    assert r.retval == bpf.XDP_DROP
-    assert_counters(px, {"rx_packets": 2, "rx_popped": 1, "rx_conflict_drop": 1})
-    key = parse_mpls_frame(first.frame).key
-    assert key is not None and first.sf is not None
-    assert_one_entry(px, key, first.stack, first.sf, before)
-    t = px.tc_tx(first.popped or b"")
-    assert_frame(t.data, first.pushed or b"")
+def _tx_want(bare: bytes, stack: list[Lse] | tuple[Lse, ...], topology: str, sf: int = 0) -> bytes:
+    want = labelled(bare, stack[1:])
+    return with_macs(want, SFS[sf].next_hop_mac, SFS[sf].net_out_mac) if topology == "attached" else want
 
 
-def test_conflict_replace_keeps_the_latest_stack(make: Callable[..., Proxy]) -> None:
-    px = make(on_conflict="replace")
-    first = POPPED[2]
-    latest = stack_of(4, top=200)
-    again = labelled(first.popped or b"", latest)
-    px.rx(first.frame)
-    mid = time.monotonic_ns()
-    r = px.rx(again)
-    assert r.retval == bpf.XDP_PASS
-    assert_frame(r.data, first.popped or b"")
-    assert_counters(px, {"rx_packets": 2, "rx_popped": 2, "rx_conflict_replace": 1})
-    key = parse_mpls_frame(first.frame).key
-    assert key is not None
-    assert_one_entry(px, key, tuple(e.encode() for e in latest), 1, mid)
-    t = px.tc_tx(first.popped or b"")
-    assert_frame(t.data, labelled(first.popped or b"", latest[1:]))
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_same_key_and_stack_share_a_run(make: Callable[..., Proxy], topology: str) -> None:
+    """A duplicate (retransmission, duplicate ACK) is no reason to drop: both packets pass,
+    one run counts them, and both get the stack back."""
+    px = make(topology=topology)
+    frame, bare, stack = frame_for(1, 0)
+    assert px.rx(frame).retval != bpf.XDP_DROP and px.rx(frame).retval != bpf.XDP_DROP
+    [run] = px.runs()
+    assert run.count == 2
+    for _ in range(2):
+        assert_frame(px.tx(bare).data, _tx_want(bare, stack, topology))
+    assert px.runs() == []
+    assert_counters(px, {"rx_packets": 2, "rx_popped": 2, "cache_inserts": 2, "tx_packets": 2, "tx_pushed": 2,
+                         "cache_takes": 2})
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_same_key_other_stacks_leave_in_arrival_order(make: Callable[..., Proxy], topology: str) -> None:
+    """One key, three stacks (the second twice): four packets in flight, and TX hands the
+    stacks out oldest first; the first packet never leaves with the second's stack."""
+    px = make(topology=topology)
+    order = [0, 1, 1, 2]
+    for n in order:
+        assert px.rx(frame_for(1, n)[0]).retval != bpf.XDP_DROP
+    assert [r.count for r in px.runs()] == [1, 2, 1]
+    _, bare, _ = frame_for(1, 0)
+    for n in order:
+        assert_frame(px.tx(bare).data, _tx_want(bare, frame_for(1, n)[2], topology))
+    t = px.tx(bare)  # nothing left for the key: a miss, unlabelled
+    assert_counters(px, {"rx_packets": 4, "rx_popped": 4, "cache_inserts": 4, "tx_packets": 5, "tx_pushed": 4,
+                         "cache_takes": 4, "tx_miss_pass": 1})
+    assert t.retval in (bpf.TC_ACT_OK, bpf.XDP_REDIRECT)
+
+
+def test_max_per_key_bounds_one_key(make: Callable[..., Proxy]) -> None:
+    px = make(max_per_key=3)
+    verdicts = [px.rx(frame_for(1, n % 2)[0]).retval for n in range(5)]
+    assert verdicts == [bpf.XDP_PASS] * 3 + [bpf.XDP_DROP] * 2
+    assert_counters(px, {"rx_packets": 5, "rx_popped": 3, "cache_inserts": 3, "rx_key_full": 2})
+    assert px.packets() == 3
+
+
+def test_a_key_cannot_take_every_way_of_its_set(make: Callable[..., Proxy]) -> None:
+    px = make(max_per_key=255)
+    verdicts = [px.rx(frame_for(1, n % 2)[0]).retval for n in range(cache.WAYS + 1)]
+    assert verdicts == [bpf.XDP_PASS] * cache.WAYS + [bpf.XDP_DROP]
+    assert len(px.runs()) == cache.WAYS
+    assert px.counters()["rx_key_full"] == 1
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_a_lost_packets_retry_gets_through_after_max_dwell(make: Callable[..., Proxy], topology: str) -> None:
+    """The SF dropped a packet; an identical retry (same key) before max_dwell_ms queues
+    behind it (max_per_key 1 refuses it), and after max_dwell_ms replaces its stale run."""
+    px = make(topology=topology, max_per_key=1)
+    frame, bare, stack = frame_for(1, 0)
+    assert px.rx(frame).retval != bpf.XDP_DROP  # ... and the SF drops it
+    assert px.rx(frame).retval == bpf.XDP_DROP  # still presumed in flight
+    px.obj.set_clock_skew(2 * SECOND)  # max_dwell_ms is 1000
+    assert px.rx(frame).retval != bpf.XDP_DROP
+    [run] = px.runs()
+    assert run.count == 1
+    assert_frame(px.tx(bare).data, _tx_want(bare, stack, topology))
+    c = px.counters()
+    assert (c["expired"], c["rx_key_full"], c["cache_inserts"], c["cache_takes"]) == (1, 1, 2, 1)
+    assert cache.in_flight_of(c) == px.packets() == 0
+    dwell = c["tx_dwell_ns"]
+    assert 0 < dwell < SECOND  # measured on the skewed clock on both sides
+
+
+def test_stale_runs_go_before_younger_ones_are_evicted(make: Callable[..., Proxy]) -> None:
+    """Fill the one set of an 8-entry cache, age it, fill it again: every old run is reclaimed
+    as expired (counted in packets), none evicted, and every young packet gets its stack."""
+    px = make(cache_entries=cache.WAYS)
+    for n in range(cache.WAYS):
+        px.rx(frame_for(n, 0)[0])
+        px.rx(frame_for(n, 0)[0])  # two packets per run
+    px.obj.set_clock_skew(2 * SECOND)
+    for n in range(100, 100 + cache.WAYS):
+        assert px.rx(frame_for(n, 1)[0]).retval == bpf.XDP_PASS
+    c = px.counters()
+    assert (c.get("expired", 0), c.get("evictions", 0)) == (2 * cache.WAYS, 0)
+    for n in range(100, 100 + cache.WAYS):
+        _, bare, stack = frame_for(n, 1)
+        assert_frame(px.tx(bare).data, _tx_want(bare, stack, "inline"))
+    assert cache.in_flight_of(px.counters()) == px.packets() == 0
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_a_full_cache_evicts_exactly_one_run_per_insert(make: Callable[..., Proxy], topology: str) -> None:
+    """64 entries (8 sets), 200 distinct packets: each insert into a full set evicts one run
+    (the LRU map evicted in batches), counted; an evicted packet misses at TX and leaves
+    unlabelled, never with another packet's stack; every survivor gets its own."""
+    px = make(topology=topology, cache_entries=64)
+    n = 200
+    for i in range(n):
+        before = px.counters().get("evictions", 0)
+        full_before = px.packets() == 64
+        assert px.rx(frame_for(i, i % 3)[0]).retval != bpf.XDP_DROP
+        evicted = px.counters().get("evictions", 0) - before
+        assert evicted <= 1 and px.packets() <= 64
+        if full_before:
+            assert evicted == 1
+    c = px.counters()
+    assert c["evictions"] == n - px.packets() >= n - 64
+    survivors = {r.key for r in px.runs()}
+    hits = 0
+    for i in range(n):
+        _, bare, stack = frame_for(i, i % 3)
+        t = px.tx(bare)
+        _, key = derive_key(bare[14:])
+        if key in survivors:
+            assert_frame(t.data, _tx_want(bare, stack, topology))
+            hits += 1
+        else:
+            want = with_macs(bare, SFS[0].next_hop_mac, SFS[0].net_out_mac) if topology == "attached" else bare
+            assert_frame(t.data, want)  # the miss: unlabelled (on_miss = pass)
+    c = px.counters()
+    assert hits == len(survivors) == c["tx_pushed"] and c["tx_miss_pass"] == n - hits
+    assert cache.in_flight_of(c) == px.packets() == 0
 
 
 # ---- meta keys -----------------------------------------------------------------------------
@@ -586,14 +714,15 @@ def test_meta_mode_inline(make: Callable[..., Proxy], one_cpu: int) -> None:
         assert_one_entry(px, meta_key(mark), case.stack, case.sf, before)
 
         assert px.tc_tx(case.popped, mark=mark ^ 0x10).retval == bpf.TC_ACT_OK  # someone else's mark
-        assert px.cache.count() == 1
+        assert px.packets() == 1
         t = px.tc_tx(case.popped, mark=mark)
         assert t.retval == bpf.TC_ACT_OK
         assert_frame(t.data, case.pushed)
         assert px.entries() == {}
     n = len(POPPED[:4])
     tx_kinds = {c.tx_counter for c in POPPED[:4]}
-    want = {"rx_packets": n, "rx_popped": n, "tx_packets": 2 * n, "tx_miss_pass": n}
+    want = {"rx_packets": n, "rx_popped": n, "tx_packets": 2 * n, "tx_miss_pass": n, "cache_inserts": n,
+            "cache_takes": n}
     for k in tx_kinds:
         want[k] = sum(1 for c in POPPED[:4] if c.tx_counter == k)
     assert_counters(px, want)
@@ -606,8 +735,8 @@ def test_meta_mode_has_no_key_at_xdp_tx(make: Callable[..., Proxy]) -> None:
     r = px.rx(case.frame)
     assert r.retval == bpf.XDP_REDIRECT
     assert px.xdp_tx(r.data[4:]).retval == bpf.XDP_DROP
-    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_miss_drop": 1})
-    assert px.cache.count() == 1  # left to age out of the LRU
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_miss_drop": 1, "cache_inserts": 1})
+    assert px.packets() == 1  # left to age out (max_dwell_ms)
 
 
 # ---- the static proxy ------------------------------------------------------------------------
@@ -683,6 +812,8 @@ def test_modes_without_hash_key_look_no_deeper_than_the_ip_version(make: Callabl
             dropped += 1
     assert popped >= 8 and dropped >= 2
     want = {"rx_packets": popped + dropped, "rx_popped": popped, "rx_malformed": dropped}
+    if not static:
+        want["cache_inserts"] = popped
     assert_counters(px, want)
 
 

@@ -27,7 +27,8 @@ def _with(proxy: dict | None = None, sf: dict | None = None, drop: str | None = 
 def test_good_config_and_defaults() -> None:
     cfg = parse_config(GOOD)
     assert (cfg.backend, cfg.key, cfg.topology) == ("kernel", "hash", "attached")
-    assert (cfg.cache_entries, cfg.on_miss, cfg.on_conflict) == (65536, "pass", "drop")
+    assert (cfg.cache_entries, cfg.on_miss, cfg.max_dwell_ms, cfg.max_per_key) == (65536, "pass", 1000, 64)
+    assert cfg.cache_sets == 8192
     assert cfg.sfs[0].label == 1000 and cfg.sfs[0].sf_mac == "02:00:00:00:00:01"
     assert cfg.sfs[0].next_hop_mac is None
 
@@ -42,7 +43,12 @@ def test_good_config_and_defaults() -> None:
         (_with(proxy={"cache_entries": 0}), "proxy.cache_entries"),
         (_with(proxy={"cache_entries": "many"}), "proxy.cache_entries"),
         (_with(proxy={"on_miss": "ignore"}), "proxy.on_miss"),
-        (_with(proxy={"on_conflict": "keep"}), "proxy.on_conflict"),
+        (_with(proxy={"on_conflict": "drop"}), "proxy.on_conflict"),  # removed: the message says what replaced it
+        (_with(proxy={"max_dwell_ms": 0}), "proxy.max_dwell_ms"),
+        (_with(proxy={"max_dwell_ms": 3_600_001}), "proxy.max_dwell_ms"),
+        (_with(proxy={"max_dwell_ms": 1.5}), "proxy.max_dwell_ms"),
+        (_with(proxy={"max_per_key": 0}), "proxy.max_per_key"),
+        (_with(proxy={"max_per_key": 256}), "proxy.max_per_key"),
         (_with(proxy={"colour": "blue"}), "proxy.colour"),
         (_with(sf={"label": 1 << 20}), "sf[0].label"),
         (_with(sf={"label": 3}), "sf[0].label"),  # reserved label
@@ -84,6 +90,14 @@ def test_bad_field_is_named(data: dict, field: str) -> None:
     msg = str(e.value)
     assert msg.startswith(f"{field}:"), msg
     assert "\n" not in msg
+
+
+def test_cache_knobs() -> None:
+    cfg = parse_config(_with(proxy={"cache_entries": 17, "max_dwell_ms": 3_600_000, "max_per_key": 255}))
+    assert (cfg.cache_sets, cfg.max_dwell_ms, cfg.max_per_key) == (3, 3_600_000, 255)  # whole sets of 8
+    with pytest.raises(ConfigError) as e:
+        parse_config(_with(proxy={"on_conflict": "replace"}))
+    assert "max_per_key" in str(e.value) and "max_dwell_ms" in str(e.value)
 
 
 def test_static_and_inline_meta_are_valid() -> None:
@@ -142,5 +156,6 @@ def test_cli_missing_interface_is_named(tmp_path: Path) -> None:
 def test_help_explains_counters() -> None:
     r = _cli("run", "--help")
     assert r.returncode == 0
-    for word in ("rx_popped", "tx_miss", "--duration", "--config"):
+    for word in ("rx_popped", "tx_miss", "--duration", "--config", "rx_key_full", "cache_inserts", "cache_takes",
+                 "evictions", "expired", "in_flight", "max_dwell_ms", "max_per_key"):
         assert word in r.stdout

@@ -36,6 +36,7 @@ from pyroute2.ethtool import Ethtool
 from afxdp_proxy import bpf, state
 from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.backends.kernel import KernelProxy, config_struct
+from afxdp_proxy.cache import CacheSet, decode_set, in_flight_of
 from afxdp_proxy.config import ConfigError, ProxyConfig
 from afxdp_proxy.iface import Iface
 
@@ -56,11 +57,6 @@ def counter_names() -> list[str]:
     return bpf.counter_names() + extras
 
 
-def in_flight_of(counters: dict[str, int]) -> int:
-    """Entries in the cache, from counters alone (what `stats` can see from outside)."""
-    return max(0, counters.get("cache_inserts", 0) - counters.get("cache_takes", 0) - counters.get("evictions", 0))
-
-
 # ---------------------------------------------------------------------- the engine, without sockets
 
 
@@ -78,9 +74,9 @@ class Engine:
     """The C engine (configuration, SF table, cache) with the per-packet functions on plain
     buffers: what the socket loop runs for every frame, callable from tests and benchmarks."""
 
-    def __init__(self, cfg: Any, cache_entries: int, threads: int = 1) -> None:
+    def __init__(self, cfg: Any, threads: int = 1) -> None:
         err = ffi.new("int *")
-        ptr = lib.axp_engine_new(cfg, cache_entries, threads, err)
+        ptr = lib.axp_engine_new(cfg, threads, err)
         if ptr == ffi.NULL:
             bpf.check(err[0], "AF_XDP engine")
         self.ptr = ptr
@@ -126,15 +122,17 @@ class Engine:
         ffi.memmove(self.cnt, bytes(8 * NSLOTS), 8 * NSLOTS)
 
     def in_flight(self) -> int:
-        return int(lib.axp_cache_count(self.cache))
+        """Packets the cache holds, counted in its sets."""
+        return int(lib.axp_cache_packets(self.cache))
 
-    def entries(self) -> dict[bytes, Any]:
-        """{struct axp_key bytes: struct axp_entry} of everything cached."""
-        cap = lib.axp_cache_capacity(self.cache)
-        keys = ffi.new("struct axp_key[]", cap)
-        ents = ffi.new("struct axp_entry[]", cap)
-        n = lib.axp_cache_dump(self.cache, keys, ents, cap)
-        return {bytes(ffi.buffer(keys + i)): ents[i] for i in range(n)}
+    def sets(self) -> list[CacheSet]:
+        """Every set of the cache, as the model (afxdp_proxy.cache) holds one."""
+        buf = ffi.new("struct axp_cache_set *")
+        out = []
+        for i in range(lib.axp_cache_sets(self.cache)):
+            bpf.check(lib.axp_cache_copy_set(self.cache, i, buf), f"cache set {i}")
+            out.append(decode_set(buf))
+        return out
 
 
 # ---------------------------------------------------------------------- counters shared with `stats`
@@ -351,7 +349,7 @@ class AfxdpProxy:
                 self.warnings.append(f"sf[{i}].net_out: {ifs['net_out'].name} has MTU {ifs['net_out'].mtu}, below "
                                      f"net_in's {ifs['net_in'].mtu}; pushed stacks may not fit")
 
-        engine = Engine(config_struct(cfg), cfg.cache_entries, self.queues)
+        engine = Engine(config_struct(cfg), self.queues)
         self._undo.callback(engine.close)
         self.engine = engine
         for i, s in enumerate(sf_structs):
@@ -475,7 +473,7 @@ class AfxdpProxy:
         return [dict(zip(names, arr, strict=True)) for arr in per_queue]
 
     def in_flight(self) -> int:
-        return self.engine.in_flight() if self.engine else 0
+        return in_flight_of(self.counters())
 
     def worker_results(self) -> dict[int, int]:
         """Return codes of the finished workers' loops by queue (0: stopped when asked)."""

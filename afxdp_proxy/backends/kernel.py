@@ -21,6 +21,7 @@ from pyroute2 import IPRoute
 
 from afxdp_proxy import bpf
 from afxdp_proxy._native import ffi, lib
+from afxdp_proxy.cache import CacheSet, decode_set, in_flight_of
 from afxdp_proxy.config import ConfigError, ProxyConfig, SfConfig
 from afxdp_proxy.iface import Iface, learn_mac, mac_bytes, resolve, set_feature
 from afxdp_proxy.mpls import make_stack
@@ -30,17 +31,18 @@ log = logging.getLogger(__name__)
 _KEY_MODE = {"hash": lib.AXP_KEY_MODE_HASH, "meta": lib.AXP_KEY_MODE_META}
 _TOPOLOGY = {"inline": lib.AXP_TOPO_INLINE, "attached": lib.AXP_TOPO_ATTACHED}
 _MISS = {"pass": lib.AXP_MISS_PASS, "drop": lib.AXP_MISS_DROP}
-_CONFLICT = {"drop": lib.AXP_CONFLICT_DROP, "replace": lib.AXP_CONFLICT_REPLACE}
 
 
 def config_struct(cfg: ProxyConfig) -> Any:
-    """The .rodata struct axp_config for a ProxyConfig."""
+    """The struct axp_config for a ProxyConfig: BPF .rodata, and the AF_XDP engine's."""
     return ffi.new("struct axp_config *", {
         "key_mode": _KEY_MODE[cfg.key],
         "topology": _TOPOLOGY[cfg.topology],
         "on_miss": _MISS[cfg.on_miss],
-        "on_conflict": _CONFLICT[cfg.on_conflict],
         "static_mode": int(cfg.backend == "static"),
+        "cache_sets": cfg.cache_sets,
+        "max_per_key": cfg.max_per_key,
+        "max_dwell_ns": cfg.max_dwell_ms * 1_000_000,
     })
 
 
@@ -51,16 +53,32 @@ class ProxyObject:
         self.obj = bpf.BpfObject(obj_path or bpf.object_path("proxy"))
         try:
             self.obj.set_rodata(config_struct(cfg))
-            self.obj.set_max_entries("axp_cache", cfg.cache_entries)
+            # the static proxy caches nothing: one set keeps the map valid
+            self.obj.set_max_entries("axp_cache", 1 if cfg.backend == "static" else cfg.cache_sets)
             self.obj.load()
         except BaseException:
             self.obj.close()
             raise
         self.counters = self.obj.map("axp_counters", "uint32_t", "uint64_t")
-        self.cache = self.obj.map("axp_cache", "struct axp_key", "struct axp_entry")
+        self.cache = self.obj.map("axp_cache", "uint32_t", "struct axp_cache_set")
+        self.clock = self.obj.map("axp_clock", "uint32_t", "uint64_t")
         self.sfs = self.obj.map("axp_sfs", "uint32_t", "struct axp_sf")
         self.labels = self.obj.map("axp_labels", "uint32_t", "uint32_t")
         self.tx_sf = self.obj.map("axp_tx_sf", "uint32_t", "uint32_t")
+
+    def cache_sets(self) -> list[CacheSet]:
+        """Every set of the cache, each copied under its bpf_spin_lock (BPF_F_LOCK)."""
+        return [decode_set(self.cache.lookup(i, bpf.BPF_F_LOCK)) for i in range(self.cache.max_entries)]
+
+    def clear_cache(self) -> None:
+        """Every way free (tests; a running proxy never needs it)."""
+        zero = ffi.new("struct axp_cache_set *")
+        for i in range(self.cache.max_entries):
+            self.cache.update(i, zero, bpf.BPF_F_LOCK)
+
+    def set_clock_skew(self, ns: int) -> None:
+        """Move the programs' clock ns ahead of CLOCK_MONOTONIC (tests age the cache with it)."""
+        self.clock.update(0, ns)
 
     def add_sf(self, index: int, sf: Any, tx_ifindex: int) -> None:
         """Serve an SF: its struct axp_sf, its top label, the interface its TX runs on."""
@@ -187,7 +205,7 @@ class KernelProxy:
         return read_counters(self.counter_map) if self.counter_map else {}
 
     def in_flight(self) -> int:
-        return self.cache_map.count() if self.cache_map else 0
+        return in_flight_of(self.counters())
 
     def state(self) -> dict[str, object]:
         assert self.counter_map and self.cache_map

@@ -640,7 +640,6 @@ class Testbed:
             "topology": self.topology,
             "cache_entries": 65536,
             "on_miss": "pass",
-            "on_conflict": "drop",
         }
         sf: dict[str, Any] = {"name": "fw1", "label": self.sf_label, "net_in": self.net_in, "net_out": self.net_out}
         if self.topology == "attached":

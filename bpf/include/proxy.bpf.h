@@ -6,16 +6,29 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "parse.shared.h"
+#include "cache.shared.h"
 
 /* Set by the loader before load (libbpf .rodata). */
 const volatile struct axp_config axp_cfg = {};
 
+/* the cache (cache.shared.h): one set per element, each with its own bpf_spin_lock */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536); /* resized from cache_entries before load */
-	__type(key, struct axp_key);
-	__type(value, struct axp_entry);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 8192); /* resized to axp_cfg.cache_sets before load */
+	__type(key, __u32);
+	__type(value, struct axp_cache_set);
 } axp_cache SEC(".maps");
+
+/*
+ * Added to bpf_ktime_get_ns() wherever the proxy reads the clock: 0 in service;
+ * tests move the proxy's clock forward to age the cache without waiting.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} axp_clock SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -87,18 +100,67 @@ static __always_inline void axp_meta_key(struct axp_key *key, __u32 mark)
 	key->ident = mark;
 }
 
-/*
- * Take the entry for key out of the cache (lookup + delete) into *out.
- * Returns 0 on a hit.
- */
-static __always_inline int axp_cache_take(struct axp_key *key, struct axp_entry *out)
+static __always_inline __u64 axp_now(void)
 {
-	struct axp_entry *e = bpf_map_lookup_elem(&axp_cache, key);
+	__u32 zero = 0;
+	__u64 *skew = bpf_map_lookup_elem(&axp_clock, &zero);
 
-	if (!e)
+	return bpf_ktime_get_ns() + (skew ? *skew : 0);
+}
+
+/* The set of a key, by its hash; NULL only for a loader that sized the map wrong. */
+static __always_inline struct axp_cache_set *axp_cache_set_of(__u64 h)
+{
+	__u32 idx = axp_cache_set_index(h, axp_cfg.cache_sets);
+
+	return bpf_map_lookup_elem(&axp_cache, &idx);
+}
+
+/*
+ * Cache the packet's stack (e->rx_ns: its RX time) and count what happened.
+ * Returns 0 when cached, -1 when the packet is to be dropped (counted).
+ */
+static __always_inline int axp_cache_insert(const struct axp_key *key, const struct axp_entry *e)
+{
+	__u64 h = axp_cache_hash(key), max_dwell_ns = axp_cfg.max_dwell_ns;
+	__u32 max_per_key = axp_cfg.max_per_key;
+	struct axp_cache_set *s = axp_cache_set_of(h);
+	struct axp_cache_outcome o;
+
+	if (!s) {
+		axp_count(AXP_CNT_RX_CACHE_ERROR);
 		return -1;
-	__builtin_memcpy(out, e, sizeof(*out));
-	bpf_map_delete_elem(&axp_cache, key);
+	}
+	bpf_spin_lock(&s->lock);
+	axp_cache_set_insert(s, key, axp_cache_tag(h), e, max_dwell_ns, max_per_key, &o);
+	bpf_spin_unlock(&s->lock);
+	if (o.expired)
+		axp_count_add(AXP_CNT_EXPIRED, o.expired);
+	if (o.evicted)
+		axp_count_add(AXP_CNT_EVICTIONS, o.evicted);
+	if (o.result == AXP_CACHE_KEY_FULL) {
+		axp_count(AXP_CNT_RX_KEY_FULL);
+		return -1;
+	}
+	axp_count(AXP_CNT_CACHE_INSERTS);
+	return 0;
+}
+
+/* Take the stack of the key's oldest run into *out. Returns 0 on a hit. */
+static __always_inline int axp_cache_take(const struct axp_key *key, struct axp_entry *out)
+{
+	__u64 h = axp_cache_hash(key);
+	struct axp_cache_set *s = axp_cache_set_of(h);
+	struct axp_cache_outcome o;
+
+	if (!s)
+		return -1;
+	bpf_spin_lock(&s->lock);
+	axp_cache_set_take(s, key, axp_cache_tag(h), out, &o);
+	bpf_spin_unlock(&s->lock);
+	if (o.result != AXP_CACHE_HIT)
+		return -1;
+	axp_count(AXP_CNT_CACHE_TAKES);
 	return 0;
 }
 

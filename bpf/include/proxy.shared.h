@@ -81,16 +81,19 @@ struct axp_sf {
 enum axp_key_mode { AXP_KEY_MODE_HASH = 0, AXP_KEY_MODE_META = 1 };
 enum axp_topology { AXP_TOPO_INLINE = 0, AXP_TOPO_ATTACHED = 1 };
 enum axp_miss_action { AXP_MISS_PASS = 0, AXP_MISS_DROP = 1 };
-enum axp_conflict_action { AXP_CONFLICT_DROP = 0, AXP_CONFLICT_REPLACE = 1 };
 
-/* Load-time configuration; lives in .rodata so the verifier prunes unused modes. */
+/*
+ * Load-time configuration; lives in .rodata so the verifier prunes unused modes.
+ * The cache fields are explained in cache.shared.h.
+ */
 struct axp_config {
-	__u32 key_mode;    /* enum axp_key_mode */
-	__u32 topology;    /* enum axp_topology */
-	__u32 on_miss;     /* enum axp_miss_action */
-	__u32 on_conflict; /* enum axp_conflict_action */
-	__u32 static_mode; /* 1: static proxy, no cache */
-	__u32 _pad;
+	__u32 key_mode;     /* enum axp_key_mode */
+	__u32 topology;     /* enum axp_topology */
+	__u32 on_miss;      /* enum axp_miss_action */
+	__u32 static_mode;  /* 1: static proxy, no cache */
+	__u32 cache_sets;   /* sets of AXP_CACHE_WAYS runs: cache_entries rounded up */
+	__u32 max_per_key;  /* packets with one key in flight at most (1..255) */
+	__u64 max_dwell_ns; /* a run whose newest packet is older than this is presumed lost */
 };
 
 /*
@@ -105,9 +108,13 @@ enum axp_counter {
 	AXP_CNT_RX_MALFORMED,        /* drop: truncated Ethernet/MPLS/IP/L4 header */
 	AXP_CNT_RX_TOO_MANY_LABELS,  /* drop: no bottom-of-stack within AXP_MAX_LABELS */
 	AXP_CNT_RX_NOT_IP,           /* drop: no IPv4/IPv6 packet below the stack */
-	AXP_CNT_RX_CONFLICT_DROP,    /* drop: key already in flight (on_conflict=drop) */
-	AXP_CNT_RX_CONFLICT_REPLACE, /* key already in flight, entry replaced */
-	AXP_CNT_RX_CACHE_ERROR,      /* drop: map update failed */
+	/* the cache (cache.shared.h); in flight = inserts - takes - evictions - expired */
+	AXP_CNT_RX_KEY_FULL,         /* drop: max_per_key packets with this key in flight, or its set holds only it */
+	AXP_CNT_CACHE_INSERTS,       /* packets cached at RX (a new run, or one more in the key's newest run) */
+	AXP_CNT_CACHE_TAKES,         /* packets whose stack TX took back out */
+	AXP_CNT_EVICTIONS,           /* packets of runs pushed out of a full set by newer ones */
+	AXP_CNT_EXPIRED,             /* packets of runs older than max_dwell_ms reclaimed: presumed lost */
+	AXP_CNT_RX_CACHE_ERROR,      /* drop: no cache set (cannot happen with a sane loader) */
 	AXP_CNT_RX_POP_FAILED,       /* drop: head adjustment failed */
 	AXP_CNT_TX_PACKETS,          /* every frame the TX program saw */
 	AXP_CNT_TX_PUSHED,           /* cache hit, stack minus top label pushed */
