@@ -2,7 +2,7 @@
 # Install the system packages afxdp-proxy needs on Debian 12, only when missing.
 set -euo pipefail
 pkgs=(clang llvm libbpf-dev libxdp-dev bpftool iperf3 ethtool iproute2 libelf-dev zlib1g-dev
-      pkg-config gcc make python3-venv python3-dev)
+      pkg-config gcc make python3-venv python3-dev nftables)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

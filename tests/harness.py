@@ -1,4 +1,5 @@
-"""Checks shared by the end-to-end tests.
+"""Checks shared by the end-to-end tests, and the cache's traffic helpers (packets the SF
+drops, labelled frames sent behind the classifier, books that must balance).
 
 The kernel frees what a stopped proxy held asynchronously: a BPF program's ID goes
 when its last reference does, but its maps live on until an RCU grace period and a
@@ -8,12 +9,20 @@ So every "nothing is left" check polls with a deadline; none looks once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Iterable
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from afxdp_proxy import bpf, state
-from afxdp_proxy.lab import netns
+from afxdp_proxy.cache import decode_set, in_flight_of
+from afxdp_proxy.key import parse_mpls_frame
+from afxdp_proxy.lab import netns, traffic
+from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
+from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
+from afxdp_proxy.mpls import Lse, make_stack
 
 RELEASE_TIMEOUT = 10.0  # seconds; the kernel needs milliseconds, a loaded 2-core CI box more
 
@@ -76,3 +85,117 @@ def wait_not_running(name: str, timeout: float = RELEASE_TIMEOUT) -> None:
 
 def wait_file_gone(path: str, timeout: float = RELEASE_TIMEOUT) -> None:
     netns.wait_until(lambda: not os.path.exists(path), timeout, what=f"{path} to be removed")
+
+
+# ---- the cache under traffic: packets the SF drops, retries, counters -----------------------------
+
+LOST_PORT = 9  # TCP port the SF drops (discard), for packets whose cache entries must age or be evicted
+
+
+@contextlib.contextmanager
+def sf_drops(tb: Testbed, dport: int = LOST_PORT) -> Iterator[None]:
+    """An nftables rule in the SF (its namespace attached; the proxy namespace's kernel inline)
+    that drops forwarded TCP to dport: packets the proxy cached that never come back."""
+    ns = tb.ns_sf or tb.ns_proxy
+    table = f"axp_lost_{dport}"
+    script = (f"table inet {table} {{\n  chain lost {{\n    type filter hook forward priority 0;\n"
+              f"    tcp dport {dport} drop\n  }}\n}}\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".nft") as f:
+        f.write(script)
+        f.flush()
+        r = netns.run(ns, ["nft", "-f", f.name])
+    assert r.returncode == 0, f"nft: {r.stderr.strip()}"
+    try:
+        yield
+    finally:
+        netns.run(ns, ["nft", "delete", "table", "inet", table])
+
+
+def labelled_tcp(tb: Testbed, stack: list[Lse], n: int, dport: int = LOST_PORT, sport: int = 4242,
+                 first: int = 0) -> list[bytes]:
+    """n labelled TCP frames from the sender to the receiver, each with its own key (the TCP
+    sequence number), addressed to net_in from the sender's wire side (behind its classifier)."""
+    dst = bytes.fromhex(tb.macs[tb.net_in].replace(":", ""))
+    src = bytes.fromhex(tb.macs[tb.src_wire].replace(":", ""))
+    return [mpls_frame(stack, ipv4_tcp(tb.src_ip, tb.dst_ip, 1, sport, dport, first + i, 0), dst, src)
+            for i in range(n)]
+
+
+def send_behind_classifier(tb: Testbed, frames: list[bytes]) -> None:
+    traffic.send_raw_frames(tb.ns_src, tb.src_wire, frames)
+
+
+def assert_counters_add_up(c: dict[str, int], bound: int | None = None) -> int:
+    """The cache's books balance: every packet RX cached was taken by TX, evicted, expired or is
+    still in flight (never negative, at most `bound`); RX cached what it popped, TX took what
+    it sent with a stack. Returns the packets in flight."""
+    in_flight = in_flight_of(c)
+    assert in_flight >= 0, c
+    if bound is not None:
+        assert in_flight <= bound, c
+    assert c["cache_inserts"] == c["rx_popped"], c
+    assert c["cache_takes"] == c["tx_pushed"] + c["tx_plain"] + c["tx_gso_drop"] + c["tx_push_failed"], c
+    return in_flight
+
+
+def kernel_cache_packets(map_id: int) -> int:
+    """Packets a running kernel-backend proxy's cache holds, counted in its sets (each read
+    under its lock) through the map's ID."""
+    m = bpf.Map.from_id(map_id, "uint32_t", "struct axp_cache_set")
+    try:
+        return sum(decode_set(m.lookup(i, bpf.BPF_F_LOCK)).packets() for i in range(m.max_entries))
+    finally:
+        m.close()
+
+
+def check_lost_packets_then_chain(tb: Testbed, counters: Callable[[], dict[str, int]], entries: int,
+                                  sf_label: int) -> None:
+    """With the SF dropping them (sf_drops), 4 x `entries` labelled packets fill a cache of
+    `entries` with runs that never come back; a dynamic chain through it afterwards must
+    keep every packet's own stack, and the books must balance throughout."""
+    n = 4 * entries
+    send_behind_classifier(tb, labelled_tcp(tb, make_stack([sf_label, 2000]), n))
+    netns.wait_until(lambda: counters()["rx_popped"] >= n, 10, what=f"{n} lost packets to be cached")
+    c = counters()
+    assert c["evictions"] + c["expired"] >= n - entries, c  # the cache kept at most `entries` of them
+    assert assert_counters_add_up(c, bound=entries) > 0
+    stacks = dynamic_stacks(sf_label)
+    tb.set_stacks(stacks)
+    tb.set_recording(True)
+    tb.iperf3(seconds=2, bitrate="40M")
+    tb.set_recording(False, clear=False)
+    check = tb.check_chain()
+    assert check.compared >= 500, (len(tb.sent()), len(tb.received()))
+    assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
+    assert check.arrived == {tuple(e.encode() for e in s[1:]) for s in stacks}
+    c = counters()
+    assert c["evictions"] + c["expired"] >= n - entries
+    assert_counters_add_up(c, bound=entries)
+
+
+def check_retry_after_max_dwell(tb: Testbed, counters: Callable[[], dict[str, int]], max_dwell_ms: int,
+                                sf_label: int) -> None:
+    """(max_per_key = 1) A packet the SF drops; its identical retry at once is refused, its
+    twin being presumed in flight (rx_key_full); a retry after max_dwell_ms replaces the stale
+    run (expired) and reaches the receiver with its own stack."""
+    stack = make_stack([sf_label, 2000, 3000], [1, 2, 3])
+    [frame] = labelled_tcp(tb, stack, 1, first=777)
+    tb.set_recording(True)
+    with sf_drops(tb):
+        t0 = time.monotonic()
+        send_behind_classifier(tb, [frame])
+        time.sleep(0.05)
+        send_behind_classifier(tb, [frame])
+        netns.wait_until(lambda: counters()["rx_key_full"] >= 1, 5, what="the early retry to be refused")
+    assert time.monotonic() - t0 < max_dwell_ms / 1000, "too slow to test a retry within max_dwell_ms"
+    c = counters()
+    assert (c["rx_popped"], c["rx_key_full"], c["expired"]) == (1, 1, 0), c
+    assert tb.received() == {}
+    time.sleep(max(0.0, t0 + max_dwell_ms / 1000 + 0.2 - time.monotonic()))
+    send_behind_classifier(tb, [frame])
+    key = parse_mpls_frame(frame).key
+    netns.wait_until(lambda: key in tb.received(), 5, what="the late retry to arrive")
+    assert tb.received()[key] == tuple(e.encode() for e in stack[1:])
+    c = counters()
+    assert (c["rx_popped"], c["rx_key_full"], c["expired"], c["cache_takes"]) == (2, 1, 1, 1), c
+    assert assert_counters_add_up(c) == 0

@@ -19,7 +19,8 @@ import harness
 import pytest
 
 from afxdp_proxy import bpf, state
-from afxdp_proxy.backends.afxdp import AfxdpProxy, in_flight_of, queue_threads
+from afxdp_proxy.backends.afxdp import AfxdpProxy, queue_threads
+from afxdp_proxy.cache import in_flight_of
 from afxdp_proxy.config import ConfigError, parse_config
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
@@ -354,3 +355,48 @@ def test_inline_topology_is_refused_in_process() -> None:
                         "sf": [{"label": 1000, "net_in": "a", "net_out": "b", "to_sf": "c", "from_sf": "d"}]})
     with pytest.raises(ConfigError, match=r"^proxy\.topology:"):
         AfxdpProxy(cfg.__class__(**{**cfg.__dict__, "topology": "inline"}))
+
+
+# ---- the cache under packets the SF drops, retries and load ------------------------------------
+
+
+def test_lost_packets_fill_a_small_cache_and_a_chain_keeps_its_stacks(beds: Callable[[int], Testbed]) -> None:
+    """As for the kernel backend (test_e2e_kernel.py): the same cache, the same books."""
+    tb = beds(1)
+    tb.set_stacks([])
+    with harness.sf_drops(tb), _proxy(tb, cache_entries=64, on_miss="drop") as proxy:
+        harness.check_lost_packets_then_chain(tb, proxy.counters, 64, SF)
+
+
+def test_a_retry_after_max_dwell_gets_through(beds: Callable[[int], Testbed]) -> None:
+    tb = beds(1)
+    tb.set_stacks([])
+    with _proxy(tb, max_dwell_ms=1500, max_per_key=1) as proxy:
+        harness.check_retry_after_max_dwell(tb, proxy.counters, 1500, SF)
+
+
+def test_parallel_flows_on_both_cpus_keep_their_stacks_and_the_books_balance(beds: Callable[[int], Testbed]) -> None:
+    """Two queues, two workers on one cache, 16 flows (spread over the queues by hash, as in
+    test_two_queues): no packet leaves with another's stack (on_miss = drop: a miss could not
+    even leave unlabelled), and in_flight from the counters is exactly what the sets hold."""
+    tb = beds(2)
+    tb.set_stacks(dynamic_stacks(SF))
+    px = _start(tb, _in_process(tb, on_miss="drop"))
+    try:
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=3, parallel=16)
+        tb.set_recording(False, clear=False)
+        time.sleep(0.2)  # the tail crosses the SF
+        c = px.counters()
+        assert px.engine is not None
+        held = px.engine.in_flight()
+        per_queue = px.queue_counters()
+    finally:
+        _stop(tb, px)
+    assert res.bits_per_second > 10e6
+    assert all(q["cache_inserts"] > 1000 for q in per_queue), [q["cache_inserts"] for q in per_queue]
+    check = tb.check_chain()
+    assert check.compared >= 2000
+    assert not check.wrong
+    assert harness.assert_counters_add_up(c) == held
+    assert c["rx_key_full"] == c["evictions"] == 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 import harness
 import pytest
 
-from afxdp_proxy import bpf
+from afxdp_proxy import bpf, state
 from afxdp_proxy.lab import netns
 from afxdp_proxy.lab.proxyproc import ProxyProcess
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
@@ -216,3 +217,49 @@ def test_ipv6_tcp_with_a_dynamic_chain(beds: Callable[[str], Testbed], topology:
     assert check.compared >= 500
     assert not check.wrong
     assert c["rx_popped"] >= check.compared
+
+
+# ---- the cache under packets the SF drops, retries and load ------------------------------------
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_lost_packets_fill_a_small_cache_and_a_chain_keeps_its_stacks(beds: Callable[[str], Testbed],
+                                                                      topology: str) -> None:
+    """64 entries filled with runs of packets the SF dropped: each new insert evicts (or
+    reclaims) exactly what it needs, and a dynamic chain afterwards keeps every stack.
+    on_miss = drop: an evicted live packet would be dropped, never sent with a wrong stack."""
+    tb = beds(topology)
+    tb.set_stacks([])
+    with harness.sf_drops(tb), _proxy(tb, cache_entries=64, on_miss="drop") as proxy:
+        harness.check_lost_packets_then_chain(tb, proxy.counters, 64, SF)
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_a_retry_after_max_dwell_gets_through(beds: Callable[[str], Testbed], topology: str) -> None:
+    tb = beds(topology)
+    tb.set_stacks([])
+    with _proxy(tb, max_dwell_ms=1500, max_per_key=1) as proxy:
+        harness.check_retry_after_max_dwell(tb, proxy.counters, 1500, SF)
+
+
+def test_parallel_flows_on_both_cpus_keep_their_stacks_and_the_books_balance(beds: Callable[[str], Testbed]) -> None:
+    """iperf3 with 4 flows, unpinned: RX and TX run on both CPUs at once on shared sets. No
+    packet leaves with another's stack (on_miss = drop: a miss could not even leave
+    unlabelled); afterwards the counters' in_flight is exactly what the cache's sets hold."""
+    tb = beds("attached")
+    stacks = dynamic_stacks(SF)
+    tb.set_stacks(stacks)
+    with _proxy(tb, on_miss="drop") as proxy:
+        info = state.running()[proxy.name]
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=3, parallel=4)
+        tb.set_recording(False, clear=False)
+        time.sleep(0.2)  # the tail crosses the SF
+        c = proxy.counters()
+        held = harness.kernel_cache_packets(info["maps"]["cache"])
+    assert res.bits_per_second > 10e6
+    check = tb.check_chain()
+    assert check.compared >= 2000
+    assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
+    assert harness.assert_counters_add_up(c) == held
+    assert c["cache_inserts"] > 10000 and c["rx_key_full"] == c["evictions"] == 0

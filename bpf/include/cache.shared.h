@@ -19,7 +19,8 @@
  * 32 bits of the hash scaled onto [0, sets) (multiply-shift, any set count),
  * the tag its lower 32 bits with bit 0 set.
  *
- * Insert (RX; the packet's RX time is e->rx_ns, the cache's "now"):
+ * Insert (RX; the packet's RX time is e->rx_ns, the cache's "now"; max_dwell_ns
+ * and max_per_key come from struct axp_config):
  *  1. Every run of the set whose newest packet is older than max_dwell_ns is
  *     presumed lost and freed; its packets are reported as expired. So an
  *     identical retry of a packet the SF dropped replaces that packet's run,
@@ -31,13 +32,14 @@
  *  4. Otherwise it opens a new run: in a free way, else in place of the
  *     oldest run of another key, exactly one, whose packets are reported as
  *     evicted; if every way holds this key, the packet is refused (key full).
- * Take (TX): the key's oldest run (lowest arrival number) hands out its
+ * Take (TX): the key's oldest run (see Order below) hands out its
  * stack, and its way is freed when its last packet has left. Packets with
  * one key thus get their stacks back in arrival order (FIFO).
  *
- * Arrival numbers count per set and wrap; they are compared wrap-safe, which
- * holds while a set sees fewer than 2^31 inserts during one run's life (ageing
- * bounds that life to max_dwell_ns unless the set stays full of young runs).
+ * Order: each set numbers its inserts (32 bits, wrapping); a run carries the
+ * number of its newest packet, and its age is the set's next number minus that
+ * (exact while a run lives through fewer than 2^32 inserts of its set). "Oldest"
+ * and "newest" above mean largest and smallest age; ties go to the lowest way.
  *
  * Locking: the functions below work on one set and take no lock; the caller
  * holds the set's lock around each (proxy.bpf.h: bpf_spin_lock, under which

@@ -53,10 +53,10 @@ struct axp_key {
 	__be32 w[AXP_KEY_WORDS];
 };
 
-/* What the cache holds for one packet in flight between RX and TX. */
+/* The stack the cache holds for packets in flight between RX and TX (cache.shared.h). */
 struct axp_entry {
 	__be32 labels[AXP_MAX_LABELS]; /* label stack entries as on the wire, outermost first */
-	__u64 rx_ns;                   /* bpf_ktime_get_ns() / CLOCK_MONOTONIC at RX */
+	__u64 rx_ns;                   /* CLOCK_MONOTONIC (bpf_ktime_get_ns) at RX of its run's first packet */
 	__u8 depth;                    /* labels used */
 	__u8 sf;                       /* index into the SF table */
 	__u16 _pad;

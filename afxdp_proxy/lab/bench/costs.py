@@ -5,7 +5,7 @@ inserts and TX really finds, takes and pushes an entry. Each run is one
 BPF_PROG_TEST_RUN with repeat=1 and the kernel's own per-run duration; the
 floor programs (XDP_PASS, one LRU-hash update of the proxy's key and value
 sizes) are timed the same way in the same invocation, and the results are
-quoted as ratios against them.
+quoted as ratios against them (--vs-static: also against the static proxy).
 
 Programs per configuration: attached runs XDP RX (pop, cache, redirect) and
 XDP TX (look up, push, redirect); inline runs XDP RX (pop, cache, pass) and TC
@@ -139,10 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topology", choices=("inline", "attached"), default="inline")
     p.add_argument("--backend", choices=("kernel", "static"), default="kernel")
     p.add_argument("--key", choices=("hash", "meta"), default="hash")
+    p.add_argument("--vs-static", action="store_true",
+                   help="also measure the static proxy (same depth and topology) in this invocation and "
+                   "give the caching proxy's RX+TX as a ratio to it")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     r = measure(args.depth, args.packets, args.topology, args.backend, args.key)
     print(report(r))
+    if args.vs_static:
+        s = measure(args.depth, args.packets, args.topology, "static", "hash")
+        print(report(s))
+        both = [x["ns"]["rx"]["median"] + x["ns"]["tx"]["median"] for x in (r, s)]
+        ratio = both[0] / both[1]
+        print(f"  {args.backend}-{args.key} RX+TX / static RX+TX = {ratio:.2f}x")
+        r = {"proxy": r, "static": s, "ratio_to_static": ratio}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1)

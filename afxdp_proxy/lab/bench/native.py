@@ -35,7 +35,7 @@ PAYLOAD = 64
 
 
 def _engine() -> Engine:
-    e = Engine(config_struct(ProxyConfig(backend="afxdp", cache_entries=CACHE_ENTRIES)), CACHE_ENTRIES)
+    e = Engine(config_struct(ProxyConfig(backend="afxdp", cache_entries=CACHE_ENTRIES)))
     sf = ffi.new("struct axp_sf *")
     sf.label = 1000
     sf.sf_mac = b"\x02\x00\x00\x00\x03\x01"
