@@ -290,13 +290,16 @@ AXP_CACHE_UNROLL
 	for (w = 0; w < AXP_CACHE_WAYS; w++) {
 		used = axp_cache_is_zero(s->tag[w]) ^ 1;
 		stale = used & axp_cache_is_stale(s, w, now, max_dwell_ns);
-		mine = (used ^ stale) & axp_cache_holds(s, w, key, tag);
 		count = s->count[w];
 		age = axp_cache_age(s, w);
 		expired += count & -stale;
-		key_pkts += count & -mine;
-		/* newest of mine: the lowest age */
-		newest = axp_cache_max(newest, AXP_CACHE_SCORE(1, 0xffffffffu - age, w) & -mine);
+		mine = 0;
+		if (s->tag[w] == tag) { /* rare: only then is a full key compared */
+			mine = (used ^ stale) & axp_cache_key_equal(&s->slot[w].key, key);
+			key_pkts += count & -mine;
+			/* newest of mine: the lowest age */
+			newest = axp_cache_max(newest, AXP_CACHE_SCORE(1, 0xffffffffu - age, w) & -mine);
+		}
 		/* free or stale: class 2; another key's live run: class 1 by age; mine: class 0 */
 		victim = axp_cache_max(victim, AXP_CACHE_SCORE(2 - used + stale - mine, age & -(used ^ stale), w));
 		s->tag[w] &= (__u32)(stale - 1); /* a stale run goes, whatever happens next */
