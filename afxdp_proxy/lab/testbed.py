@@ -54,6 +54,7 @@ TOPOLOGIES = ("inline", "attached")
 ROLES = ("src", "proxy", "sf", "dst")
 LINK_MTU = 1600  # room for a deep stack on the links that carry labels
 ROUTE_MTU = 1500  # what the sender sizes packets for, before labels
+SF_MTU = ROUTE_MTU  # the SF's links carry bare packets (1600 >= 1500 + 16 labels of 4 bytes)
 TABLE_VIA_SF = 100  # attached: policy table for traffic that entered on p_in
 
 
@@ -303,14 +304,15 @@ class Testbed:
         # index, which src_out's queue selection after the classifier's redirect reads as a
         # recorded RX queue (measured: nearly every flow then left by queue 0). From a
         # single-queue link, src_out spreads flows over its queues by hash, as RSS would.
+        mtu = SF_MTU if "sf" in (a.role, b.role) else LINK_MTU
         if self.queues is None or a is SRC0:
-            netns.add_veth(self.ns(a.role), a.ifname, self.ns(b.role), b.ifname, a.mac, b.mac, LINK_MTU)
+            netns.add_veth(self.ns(a.role), a.ifname, self.ns(b.role), b.ifname, a.mac, b.mac, mtu)
             return
         # netns.add_veth with both ends given N queues (IFLA_NUM_RX/TX_QUEUES)
         q = {"num_rx_queues": self.queues, "num_tx_queues": self.queues}
-        peer = {"ifname": b.ifname, "net_ns_fd": netns.ns_path(self.nsname(b.role)), "mtu": LINK_MTU,
+        peer = {"ifname": b.ifname, "net_ns_fd": netns.ns_path(self.nsname(b.role)), "mtu": mtu,
                 "address": b.mac, **q}
-        self.ns(a.role).ipr.link("add", ifname=a.ifname, kind="veth", peer=peer, mtu=LINK_MTU, address=a.mac, **q)
+        self.ns(a.role).ipr.link("add", ifname=a.ifname, kind="veth", peer=peer, mtu=mtu, address=a.mac, **q)
 
     def _sysctls(self, role: str) -> None:
         ns = self.ns(role)
@@ -339,11 +341,12 @@ class Testbed:
                 ns.sysctl("net.ipv6.conf.all.forwarding", 1)
 
     def _features(self, end: End) -> None:
-        # veth TX checksum offload leaves L4 checksums unfilled for XDP/AF_XDP consumers.
-        # Without it TSO goes too: what leaves a veth is segmented in software first, so
-        # every skb the peer sees is one packet, and one pushed stack labels one packet
+        # veth TX checksum offload leaves L4 checksums unfilled for XDP/AF_XDP consumers,
+        # and a VLAN tag offloaded at TX travels beside the frame, where XDP does not see it.
+        # Without TX checksums TSO goes too: what leaves a veth is segmented in software first,
+        # so every skb the peer sees is one packet, and one pushed stack labels one packet
         # (there is no MPLS GSO in this kernel to split a labelled GSO skb)
-        feats = {"tx-checksum-ip-generic": False, "tx-generic-segmentation": False}
+        feats = {"tx-checksum-ip-generic": False, "tx-generic-segmentation": False, "tx-vlan-hw-insert": False}
         if end.ifname in (P_IN.ifname, SF_IN.ifname):
             # GRO behind an XDP program (the proxy's on p_in, tb_xdp_pass on sf_in) would merge
             # bare packets whose stacks differ; the TX side must relabel them one by one
