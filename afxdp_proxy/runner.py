@@ -1,4 +1,4 @@
-"""Run a backend in the foreground: live counters, clean exit on signals."""
+"""Run a backend in the foreground: live counters or periodic log records, clean exit on signals."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import TextIO
 from afxdp_proxy import signals, state
 from afxdp_proxy.backends import Backend, make_backend
 from afxdp_proxy.config import ProxyConfig
+from afxdp_proxy.log import LOGGER as log
+from afxdp_proxy.log import fields
 
 # counters shown in the live line, in order, with short labels
 LIVE = (
@@ -37,12 +39,18 @@ def live_line(now: dict[str, int], before: dict[str, int], dt: float, in_flight:
     return " | ".join(parts)
 
 
-def summary(counters: dict[str, int], in_flight: int) -> str:
+def evicted_or_lost(counters: dict[str, int], in_flight: int) -> int:
+    """Entries that left the cache without their packet returning: the SF dropped it, or the
+    cache evicted it."""
     popped = counters.get("rx_popped", 0)
     returned = counters.get("tx_pushed", 0) + counters.get("tx_plain", 0)
     replaced = counters.get("rx_conflict_replace", 0)
-    # entries that left the cache without their packet returning: LRU evictions
-    lost = max(0, popped - returned - replaced - in_flight)
+    return max(0, popped - returned - replaced - in_flight)
+
+
+def summary(counters: dict[str, int], in_flight: int) -> str:
+    returned = counters.get("tx_pushed", 0) + counters.get("tx_plain", 0)
+    lost = evicted_or_lost(counters, in_flight)
     lines = [f"{name:22} {value}" for name, value in counters.items() if name != "tx_dwell_ns"]
     lines.append(f"{'in_flight':22} {in_flight}")
     lines.append(f"{'evicted_or_lost':22} {lost}")
@@ -59,12 +67,18 @@ def run(
     cfg: ProxyConfig,
     config_path: str,
     duration: float | None = None,
-    quiet: bool = False,
+    live: bool = False,
+    log_interval: float = 60.0,
     out: TextIO = sys.stdout,
     ready: Callable[[Backend], None] | None = None,
     stop_event: threading.Event | None = None,
 ) -> dict[str, int]:
-    """Attach, report every second until a signal, the duration or stop_event, detach. Returns counters."""
+    """Attach, report until a signal, the duration or stop_event, detach. Returns the counters.
+
+    live: a line of counters on `out` every second and the full table at the end (a terminal);
+    otherwise a counters record in the log every log_interval seconds (0: never), as a service
+    wants. Either way the log says when the proxy started and stopped, with its counters.
+    """
     stop = stop_event or threading.Event()
     name = instance_name(cfg)
     if name in state.running():
@@ -75,30 +89,41 @@ def run(
     backend = make_backend(cfg)
     try:
         backend.start()
-        for w in getattr(backend, "warnings", []):
-            print(f"warning: {w}", file=sys.stderr)
         state.write(name, {"kind": "proxy", "pid": os.getpid(), "backend": cfg.backend,
                            "key": cfg.key, "topology": cfg.topology, "config": config_path,
                            "netns": state.netns_id(), "started": time.time(), **backend.state()})
-        if not quiet:
-            print(f"afxdp-proxy: {cfg.backend} backend, key {cfg.key}, topology {cfg.topology}, "
-                  f"{len(cfg.sfs)} SF(s) attached as {name!r}; Ctrl-C to stop", file=out, flush=True)
+        log.info("%s backend, key %s, topology %s, %d SF(s) attached as %r%s", cfg.backend, cfg.key, cfg.topology,
+                 len(cfg.sfs), name, "; Ctrl-C to stop" if live else "",
+                 extra=fields(event="started", name=name, backend=cfg.backend, key=cfg.key, topology=cfg.topology,
+                              sfs=len(cfg.sfs), config=config_path, pid=os.getpid()))
         if ready:
             ready(backend)
-        deadline = time.monotonic() + duration if duration else None
-        before, t_before = backend.counters(), time.monotonic()
+        t_start = time.monotonic()
+        deadline = t_start + duration if duration else None
+        before, t_before = backend.counters(), t_start
+        logged, t_logged = before, t_start
         while not stop.is_set():
             wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if wait <= 0 or stop.wait(wait):
                 break
-            if not quiet:
-                now, t_now = backend.counters(), time.monotonic()
+            now, t_now = backend.counters(), time.monotonic()
+            if live:
                 print(live_line(now, before, t_now - t_before, backend.in_flight()), file=out, flush=True)
                 before, t_before = now, t_now
+            elif log_interval and t_now - t_logged >= log_interval:
+                in_flight = backend.in_flight()
+                log.info("counters: %s", live_line(now, logged, t_now - t_logged, in_flight),
+                         extra=fields(event="counters", name=name, seconds=round(t_now - t_logged, 3),
+                                      in_flight=in_flight, **now))
+                logged, t_logged = now, t_now
         final = backend.counters()
         in_flight = backend.in_flight()
-        if not quiet:
+        elapsed = time.monotonic() - t_start
+        if live:
             print(summary(final, in_flight), file=out, flush=True)
+        log.info("stopped after %.1f s: %s", elapsed, live_line(final, {}, elapsed, in_flight),
+                 extra=fields(event="stopped", name=name, seconds=round(elapsed, 3), in_flight=in_flight,
+                              evicted_or_lost=evicted_or_lost(final, in_flight), **final))
         return final
     finally:
         backend.stop()
