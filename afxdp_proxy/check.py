@@ -4,10 +4,12 @@
 Every check gives one :class:`Finding`, one line naming the config field or the subject
 it is about, what was found and, unless it is fine, what to do::
 
-  ok      nothing to do
-  fixed   `run` puts it right itself while it runs (GRO on net_in), and says so
-  warn    `run` goes on; some packets may suffer, or this namespace cannot see the thing
-  error   `run` would fail or lose packets: it refuses, and `check` exits with 2
+  ok       nothing to do
+  fixed    `run` puts it right itself while it runs (GRO on net_in), and says so
+  unknown  this namespace cannot see it (a veth peer's offloads, without CAP_SYS_ADMIN or
+           without a name for the peer's namespace): the line says what to make sure of
+  warn     `run` goes on, but some packets may suffer
+  error    `run` would fail or lose packets: it refuses, and `check` exits with 2
 
 The checks only look, with one exception: TCX is probed by attaching a pass-through TC
 program to lo for an instant. Interfaces are read through netlink and ethtool (pyroute2);
@@ -31,7 +33,8 @@ from pyroute2.ethtool.ioctl import EthtoolError
 from afxdp_proxy import iface as ifc
 from afxdp_proxy.config import MAX_LABELS, ConfigError, ProxyConfig
 
-OK, FIXED, WARN, ERROR = "ok", "fixed", "warn", "error"
+OK, FIXED, UNKNOWN, WARN, ERROR = "ok", "fixed", "unknown", "warn", "error"
+STATUSES = (OK, FIXED, UNKNOWN, WARN, ERROR)
 EXIT_ERROR = 2
 
 ETH_HLEN = 14
@@ -56,7 +59,7 @@ class Finding:
 
     check: str  # which check: "privileges", "bpf", "interface", "queues", "redirect", ...
     subject: str  # the config field ("sf[0].to_sf", "proxy.frame_size") or the host facility
-    status: str  # ok | fixed | warn | error
+    status: str  # ok | fixed | unknown | warn | error
     message: str  # what was found
     fix: str = ""  # what to do about it; empty when there is nothing to do
 
@@ -77,14 +80,14 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": not self.of(ERROR), "exit_code": self.exit_code,
-                "counts": {s: len(self.of(s)) for s in (OK, FIXED, WARN, ERROR)},
+                "counts": {s: len(self.of(s)) for s in STATUSES},
                 "checks": [asdict(f) | {"line": f.line()} for f in self.findings]}
 
     def text(self) -> str:
-        lines = [f"{f.status:<6} {f.line()}" for f in self.findings]
-        n = {s: len(self.of(s)) for s in (ERROR, WARN, FIXED, OK)}
+        lines = [f"{f.status:<7} {f.line()}" for f in self.findings]
+        n = {s: len(self.of(s)) for s in STATUSES}
         counts = (f"{n[ERROR]} error{'s' * (n[ERROR] != 1)}, {n[WARN]} warning{'s' * (n[WARN] != 1)}, "
-                  f"{n[FIXED]} fixed by run, {n[OK]} ok")
+                  f"{n[UNKNOWN]} unknown, {n[FIXED]} fixed by run, {n[OK]} ok")
         verdict = "run would refuse" if self.of(ERROR) else "run can start"
         return "\n".join([*lines, f"check: {counts}: {verdict}"])
 
@@ -329,10 +332,11 @@ def _peer_offloads(x: _If, peer: ifc.Peer) -> Iterator[Finding]:
     as it is: a checksum left to offload stays unfilled (CHECKSUM_PARTIAL, which an XDP frame
     cannot carry), and a VLAN tag the sender offloaded travels beside the frame, not in it."""
     if peer.features is None:
-        yield Finding("offloads", x.field, WARN,
-                      f"unknown whether its veth peer {peer.where} offloads TX checksums or VLAN tags (entering its "
-                      "namespace needs a name under /run/netns and CAP_SYS_ADMIN): if it does, packets it sends "
-                      "reach XDP with unfilled L4 checksums or without their tags",
+        why = (f"entering namespace {peer.netns} needs CAP_SYS_ADMIN" if peer.netns
+               else "its namespace has no name under /run/netns")
+        yield Finding("offloads", x.field, UNKNOWN,
+                      f"cannot see whether its veth peer {peer.where} offloads TX checksums or VLAN tags ({why}): "
+                      "if it does, packets it sends reach XDP with unfilled L4 checksums or without their tags",
                       f"make sure it does not: ethtool -K {peer.name} tx off txvlan off")
         return
     if peer.features.get("tx-checksum-ip-generic"):
@@ -368,8 +372,9 @@ def check_redirect_target(x: _If) -> Finding:
         return Finding("redirect", x.field, OK, f"{x.name} takes redirected frames{how}")
     if peer is None:
         if x.xdp is None:
-            return Finding("redirect", x.field, WARN, f"unknown whether {x.name} takes redirected frames (this kernel "
-                           "has no netdev netlink family to tell)", "make sure its driver implements ndo_xdp_xmit")
+            return Finding("redirect", x.field, UNKNOWN, f"cannot tell whether {x.name} takes redirected frames "
+                           "(this kernel has no netdev netlink family to tell)",
+                           "make sure its driver implements ndo_xdp_xmit")
         return Finding("redirect", x.field, ERROR, f"{x.name} cannot take redirected frames: its driver does not "
                        "transmit XDP frames (no ndo_xdp_xmit)", 'use an interface that can, or backend = "afxdp"')
     gro = peer.features.get("rx-gro") if peer.features is not None else None
@@ -377,8 +382,8 @@ def check_redirect_target(x: _If) -> Finding:
         return Finding("redirect", x.field, OK, f"{x.name} takes redirected frames (its peer runs "
                        f"{'XDP' if peer.xdp_prog else 'GRO'})")
     if x.xdp is None and gro is None:
-        return Finding("redirect", x.field, WARN, f"unknown whether {x.name} takes redirected frames: its veth peer "
-                       f"{peer.where} runs no XDP program and its GRO cannot be seen from here",
+        return Finding("redirect", x.field, UNKNOWN, f"cannot tell whether {x.name} takes redirected frames: its veth "
+                       f"peer {peer.where} runs no XDP program and its GRO cannot be seen from here",
                        "attach an XDP program to the peer (one returning XDP_PASS will do)")
     if peer.xdp_prog:
         return Finding("redirect", x.field, ERROR, f"frames redirected to {x.name} vanish: its veth peer {peer.where} "

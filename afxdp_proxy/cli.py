@@ -75,9 +75,10 @@ CHECK_HELP = """\
 Check, without attaching anything, that this host and the current network
 namespace can run the proxy described by --config, as `run` does before it
 starts. One line per precondition: ok, fixed (run puts it right itself),
-warn (run goes on; some packets may suffer, or this namespace cannot see it),
-or error (run would fail or lose packets; it refuses). Run it where `run`
-runs: `ip netns exec NS afxdp-proxy check -c proxy.toml`.
+unknown (this namespace cannot see it: the line says what to make sure of),
+warn (run goes on; some packets may suffer), or error (run would fail or lose
+packets; it refuses). Run it where `run` runs:
+`ip netns exec NS afxdp-proxy check -c proxy.toml`.
 
 checks:
   privileges     CAP_BPF, CAP_NET_ADMIN, and CAP_PERFMON (kernel, static) or
@@ -124,7 +125,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from afxdp_proxy.check import ERROR, FIXED, WARN
+    from afxdp_proxy.check import ERROR, FIXED, UNKNOWN, WARN
     from afxdp_proxy.runner import run
 
     cfg = load_config(args.config)
@@ -135,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return report.exit_code
     for f in report.findings:
         # bpffs matters to bpftool and to pinning, not to run: `check` says it
-        if f.status in (FIXED, WARN) and f.check != "bpffs":
+        if f.status in (FIXED, UNKNOWN, WARN) and f.check != "bpffs":
             level = logging.WARNING if f.status == WARN else logging.INFO
             log.log(level, "%s", f.line(), extra=fields(event="check", check=f.check, subject=f.subject,
                                                          status=f.status))
