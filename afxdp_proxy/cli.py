@@ -81,6 +81,7 @@ packets; it refuses). Run it where `run` runs:
 `ip netns exec NS afxdp-proxy check -c proxy.toml`.
 
 checks:
+  config         the file parses and every field is valid
   privileges     CAP_BPF, CAP_NET_ADMIN, and CAP_PERFMON (kernel, static) or
                  CAP_NET_RAW and CAP_IPC_LOCK / RLIMIT_MEMLOCK (afxdp)
   bpf, tcx       a trivial XDP and TC program loads; TC attaches through TCX
@@ -90,8 +91,10 @@ checks:
   interface      every configured interface exists, is up, has carrier
   mac            sf_mac and next_hop_mac configured or learnable (attached)
   xdp, xdp_mtu   XDP interfaces (net_in, from_sf) run no XDP program yet; a
-                 veth peer's MTU stays within native XDP's limit (3506 here)
-  queues         a veth peer sends on no more TX queues than we have RX queues
+                 veth peer's MTU stays within native XDP's limit (3506 bytes
+                 with 4 KiB pages)
+  queues         a veth peer sends on no more TX queues than we have RX
+                 queues; afxdp: proxy.queues against the interfaces' queues
   checksum, vlan the sender fills in TX checksums and keeps VLAN tags in the
   offloads       frame (a veth's peer; a NIC's own VLAN stripping)
   gro            GRO on net_in (run turns it off while it runs)
@@ -116,7 +119,14 @@ def _checks(cfg: ProxyConfig) -> Report:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    report = _checks(load_config(args.config))
+    from afxdp_proxy.check import ERROR, Finding, Report
+
+    try:
+        report = _checks(load_config(args.config))
+    except ConfigError as e:
+        # the first precondition: a configuration that parses (same line as run's)
+        subject, _, problem = str(e).partition(": ")
+        report = Report([Finding("config", subject, ERROR, problem)])
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
     else:
