@@ -252,3 +252,14 @@ def test_check_help_lists_every_check() -> None:
     assert r.returncode == 0
     for word in ("privileges", "bpffs", "xdp_mtu", "queues", "redirect", "frame_size", "exit status"):
         assert word in r.stdout
+
+
+def test_a_configuration_that_does_not_parse_is_the_first_finding(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[proxy]\nkey = "meta"\n[[sf]]\nlabel = 1000\nnet_in = "a"\nnet_out = "b"\n')
+    argv = [sys.executable, "-m", "afxdp_proxy", "check", "--config", str(path)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stdout.splitlines()[0].startswith('error   proxy.key: "meta" needs topology = "inline"')
+    doc = json.loads(subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=60).stdout)
+    assert doc["exit_code"] == 2 and [c["check"] for c in doc["checks"]] == ["config"]
