@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 BUILD := build
 CLANG ?= clang
 ARCH_INC := /usr/include/$(shell uname -m)-linux-gnu
+# setup.py's compile_bpf uses the same flags for the BPF objects a wheel carries: keep them alike
 BPF_CFLAGS := -target bpf -g -O2 -Wall -Werror -Ibpf/include -Ibpf/lab -I$(ARCH_INC)
 # bpf/: the proxy's programs; bpf/lab/: the testbed's, the packet generator and the cost floors
 BPF_SRCS := $(wildcard bpf/*.bpf.c bpf/lab/*.bpf.c)
@@ -16,7 +17,7 @@ STAMP_DEPS := $(BUILD)/.deps
 STAMP_VENV := $(VENV)/.installed
 NATIVE_STAMP := $(BUILD)/.native
 
-.PHONY: all deps bpf native demo test bench bench-quick bench-native lint clean
+.PHONY: all deps bpf native dist demo test bench bench-quick bench-native lint clean
 all: bpf native
 
 deps: $(STAMP_DEPS) $(STAMP_VENV)
@@ -42,6 +43,10 @@ $(NATIVE_STAMP): $(NATIVE_SRCS) $(BPF_HDRS) | $(STAMP_VENV)
 	$(PY) native/build_native.py
 	@touch $@
 
+# an sdist and a wheel under dist/: the wheel carries the BPF objects and the extension
+dist: $(STAMP_VENV)
+	$(PY) -m build --outdir dist .
+
 demo: all
 	$(PY) -m afxdp_proxy demo
 
@@ -60,4 +65,4 @@ bench-native: all
 	$(PY) -m pytest afxdp_proxy/lab/bench/native.py -q -s -p no:cacheprovider
 
 clean:
-	rm -rf $(BUILD) afxdp_proxy/_native*.so afxdp_proxy/_native.c
+	rm -rf $(BUILD) dist afxdp_proxy/bpf_objects afxdp_proxy/_native*.so afxdp_proxy/_native.c

@@ -24,7 +24,10 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH = 2, 5, 6, 10
 
-_BUILD = Path(os.environ.get("AXP_BPF_DIR", Path(__file__).resolve().parent.parent / "build"))
+# Where the compiled BPF objects are: AXP_BPF_DIR when set; else installed with the package
+# (pip install ., a wheel); else the build/ folder of a checkout (`make bpf`, editable install).
+PACKAGED_OBJECTS = Path(__file__).resolve().parent / "bpf_objects"
+CHECKOUT_OBJECTS = Path(__file__).resolve().parent.parent / "build"
 
 
 class BpfError(OSError):
@@ -46,12 +49,22 @@ def check(rc: int, what: str) -> int:
     return rc
 
 
+def object_dirs() -> list[Path]:
+    """The folders object_path() searches, in order."""
+    env = os.environ.get("AXP_BPF_DIR")
+    return [Path(env)] if env else [PACKAGED_OBJECTS, CHECKOUT_OBJECTS]
+
+
 def object_path(name: str) -> Path:
-    """Path of a compiled BPF object, e.g. ``proxy`` -> build/proxy.bpf.o."""
-    path = _BUILD / f"{name}.bpf.o"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `make bpf` first")
-    return path
+    """Path of a compiled BPF object, e.g. ``proxy`` -> .../bpf_objects/proxy.bpf.o."""
+    dirs = object_dirs()
+    for d in dirs:
+        path = d / f"{name}.bpf.o"
+        if path.exists():
+            return path
+    where = ("in neither " if len(dirs) > 1 else "not in ") + " nor ".join(str(d) for d in dirs)
+    raise FileNotFoundError(f"{name}.bpf.o is {where}: reinstall the package (pip install .), "
+                            "run `make bpf` in a checkout, or point AXP_BPF_DIR at the objects")
 
 
 def counter_names() -> list[str]:

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from typing import TYPE_CHECKING
 
-from afxdp_proxy.config import ConfigError, load_config
+from afxdp_proxy.config import ConfigError, ProxyConfig, load_config
+from afxdp_proxy.log import FORMATS, fields
+from afxdp_proxy.log import LOGGER as log
+from afxdp_proxy.log import setup as setup_log
+
+if TYPE_CHECKING:
+    from afxdp_proxy.check import Report
 
 EPILOG = """\
 examples:
+  ip netns exec proxy afxdp-proxy check --config proxy.toml
   ip netns exec proxy afxdp-proxy run --config proxy.toml
   ip netns exec proxy afxdp-proxy stats --json
+  systemctl start afxdp-proxy@proxy    # /etc/afxdp-proxy/proxy.toml in namespace proxy
   afxdp-proxy testbed up --topology attached && afxdp-proxy testbed status
   afxdp-proxy demo
   afxdp-proxy bench --quick
@@ -19,10 +29,22 @@ examples:
 
 RUN_HELP = """\
 Attach the proxy described by --config to the interfaces of the current network
-namespace (run it with `ip netns exec NS ...`), print a line of live counters
-every second, and detach everything on SIGINT/SIGTERM/SIGHUP, after --duration,
-or on any error. Programs are attached through BPF links, so even a killed
-proxy leaves nothing attached.
+namespace (run it with `ip netns exec NS ...`, or from the systemd unit), and
+detach everything on SIGINT/SIGTERM/SIGHUP, after --duration, or on any error.
+Programs are attached through BPF links, so even a killed proxy leaves nothing
+attached.
+
+Before attaching anything, run makes the checks of `afxdp-proxy check` and
+refuses to start, with exit status 2 and one line per problem
+(afxdp-proxy: error: <field or interface>: <problem>; <fix>), when one would
+make it fail or lose packets. It says what it puts right itself (GRO on net_in)
+and warns of the rest.
+
+On a terminal (or with --live) it prints a line of live counters every second
+and the whole table at the end. Otherwise (a service) it logs a counters record
+every --log-interval seconds. Log records go to stderr: started, warnings,
+counters, stopped with the final counters; --log-format json writes one JSON
+object a line (time, level, message and the record's fields).
 
 the cache (kernel and afxdp backends alike):
   RX caches each packet's stack under its key, TX takes it back. Packets with one
@@ -63,16 +85,87 @@ afxdp backend only:
 """
 
 
+CHECK_HELP = """\
+Check, without attaching anything, that this host and the current network
+namespace can run the proxy described by --config, as `run` does before it
+starts. One line per precondition: ok, fixed (run puts it right itself),
+unknown (this namespace cannot see it: the line says what to make sure of),
+warn (run goes on; some packets may suffer), or error (run would fail or lose
+packets; it refuses). Run it where `run` runs:
+`ip netns exec NS afxdp-proxy check -c proxy.toml`.
+
+checks:
+  config         the file parses and every field is valid
+  privileges     CAP_BPF, CAP_NET_ADMIN, and CAP_PERFMON (kernel, static) or
+                 CAP_NET_RAW and CAP_IPC_LOCK / RLIMIT_MEMLOCK (afxdp)
+  bpf, tcx       a trivial XDP and TC program loads; TC attaches through TCX
+                 (topology inline, key meta)
+  af_xdp         socket(AF_XDP) opens (backend afxdp)
+  bpffs          mounted at /sys/fs/bpf (bpftool wants it; run does not)
+  interface      every configured interface exists, is up, has carrier
+  mac            sf_mac and next_hop_mac configured or learnable (attached)
+  xdp, xdp_mtu   XDP interfaces (net_in, from_sf) run no XDP program yet; a
+                 veth peer's MTU stays within native XDP's limit (3506 bytes
+                 with 4 KiB pages)
+  queues         a veth peer sends on no more TX queues than we have RX
+                 queues; afxdp: proxy.queues against the interfaces' queues
+  checksum, vlan the sender fills in TX checksums and keeps VLAN tags in the
+  offloads       frame (a veth's peer; a NIC's own VLAN stripping)
+  gro            GRO on net_in (run turns it off while it runs)
+  redirect       XDP_REDIRECT targets (attached: to_sf, net_out) take XDP
+                 frames: a veth only while its peer runs XDP or GRO
+  mtu            links that carry labels have room for 16 labels (64 bytes)
+  frame_size     (afxdp) headroom + MTU + Ethernet + 64 bytes fit a frame
+
+exit status: 0 when run can start (warnings allowed), 2 when it would refuse.
+"""
+
+
 def _err(msg: str, code: int) -> int:
-    print(f"afxdp-proxy: error: {msg}", file=sys.stderr)
+    log.error("%s", msg)
     return code
 
 
+def _checks(cfg: ProxyConfig) -> Report:
+    from afxdp_proxy.check import run_checks
+
+    return run_checks(cfg)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from afxdp_proxy.check import ERROR, Finding, Report
+
+    try:
+        report = _checks(load_config(args.config))
+    except ConfigError as e:
+        # the first precondition: a configuration that parses (same line as run's)
+        subject, _, problem = str(e).partition(": ")
+        report = Report([Finding("config", subject, ERROR, problem)])
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        print(report.text())
+    return report.exit_code
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from afxdp_proxy.check import ERROR, FIXED, UNKNOWN, WARN
     from afxdp_proxy.runner import run
 
     cfg = load_config(args.config)
-    run(cfg, args.config, duration=args.duration, quiet=args.quiet)
+    report = _checks(cfg)
+    if report.of(ERROR):
+        for f in report.of(ERROR):
+            log.error("%s", f.line(), extra=fields(event="check", check=f.check, subject=f.subject, status=f.status))
+        return report.exit_code
+    for f in report.findings:
+        # bpffs matters to bpftool and to pinning, not to run: `check` says it
+        if f.status in (FIXED, UNKNOWN, WARN) and f.check != "bpffs":
+            level = logging.WARNING if f.status == WARN else logging.INFO
+            log.log(level, "%s", f.line(), extra=fields(event="check", check=f.check, subject=f.subject,
+                                                         status=f.status))
+    live = args.live if args.live is not None else sys.stdout.isatty() and not args.quiet
+    run(cfg, args.config, duration=args.duration, live=live, log_interval=args.log_interval)
     return 0
 
 
@@ -133,8 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", "-c", required=True, help="proxy TOML file (see README)")
     run.add_argument("--duration", "-d", type=float, metavar="S", help="stop after S seconds")
-    run.add_argument("--quiet", "-q", action="store_true", help="no live counter lines")
+    run.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                     help="a line of live counters on stdout every second (default: when stdout is a terminal)")
+    run.add_argument("--log-interval", type=float, default=60.0, metavar="S",
+                     help="without --live: log the counters every S seconds; 0: only at the end (default 60)")
+    run.add_argument("--log-format", choices=FORMATS, default="text",
+                     help="text: one line a record; json: one JSON object a line (default text)")
+    run.add_argument("--quiet", "-q", action="store_true", help="log only warnings and errors, no live line")
     run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="check that this host and namespace can run a configuration",
+                           description=CHECK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("--config", "-c", required=True, help="proxy TOML file (see README)")
+    check.add_argument("--json", action="store_true", help="one JSON document: every finding with its status")
+    check.set_defaults(func=cmd_check)
 
     stats = sub.add_parser("stats", help="print the counters of a running proxy",
                            description="Counters of a running proxy: the one of this network namespace, "
@@ -156,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     from afxdp_proxy.bpf import BpfError
 
     args = build_parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    setup_log(getattr(args, "log_format", "text"), logging.WARNING if quiet else logging.INFO)
     try:
         return args.func(args)
     except ConfigError as e:

@@ -1,16 +1,30 @@
-"""Interfaces of the proxy's network namespace, through netlink (pyroute2)."""
+"""Interfaces of the proxy's network namespace, through netlink (pyroute2): links, MACs,
+ethtool features and channels, XDP features, and what can be seen of a veth's other end."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
+import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.ethtool import Ethtool
+from pyroute2.ethtool.ioctl import NotSupportedError
+from pyroute2.netlink import NLM_F_REQUEST, genlmsg
+from pyroute2.netlink.generic import AsyncGenericNetlinkSocket, GenericNetlinkSocket
 
 from afxdp_proxy.config import ConfigError
 
 NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE STALE DELAY PROBE PERMANENT
+NETNS_DIR = "/run/netns"  # where `ip netns` names namespaces
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -84,3 +98,205 @@ def set_feature(name: str, feature: str, on: bool) -> bool | None:
                 if e.errno != errno.EOPNOTSUPP:
                     raise
         return before
+
+
+def ethtool_features(name: str) -> dict[str, bool]:
+    """Every ethtool feature of the device (ethtool -k names) and whether it is on."""
+    with Ethtool() as eth:
+        return {k: bool(v.enable) for k, v in eth.get_features(name).features.items() if k}
+
+
+def get_channels(name: str) -> tuple[int, int] | None:
+    """The (RX, TX) queues in use (ethtool channels, combined counted in both), or None for a
+    device that does not report channels."""
+    try:
+        with Ethtool() as eth:
+            ch = eth.get_channels(name)
+    except NotSupportedError:
+        return None
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
+            return None
+        raise
+    return (ch.rx_count + ch.combined_count) or 1, (ch.tx_count + ch.combined_count) or 1
+
+
+# ---------------------------------------------------------------------- XDP features (netdev family)
+
+XDP_ACT_BASIC = 1 << 0  # native XDP: XDP_PASS, XDP_DROP, XDP_TX
+XDP_ACT_REDIRECT = 1 << 1  # XDP_REDIRECT out of this device's XDP
+XDP_ACT_NDO_XMIT = 1 << 2  # takes XDP_REDIRECTed frames (a veth: only while its peer runs NAPI)
+XDP_ACT_XSK_ZEROCOPY = 1 << 3
+
+
+class _NetdevMsg(genlmsg):
+    prefix = "NETDEV_A_DEV_"
+    nla_map = (
+        ("NETDEV_A_DEV_UNSPEC", "none"),
+        ("NETDEV_A_DEV_IFINDEX", "uint32"),
+        ("NETDEV_A_DEV_PAD", "none"),
+        ("NETDEV_A_DEV_XDP_FEATURES", "uint64"),
+        ("NETDEV_A_DEV_XDP_ZC_MAX_SEGS", "uint32"),
+        ("NETDEV_A_DEV_XDP_RX_METADATA_FEATURES", "uint64"),
+        ("NETDEV_A_DEV_XSK_FEATURES", "uint64"),
+    )
+
+
+class _AsyncNetdev(AsyncGenericNetlinkSocket):
+    async def setup_endpoint(self) -> None:
+        if getattr(self.local, "transport", None) is not None:
+            return
+        await super().setup_endpoint()
+        await self.bind("netdev", _NetdevMsg)
+
+    async def dev_get(self, ifindex: int) -> Any:
+        msg = _NetdevMsg()
+        msg["cmd"] = 1  # NETDEV_CMD_DEV_GET
+        msg["version"] = 1
+        msg["attrs"] = [("NETDEV_A_DEV_IFINDEX", ifindex)]
+        return await self.nlm_request(msg, msg_type=self.prid, msg_flags=NLM_F_REQUEST)
+
+
+class _Netdev(GenericNetlinkSocket):
+    """The kernel's "netdev" generic netlink family (Linux 6.3+): what a device's XDP can do."""
+
+    async_class = _AsyncNetdev
+
+    def dev_get(self, ifindex: int) -> Any:
+        return self._run_sync_cleanup(self.asyncore.dev_get, ifindex)
+
+
+def xdp_features(index: int) -> int | None:
+    """The device's NETDEV_XDP_ACT_* bits as the kernel advertises them right now, or None when
+    the kernel has no netdev family to ask. A veth's bits follow its peer: NDO_XMIT while the
+    peer runs NAPI (an XDP program or GRO there), none while the peer has more TX queues than
+    the veth has RX queues."""
+    try:
+        with _Netdev() as nd:
+            msgs = nd.dev_get(index)
+    except Exception as e:  # no such family (before 6.3) or no such device: nothing to tell
+        if isinstance(e, OSError) and e.errno not in (errno.ENOENT, errno.ENODEV, errno.EOPNOTSUPP):
+            raise
+        return None
+    for m in msgs:
+        value = m.get_attr("NETDEV_A_DEV_XDP_FEATURES")
+        if value is not None:
+            return int(value)
+    return None
+
+
+# ---------------------------------------------------------------------- a veth's other end
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What this namespace can see of a veth's other end. The peer may live in another network
+    namespace: its link attributes come through netlink's IFLA_TARGET_NETNSID; its ethtool state
+    (features, channels) only by entering its namespace, which needs a name under /run/netns and
+    CAP_SYS_ADMIN, so features and channels are None ("unknown") otherwise."""
+
+    index: int
+    name: str
+    netns: str | None  # its namespace's name under /run/netns; None: ours, or one without a name
+    same_netns: bool
+    mtu: int
+    xdp_prog: int  # ID of the XDP program attached there, 0: none
+    features: dict[str, bool] | None
+    channels: tuple[int, int] | None  # (RX, TX) queues in use
+
+    @property
+    def where(self) -> str:
+        """The peer for a message: "src_out (namespace src)", "src_out", or "src_out (in namespace id 3)"."""
+        if self.same_netns:
+            return self.name
+        return f"{self.name} (namespace {self.netns})" if self.netns else self.name + " (in an unnamed namespace)"
+
+    def cmd(self, argv: str) -> str:
+        """A shell command to run where the peer is: "ip netns exec NS ethtool ..."."""
+        return f"ip netns exec {self.netns} {argv}" if self.netns and not self.same_netns else argv
+
+
+def link_kind(ipr: IPRoute, index: int) -> str | None:
+    """The link's kind ("veth", "dummy", ...), None for a plain device."""
+    link = ipr.get_links(index)[0]
+    info = link.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
+
+
+def xdp_prog_of(link: Any) -> int:
+    xdp = link.get_attr("IFLA_XDP")
+    return int(xdp.get_attr("IFLA_XDP_PROG_ID") or 0) if xdp is not None else 0
+
+
+def _named_netns(ipr: IPRoute, nsid: int) -> str | None:
+    """The name under /run/netns of the namespace this one knows as nsid."""
+    try:
+        names = sorted(os.listdir(NETNS_DIR))
+    except OSError:
+        return None
+    for name in names:
+        try:
+            fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            got = ipr.get_netnsid(fd=fd)
+        except Exception:
+            continue
+        finally:
+            os.close(fd)
+        if got and got.get("nsid") == nsid:
+            return name
+    return None
+
+
+def _in_netns(netns: str, fn: Callable[[], T]) -> T | None:
+    """fn() on a thread that entered /run/netns/<netns>; None when that is not allowed or fails."""
+    out: list[T] = []
+
+    def go() -> None:
+        try:
+            fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    return  # EPERM without CAP_SYS_ADMIN: the caller says "unknown"
+            finally:
+                os.close(fd)
+            out.append(fn())
+        except OSError:
+            return
+
+    t = threading.Thread(target=go, name="axp-peer-netns", daemon=True)
+    t.start()
+    t.join()
+    return out[0] if out else None
+
+
+def _ethtool_state(name: str) -> tuple[dict[str, bool], tuple[int, int] | None]:
+    return ethtool_features(name), get_channels(name)
+
+
+def veth_peer(ipr: IPRoute, iface: Iface) -> Peer | None:
+    """The other end of a veth, None for any other kind of device."""
+    if link_kind(ipr, iface.index) != "veth":
+        return None
+    link = ipr.get_links(iface.index)[0]
+    peer_index = link.get_attr("IFLA_LINK")
+    nsid = link.get_attr("IFLA_LINK_NETNSID")
+    if not peer_index:
+        return None
+    same = nsid is None
+    try:
+        plink = ipr.get_links(peer_index)[0] if same else ipr.get_links(peer_index, IFLA_IF_NETNSID=nsid)[0]
+    except Exception:
+        return None
+    name = plink.get_attr("IFLA_IFNAME")
+    netns = None if same else _named_netns(ipr, nsid)
+    if same:
+        state: tuple[dict[str, bool], tuple[int, int] | None] | None = _ethtool_state(name)
+    elif netns:
+        state = _in_netns(netns, lambda: _ethtool_state(name))
+    else:
+        state = None
+    return Peer(peer_index, name, netns, same, int(plink.get_attr("IFLA_MTU") or 0), xdp_prog_of(plink),
+                state[0] if state else None, state[1] if state else None)

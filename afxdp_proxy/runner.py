@@ -1,4 +1,4 @@
-"""Run a backend in the foreground: live counters, clean exit on signals."""
+"""Run a backend in the foreground: live counters or periodic log records, clean exit on signals."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from afxdp_proxy import signals, state
 from afxdp_proxy.backends import Backend, make_backend
 from afxdp_proxy.cache import in_flight_of
 from afxdp_proxy.config import ProxyConfig
+from afxdp_proxy.log import LOGGER as log
+from afxdp_proxy.log import fields
 
 # counters shown in the live line, in order, with short labels
 LIVE = (
@@ -58,12 +60,18 @@ def run(
     cfg: ProxyConfig,
     config_path: str,
     duration: float | None = None,
-    quiet: bool = False,
+    live: bool = False,
+    log_interval: float = 60.0,
     out: TextIO = sys.stdout,
     ready: Callable[[Backend], None] | None = None,
     stop_event: threading.Event | None = None,
 ) -> dict[str, int]:
-    """Attach, report every second until a signal, the duration or stop_event, detach. Returns counters."""
+    """Attach, report until a signal, the duration or stop_event, detach. Returns the counters.
+
+    live: a line of counters on `out` every second and the full table at the end (a terminal);
+    otherwise a counters record in the log every log_interval seconds (0: never), as a service
+    wants. Either way the log says when the proxy started and stopped, with its counters.
+    """
     stop = stop_event or threading.Event()
     name = instance_name(cfg)
     if name in state.running():
@@ -74,30 +82,41 @@ def run(
     backend = make_backend(cfg)
     try:
         backend.start()
-        for w in getattr(backend, "warnings", []):
-            print(f"warning: {w}", file=sys.stderr)
         state.write(name, {"kind": "proxy", "pid": os.getpid(), "backend": cfg.backend,
                            "key": cfg.key, "topology": cfg.topology, "config": config_path,
                            "netns": state.netns_id(), "started": time.time(), **backend.state()})
-        if not quiet:
-            print(f"afxdp-proxy: {cfg.backend} backend, key {cfg.key}, topology {cfg.topology}, "
-                  f"{len(cfg.sfs)} SF(s) attached as {name!r}; Ctrl-C to stop", file=out, flush=True)
+        log.info("%s backend, key %s, topology %s, %d SF(s) attached as %r%s", cfg.backend, cfg.key, cfg.topology,
+                 len(cfg.sfs), name, "; Ctrl-C to stop" if live else "",
+                 extra=fields(event="started", name=name, backend=cfg.backend, key=cfg.key, topology=cfg.topology,
+                              sfs=len(cfg.sfs), config=config_path, pid=os.getpid()))
         if ready:
             ready(backend)
-        deadline = time.monotonic() + duration if duration else None
-        before, t_before = backend.counters(), time.monotonic()
+        t_start = time.monotonic()
+        deadline = t_start + duration if duration else None
+        before, t_before = backend.counters(), t_start
+        logged, t_logged = before, t_start
         while not stop.is_set():
             wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if wait <= 0 or stop.wait(wait):
                 break
-            if not quiet:
-                now, t_now = backend.counters(), time.monotonic()
+            now, t_now = backend.counters(), time.monotonic()
+            if live:
                 print(live_line(now, before, t_now - t_before, in_flight_of(now)), file=out, flush=True)
                 before, t_before = now, t_now
+            elif log_interval and t_now - t_logged >= log_interval:
+                in_flight = in_flight_of(now)
+                log.info("counters: %s", live_line(now, logged, t_now - t_logged, in_flight),
+                         extra=fields(event="counters", name=name, seconds=round(t_now - t_logged, 3),
+                                      in_flight=in_flight, **now))
+                logged, t_logged = now, t_now
         final = backend.counters()
         in_flight = in_flight_of(final)
-        if not quiet:
+        elapsed = time.monotonic() - t_start
+        if live:
             print(summary(final, in_flight), file=out, flush=True)
+        log.info("stopped after %.1f s: %s", elapsed, live_line(final, {}, elapsed, in_flight),
+                 extra=fields(event="stopped", name=name, seconds=round(elapsed, 3), in_flight=in_flight,
+                              **final))
         return final
     finally:
         backend.stop()

@@ -2,7 +2,9 @@
 
 The C lives in real files under native/ and bpf/include/; the cdef is the
 preprocessed native/axp_native.h, so struct layouts and enums are declared
-once, in C, for the BPF programs, the extension and Python alike.
+once, in C, for the BPF programs, the extension and Python alike. The lab's
+slot constants (bpf/lab/*.shared.h) are exported too, so nothing reads a C
+header at run time.
 
 Run directly (``python native/build_native.py``) to build in place, or let
 setuptools call it through ``cffi_modules`` at install time.
@@ -22,6 +24,14 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "native"
 INCLUDE = ROOT / "bpf" / "include"
+LAB = ROOT / "bpf" / "lab"
+# headers whose integer #defines (with these prefixes) become lib.NAME constants
+CONSTANTS = (
+    (INCLUDE / "proxy.shared.h", "AXP"),
+    (INCLUDE / "cache.shared.h", "AXP"),
+    (LAB / "testbed.shared.h", "TB"),
+    (LAB / "gen.shared.h", "GEN"),
+)
 
 CDEF_PRELUDE = """
 typedef uint8_t __u8;
@@ -44,8 +54,8 @@ def _cdef() -> str:
     ).stdout
     # integer constants survive as cdef #defines so Python can read them
     defines = []
-    for header in (INCLUDE / "proxy.shared.h", INCLUDE / "cache.shared.h"):
-        for name, value in re.findall(r"^#define (AXP_\w+) (\d+)\b", header.read_text(), re.M):
+    for header, prefix in CONSTANTS:
+        for name, value in re.findall(rf"^#define ({prefix}_\w+) (\d+)\b", header.read_text(), re.M):
             defines.append(f"#define {name} {value}")
     return CDEF_PRELUDE + pre + "\n".join(defines) + "\n"
 
@@ -56,9 +66,10 @@ def make_ffi(relative_to: Path) -> FFI:
     ffi.cdef(_cdef())
     ffi.set_source(
         "afxdp_proxy._native",
-        '#include "axp_native.h"\n',
+        # the lab's headers too: the C compiler checks every constant the cdef declares
+        '#include "axp_native.h"\n#include "testbed.shared.h"\n#include "gen.shared.h"\n',
         sources=[os.path.relpath(p, relative_to) for p in sorted(NATIVE.glob("*.c"))],
-        include_dirs=[str(NATIVE), str(INCLUDE)],
+        include_dirs=[str(NATIVE), str(INCLUDE), str(LAB)],
         libraries=["xdp", "bpf", "elf", "z"],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"],
     )

@@ -15,7 +15,7 @@ from afxdp_proxy import bpf
 from afxdp_proxy.key import Key, KeyKind, derive_key
 from afxdp_proxy.lab import netns
 from afxdp_proxy.lab.frames import ETH_P_MPLS_UC, ether, ipv4_tcp, mpls_frame
-from afxdp_proxy.lab.testbed import _C, Testbed, dynamic_stacks, register_cli
+from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks, register_cli
 from afxdp_proxy.lab.traffic import RawCapture, UdpSink, send_raw_frames, send_rtp
 from afxdp_proxy.mpls import make_stack
 
@@ -157,7 +157,7 @@ def _load_testbed_object() -> bpf.BpfObject:
 
 def test_programs_push_and_pop_one_whole_stack() -> None:
     """The classifier and the decapsulator on BPF_PROG_TEST_RUN, recording on."""
-    from afxdp_proxy._native import ffi
+    from afxdp_proxy._native import ffi, lib
 
     stack = make_stack([1000, 2000, 3000], tc=[1, 2, 3])
     l3 = ipv4_tcp("10.0.1.1", "10.0.2.1", 7, 1234, 80, 1, 2, b"x" * 20)
@@ -170,8 +170,8 @@ def test_programs_push_and_pop_one_whole_stack() -> None:
             entry.labels[i] = int.from_bytes(e.to_bytes(), "little")  # wire order in memory
         entry.depth = len(stack)
         stacks.update(0, entry)
-        cfg.update(_C["TB_CFG_N_STACKS"], 1)
-        cfg.update(_C["TB_CFG_RECORD"], 1)
+        cfg.update(lib.TB_CFG_N_STACKS, 1)
+        cfg.update(lib.TB_CFG_RECORD, 1)
 
         pushed = bpf.test_run(obj.prog_fd("tb_tc_classify"), plain)
         assert pushed.retval == bpf.TC_ACT_OK
@@ -194,8 +194,8 @@ def test_programs_push_and_pop_one_whole_stack() -> None:
             assert (r.retval, r.data) == (bpf.XDP_PASS, frame)
         depths = obj.map("tb_depths", "uint32_t", "uint64_t")
         assert sum(depths.lookup(3)) == 1
-        assert sum(depths.lookup(_C["TB_HIST_BAD"])) == 3
-        assert sum(depths.lookup(_C["TB_HIST_NOT_IP"])) == 1
+        assert sum(depths.lookup(lib.TB_HIST_BAD)) == 3
+        assert sum(depths.lookup(lib.TB_HIST_NOT_IP)) == 1
 
 
 def test_state_survives_the_process_and_cli(uid: str, capsys: pytest.CaptureFixture[str]) -> None:

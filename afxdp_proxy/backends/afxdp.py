@@ -267,7 +267,6 @@ class AfxdpProxy:
         self._final: dict[str, int] = {}
         self._final_queues: list[list[int]] = []
         self.zerocopy = False
-        self.warnings: list[str] = []
 
     # -- set-up ---------------------------------------------------------------
 
@@ -344,10 +343,6 @@ class AfxdpProxy:
             sf_structs = [describe._sf_struct(ipr, i, sf, ifaces[i]) for i, sf in enumerate(cfg.sfs)]
             self._ports = self._ports_of(ifaces)
         self.queues = self._count_queues()
-        for i, ifs in enumerate(ifaces):
-            if ifs["net_out"].mtu < ifs["net_in"].mtu:
-                self.warnings.append(f"sf[{i}].net_out: {ifs['net_out'].name} has MTU {ifs['net_out'].mtu}, below "
-                                     f"net_in's {ifs['net_in'].mtu}; pushed stacks may not fit")
 
         engine = Engine(config_struct(cfg), self.queues)
         self._undo.callback(engine.close)

@@ -104,7 +104,6 @@ class KernelProxy:
         self.obj: ProxyObject | None = None
         self.counter_map: bpf.Map | None = None
         self.cache_map: bpf.Map | None = None
-        self.warnings: list[str] = []
 
     # -- set-up -------------------------------------------------------------
 
@@ -176,9 +175,6 @@ class KernelProxy:
             outs = {ifs["net_out"].index: ifs["net_out"] for ifs in ifaces}
             for iface in outs.values():
                 self._attach(bpf.Link.tcx(obj.prog_fd("axp_tc_tx"), iface.index, egress=True))
-                if iface.mtu < max(i.mtu for i in net_ins.values()):
-                    self.warnings.append(f"{iface.name}: MTU {iface.mtu} is below net_in's; "
-                                         "pushed stacks may not fit")
         else:
             tx_fd = obj.prog_fd("axp_xdp_tx")
             for ifs in ifaces:

@@ -54,16 +54,16 @@ TOPOLOGIES = ("inline", "attached")
 ROLES = ("src", "proxy", "sf", "dst")
 LINK_MTU = 1600  # room for a deep stack on the links that carry labels
 ROUTE_MTU = 1500  # what the sender sizes packets for, before labels
+SF_MTU = ROUTE_MTU  # the SF's links carry bare packets (1600 >= 1500 + 16 labels of 4 bytes)
 TABLE_VIA_SF = 100  # attached: policy table for traffic that entered on p_in
-_HEADER = Path(__file__).resolve().parents[2] / "bpf" / "lab" / "testbed.shared.h"
 
 
-def _header_defines(path: Path = _HEADER) -> dict[str, int]:
-    """TB_* constants from testbed.shared.h: written once, in C."""
-    return {k: int(v) for k, v in re.findall(r"^#define (TB_\w+) (\d+)\b", path.read_text(), re.M)}
+def _tb() -> Any:
+    """The extension's lib, whose TB_* constants are bpf/lab/testbed.shared.h's slots (written
+    once, in C). Imported on use: the CLI lists the lab's commands without the extension."""
+    from afxdp_proxy._native import lib
 
-
-_C = _header_defines()
+    return lib
 
 
 @dataclass(frozen=True)
@@ -304,14 +304,15 @@ class Testbed:
         # index, which src_out's queue selection after the classifier's redirect reads as a
         # recorded RX queue (measured: nearly every flow then left by queue 0). From a
         # single-queue link, src_out spreads flows over its queues by hash, as RSS would.
+        mtu = SF_MTU if "sf" in (a.role, b.role) else LINK_MTU
         if self.queues is None or a is SRC0:
-            netns.add_veth(self.ns(a.role), a.ifname, self.ns(b.role), b.ifname, a.mac, b.mac, LINK_MTU)
+            netns.add_veth(self.ns(a.role), a.ifname, self.ns(b.role), b.ifname, a.mac, b.mac, mtu)
             return
         # netns.add_veth with both ends given N queues (IFLA_NUM_RX/TX_QUEUES)
         q = {"num_rx_queues": self.queues, "num_tx_queues": self.queues}
-        peer = {"ifname": b.ifname, "net_ns_fd": netns.ns_path(self.nsname(b.role)), "mtu": LINK_MTU,
+        peer = {"ifname": b.ifname, "net_ns_fd": netns.ns_path(self.nsname(b.role)), "mtu": mtu,
                 "address": b.mac, **q}
-        self.ns(a.role).ipr.link("add", ifname=a.ifname, kind="veth", peer=peer, mtu=LINK_MTU, address=a.mac, **q)
+        self.ns(a.role).ipr.link("add", ifname=a.ifname, kind="veth", peer=peer, mtu=mtu, address=a.mac, **q)
 
     def _sysctls(self, role: str) -> None:
         ns = self.ns(role)
@@ -340,11 +341,12 @@ class Testbed:
                 ns.sysctl("net.ipv6.conf.all.forwarding", 1)
 
     def _features(self, end: End) -> None:
-        # veth TX checksum offload leaves L4 checksums unfilled for XDP/AF_XDP consumers.
-        # Without it TSO goes too: what leaves a veth is segmented in software first, so
-        # every skb the peer sees is one packet, and one pushed stack labels one packet
+        # veth TX checksum offload leaves L4 checksums unfilled for XDP/AF_XDP consumers,
+        # and a VLAN tag offloaded at TX travels beside the frame, where XDP does not see it.
+        # Without TX checksums TSO goes too: what leaves a veth is segmented in software first,
+        # so every skb the peer sees is one packet, and one pushed stack labels one packet
         # (there is no MPLS GSO in this kernel to split a labelled GSO skb)
-        feats = {"tx-checksum-ip-generic": False, "tx-generic-segmentation": False}
+        feats = {"tx-checksum-ip-generic": False, "tx-generic-segmentation": False, "tx-vlan-hw-insert": False}
         if end.ifname in (P_IN.ifname, SF_IN.ifname):
             # GRO behind an XDP program (the proxy's on p_in, tb_xdp_pass on sf_in) would merge
             # bare packets whose stacks differ; the TX side must relabel them one by one
@@ -398,8 +400,8 @@ class Testbed:
             # src_cls's ingress then sees each packet, labels it and sends it on out
             # of src_out; tb_tc_return brings the return traffic back to src0.
             cfg = obj.map("tb_cfg", "uint32_t", "uint32_t")
-            cfg.update(_C["TB_CFG_FWD_IFINDEX"], self.ifindex("src", SRC_OUT.ifname))
-            cfg.update(_C["TB_CFG_BACK_IFINDEX"], self.ifindex("src", SRC_CLS.ifname))
+            cfg.update(_tb().TB_CFG_FWD_IFINDEX, self.ifindex("src", SRC_OUT.ifname))
+            cfg.update(_tb().TB_CFG_BACK_IFINDEX, self.ifindex("src", SRC_CLS.ifname))
             with netns.enter(self.ns_src):
                 bpf.tc_attach(self.ifindex("src", SRC_CLS.ifname), obj.prog_fd("tb_tc_classify"), egress=False)
                 bpf.tc_attach(self.ifindex("src", SRC_OUT.ifname), obj.prog_fd("tb_tc_return"), egress=False)
@@ -552,7 +554,7 @@ class Testbed:
         if len(stacks) > lib.AXP_MAX_STACKS:
             raise ValueError(f"at most {lib.AXP_MAX_STACKS} stacks, got {len(stacks)}")
         cfg, tbl, rr = self._map("tb_cfg"), self._map("tb_stacks"), self._map("tb_rr")
-        cfg.update(_C["TB_CFG_N_STACKS"], 0)  # stop pushing while the table changes
+        cfg.update(lib.TB_CFG_N_STACKS, 0)  # stop pushing while the table changes
         for i, stack in enumerate(stacks):
             if len(stack) > lib.AXP_MAX_LABELS:
                 raise ValueError(f"stack {i} is deeper than the maximum: {len(stack)}")
@@ -562,13 +564,13 @@ class Testbed:
             e.depth = len(stack)
             tbl.update(i, e)
         rr.update(0, 0)  # so the rotation starts at the first stack
-        cfg.update(_C["TB_CFG_N_STACKS"], len(stacks))
+        cfg.update(lib.TB_CFG_N_STACKS, len(stacks))
 
     def set_recording(self, on: bool, clear: bool = True) -> None:
         """Record key -> stack on the sender (tb_sent) and receiver (tb_received)."""
         if clear:
             self.clear_records()
-        self._map("tb_cfg").update(_C["TB_CFG_RECORD"], int(on))
+        self._map("tb_cfg").update(_tb().TB_CFG_RECORD, int(on))
 
     def clear_records(self) -> None:
         self._map("tb_sent").clear()
@@ -606,16 +608,17 @@ class Testbed:
     def depth_histogram(self) -> dict[int, int]:
         """{stack depth: packets} seen by the receiver's decapsulator (0 = plain IP), nonzero only."""
         sums = self._percpu_sums("tb_depths")
-        return {d: n for d, n in enumerate(sums[: _C["TB_HIST_NOT_IP"]]) if n}
+        return {d: n for d, n in enumerate(sums[: _tb().TB_HIST_NOT_IP]) if n}
 
     def counters(self) -> dict[str, int]:
         """Classifier counters plus the decapsulator's non-IP and unparsable counts."""
         stats = self._percpu_sums("tb_stats")
-        names = {v: k.removeprefix("TB_STAT_").lower() for k, v in _C.items() if k.startswith("TB_STAT_TC")}
+        lib = _tb()
+        names = {getattr(lib, k): k.removeprefix("TB_STAT_").lower() for k in dir(lib) if k.startswith("TB_STAT_TC")}
         out = {names[i]: n for i, n in enumerate(stats) if i in names}
         depths = self._percpu_sums("tb_depths")
-        out["decap_not_ip"] = depths[_C["TB_HIST_NOT_IP"]]
-        out["decap_bad"] = depths[_C["TB_HIST_BAD"]]
+        out["decap_not_ip"] = depths[lib.TB_HIST_NOT_IP]
+        out["decap_bad"] = depths[lib.TB_HIST_BAD]
         return out
 
     def reset_counters(self) -> None:

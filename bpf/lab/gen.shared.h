@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Slots and sizes shared by the live-frames packet generator (bpf/lab/gen.bpf.c)
- * and afxdp_proxy/lab/bench/gen.py, which reads the #defines below from this file
- * so they are written once. Keep every constant a plain `#define NAME number`.
+ * and afxdp_proxy/lab/bench/gen.py, which reads the #defines below as lib.NAME
+ * constants of the native extension (native/build_native.py exports them), so
+ * they are written once. Keep every constant a plain `#define NAME number`.
  */
 #ifndef AXP_GEN_SHARED_H
 #define AXP_GEN_SHARED_H

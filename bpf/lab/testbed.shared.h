@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Slots and sizes shared by the testbed's BPF programs (bpf/lab/testbed.bpf.c)
- * and afxdp_proxy/lab/testbed.py, which reads the #defines below from this file
- * so they are written once. Keep every constant a plain `#define NAME number`.
+ * and afxdp_proxy/lab/testbed.py, which reads the #defines below as lib.NAME
+ * constants of the native extension (native/build_native.py exports them), so
+ * they are written once. Keep every constant a plain `#define NAME number`.
  *
  * Stacks live in an array map whose value is struct axp_entry (labels[] and
  * depth; the other fields are unused), so Python reads them with the cffi

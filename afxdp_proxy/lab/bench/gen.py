@@ -1,4 +1,4 @@
-"""The live-frames packet generator (bpf/gen.bpf.c) driven from Python.
+"""The live-frames packet generator (bpf/lab/gen.bpf.c) driven from Python.
 
 ``BPF_PROG_RUN`` with ``BPF_F_TEST_XDP_LIVE_FRAMES`` runs ``gen_xdp_tx`` on
 frames from a kernel page pool; each returns ``XDP_TX`` and so leaves by the
@@ -16,33 +16,23 @@ payload makes every frame's cache key distinct.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from afxdp_proxy import bpf
+from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.lab import netns
 from afxdp_proxy.lab.frames import _csum, mpls_frame
 from afxdp_proxy.mpls import Lse
 
-_HEADER = Path(__file__).resolve().parents[3] / "bpf" / "lab" / "gen.shared.h"
 ETH_HLEN, IP_HLEN, UDP_HLEN = 14, 20, 8
 SEQ_PAYLOAD_OFF = 4  # payload byte 0 stays 0: never taken for an RTP header (version 2)
 DISCARD_PORT = 9
 MIN_FRAME = ETH_HLEN + IP_HLEN + UDP_HLEN + SEQ_PAYLOAD_OFF + 8  # room for the sequence number
-
-
-def _defines(path: Path = _HEADER) -> dict[str, int]:
-    """GEN_* constants from gen.shared.h: written once, in C."""
-    return {k: int(v) for k, v in re.findall(r"^#define (GEN_\w+) (\d+)\b", path.read_text(), re.M)}
-
-
-_C = _defines()
 
 
 def udp_frame(stack: Sequence[Lse], size: int, src_mac: str, dst_mac: str, src_ip: str, dst_ip: str,
@@ -98,7 +88,7 @@ class Generator:
         try:
             self.obj.load()
             self.cfg = self.obj.map("gen_cfg", "uint32_t", "uint32_t")
-            self.tmpl = self.obj.map("gen_tmpl", "uint32_t", f"uint8_t[{_C['GEN_TMPL_MAX']}]")
+            self.tmpl = self.obj.map("gen_tmpl", "uint32_t", f"uint8_t[{lib.GEN_TMPL_MAX}]")
             self.seq = self.obj.map("gen_seq", "uint32_t", "uint64_t")
             self.stats = self.obj.map("gen_stats", "uint32_t", "uint64_t")
             self.fd = self.obj.prog_fd("gen_xdp_tx")
@@ -117,19 +107,17 @@ class Generator:
         self.close()
 
     def counts(self) -> dict[str, int]:
-        return {"sent": sum(self.stats.lookup(_C["GEN_STAT_SENT"]) or [0]),
-                "failed": sum(self.stats.lookup(_C["GEN_STAT_FAILED"]) or [0])}
+        return {"sent": sum(self.stats.lookup(lib.GEN_STAT_SENT) or [0]),
+                "failed": sum(self.stats.lookup(lib.GEN_STAT_FAILED) or [0])}
 
     def _load_frame(self, frame: bytes, seq_off: int) -> None:
-        from afxdp_proxy._native import ffi
-
         # the headers up to the sequence number, rounded up to whole words (the program copies words)
         n = -(-(seq_off + 8) // 8) * 8
-        if n > min(len(frame), _C["GEN_TMPL_MAX"]):
+        if n > min(len(frame), lib.GEN_TMPL_MAX):
             raise ValueError(f"headers of {seq_off + 8} bytes do not fit the template or the frame")
-        self.tmpl.update(0, ffi.new(f"uint8_t[{_C['GEN_TMPL_MAX']}]", frame[:n]))
-        self.cfg.update(_C["GEN_CFG_SEQ_OFF"], seq_off)
-        self.cfg.update(_C["GEN_CFG_TMPL_LEN"], n)
+        self.tmpl.update(0, ffi.new(f"uint8_t[{lib.GEN_TMPL_MAX}]", frame[:n]))
+        self.cfg.update(lib.GEN_CFG_SEQ_OFF, seq_off)
+        self.cfg.update(lib.GEN_CFG_TMPL_LEN, n)
 
     def send(self, ns: str, ifname: str, frame: bytes, seq_off: int, seconds: float,
              count: Callable[[], int] | None = None, batch: int = 64, cpu: int | None = 0) -> GenRun:

@@ -1,0 +1,265 @@
+"""`afxdp-proxy check` and the checks `run` makes first: on a testbed a good configuration passes;
+every kind of failure, provoked for real, gives its one line and exit status 2, and `run` refuses
+with the same line; what run fixes itself (GRO) it says; --json parses."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pyroute2.ethtool import Ethtool
+
+from afxdp_proxy import bpf
+from afxdp_proxy.check import ERROR, FIXED, OK, STATUSES, WARN, Finding, Report
+from afxdp_proxy.lab import netns
+from afxdp_proxy.lab.testbed import Testbed
+
+QUEUES = 2  # veths with 2 queues, so that one end can be given fewer than its peer
+
+
+def _cli(tb: Testbed, *args: str, config: str, tmp_path: Path,
+         wrap: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    path = tmp_path / "proxy.toml"
+    path.write_text(config)
+    argv = [*wrap, sys.executable, "-m", "afxdp_proxy", args[0], "--config", str(path), *args[1:]]
+    return netns.run(tb.ns_proxy, argv, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tb() -> Iterator[Testbed]:
+    bed = Testbed("attached", queues=QUEUES).up()
+    yield bed
+    assert bed.down() == []
+
+
+def _findings(r: subprocess.CompletedProcess) -> list[tuple[str, str]]:
+    """(status, line) of each finding printed by `check`, the summary line left out."""
+    out = []
+    for line in r.stdout.splitlines():
+        status, _, rest = line.partition(" ")
+        if status in STATUSES:
+            out.append((status, rest.strip()))
+    return out
+
+
+def _refuses_alike(tb: Testbed, tmp_path: Path, config: str) -> str:
+    """`check` exits 2 with exactly one error line, and `run` refuses with that line: the line."""
+    r = _cli(tb, "check", config=config, tmp_path=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    errors = [line for status, line in _findings(r) if status == ERROR]
+    assert len(errors) == 1, r.stdout
+    assert r.stdout.splitlines()[-1].endswith("run would refuse")
+    run = _cli(tb, "run", "-d", "2", config=config, tmp_path=tmp_path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.strip().splitlines() == [f"afxdp-proxy: error: {errors[0]}"]
+    return errors[0]
+
+
+@pytest.mark.parametrize("backend", ["kernel", "afxdp"])
+@pytest.mark.root
+def test_a_good_configuration_passes(tb: Testbed, tmp_path: Path, backend: str) -> None:
+    r = _cli(tb, "check", config=tb.proxy_config(backend=backend), tmp_path=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    found = _findings(r)
+    assert [f for f in found if f[0] != OK] == [], r.stdout
+    checks = {line.split(":")[0] for _, line in found}
+    assert {"privileges", "bpf", "bpffs", "sf[0].net_in", "sf[0].to_sf", "sf[0].sf_mac"} <= checks
+    assert ("af_xdp" in checks) == (backend == "afxdp")
+    assert ("proxy.frame_size" in checks) == (backend == "afxdp")
+
+
+@pytest.mark.root
+def test_json_parses(tb: Testbed, tmp_path: Path) -> None:
+    r = _cli(tb, "check", "--json", config=tb.proxy_config(), tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True and doc["exit_code"] == 0
+    assert doc["counts"]["ok"] == len(doc["checks"])
+    for c in doc["checks"]:
+        assert set(c) == {"check", "subject", "status", "message", "fix", "line"}
+        assert c["line"].startswith(c["subject"] + ": ")
+    # and a failing one says why in the same form
+    r = _cli(tb, "check", "--json", config=tb.proxy_config(net_out="nope0"), tmp_path=tmp_path)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 and doc["ok"] is False and doc["exit_code"] == 2
+    (bad,) = [c for c in doc["checks"] if c["status"] == ERROR]
+    assert bad["check"] == "interface" and bad["subject"] == "sf[0].net_out"
+
+
+# ---- each failure, provoked for real -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _peer_mtu(tb: Testbed, mtu: int) -> Iterator[None]:
+    tb.ns("src").link_set(tb.src_wire, mtu=mtu)
+    try:
+        yield
+    finally:
+        tb.ns("src").link_set(tb.src_wire, mtu=tb.link_mtu)
+
+
+@contextlib.contextmanager
+def _down(tb: Testbed, ifname: str) -> Iterator[None]:
+    tb.ns("proxy").link_set(ifname, state="down")
+    try:
+        yield
+    finally:
+        tb.ns("proxy").link_up(ifname)
+        tb.ns("proxy").wait_up(ifname)
+
+
+@contextlib.contextmanager
+def _sf_without_xdp(tb: Testbed) -> Iterator[None]:
+    """The SF's interface without its XDP_PASS program (and GRO off, as the testbed keeps it):
+    p_sf_tx's peer runs no NAPI, so frames redirected to p_sf_tx would vanish."""
+    fd = bpf.check(bpf.lib.axp_prog_fd_by_id(tb.prog_ids["tb_xdp_pass"]), "tb_xdp_pass")  # keeps it loaded
+    index = tb.ifindex("sf", tb.sf_in)
+    try:
+        with netns.enter(tb.ns_sf):
+            # with the program's ID: axp_xdp_detach without one asks libbpf to replace "no program"
+            bpf.xdp_detach(index, prog_id=tb.prog_ids["tb_xdp_pass"], flags=bpf.XDP_FLAGS_DRV_MODE)
+        assert tb.ns("sf").get_features(tb.sf_in)["rx-gro"] is False
+        yield
+    finally:
+        with netns.enter(tb.ns_sf):
+            bpf.xdp_attach(index, fd)
+        bpf.lib.axp_close_fd(fd)
+
+
+def _set_rx_queues(tb: Testbed, ifname: str, n: int) -> None:
+    with netns.enter(tb.ns_proxy), Ethtool() as eth:
+        eth.set_channels(ifname, {"rx_count": n})  # pyroute2 wants a dict of the fields to change
+
+
+@contextlib.contextmanager
+def _fewer_rx_queues(tb: Testbed) -> Iterator[None]:
+    """p_in down to 1 RX queue while its peer keeps sending on 2 TX queues."""
+    _set_rx_queues(tb, tb.net_in, 1)
+    try:
+        yield
+    finally:
+        _set_rx_queues(tb, tb.net_in, QUEUES)
+
+
+@contextlib.contextmanager
+def _mtu(tb: Testbed, ifname: str, mtu: int) -> Iterator[None]:
+    tb.ns("proxy").link_set(ifname, mtu=mtu)
+    try:
+        yield
+    finally:
+        tb.ns("proxy").link_set(ifname, mtu=tb.link_mtu)
+
+
+FAILURES: dict[str, tuple[Callable[[Testbed], contextlib.AbstractContextManager], dict, str, tuple[str, ...]]] = {
+    # name: (provocation, config overrides, the line's start, words it must carry)
+    "peer_mtu": (lambda tb: _peer_mtu(tb, 3600), {}, "sf[0].net_in: its veth peer src_out",
+                 ("MTU 3600", "ERANGE", "ip link set src_out mtu 3506")),
+    "missing_interface": (lambda tb: contextlib.nullcontext(), {"net_out": "nope0"},
+                          "sf[0].net_out: no interface 'nope0'", ("ip netns exec",)),
+    "interface_down": (lambda tb: _down(tb, "p_out"), {}, "sf[0].net_out: p_out is down", ("ip link set p_out up",)),
+    "redirect_target": (_sf_without_xdp, {}, "sf[0].to_sf: frames redirected to p_sf_tx vanish",
+                        ("sf_in", "no XDP program", "GRO off", "ethtool -K sf_in gro on")),
+    "queues": (_fewer_rx_queues, {}, "sf[0].net_in: its veth peer src_out",
+               ("2 TX queues", "1 RX queue", "ENOSPC", "ethtool -L src_out tx 1")),
+    "frame_size": (lambda tb: _mtu(tb, "p_in", 1800), {"backend": "afxdp", "frame_size": 2048},
+                   "proxy.frame_size: 2048 bytes", ("MTU 1800", "2134", "frame_size = 4096")),
+}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("kind", list(FAILURES))
+def test_each_failure_gives_its_line_and_run_refuses_alike(tb: Testbed, tmp_path: Path, kind: str) -> None:
+    provoke, overrides, start, words = FAILURES[kind]
+    with provoke(tb):
+        line = _refuses_alike(tb, tmp_path, tb.proxy_config(**overrides))
+    assert line.startswith(start), line
+    for word in words:
+        assert word in line, (word, line)
+    # put back, the testbed passes again
+    r = _cli(tb, "check", config=tb.proxy_config(backend=overrides.get("backend", "kernel")), tmp_path=tmp_path)
+    assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.root
+def test_privileges_are_checked(tb: Testbed, tmp_path: Path) -> None:
+    """Without CAP_PERFMON the verifier rejects the parser: check says so before run tries."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed"
+    wrap = (setpriv, "--bounding-set=-all,+bpf,+net_admin", "--inh-caps=-all", "--")
+    r = _cli(tb, "check", config=tb.proxy_config(), tmp_path=tmp_path, wrap=wrap)
+    assert r.returncode == 2, r.stdout + r.stderr
+    (line,) = [x for s, x in _findings(r) if s == ERROR]
+    assert line.startswith("privileges: missing CAP_PERFMON; "), line
+    run = _cli(tb, "run", "-d", "1", config=tb.proxy_config(), tmp_path=tmp_path, wrap=wrap)
+    assert run.returncode == 2 and run.stderr.strip() == f"afxdp-proxy: error: {line}"
+
+
+@pytest.mark.root
+def test_gro_is_fixed_by_run_and_said(tb: Testbed, tmp_path: Path) -> None:
+    tb.ns("proxy").set_features(tb.net_in, rx_gro=True)
+    try:
+        r = _cli(tb, "check", config=tb.proxy_config(), tmp_path=tmp_path)
+        assert r.returncode == 0
+        line = ("sf[0].net_in: p_in has GRO on, which would merge packets whose stacks differ; run turns it off "
+                "while it runs and back on when it stops")
+        assert [f for f in _findings(r) if f[0] != OK] == [(FIXED, line)]
+        run = _cli(tb, "run", "-d", "1", config=tb.proxy_config(), tmp_path=tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert run.stderr.splitlines()[0] == f"afxdp-proxy: {line}"
+        assert tb.ns("proxy").get_features(tb.net_in)["rx-gro"] is True  # put back on at exit
+    finally:
+        tb.ns("proxy").set_features(tb.net_in, rx_gro=False)
+
+
+@pytest.mark.root
+def test_run_logs_json_records(tb: Testbed, tmp_path: Path) -> None:
+    r = _cli(tb, "run", "-d", "2.5", "--log-format", "json", "--log-interval", "1", config=tb.proxy_config(),
+             tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""  # no live line: stdout is no terminal
+    records = [json.loads(line) for line in r.stderr.splitlines()]
+    assert records[0]["event"] == "started" and records[-1]["event"] == "stopped"
+    assert any(x["event"] == "counters" for x in records)
+    for x in records:
+        assert {"time", "level", "message"} <= set(x) and x["level"] == "info"
+    assert "rx_popped" in records[-1] and "in_flight" in records[-1]
+
+
+# ---- without a testbed ------------------------------------------------------------------------
+
+
+def test_report_lines_and_exit_code() -> None:
+    f = Finding("interface", "sf[0].net_out", ERROR, "p_out is down", "bring it up: ip link set p_out up")
+    assert f.line() == "sf[0].net_out: p_out is down; bring it up: ip link set p_out up"
+    assert Finding("bpf", "bpf", OK, "XDP and TC programs load").line() == "bpf: XDP and TC programs load"
+    ok = Report([Finding("bpf", "bpf", OK, "fine"), Finding("bpffs", "bpffs", WARN, "missing", "mount it")])
+    assert ok.exit_code == 0
+    assert ok.text().endswith("0 errors, 1 warning, 0 unknown, 0 fixed by run, 1 ok: run can start")
+    bad = Report([*ok.findings, f])
+    assert bad.exit_code == 2 and bad.as_dict()["ok"] is False
+    assert bad.text().splitlines()[2] == "error   " + f.line()
+
+
+def test_check_help_lists_every_check() -> None:
+    r = subprocess.run([sys.executable, "-m", "afxdp_proxy", "check", "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0
+    for word in ("privileges", "bpffs", "xdp_mtu", "queues", "redirect", "frame_size", "exit status"):
+        assert word in r.stdout
+
+
+def test_a_configuration_that_does_not_parse_is_the_first_finding(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[proxy]\nkey = "meta"\n[[sf]]\nlabel = 1000\nnet_in = "a"\nnet_out = "b"\n')
+    argv = [sys.executable, "-m", "afxdp_proxy", "check", "--config", str(path)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stdout.splitlines()[0].startswith('error   proxy.key: "meta" needs topology = "inline"')
+    doc = json.loads(subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=60).stdout)
+    assert doc["exit_code"] == 2 and [c["check"] for c in doc["checks"]] == ["config"]

@@ -1,0 +1,103 @@
+"""contrib/afxdp-proxy@.service: systemd accepts it (`systemd-analyze verify`), and what it runs
+works as systemd runs it (this machine has no systemd as PID 1 to start it for real): inside
+the instance's network namespace, with only the unit's capabilities, `check` before `run`,
+SIGTERM to stop, and log lines that journald reads, each with a syslog priority prefix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from afxdp_proxy import state
+from afxdp_proxy.lab import netns
+from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "contrib" / "afxdp-proxy@.service"
+COMMAND = Path(sys.executable).parent / "afxdp-proxy"  # the checkout's, where the unit says afxdp-proxy
+
+
+def _service() -> dict[str, str]:
+    """The [Service] settings, the commented ones left out."""
+    out: dict[str, str] = {}
+    section = ""
+    for line in UNIT.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif section == "Service" and line and not line.startswith(("#", ";")) and "=" in line:
+            key, value = line.split("=", 1)
+            out[key] = value
+    return out
+
+
+def _command(setting: str, instance: str, confdir: Path) -> list[str]:
+    argv = setting.replace("%i", instance).replace("/etc/afxdp-proxy/", f"{confdir}/").split()
+    assert argv[0] == "afxdp-proxy"
+    return [str(COMMAND), *argv[1:]]
+
+
+def test_the_unit_says_what_the_brief_asks() -> None:
+    s = _service()
+    assert s["NetworkNamespacePath"] == "/run/netns/%i"
+    assert s["ExecStartPre"].startswith("afxdp-proxy check --config /etc/afxdp-proxy/%i.toml")
+    assert s["ExecStart"].startswith("afxdp-proxy run --config /etc/afxdp-proxy/%i.toml")
+    assert (s["Restart"], s["KillSignal"]) == ("on-failure", "SIGTERM")
+    assert "ExecReload" not in s and "#ExecReload=" in UNIT.read_text()
+
+
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze (Debian: systemd) is needed to verify the unit"
+    # verify wants the commands to exist: the checkout's afxdp-proxy stands in for the installed one
+    text = UNIT.read_text().replace("=afxdp-proxy ", f"={COMMAND} ")
+    (tmp_path / UNIT.name).write_text(text)
+    (tmp_path / "afxdp-proxy@edge1.service").symlink_to(UNIT.name)
+    r = subprocess.run([analyze, "verify", str(tmp_path / "afxdp-proxy@edge1.service")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
+
+
+@pytest.mark.root
+def test_the_unit_runs_the_proxy_as_systemd_would(tmp_path: Path) -> None:
+    s = _service()
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed"
+    caps = ",".join("+" + c.removeprefix("CAP_").lower() for c in s["CapabilityBoundingSet"].split())
+    wrap = [setpriv, f"--bounding-set=-all,{caps}", "--inh-caps=-all", "--"]
+    with Testbed("attached") as tb:
+        instance = tb.ns_proxy  # NetworkNamespacePath=/run/netns/%i
+        (tmp_path / f"{instance}.toml").write_text(tb.proxy_config())
+        tb.set_stacks(dynamic_stacks(tb.sf_label))
+        # journald's stream: JOURNAL_STREAM names the pipe the service's stderr is
+        r_fd, w_fd = os.pipe()
+        st = os.fstat(w_fd)
+        env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        pre = netns.run(instance, [*wrap, *_command(s["ExecStartPre"], instance, tmp_path)], timeout=60, env=env)
+        assert pre.returncode == 0, pre.stdout + pre.stderr
+        proc = netns.popen(instance, [*wrap, *_command(s["ExecStart"], instance, tmp_path)], env=env,
+                           stdout=w_fd, stderr=w_fd)
+        os.close(w_fd)
+        try:
+            netns.wait_until(lambda: any(i["pid"] == proc.pid for i in state.running().values())
+                             or proc.poll() is not None, 15, what="the proxy to attach")
+            assert proc.poll() is None, "the proxy exited"
+            assert tb.ping(count=3).ok
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(float(s["TimeoutStopSec"].removesuffix("s")))
+        finally:
+            netns.stop(proc)
+            with os.fdopen(r_fd) as f:
+                log = f.read()
+    assert rc == 0, log
+    # info only (the peers' offloads it cannot see without CAP_SYS_ADMIN are "unknown", not warnings)
+    lines = log.splitlines()
+    assert lines and all(line.startswith("<6>afxdp-proxy: ") for line in lines), log
+    assert any(line.startswith("<6>afxdp-proxy: kernel backend") for line in lines)
+    assert lines[-1].startswith("<6>afxdp-proxy: stopped after"), log
