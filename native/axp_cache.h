@@ -95,7 +95,7 @@ struct axp_cache {
 	struct axp_cache_stripe stripe[AXP_CACHE_STRIPES];
 };
 
-_Static_assert(sizeof(struct axp_key) == 56, "struct axp_key is hashed as 7 words");
+_Static_assert(sizeof(struct axp_key) == 64, "struct axp_key is hashed as 8 words");
 
 /* 64x64 -> 128-bit multiply, halves folded: the mixing step of wyhash-style hashes */
 static inline uint64_t axp_mum(uint64_t a, uint64_t b)
@@ -106,18 +106,18 @@ static inline uint64_t axp_mum(uint64_t a, uint64_t b)
 }
 
 /*
- * Four independent multiplies rather than a chain of seven: the key is hashed
+ * Four independent multiplies rather than a chain of eight: the key is hashed
  * once per packet and direction, so the latency of the chain is what counts.
  */
 static inline uint64_t axp_cache_hash(const struct axp_key *k)
 {
-	uint64_t w[7];
+	uint64_t w[8];
 
 	__builtin_memcpy(w, k, sizeof(w));
 	return axp_mum(axp_mum(w[0] ^ 0xa0761d6478bd642full, w[1] ^ 0xe7037ed1a0b428dbull) ^
 			       axp_mum(w[2] ^ 0x8ebc6af09c88c6e3ull, w[3] ^ 0x589965cc75374cc3ull) ^
 			       axp_mum(w[4] ^ 0x1d8e4e27c47d124full, w[5] ^ 0x9e3779b97f4a7c15ull) ^
-			       axp_mum(w[6] ^ 0xbf58476d1ce4e5b9ull, 0x94d049bb133111ebull),
+			       axp_mum(w[6] ^ 0xbf58476d1ce4e5b9ull, w[7] ^ 0x94d049bb133111ebull),
 		       0xd6e8feb86659fd93ull);
 }
 
