@@ -33,6 +33,8 @@ counters (also in `afxdp-proxy stats`):
   rx_not_ip            dropped: no IPv4/IPv6 packet below the stack
   rx_conflict_drop     dropped: same key already in flight (on_conflict=drop)
   rx_conflict_replace  same key in flight, entry replaced (on_conflict=replace)
+  rx_key_ext_limit     popped all the same: IPv6 with more than 6 extension
+                       headers, keyed on what follows the sixth
   tx_pushed            cache hit, stack minus its top label pushed
   tx_plain             cache hit, no label left: sent as plain IP
   tx_miss_pass/_drop   packet from the SF without a cache entry (on_miss)
