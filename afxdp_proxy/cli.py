@@ -71,6 +71,8 @@ counters (also in `afxdp-proxy stats`):
   expired              packets of entries older than max_dwell_ms: presumed lost
   in_flight            cache_inserts - cache_takes - evictions - expired: packets
                        in the SF right now (exact, from the counters)
+  rx_key_ext_limit     popped all the same: IPv6 with more than 6 extension
+                       headers, keyed on what follows the sixth
   tx_pushed            cache hit, stack minus its top label pushed
   tx_plain             cache hit, no label left: sent as plain IP
   tx_miss_pass/_drop   packet from the SF without a cache entry (on_miss)

@@ -1,7 +1,7 @@
 """Python reference of the cache key: the test oracle for the BPF and the C parser.
 
 Mirrors ``axp_derive_key`` and ``axp_parse_mpls_frame`` in ``bpf/include/parse.shared.h``
-line for line, and produces the 56 bytes of ``struct axp_key`` exactly as C lays them
+line for line, and produces the 64 bytes of ``struct axp_key`` exactly as C lays them
 out. Packet fields are kept in network order (as the C reads them with memcpy), so the
 bytes are the same whatever the host byte order.
 """
@@ -12,19 +12,40 @@ import ipaddress
 import struct
 import sys
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 
 MAX_LABELS = 16  # AXP_MAX_LABELS
-KEY_WORDS = 3  # AXP_KEY_WORDS
+KEY_WORDS = 5  # AXP_KEY_WORDS
+MAX_EXT_HDRS = 6  # AXP_MAX_EXT_HDRS
 ETH_HLEN = 14
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 ETH_P_MPLS_UC = 0x8847
+ETH_P_TEB = 0x6558
 MPLS_BOS = 0x100
+IPPROTO_HOPOPTS = 0
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+IPPROTO_ROUTING = 43
+IPPROTO_FRAGMENT = 44
+IPPROTO_AH = 51
 IPPROTO_ICMPV6 = 58
+IPPROTO_DSTOPTS = 60
+IPV6_EXT_HDRS = (IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_AH, IPPROTO_DSTOPTS)
+IP_IDENT_MASK = 0xFFFF3FFF  # IPv4 word at offset 4 without DF and the reserved bit
+IP_MF_OFFSET = 0x3FFF
+IP_OFFSET = 0x1FFF
+IP6_FLOW_LABEL = 0x000FFFFF
+IP6_FRAG_OFFSET_M = 0x0000FFF9
+IP6_FRAG_OFFSET = 0xFFF8
+UDP_PORT_GTPU = 2152
+UDP_PORT_VXLAN = 4789
+UDP_PORT_GENEVE = 6081
+UDP_PORT_MPLS = 6635
+GTPU_MAX_EXT = 4
+VNI_MASK = 0xFFFFFF00
+MPLS_NO_TTL = 0xFFFFFF00
 
 
 class KeyKind(IntEnum):
@@ -37,6 +58,16 @@ class KeyKind(IntEnum):
     UDP = 4
     ICMP = 5
     OTHER = 6
+    FRAG = 7
+    TUNNEL = 8
+
+
+class KeyFlag(IntFlag):
+    """enum axp_key_flag"""
+
+    FRAG = 1
+    EXT_LIMIT = 2
+    INNER_V6 = 4
 
 
 class ParseResult(IntEnum):
@@ -49,20 +80,21 @@ class ParseResult(IntEnum):
     NOT_IP = 4
 
 
-# struct axp_key: kind family proto _pad | ident | saddr[16] | daddr[16] | sport dport | w[3]
+# struct axp_key: kind family proto flags | ident | saddr[16] | daddr[16] | sport dport | w[5]
 # Every integer is packed big-endian because C copies it from the wire unconverted.
-_KEY = struct.Struct("!BBBxI16s16sHH3I")
+_KEY = struct.Struct(f"!BBBBI16s16sHH{KEY_WORDS}I")
 KEY_SIZE = _KEY.size
-assert KEY_SIZE == 56
+assert KEY_SIZE == 64
 
 
 @dataclass
 class Key:
-    """struct axp_key with network-order values as Python ints (``ident`` = IP id << 16 for IPv4)."""
+    """struct axp_key with network-order values as Python ints (IPv4 ``ident`` = IP id << 16 | MF | offset)."""
 
     kind: KeyKind = KeyKind.NONE
     family: int = 0
     proto: int = 0
+    flags: int = 0  # KeyFlag bits
     ident: int = 0
     saddr: bytes = bytes(16)
     daddr: bytes = bytes(16)
@@ -72,7 +104,16 @@ class Key:
 
     def to_bytes(self) -> bytes:
         raw = _KEY.pack(
-            self.kind, self.family, self.proto, self.ident, self.saddr, self.daddr, self.sport, self.dport, *self.w
+            self.kind,
+            self.family,
+            self.proto,
+            self.flags,
+            self.ident,
+            self.saddr,
+            self.daddr,
+            self.sport,
+            self.dport,
+            *self.w,
         )
         if self.kind == KeyKind.META:
             # the meta key holds the mark as a host-order __u32, not a wire field
@@ -81,11 +122,11 @@ class Key:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Key:
-        kind, family, proto, ident, saddr, daddr, sport, dport, *w = _KEY.unpack(bytes(raw))
+        kind, family, proto, flags, ident, saddr, daddr, sport, dport, *w = _KEY.unpack(bytes(raw))
         if kind == KeyKind.META:
             ident = int.from_bytes(raw[4:8], sys.byteorder)
         known = kind in KeyKind._value2member_map_
-        return cls(KeyKind(kind) if known else kind, family, proto, ident, saddr, daddr, sport, dport, w)
+        return cls(KeyKind(kind) if known else kind, family, proto, flags, ident, saddr, daddr, sport, dport, w)
 
 
 def meta_key(mark: int) -> bytes:
@@ -101,15 +142,145 @@ def _u32(b: bytes, off: int) -> int:
     return int.from_bytes(b[off : off + 4], "big")
 
 
-def _copy_words(b: bytes, off: int, key: Key) -> None:
-    # whole 32-bit words only, as axp_copy_words: a partial word stays zero
-    for i in range(KEY_WORDS):
+def _copy_words(b: bytes, off: int, w: list[int], at: int = 0, n: int = KEY_WORDS) -> None:
+    # up to n whole 32-bit words into w[at:], as axp_copy_words: a partial word stays zero
+    for i in range(n):
         if off + 4 * (i + 1) > len(b):
             return
-        key.w[i] = _u32(b, off + 4 * i)
+        w[at + i] = _u32(b, off + 4 * i)
 
 
-def _key_l4(b: bytes, l4: int, proto: int, is_v6: bool, key: Key) -> ParseResult:
+def _key_inner(b: bytes, ip: int, key: Key) -> bool:
+    """axp_key_inner: w[1..4] and INNER_V6 from the tunnelled packet, or False with nothing written."""
+    end = len(b)
+    if ip + 1 > end:
+        return False
+    w = [0] * KEY_WORDS
+    flags = 0
+    later = False
+    if b[ip] >> 4 == 4:
+        if ip + 20 > end or b[ip] & 0x0F < 5:
+            return False
+        ident = _u32(b, ip + 4) & IP_IDENT_MASK
+        later = bool(ident & IP_OFFSET)
+        proto = b[ip + 9]
+        l4 = ip + (b[ip] & 0x0F) * 4
+        if l4 > end:
+            return False
+    elif b[ip] >> 4 == 6:
+        if ip + 40 > end:
+            return False
+        ident = _u32(b, ip) & IP6_FLOW_LABEL
+        proto = b[ip + 6]
+        flags = KeyFlag.INNER_V6
+        l4 = ip + 40
+    else:
+        return False
+    if not later and proto == IPPROTO_TCP:
+        if l4 + 20 > end:
+            return False
+        w[2], w[3], w[4] = _u32(b, l4 + 4), _u32(b, l4 + 8), _u32(b, l4 + 12)  # seq, ack, offset/flags/window
+    elif not later and proto == IPPROTO_UDP:
+        if l4 + 8 > end:
+            return False
+        w[2] = _u32(b, l4)  # ports
+        _copy_words(b, l4 + 8, w, 3, 2)
+    elif not later and proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+        if l4 + 8 > end:
+            return False
+        w[2] = _u32(b, l4) & 0xFFFF0000  # type, code; not the checksum
+        _copy_words(b, l4 + 4, w, 3, 2)
+    else:
+        _copy_words(b, l4, w, 2, 3)
+    key.w[1:] = [ident, *w[2:]]
+    key.flags |= flags
+    return True
+
+
+def _skip_inner_eth(b: bytes, p: int) -> int | None:
+    """axp_skip_inner_eth: past an inner Ethernet header followed by IPv4/IPv6 (no VLAN)."""
+    if p + ETH_HLEN > len(b) or _u16(b, p + 12) not in (ETH_P_IP, ETH_P_IPV6):
+        return None
+    return p + ETH_HLEN
+
+
+def _tunnel_inner(b: bytes, pl: int, dport: int) -> tuple[int | None, int]:
+    """axp_tunnel_inner: (offset of the inner IP packet or None, tunnel id)."""
+    end = len(b)
+    if dport == UDP_PORT_VXLAN:  # RFC 7348 §5
+        if pl + 8 > end or not b[pl] & 0x08:
+            return None, 0
+        return _skip_inner_eth(b, pl + 8), _u32(b, pl + 4) & VNI_MASK
+    if dport == UDP_PORT_GENEVE:  # RFC 8926 §3.4
+        if pl + 8 > end or b[pl] >> 6 != 0:
+            return None, 0
+        vni = _u32(b, pl + 4) & VNI_MASK
+        p = pl + 8 + (b[pl] & 0x3F) * 4
+        ptype = _u16(b, pl + 2)
+        if ptype == ETH_P_TEB:
+            return _skip_inner_eth(b, p), vni
+        return (p if ptype in (ETH_P_IP, ETH_P_IPV6) else None), vni
+    if dport == UDP_PORT_GTPU:  # 3GPP TS 29.281 §5.1, §5.2.1
+        if pl + 8 > end or b[pl] & 0xF0 != 0x30 or b[pl + 1] != 255:
+            return None, 0
+        teid = _u32(b, pl + 4)
+        p = pl + 8
+        if not b[pl] & 0x07:
+            return p, teid
+        if p + 4 > end:
+            return None, teid
+        nxt = b[p + 3]
+        p += 4
+        if not b[pl] & 0x04:
+            return p, teid
+        for _ in range(GTPU_MAX_EXT):
+            if not nxt:
+                return p, teid
+            if p + 1 > end or not b[p]:
+                return None, teid
+            p += b[p] * 4 - 1  # at the next-type byte that ends this header
+            if p + 1 > end:
+                return None, teid
+            nxt = b[p]
+            p += 1
+        return (None if nxt else p), teid
+    if dport == UDP_PORT_MPLS:  # RFC 7510 §3
+        if pl + 4 > end:
+            return None, 0
+        top = _u32(b, pl) & MPLS_NO_TTL
+        p = pl
+        for _ in range(MAX_LABELS):
+            if p + 4 > end:
+                return None, top
+            lse = _u32(b, p)
+            p += 4
+            if lse & MPLS_BOS:
+                return p, top
+        return None, top
+    return None, 0
+
+
+def is_rtp(b: bytes, udp: int) -> bool:
+    """axp_is_rtp: RFC 3550 §5.1 v2 header, static/dynamic payload type, even port, header fits."""
+    end = len(b)
+    rtp = udp + 8
+    if rtp + 12 > end or _u16(b, udp + 2) & 1:
+        return False
+    if b[rtp] >> 6 != 2 or 34 < b[rtp + 1] & 0x7F < 96:
+        return False
+    plen = _u16(b, udp + 4)  # the UDP length: the kind must not depend on padding or linear data
+    hlen = 12 + (b[rtp] & 0x0F) * 4
+    if plen < 8 or hlen > plen - 8:
+        return False
+    if not b[rtp] & 0x10:
+        return True
+    p = rtp + hlen
+    if p + 4 > end:
+        return False
+    return hlen + 4 + _u16(b, p + 2) * 4 <= plen - 8
+
+
+def _key_l4(b: bytes, l4: int, proto: int, key: Key) -> ParseResult:
     end = len(b)
     key.proto = proto
     if proto == IPPROTO_TCP:
@@ -117,65 +288,106 @@ def _key_l4(b: bytes, l4: int, proto: int, is_v6: bool, key: Key) -> ParseResult
             return ParseResult.MALFORMED
         key.kind = KeyKind.TCP
         key.sport, key.dport = _u16(b, l4), _u16(b, l4 + 2)
-        key.w[0], key.w[1] = _u32(b, l4 + 4), _u32(b, l4 + 8)  # seq, ack
-        if is_v6:  # no IP id in IPv6: offset/flags/window keeps pure ACKs apart
-            key.w[2] = _u32(b, l4 + 12)
+        key.w[0], key.w[1], key.w[2] = _u32(b, l4 + 4), _u32(b, l4 + 8), _u32(b, l4 + 12)  # seq ack off/flags/win
         return ParseResult.OK
     if proto == IPPROTO_UDP:
         if l4 + 8 > end:
             return ParseResult.MALFORMED
         key.sport, key.dport = _u16(b, l4), _u16(b, l4 + 2)
-        key.kind = KeyKind.UDP
-        # RTP v2, but not RTCP (payload type byte 200..204 masks to 72..76)
-        if l4 + 20 <= end and b[l4 + 8] >> 6 == 2 and not 72 <= b[l4 + 9] & 0x7F <= 76:
-            key.kind = KeyKind.RTP
-        _copy_words(b, l4 + 8, key)
+        inner, tid = _tunnel_inner(b, l4 + 8, key.dport)  # a tunnel header is constant per flow
+        if inner is not None and _key_inner(b, inner, key):
+            key.kind = KeyKind.TUNNEL
+            key.w[0] = tid
+            return ParseResult.OK
+        key.kind = KeyKind.RTP if is_rtp(b, l4) else KeyKind.UDP
+        _copy_words(b, l4 + 8, key.w)
         return ParseResult.OK
     if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
         if l4 + 8 > end:
             return ParseResult.MALFORMED
         key.kind = KeyKind.ICMP
         key.sport = _u16(b, l4)  # type and code, never the checksum
-        _copy_words(b, l4 + 4, key)
+        _copy_words(b, l4 + 4, key.w)
         return ParseResult.OK
     key.kind = KeyKind.OTHER
-    _copy_words(b, l4, key)
+    _copy_words(b, l4, key.w)
     return ParseResult.OK
+
+
+def _derive_key_v4(b: bytes, l3: int, key: Key) -> ParseResult:  # RFC 791 §3.1
+    end = len(b)
+    if l3 + 20 > end:
+        return ParseResult.MALFORMED
+    ihl = b[l3] & 0x0F
+    if ihl < 5:
+        return ParseResult.MALFORMED
+    key.family = 4
+    key.ident = _u32(b, l3 + 4) & IP_IDENT_MASK  # id, MF, fragment offset
+    if key.ident & IP_MF_OFFSET:
+        key.flags |= KeyFlag.FRAG
+    key.saddr = b[l3 + 12 : l3 + 16] + bytes(12)
+    key.daddr = b[l3 + 16 : l3 + 20] + bytes(12)
+    l4 = l3 + ihl * 4
+    if l4 > end:
+        return ParseResult.MALFORMED
+    if key.ident & IP_OFFSET:  # later fragment: no L4 header, key on payload words
+        key.proto = b[l3 + 9]
+        key.kind = KeyKind.FRAG
+        _copy_words(b, l4, key.w)
+        return ParseResult.OK
+    return _key_l4(b, l4, b[l3 + 9], key)
+
+
+def _derive_key_v6(b: bytes, l3: int, key: Key) -> ParseResult:  # RFC 8200 §3, §4
+    end = len(b)
+    if l3 + 40 > end:
+        return ParseResult.MALFORMED
+    key.family = 6
+    key.ident = _u32(b, l3) & IP6_FLOW_LABEL
+    key.saddr = b[l3 + 8 : l3 + 24]
+    key.daddr = b[l3 + 24 : l3 + 40]
+    nh = b[l3 + 6]
+    p = l3 + 40
+    for _ in range(MAX_EXT_HDRS):
+        if nh == IPPROTO_FRAGMENT:
+            if p + 8 > end:
+                return ParseResult.MALFORMED
+            key.flags |= KeyFlag.FRAG
+            key.ident = _u32(b, p + 4)  # identification: one per datagram
+            if _u16(b, p + 2) & IP6_FRAG_OFFSET:  # a later fragment
+                key.proto = b[p]
+                key.kind = KeyKind.FRAG
+                key.w[0] = _u32(b, p) & IP6_FRAG_OFFSET_M
+                _copy_words(b, p + 8, key.w, 1, KEY_WORDS - 1)
+                return ParseResult.OK
+            length = 8
+        elif nh in (IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS):
+            if p + 2 > end:
+                return ParseResult.MALFORMED
+            length = (b[p + 1] + 1) * 8
+        elif nh == IPPROTO_AH:  # RFC 4302 §2.2
+            if p + 2 > end:
+                return ParseResult.MALFORMED
+            length = (b[p + 1] + 2) * 4
+        else:
+            break
+        nh = b[p]
+        p += length
+        if p > end:
+            return ParseResult.MALFORMED
+    if nh in IPV6_EXT_HDRS:
+        key.flags |= KeyFlag.EXT_LIMIT
+    return _key_l4(b, p, nh, key)
 
 
 def _derive_key(b: bytes, l3: int, key: Key) -> ParseResult:
     end = len(b)
     if l3 + 1 > end:
         return ParseResult.NOT_IP
-    version = b[l3] >> 4
-    if version == 4:
-        if l3 + 20 > end:
-            return ParseResult.MALFORMED
-        ihl = b[l3] & 0x0F
-        if ihl < 5:
-            return ParseResult.MALFORMED
-        proto = b[l3 + 9]
-        key.family = 4
-        key.ident = _u16(b, l3 + 4) << 16  # IP id in the upper half
-        key.saddr = b[l3 + 12 : l3 + 16] + bytes(12)
-        key.daddr = b[l3 + 16 : l3 + 20] + bytes(12)
-        l4 = l3 + ihl * 4
-        if l4 > end:
-            return ParseResult.MALFORMED
-        if _u16(b, l3 + 6) & 0x1FFF:  # later fragment: no L4 header, key on payload words
-            key.proto = proto
-            key.kind = KeyKind.OTHER
-            _copy_words(b, l4, key)
-            return ParseResult.OK
-        return _key_l4(b, l4, proto, False, key)
-    if version == 6:
-        if l3 + 40 > end:
-            return ParseResult.MALFORMED
-        key.family = 6
-        key.ident = _u32(b, l3) & 0x000FFFFF  # flow label
-        key.saddr = b[l3 + 8 : l3 + 24]
-        key.daddr = b[l3 + 24 : l3 + 40]
-        return _key_l4(b, l3 + 40, b[l3 + 6], True, key)
+    if b[l3] >> 4 == 4:
+        return _derive_key_v4(b, l3, key)
+    if b[l3] >> 4 == 6:
+        return _derive_key_v6(b, l3, key)
     return ParseResult.NOT_IP
 
 
@@ -195,7 +407,7 @@ class ParsedFrame:
     depth: int = 0  # set once a bottom of stack is found, as struct axp_frame
     l3_off: int = 0
     l3_proto: int = 0  # ETH_P_IP / ETH_P_IPV6 when an IP packet follows
-    key: bytes | None = None  # the 56 key bytes when result is OK
+    key: bytes | None = None  # the 64 key bytes when result is OK
 
 
 def parse_mpls_frame(frame: bytes) -> ParsedFrame:
@@ -231,8 +443,18 @@ def parse_mpls_frame(frame: bytes) -> ParsedFrame:
     return out
 
 
+_TUNNELS = {UDP_PORT_VXLAN: "vxlan vni", UDP_PORT_GENEVE: "geneve vni", UDP_PORT_GTPU: "gtpu teid",
+            UDP_PORT_MPLS: "mpls label"}  # fmt: skip
+
+
+def _tunnel_id(k: Key) -> str:
+    """The tunnel's own identifier in w[0], named as its RFC names it."""
+    shift = {UDP_PORT_GTPU: 0, UDP_PORT_MPLS: 12}.get(k.dport, 8)  # TEID whole, label 20 bits, VNI 24
+    return f"{_TUNNELS.get(k.dport, 'id')}=0x{k.w[0] >> shift:x}"
+
+
 def format_key(raw: bytes) -> str:
-    """One readable line for a key, e.g. ``tcp 10.0.0.1:1000 > 10.0.0.2:80 id=0x1234 w=...``."""
+    """One readable line for a key, e.g. ``tcp proto=6 10.0.0.1:1000 > 10.0.0.2:80 id=0x1234 w=[...]``."""
     k = Key.from_bytes(raw)
     kind = k.kind.name.lower() if isinstance(k.kind, KeyKind) else f"kind{k.kind}"
     if k.kind == KeyKind.META:
@@ -240,16 +462,23 @@ def format_key(raw: bytes) -> str:
     if k.family == 4:
         src, dst = ipaddress.IPv4Address(k.saddr[:4]), ipaddress.IPv4Address(k.daddr[:4])
         ident = f"id=0x{k.ident >> 16:04x}"
+        if k.ident & IP_MF_OFFSET:
+            ident += f" off={k.ident & IP_OFFSET}" + (" mf" if k.ident & 0x2000 else "")
     elif k.family == 6:
         src, dst = ipaddress.IPv6Address(k.saddr), ipaddress.IPv6Address(k.daddr)
-        ident = f"flow=0x{k.ident:05x}"
+        ident = f"fragid=0x{k.ident:08x}" if k.flags & KeyFlag.FRAG else f"flow=0x{k.ident:05x}"
     else:
         return f"{kind} family={k.family} raw={bytes(raw).hex()}"
     if k.kind in (KeyKind.TCP, KeyKind.UDP, KeyKind.RTP):
         where = f"{src}:{k.sport} > {dst}:{k.dport}"
+    elif k.kind == KeyKind.TUNNEL:
+        where = f"{src}:{k.sport} > {dst}:{k.dport} {_tunnel_id(k)}"
     elif k.kind == KeyKind.ICMP:
         where = f"{src} > {dst} type={k.sport >> 8} code={k.sport & 0xFF}"
     else:
         where = f"{src} > {dst}"
+    if k.flags:
+        names = [f.name.lower() for f in KeyFlag if f & k.flags and f.name]
+        ident += f" flags={','.join(names)}"
     words = " ".join(f"{w:08x}" for w in k.w)
     return f"{kind} proto={k.proto} {where} {ident} w=[{words}]"

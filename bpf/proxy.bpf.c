@@ -52,6 +52,9 @@ int axp_xdp_rx(struct xdp_md *ctx)
 		axp_count(axp_parse_counter(res));
 		return XDP_DROP;
 	}
+	/* proxied all the same; the count tells how often such chains come by */
+	if (key.flags & AXP_KEYF_EXT_LIMIT)
+		axp_count(AXP_CNT_RX_KEY_EXT_LIMIT);
 	sf_idx = *idx;
 	if (axp_cfg.topology == AXP_TOPO_ATTACHED) {
 		sf = bpf_map_lookup_elem(&axp_sfs, &sf_idx);
@@ -180,7 +183,7 @@ int axp_tc_tx(struct __sk_buff *skb)
 	__be16 mpls = axp_htons(AXP_ETH_P_MPLS_UC);
 	struct axp_sf *sf;
 	__u8 *data, *end;
-	__u32 n;
+	__u32 n, pull;
 	int res;
 
 	axp_count(AXP_CNT_TX_PACKETS);
@@ -188,10 +191,20 @@ int axp_tc_tx(struct __sk_buff *skb)
 		axp_count(AXP_CNT_TX_NOT_IP);
 		return TC_ACT_OK;
 	}
-	res = axp_tx_key((void *)(long)skb->data, (void *)(long)skb->data_end, skb->mark, &key);
-	/* headers beyond the linear part: pull them in once, only on this slow path */
-	if (res == AXP_PARSE_MALFORMED && skb->len > AXP_ETH_HLEN) {
-		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	res = axp_tx_key(data, end, skb->mark, &key);
+	/*
+	 * Headers beyond the linear part: pull them in once, only on this slow
+	 * path. Besides a header cut short, any key but TCP's may have been cut
+	 * short by the linear end (payload words, a tunnel's inner packet) where
+	 * XDP at RX saw the whole frame.
+	 */
+	pull = skb->len < AXP_KEY_PULL_LEN ? skb->len : AXP_KEY_PULL_LEN;
+	if (data + pull > end &&
+	    (res == AXP_PARSE_MALFORMED ||
+	     (res == AXP_PARSE_OK && key.kind != AXP_KEY_TCP && key.kind != AXP_KEY_META))) {
+		bpf_skb_pull_data(skb, pull);
 		__builtin_memset(&key, 0, sizeof(key));
 		res = axp_tx_key((void *)(long)skb->data, (void *)(long)skb->data_end, skb->mark,
 				 &key);

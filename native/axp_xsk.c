@@ -183,6 +183,9 @@ static inline int axp_rx_parse(const struct axp_engine *e, uint64_t *cnt, const 
 		cnt[axp_parse_counter(res)]++;
 		return AXP_VERDICT_DROP;
 	}
+	/* proxied all the same; the count tells how often such chains come by */
+	if (j->key.flags & AXP_KEYF_EXT_LIMIT)
+		cnt[AXP_CNT_RX_KEY_EXT_LIMIT]++;
 	j->idx = idx;
 	j->hash = axp_cache_hash(&j->key);
 	axp_cache_prefetch(e->cache, j->hash);

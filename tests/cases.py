@@ -15,14 +15,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from scapy.contrib.geneve import GENEVE
+from scapy.contrib.gtp import GTP_U_Header, GTPPDUSessionContainer
 from scapy.contrib.mpls import MPLS
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP, IPOption_Router_Alert
-from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP, IPOption_Router_Alert, fragment
+from scapy.layers.inet6 import (
+    ICMPv6EchoRequest,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+)
+from scapy.layers.ipsec import AH
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.rtp import RTP
+from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 
-from afxdp_proxy.key import MAX_LABELS, KeyKind, ParseResult
+from afxdp_proxy.key import MAX_EXT_HDRS, MAX_LABELS, KeyFlag, KeyKind, ParseResult
 from afxdp_proxy.mpls import Lse
 
 SRC_MAC = "02:aa:00:00:00:01"  # the previous hop
@@ -31,6 +42,7 @@ SF_LABELS = {100: 0, 200: 1}  # top label -> SF index: the labels the proxy unde
 OTHER_LABEL = 300  # a label no SF of ours answers to
 SRC4, DST4 = "10.1.0.1", "10.2.0.2"
 SRC6, DST6 = "fd00:1::1", "fd00:2::2"
+NO_FLAGS = KeyFlag(0)
 
 
 class Verdict(StrEnum):
@@ -48,11 +60,13 @@ class Case:
     rx_counter: str  # name of the counter (enum axp_counter) the RX side bumps besides rx_packets
     parse: ParseResult  # what the shared parser returns for the frame
     kind: KeyKind | None = None  # key kind when the parse is OK
+    flags: KeyFlag = NO_FLAGS  # the key's flags when the parse is OK
     stack: tuple[int, ...] = ()  # the cached label stack entries, outermost first (when popped)
     sf: int | None = None  # SF index the cache entry belongs to (when popped)
     popped: bytes | None = None  # RX output: the bare frame (when popped)
     pushed: bytes | None = None  # TX output for the popped frame coming back unchanged
     tx_counter: str | None = None  # tx_pushed, or tx_plain when only the SF's own label was there
+    rx_also: tuple[str, ...] = ()  # further counters RX bumps once (besides rx_packets, rx_counter)
 
     @property
     def depth(self) -> int:
@@ -78,8 +92,17 @@ def _frame(stack: list[Lse], payload: Packet | bytes, eth_type: int | None = Non
     return p / (Raw(payload) if isinstance(payload, bytes) else payload)
 
 
-def popping(name: str, description: str, stack: list[Lse], ip: Packet, kind: KeyKind) -> Case:
+def popping(
+    name: str,
+    description: str,
+    stack: list[Lse],
+    ip: Packet | bytes,
+    kind: KeyKind,
+    flags: KeyFlag = NO_FLAGS,
+    rx_also: tuple[str, ...] = (),
+) -> Case:
     """A frame the proxy serves: pop and cache at RX, push the stack minus our label at TX."""
+    ip = Raw(ip) if isinstance(ip, bytes) else ip
     eth = Ether(src=SRC_MAC, dst=DST_MAC)
     rest = stack[1:]
     return Case(
@@ -90,11 +113,13 @@ def popping(name: str, description: str, stack: list[Lse], ip: Packet, kind: Key
         rx_counter="rx_popped",
         parse=ParseResult.OK,
         kind=kind,
+        flags=flags,
         stack=tuple(e.encode() for e in stack),
         sf=SF_LABELS[stack[0].label],
         popped=bytes(eth / ip),
         pushed=bytes(_frame(rest, ip) if rest else eth / ip),
         tx_counter="tx_pushed" if rest else "tx_plain",
+        rx_also=rx_also,
     )
 
 
@@ -132,6 +157,30 @@ def _ip4_bytes(ip: Packet, *, byte0: int | None = None, length: int | None = Non
 
 
 TCP4 = _ip4(id=0x1001, tos=0xB9, ttl=61) / _tcp()
+# one UDP datagram in three IPv4 fragments (offsets 0, 8, 16 in 8-byte units)
+FRAGS4 = fragment(_ip4(id=0x1105) / UDP(sport=6000, dport=6001) / Raw(bytes(range(150))), 64)
+assert len(FRAGS4) == 3
+
+
+def _inner_tcp4(seq: int) -> Packet:
+    """The packet inside a tunnel: another flow's TCP segment."""
+    return IP(src="192.168.7.1", dst="192.168.7.2", id=0x7001) / _tcp(seq=seq)
+
+
+def _tunnel(dport: int, sport: int = 49152) -> UDP:
+    return UDP(sport=sport, dport=dport)
+
+
+def _tcp_ack(sack: tuple[int, int]) -> TCP:
+    """A duplicate ACK of one flow; only its SACK block differs from another's."""
+    return TCP(sport=40001, dport=443, seq=0x6A000001, ack=0x6B000001, flags="A", window=1000,
+               options=[("NOP", None), ("NOP", None), ("SAck", sack)])  # fmt: skip
+
+
+# IPv6 extension chains: one header more than the walk takes
+EXT_TOO_LONG = IPv6ExtHdrHopByHop()
+for _ in range(MAX_EXT_HDRS):
+    EXT_TOO_LONG = EXT_TOO_LONG / IPv6ExtHdrDestOpt()
 
 CASES: list[Case] = [
     # ---- popped: stack depths ------------------------------------------------------------
@@ -165,17 +214,19 @@ CASES: list[Case] = [
     ),
     popping(
         "tcp4_first_frag",
-        "IPv4 first fragment (MF, offset 0): still keyed as TCP",
+        "IPv4 first fragment (MF, offset 0): still keyed as TCP, flagged",
         stack_of(2),
         _ip4(id=0x1102, flags="MF") / _tcp(seq=0x1102),
         KeyKind.TCP,
+        KeyFlag.FRAG,
     ),
     popping(
         "frag4_later",
         "IPv4 later fragment (offset 185): no L4 header, keyed on payload words",
         stack_of(2),
         _ip4(id=0x1103, frag=185, proto=6) / Raw(bytes(range(64, 100))),
-        KeyKind.OTHER,
+        KeyKind.FRAG,
+        KeyFlag.FRAG,
     ),
     popping("rtp4", "IPv4 UDP carrying RTP v2", stack_of(3), _ip4(id=0x1201) / _rtp(), KeyKind.RTP),
     popping(
@@ -238,17 +289,160 @@ CASES: list[Case] = [
     ),
     popping(
         "hbh6",
-        "IPv6 with a hop-by-hop extension header: keyed on its first words",
+        "IPv6 UDP behind a hop-by-hop extension header",
         stack_of(2),
         _ip6(fl=0x2222) / IPv6ExtHdrHopByHop() / UDP(sport=9, dport=9) / Raw(b"y" * 8),
-        KeyKind.OTHER,
+        KeyKind.UDP,
     ),
     popping(
         "frag6",
-        "IPv6 with a fragment header: keyed on its first words",
+        "IPv6 first fragment (offset 0, M): UDP key, fragment id for the flow label, flagged",
         stack_of(3),
         _ip6() / IPv6ExtHdrFragment(id=0x5EED, m=1) / UDP(sport=9, dport=9) / Raw(b"z" * 16),
+        KeyKind.UDP,
+        KeyFlag.FRAG,
+    ),
+    # ---- popped: fragments --------------------------------------------------------------------
+    popping(
+        "frag4_first",
+        "IPv4 first fragment of a UDP datagram (MF, offset 0): UDP key, flagged",
+        stack_of(2),
+        FRAGS4[0],
+        KeyKind.UDP,
+        KeyFlag.FRAG,
+    ),
+    popping(
+        "frag4_middle",
+        "IPv4 middle fragment of the same datagram (MF, offset 8): the offset keeps it apart",
+        stack_of(2),
+        FRAGS4[1],
+        KeyKind.FRAG,
+        KeyFlag.FRAG,
+    ),
+    popping(
+        "frag4_last",
+        "IPv4 last fragment of the same datagram (offset 16, no MF)",
+        stack_of(2),
+        FRAGS4[2],
+        KeyKind.FRAG,
+        KeyFlag.FRAG,
+    ),
+    popping(
+        "frag6_later",
+        "IPv6 later fragment (offset 8): fragment id, offset/M and payload words",
+        stack_of(2),
+        _ip6(fl=0x3333) / IPv6ExtHdrFragment(id=0x5EED, offset=8, m=1, nh=17) / Raw(bytes(range(100, 164))),
+        KeyKind.FRAG,
+        KeyFlag.FRAG,
+    ),
+    # ---- popped: IPv6 extension headers ---------------------------------------------------------
+    popping(
+        "tcp6_dstopts",
+        "IPv6 TCP behind Destination Options: the TCP key of what follows",
+        stack_of(2),
+        _ip6(fl=0x4444) / IPv6ExtHdrDestOpt() / _tcp(seq=0x6002),
+        KeyKind.TCP,
+    ),
+    popping(
+        "tcp6_chain",
+        "IPv6 TCP behind Hop-by-Hop, Routing and Destination Options",
+        stack_of(3),
+        _ip6(fl=0x4445) / IPv6ExtHdrHopByHop() / IPv6ExtHdrRouting() / IPv6ExtHdrDestOpt() / _tcp(seq=0x6003),
+        KeyKind.TCP,
+    ),
+    popping(
+        "tcp6_ah",
+        "IPv6 TCP behind AH (length in 4-byte units, RFC 4302)",
+        stack_of(2),
+        _ip6(fl=0x4446) / AH(nh=6, payloadlen=4, spi=0x100, seq=7, icv=bytes(12)) / _tcp(seq=0x6004),
+        KeyKind.TCP,
+    ),
+    popping(
+        "ext6_limit",
+        f"IPv6 with {MAX_EXT_HDRS + 1} extension headers: keyed on what follows the last walked, "
+        "flagged and counted, proxied all the same",
+        stack_of(2),
+        _ip6(fl=0x4447) / EXT_TOO_LONG / _tcp(seq=0x6005),
         KeyKind.OTHER,
+        KeyFlag.EXT_LIMIT,
+        rx_also=("rx_key_ext_limit",),
+    ),
+    popping(
+        "dupack6_sack_a",
+        "IPv6 duplicate ACK with one SACK block: options are not keyed (SFs clamp MSS)",
+        stack_of(2),
+        _ip6(fl=0x5555) / _tcp_ack((0x6B001000, 0x6B002000)),
+        KeyKind.TCP,
+    ),
+    popping(
+        "dupack6_sack_b",
+        "the same duplicate ACK with another SACK block: the same key (the cache queues such twins)",
+        stack_of(3),
+        _ip6(fl=0x5555) / _tcp_ack((0x6B003000, 0x6B004000)),
+        KeyKind.TCP,
+    ),
+    # ---- popped: UDP tunnels and RTP ---------------------------------------------------------------
+    popping(
+        "vxlan4",
+        "VXLAN (RFC 7348) carrying TCP: VNI and the inner segment",
+        stack_of(2),
+        _ip4(id=0x1501) / _tunnel(4789) / VXLAN(vni=0xABCDE) / Ether() / _inner_tcp4(0x7101),
+        KeyKind.TUNNEL,
+    ),
+    popping(
+        "geneve4",
+        "Geneve (RFC 8926) with an option, inner Ethernet carrying TCP",
+        stack_of(2),
+        _ip4(id=0x1502)
+        / _tunnel(6081)
+        / GENEVE(vni=0x12345, proto=0x6558, optionlen=2, options=bytes.fromhex("0102030400000000"))
+        / Ether()
+        / _inner_tcp4(0x7102),
+        KeyKind.TUNNEL,
+    ),
+    popping(
+        "geneve6_ip6",
+        "Geneve over IPv6 carrying IPv6 TCP directly (protocol type 0x86DD)",
+        stack_of(2),
+        _ip6(fl=0x6666)
+        / _tunnel(6081)
+        / GENEVE(vni=7, proto=0x86DD)
+        / IPv6(src="fd07::1", dst="fd07::2", fl=0x77777)
+        / _tcp(seq=0x7103),
+        KeyKind.TUNNEL,
+        KeyFlag.INNER_V6,
+    ),
+    popping(
+        "gtpu4",
+        "GTP-U (3GPP TS 29.281) G-PDU with a PDU session container, carrying TCP",
+        stack_of(2),
+        _ip4(id=0x1503)
+        / _tunnel(2152, sport=2152)
+        / GTP_U_Header(teid=0xC0FFEE, E=1, next_ex=0x85)
+        / GTPPDUSessionContainer(type=1, QFI=5)
+        / _inner_tcp4(0x7104),
+        KeyKind.TUNNEL,
+    ),
+    popping(
+        "mplsudp4",
+        "MPLS-in-UDP (RFC 7510), two labels, carrying TCP",
+        stack_of(2),
+        _ip4(id=0x1504) / _tunnel(6635) / MPLS(label=5000, s=0, ttl=9) / MPLS(label=6000, ttl=8) / _inner_tcp4(0x7105),
+        KeyKind.TUNNEL,
+    ),
+    popping(
+        "vxlan4_not_ip",
+        "VXLAN carrying ARP: no inner IP packet, plain UDP key",
+        stack_of(2),
+        _ip4(id=0x1505) / _tunnel(4789) / VXLAN(vni=3) / Ether() / ARP(),
+        KeyKind.UDP,
+    ),
+    popping(
+        "udp4_rtp_like",
+        "IPv4 UDP, even port, RTP v2 with type 96, but 15 CSRCs that do not fit: not RTP",
+        stack_of(2),
+        _ip4(id=0x1206) / UDP(sport=5004, dport=5008) / Raw(bytes([0x8F, 96]) + bytes(range(38))),
+        KeyKind.UDP,
     ),
     # ---- refused: not for us -----------------------------------------------------------------
     refused(

@@ -190,10 +190,10 @@ def check_retry_after_max_dwell(tb: Testbed, counters: Callable[[], dict[str, in
     assert time.monotonic() - t0 < max_dwell_ms / 1000, "too slow to test a retry within max_dwell_ms"
     c = counters()
     assert (c["rx_popped"], c["rx_key_full"], c["expired"]) == (1, 1, 0), c
-    assert tb.received() == {}
+    key = parse_mpls_frame(frame).key
+    assert key not in tb.received()  # (other stray packets a receiver records do not matter here)
     time.sleep(max(0.0, t0 + max_dwell_ms / 1000 + 0.2 - time.monotonic()))
     send_behind_classifier(tb, [frame])
-    key = parse_mpls_frame(frame).key
     netns.wait_until(lambda: key in tb.received(), 5, what="the late retry to arrive")
     assert tb.received()[key] == tuple(e.encode() for e in stack[1:])
     c = counters()

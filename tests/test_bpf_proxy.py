@@ -26,7 +26,9 @@ import pytest
 from afxdp_proxy._native import ffi, lib
 from cases import CASES, POPPED, SF_LABELS, Case, Verdict, sf_rewrite, stack_of
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
+from scapy.packet import Raw
 
 from afxdp_proxy import bpf, cache
 from afxdp_proxy.backends.kernel import ProxyObject
@@ -337,8 +339,8 @@ def test_every_configuration_loads_and_pops(make: Callable[..., Proxy], cfg: Cfg
 def test_counter_names_cover_the_table() -> None:
     names = bpf.counter_names()
     assert len(names) == lib.AXP_CNT_MAX
-    assert names[0] == "rx_packets" and names[-1] == "tx_dwell_ns"
-    used = {c.rx_counter for c in CASES} | {c.tx_counter for c in POPPED}
+    assert names[0] == "rx_packets" and names[-1] == "rx_key_ext_limit"
+    used = {c.rx_counter for c in CASES} | {c.tx_counter for c in POPPED} | {n for c in CASES for n in c.rx_also}
     assert used <= set(names)
 
 
@@ -366,8 +368,9 @@ def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
     want_verdict, want_frame = rx_expect(case, topology)
     assert r.retval == want_verdict
     assert_frame(r.data, want_frame)
+    also = dict.fromkeys(case.rx_also, 1)
     cached = {"cache_inserts": 1} if case.rx == Verdict.POP else {}
-    assert_counters(px, {"rx_packets": 1, case.rx_counter: 1, **cached})
+    assert_counters(px, {"rx_packets": 1, case.rx_counter: 1, **cached, **also})
     if case.rx != Verdict.POP:
         assert px.entries() == {}
         return
@@ -383,7 +386,7 @@ def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
     assert_frame(t.data, want_frame)
     assert case.tx_counter is not None
     dwell = assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, case.tx_counter: 1,
-                                 "cache_inserts": 1, "cache_takes": 1})
+                                 "cache_inserts": 1, "cache_takes": 1, **also})
     assert 0 < dwell < time.monotonic_ns() - before
     assert px.entries() == {}, "TX must take the entry out of the cache"
 
@@ -818,21 +821,23 @@ def test_modes_without_hash_key_look_no_deeper_than_the_ip_version(make: Callabl
 
 
 def test_bpf_key_equals_oracle_on_random_frames(make: Callable[..., Proxy]) -> None:
-    """Generated frames through the real RX program: verdict and cached key as the oracle says."""
+    """Generated frames through the real RX program: verdict and cached key as the oracle says,
+    rx_key_ext_limit counted as the key's flag says; then TC egress finds the entry by its own key.
+    The frames of test_key's generator first, then UDP tunnels (good and bad) below our label."""
     import random
 
-    from test_key import random_frame
+    from test_key import _random_tunnel, random_frame
+
+    from afxdp_proxy.key import Key, KeyFlag, KeyKind
 
     px = make()
     rng = random.Random(0xB9F)
     ours = sorted(SF_LABELS)  # the served top labels
-    popped = 0
-    for _ in range(3000):
-        frame = bytearray(random_frame(rng))
-        if len(frame) < ETH_HLEN + 4:
-            continue  # test runs refuse frames shorter than Ethernet
-        if frame[12:14] == b"\x88\x47" and rng.random() < 0.7:  # mostly our top label
-            frame[14:17] = ((rng.choice(ours) << 4) | (frame[16] & 0x0F)).to_bytes(3, "big")
+    kinds: dict[KeyKind, int] = {}
+    ext_limit = 0
+
+    def check(frame: bytearray) -> None:
+        nonlocal ext_limit
         px.reset()
         want = parse_mpls_frame(bytes(frame))
         top = int.from_bytes(frame[14:18], "big") >> 12 if frame[12:14] == b"\x88\x47" else None
@@ -840,8 +845,26 @@ def test_bpf_key_equals_oracle_on_random_frames(make: Callable[..., Proxy]) -> N
         if top in ours and want.key is not None:
             assert r.retval == bpf.XDP_PASS, frame.hex()
             assert list(px.entries()) == [want.key], (frame.hex(), format_key(want.key))
-            popped += 1
+            key = Key.from_bytes(want.key)
+            limit = int(bool(key.flags & KeyFlag.EXT_LIMIT))
+            assert px.counters().get("rx_key_ext_limit", 0) == limit, frame.hex()
+            assert px.tc_tx(r.data).retval == bpf.TC_ACT_OK
+            assert px.entries() == {}, ("TC did not find the entry", frame.hex(), format_key(want.key))
+            kinds[key.kind] = kinds.get(key.kind, 0) + 1
+            ext_limit += limit
         else:
             assert px.entries() == {}, frame.hex()
             assert r.retval == (bpf.XDP_DROP if top in ours else bpf.XDP_PASS), frame.hex()
-    assert popped >= 300  # the generator reached the interesting path often enough
+
+    for _ in range(3000):
+        frame = bytearray(random_frame(rng))
+        if len(frame) < ETH_HLEN + 4:
+            continue  # test runs refuse frames shorter than Ethernet
+        if frame[12:14] == b"\x88\x47" and rng.random() < 0.7:  # mostly our top label
+            frame[14:17] = ((rng.choice(ours) << 4) | (frame[16] & 0x0F)).to_bytes(3, "big")
+        check(frame)
+    for _ in range(1000):
+        ip = bytes(IP(proto=17, id=rng.getrandbits(16))) if rng.random() < 0.5 else bytes(IPv6(nh=17))
+        check(bytearray(labelled(bytes(Ether() / Raw(ip + _random_tunnel(rng))), stack_of(2))))
+    # the generators reached the interesting paths often enough
+    assert sum(kinds.values()) >= 1000 and ext_limit >= 3 and kinds[KeyKind.TUNNEL] >= 300, kinds

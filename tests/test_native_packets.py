@@ -125,8 +125,9 @@ def test_table(make: Callable[..., Engine], case: Case) -> None:
     assert XDP_OF[r.verdict] == want_verdict
     assert_frame(r.data, want_frame)
     # a frame shorter than Ethernet, which BPF_PROG_TEST_RUN refuses, is counted like any truncation
+    also = dict.fromkeys(case.rx_also, 1)
     cached = {"cache_inserts": 1} if case.rx == Verdict.POP else {}
-    assert_counters(e, {"rx_packets": 1, case.rx_counter: 1, **cached})
+    assert_counters(e, {"rx_packets": 1, case.rx_counter: 1, **cached, **also})
     if case.rx != Verdict.POP:
         assert entries(e) == {}
         return
@@ -146,7 +147,7 @@ def test_table(make: Callable[..., Engine], case: Case) -> None:
     assert_frame(data, want_frame)
     assert case.tx_counter is not None
     dwell = assert_counters(e, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, case.tx_counter: 1,
-                                "cache_inserts": 1, "cache_takes": 1})
+                                 "cache_inserts": 1, "cache_takes": 1, **also})
     assert 0 < dwell < time.monotonic_ns() - before
     assert entries(e) == {}, "TX must take the entry out of the cache"
     c = e.counters()
@@ -187,9 +188,19 @@ def test_sf_rewrites_do_not_lose_the_entry(make: Callable[..., Engine]) -> None:
 
 def test_the_whole_table_as_one_batch(make: Callable[..., Engine]) -> None:
     """What the socket loop calls: axp_rx_batch / axp_tx_batch over many frames at once (parsed,
-    hashed and prefetched in chunks before any touches the cache) agree with frame-by-frame."""
+    hashed and prefetched in chunks before any touches the cache) agree with frame-by-frame.
+    Rows whose key an earlier row holds (duplicate ACKs differing only in SACK blocks) are left
+    out: two packets with one key in flight are the cache's business, tested apart."""
     e = make()
-    frames = [c.frame for c in CASES]
+    held: set[bytes | None] = set()
+    cases = []
+    for case in CASES:
+        key = parse_mpls_frame(case.frame).key if case.rx == Verdict.POP else None
+        if key is None or key not in held:
+            cases.append(case)
+            held.add(key)
+    assert len(cases) < len(CASES)  # the table has such twins: this filter is not dead code
+    frames = [c.frame for c in cases]
     n = len(frames)
     bufs = [ffi.new("uint8_t[]", HEADROOM + len(f)) for f in frames]
     for b, f in zip(bufs, frames, strict=True):
@@ -200,15 +211,16 @@ def test_the_whole_table_as_one_batch(make: Callable[..., Engine]) -> None:
     verdicts = ffi.new("uint8_t[]", n)
     lib.axp_rx_batch(e.ptr, e.cnt, ptrs, lens, n, 0, out, verdicts)
     popped = []
-    for i, case in enumerate(CASES):
+    for i, case in enumerate(cases):
         want_verdict, want_frame = rx_expect(case, "attached")
         assert XDP_OF[verdicts[i]] == want_verdict, case.name
         if verdicts[i] == VERDICT_TX:
             assert_frame(bytes(ffi.buffer(ptrs[i] + out[i].off, out[i].len)), want_frame)
             popped.append((case, ptrs[i] + out[i].off, out[i].len, HEADROOM + out[i].off))
     want = {"rx_packets": n}
-    for case in CASES:
-        want[case.rx_counter] = want.get(case.rx_counter, 0) + 1
+    for case in cases:
+        for name in (case.rx_counter, *case.rx_also):
+            want[name] = want.get(name, 0) + 1
     want["cache_inserts"] = want["rx_popped"]
     assert_counters(e, want)
     m = len(popped)
@@ -222,7 +234,7 @@ def test_the_whole_table_as_one_batch(make: Callable[..., Engine]) -> None:
         assert_frame(bytes(ffi.buffer(tx_ptrs[i] + out[i].off, out[i].len)), want_frame)
     assert entries(e) == {}
     c = e.counters()
-    assert c["tx_packets"] == c["cache_takes"] == m == len(POPPED)
+    assert c["tx_packets"] == c["cache_takes"] == m == sum(case.rx == Verdict.POP for case in cases)
 
 
 # ---- TX without an entry, or with a bad one, or bad input ------------------------------------

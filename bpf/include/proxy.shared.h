@@ -17,34 +17,67 @@
 #define AXP_MAX_LABELS 16  /* deepest SR-MPLS stack the proxy caches */
 #define AXP_MAX_SFS 64     /* service functions one proxy instance serves */
 #define AXP_MAX_STACKS 16  /* stacks the testbed classifier rotates through */
-#define AXP_KEY_WORDS 3    /* kind-specific words in struct axp_key */
+#define AXP_KEY_WORDS 5    /* kind-specific words in struct axp_key */
+/*
+ * IPv6 extension headers the key walks past (RFC 8200 §4) before it gives up
+ * and keys on the bytes after the last one walked (AXP_KEYF_EXT_LIMIT). Six
+ * covers every header RFC 8200 §4.1 orders before the upper layer (Hop-by-Hop,
+ * Destination Options, Routing, Fragment, AH, Destination Options) once each.
+ */
+#define AXP_MAX_EXT_HDRS 6
 
 enum axp_key_kind {
 	AXP_KEY_NONE = 0,
-	AXP_KEY_META = 1,  /* artificial key: sequence number carried in skb->mark */
+	AXP_KEY_META = 1,   /* artificial key: sequence number carried in skb->mark */
 	AXP_KEY_TCP = 2,
-	AXP_KEY_RTP = 3,   /* UDP whose payload starts with an RTP v2 header */
+	AXP_KEY_RTP = 3,    /* UDP whose payload passes the RTP v2 header test (RFC 3550) */
 	AXP_KEY_UDP = 4,
-	AXP_KEY_ICMP = 5,  /* ICMP and ICMPv6 */
-	AXP_KEY_OTHER = 6, /* other L4, IPv6 extension headers, later IPv4 fragments */
+	AXP_KEY_ICMP = 5,   /* ICMP and ICMPv6 */
+	AXP_KEY_OTHER = 6,  /* other L4, or an IPv6 extension chain the walk gave up on */
+	AXP_KEY_FRAG = 7,   /* a fragment other than the first: no L4 header in it */
+	AXP_KEY_TUNNEL = 8, /* UDP tunnel on its standard port, keyed on the inner packet */
+};
+
+/* struct axp_key.flags */
+enum axp_key_flag {
+	AXP_KEYF_FRAG = 1,      /* the packet is a fragment (IPv4 MF or offset, IPv6 Fragment header) */
+	AXP_KEYF_EXT_LIMIT = 2, /* IPv6: AXP_MAX_EXT_HDRS walked and another extension header follows */
+	AXP_KEYF_INNER_V6 = 4,  /* TUNNEL: the inner packet is IPv6 (w[1] is a flow label, not an id) */
 };
 
 /*
- * The cache key. 56 bytes, no implicit padding (hash maps hash every byte).
- * Fields per kind (w = words in network order):
- *   TCP   sport dport w = {seq, ack, 0}; IPv6 adds w[2] = data offset/flags/window
- *   RTP   sport dport w = first 12 payload bytes {V/P/X/CC/M/PT/seq, timestamp, SSRC}
- *   UDP   sport dport w = first 12 payload bytes (whole words only, rest zero)
- *   ICMP  sport = type/code, w = {rest of header, next two words}
- *   OTHER w = first 12 bytes after the IP header (whole words only)
- *   META  ident = sequence number, everything else zero
- * ident: IPv4 identification in the upper 16 bits, or the IPv6 flow label.
+ * The cache key: 64 bytes, eight 64-bit words, no implicit padding (hash maps
+ * hash every byte). Everything read from the packet stays in network order.
+ *
+ * ident  IPv4: the word at IP offset 4 with DF and the reserved bit masked off:
+ *        identification, MF, fragment offset (RFC 791 §3.1), so the fragments
+ *        of one datagram and an unfragmented packet with the same id all differ.
+ *        IPv6: the flow label, or the Fragment header's identification when
+ *        there is one (RFC 8200 §4.5).
+ * proto  IP protocol / the IPv6 next header the key was taken from.
+ * Words per kind (w, rest zero; payload words are whole words only):
+ *   TCP     sport dport, w = {seq, ack, data offset/flags/window}; never options
+ *   UDP     sport dport, w = the first 5 payload words
+ *   RTP     as UDP: only the kind differs
+ *   ICMP    sport = type/code (never the checksum), w = 5 words from offset 4
+ *   OTHER   w = the first 5 words after the last IP / extension header walked
+ *   FRAG    IPv4: w = the first 5 payload words; IPv6: w[0] = fragment
+ *           offset and M flag (the rest of that word masked), w[1..4] = payload
+ *   TUNNEL  outer ident, sport, dport; w[0] = tunnel id (VXLAN/Geneve VNI,
+ *           GTP-U TEID, MPLS-in-UDP top LSE with TTL masked), w[1] = inner
+ *           ident (IPv4 word as above, or the inner flow label with
+ *           AXP_KEYF_INNER_V6), w[2..4] = inner TCP {seq, ack, offset/flags/
+ *           window}, UDP {ports, 2 payload words}, ICMP {type/code with the
+ *           checksum masked, 2 words from offset 4}, else (later fragment,
+ *           IPv6 extension header, other protocol) the 3 words after the
+ *           inner IP header. Formats and limits: parse.shared.h.
+ *   META    ident = sequence number (host order), everything else zero
  */
 struct axp_key {
 	__u8 kind;   /* enum axp_key_kind */
 	__u8 family; /* 4 or 6; 0 for META */
 	__u8 proto;  /* IP protocol / IPv6 next header */
-	__u8 _pad;
+	__u8 flags;  /* enum axp_key_flag bits */
 	__be32 ident;
 	__be32 saddr[4]; /* IPv4 uses saddr[0] */
 	__be32 daddr[4];
@@ -52,6 +85,10 @@ struct axp_key {
 	__be16 dport;
 	__be32 w[AXP_KEY_WORDS];
 };
+
+#ifndef AXP_CDEF
+_Static_assert(sizeof(struct axp_key) == 64, "struct axp_key: 8 x u64 without padding");
+#endif
 
 /* The stack the cache holds for packets in flight between RX and TX (cache.shared.h). */
 struct axp_entry {
@@ -126,6 +163,7 @@ enum axp_counter {
 	AXP_CNT_TX_GSO_DROP,         /* drop: merged (GSO) skb cannot carry per-packet stacks */
 	AXP_CNT_TX_PUSH_FAILED,      /* drop: head/room adjustment failed */
 	AXP_CNT_TX_DWELL_NS,         /* sum of RX-to-TX times of cache hits, in ns */
+	AXP_CNT_RX_KEY_EXT_LIMIT,    /* popped, hash key with AXP_KEYF_EXT_LIMIT: IPv6 chain too long */
 	AXP_CNT_MAX
 };
 

@@ -144,8 +144,8 @@ int tb_tc_classify(struct __sk_buff *skb)
 		depth = 0;
 	}
 	if (tb_cfg_get(TB_CFG_RECORD)) {
-		/* the key needs up to 60 bytes of IP + L4 header in the linear part */
-		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
+		/* the key reads up to AXP_KEY_PULL_LEN bytes: make them linear */
+		bpf_skb_pull_data(skb, skb->len < AXP_KEY_PULL_LEN ? skb->len : AXP_KEY_PULL_LEN);
 		data = (void *)(long)skb->data;
 		end = (void *)(long)skb->data_end;
 		if (data + AXP_ETH_HLEN <= end)
