@@ -67,12 +67,6 @@ def object_path(name: str) -> Path:
                             "run `make bpf` in a checkout, or point AXP_BPF_DIR at the objects")
 
 
-def counter_names() -> list[str]:
-    """Counter names in slot order, from ``enum axp_counter`` (AXP_CNT_RX_POPPED -> rx_popped)."""
-    items = ffi.typeof("enum axp_counter").elements
-    return [items[i].removeprefix("AXP_CNT_").lower() for i in range(lib.AXP_CNT_MAX)]
-
-
 NCPUS = lib.axp_num_possible_cpus()
 
 

@@ -29,12 +29,6 @@ _M64, _M32 = (1 << 64) - 1, (1 << 32) - 1
 _P1, _P2, _P3 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
-def in_flight_of(counters: dict[str, int]) -> int:
-    """Packets whose stacks the cache holds, from counters alone (exact for both backends)."""
-    c = counters.get
-    return c("cache_inserts", 0) - c("cache_takes", 0) - c("evictions", 0) - c("expired", 0)
-
-
 # ---------------------------------------------------------------------- hash, set, tag
 
 

@@ -56,34 +56,14 @@ the cache (kernel and afxdp backends alike):
   reclaims it, and an identical retry replaces it. At most max_per_key (default 64)
   packets with one key are in flight; past that RX drops (rx_key_full).
 
-counters (also in `afxdp-proxy stats`):
-  rx_popped            stack popped, cached, bare packet sent on to the SF
-  rx_not_mpls          passed: not SR-MPLS (ARP, plain IP)
-  rx_other_label       passed: top label addresses no SF of this proxy
-  rx_malformed         dropped: truncated Ethernet/MPLS/IP/L4 header
-  rx_too_many_labels   dropped: no bottom of stack within 16 labels
-  rx_not_ip            dropped: no IPv4/IPv6 packet below the stack
-  rx_key_full          dropped: max_per_key packets with this key in flight, or
-                       every entry of its set holds this key
-  cache_inserts        packets cached at RX
-  cache_takes          packets whose stack TX took back out
-  evictions            packets of entries pushed out of a full set by newer ones
-  expired              packets of entries older than max_dwell_ms: presumed lost
+counters (also in `afxdp-proxy stats`, per SF; "-" is the row of frames of no SF).
+Every frame counts once in rx_packets/tx_packets and once in one reason:
+{counters}
   in_flight            cache_inserts - cache_takes - evictions - expired: packets
                        in the SF right now (exact, from the counters)
-  rx_key_ext_limit     popped all the same: IPv6 with more than 6 extension
-                       headers, keyed on what follows the sixth
-  tx_pushed            cache hit, stack minus its top label pushed
-  tx_plain             cache hit, no label left: sent as plain IP
-  tx_miss_pass/_drop   packet from the SF without a cache entry (on_miss)
-  tx_not_ip            passed: not IP
-  tx_gso_drop          dropped: merged (GSO) skb, cannot carry per-packet stacks
-  tx_dwell_ns          sum of RX-to-TX times of hits (shown as the mean dwell)
 
 afxdp backend only:
-  xdp_no_socket        dropped: frame on a queue without a socket
-  tx_ring_full         dropped: a TX ring stayed full
-  xsk_rx_ring_full...  the kernel's AF_XDP socket statistics
+{xsk_counters}
 """
 
 
@@ -172,9 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from afxdp_proxy import bpf, state
-    from afxdp_proxy.backends.kernel import read_counters
-    from afxdp_proxy.cache import in_flight_of
+    from afxdp_proxy import bpf, counters, state
     from afxdp_proxy.runner import summary
 
     live = state.running()
@@ -191,27 +169,42 @@ def cmd_stats(args: argparse.Namespace) -> int:
     else:
         return _err(f"several proxies run ({', '.join(live)}); pick one with --name", 1)
     info = live[name]
+    sf_names = list(info.get("sfs", []))
     if info["backend"] == "afxdp":
         # the workers' counters live in the proxy process, shared through a mapped file
-        from afxdp_proxy.backends.afxdp import read_stats
+        from afxdp_proxy.backends.afxdp import read_snapshot
 
-        counters, in_flight = read_stats(info)
+        snap = read_snapshot(info)
     else:
         counters_map = bpf.Map.from_id(info["maps"]["counters"], "uint32_t", "uint64_t")
         try:
-            counters = read_counters(counters_map)
+            snap = counters.read_map(counters_map, counters.rows_of(len(sf_names)))
         finally:
             counters_map.close()
-        in_flight = in_flight_of(counters)
+    total = snap.total()
+    in_flight = counters.in_flight_of(total)
+    per_sf = snap.by_sf(sf_names)
     if args.json:
+        bounds = counters.dwell_bounds_ns()
+        dwell = {sf: dict(zip([*map(str, bounds), "+Inf"], snap.dwell_hist(i), strict=True))
+                 for i, sf in enumerate(sf_names)}
         print(json.dumps({"name": name, "backend": info["backend"], "key": info["key"],
                           "topology": info["topology"], "pid": info["pid"], "in_flight": in_flight,
-                          "counters": counters}, indent=1))
+                          "counters": total, "sfs": per_sf, "dwell_histogram_ns": dwell}, indent=1))
     else:
         print(f"{name}: {info['backend']} backend, key {info['key']}, topology {info['topology']}, "
               f"pid {info['pid']}")
-        print(summary(counters, in_flight))
+        print(summary(total, in_flight))
+        print(sf_table(per_sf))
     return 0
+
+
+def sf_table(per_sf: dict[str, dict[str, int]]) -> str:
+    """The counters that are not zero for some SF, one column per SF ("-": frames of no SF)."""
+    rows = [n for n in next(iter(per_sf.values()), {}) if any(c.get(n) for c in per_sf.values())]
+    head = f"{'per SF':22} " + " ".join(f"{sf:>12}" for sf in per_sf)
+    return "\n".join([head] + [f"{n:22} " + " ".join(f"{c.get(n, 0):>12}" for c in per_sf.values())
+                               for n in rows])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the proxy in the foreground", description=RUN_HELP,
+    from afxdp_proxy import counters
+
+    run_help = RUN_HELP.format(counters=counters.help_text(), xsk_counters=counters.help_text(afxdp_only=True))
+    run = sub.add_parser("run", help="run the proxy in the foreground", description=run_help,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", "-c", required=True, help="proxy TOML file (see README)")
     run.add_argument("--duration", "-d", type=float, metavar="S", help="stop after S seconds")

@@ -22,17 +22,22 @@ int axp_xdp_rx(struct xdp_md *ctx)
 	int want_key = !axp_cfg.static_mode && axp_cfg.key_mode == AXP_KEY_MODE_HASH;
 	struct axp_entry entry = {};
 	struct axp_frame f = {};
-	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
+	struct axp_key key AXP_CACHE_KEY_ALIGN = {}, *keyp;
 	struct axp_sf *sf = NULL;
 	__u8 eth[AXP_ETH_HLEN];
-	__u32 label, sf_idx, mark = 0;
+	__u32 label, sf_idx, mark = 0, row = AXP_SF_NONE;
 	__u32 *idx = NULL;
 	int res;
 
-	axp_count(AXP_CNT_RX_PACKETS);
-	res = axp_parse_mpls_frame(data, end, entry.labels, &f, want_key ? &key : NULL);
+	keyp = want_key ? &key : NULL;
+	/*
+	 * Opaque to the compiler: knowing the key 8-byte aligned, it would address
+	 * key->family as (key | 1), and the verifier refuses ALU on pointers but add.
+	 */
+	axp_barrier_var(keyp);
+	res = axp_parse_mpls_frame(data, end, entry.labels, &f, keyp);
 	if (res == AXP_PARSE_NOT_MPLS) {
-		axp_count(AXP_CNT_RX_NOT_MPLS);
+		axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_NOT_MPLS);
 		return XDP_PASS;
 	}
 	/*
@@ -44,22 +49,23 @@ int axp_xdp_rx(struct xdp_md *ctx)
 		label = axp_label_of(entry.labels[0]);
 		idx = bpf_map_lookup_elem(&axp_labels, &label);
 		if (!idx) {
-			axp_count(AXP_CNT_RX_OTHER_LABEL);
+			axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_OTHER_LABEL);
 			return XDP_PASS;
 		}
+		row = *idx;
 	}
 	if (res != AXP_PARSE_OK || !idx) {
-		axp_count(axp_parse_counter(res));
+		axp_count_frame(row, AXP_CNT_RX_PACKETS, axp_parse_counter(res));
 		return XDP_DROP;
 	}
 	/* proxied all the same; the count tells how often such chains come by */
 	if (key.flags & AXP_KEYF_EXT_LIMIT)
-		axp_count(AXP_CNT_RX_KEY_EXT_LIMIT);
+		axp_count(row, AXP_CNT_RX_KEY_EXT_LIMIT);
 	sf_idx = *idx;
 	if (axp_cfg.topology == AXP_TOPO_ATTACHED) {
 		sf = bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 		if (!sf) {
-			axp_count(AXP_CNT_RX_OTHER_LABEL);
+			axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_OTHER_LABEL);
 			return XDP_PASS;
 		}
 	}
@@ -101,16 +107,20 @@ int axp_xdp_rx(struct xdp_md *ctx)
 		entry.depth = f.depth;
 		entry.sf = sf_idx;
 		entry.rx_ns = axp_now();
-		if (axp_cache_insert(&key, &entry))
+		res = axp_cache_insert(&key, &entry);
+		if (res) {
+			axp_count_frame(row, AXP_CNT_RX_PACKETS,
+					res == -2 ? AXP_CNT_RX_KEY_FULL : AXP_CNT_RX_CACHE_ERROR);
 			return XDP_DROP;
+		}
 	}
-	axp_count(AXP_CNT_RX_POPPED);
+	axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POPPED);
 	if (sf)
 		return bpf_redirect(sf->to_sf_ifindex, 0);
 	return XDP_PASS;
 
 pop_failed:
-	axp_count(AXP_CNT_RX_POP_FAILED);
+	axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POP_FAILED);
 	return XDP_DROP;
 }
 
@@ -141,13 +151,21 @@ static __always_inline int axp_tx_key(const __u8 *data, const __u8 *end, __u32 m
 	return axp_derive_key(data + AXP_ETH_HLEN, end, key);
 }
 
-static __always_inline int axp_tx_miss_drops(void)
+/* The counter row of a TX frame without a cache entry: the SF of its TX interface, if one. */
+static __always_inline __u32 axp_tx_row(__u32 ifindex)
+{
+	__u32 *idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
+
+	return idx ? *idx : AXP_SF_NONE;
+}
+
+static __always_inline int axp_tx_miss_drops(__u32 row)
 {
 	if (axp_cfg.on_miss == AXP_MISS_DROP) {
-		axp_count(AXP_CNT_TX_MISS_DROP);
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP);
 		return 1;
 	}
-	axp_count(AXP_CNT_TX_MISS_PASS);
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
 	return 0;
 }
 
@@ -159,17 +177,21 @@ static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 i
 						    struct axp_entry *entry)
 {
 	__u32 sf_idx, *idx;
+	__u64 dwell;
 
 	if (axp_cfg.static_mode) {
 		idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
 		if (!idx)
 			return NULL;
 		sf_idx = *idx;
+		entry->sf = sf_idx; /* the counter row */
 		return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 	}
 	if (axp_cache_take(key, entry))
 		return NULL;
-	axp_count_add(AXP_CNT_TX_DWELL_NS, axp_now() - entry->rx_ns);
+	dwell = axp_now() - entry->rx_ns;
+	axp_count_add(entry->sf, AXP_CNT_TX_DWELL_NS, dwell);
+	axp_count(entry->sf, AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell));
 	sf_idx = entry->sf;
 	return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 }
@@ -183,12 +205,11 @@ int axp_tc_tx(struct __sk_buff *skb)
 	__be16 mpls = axp_htons(AXP_ETH_P_MPLS_UC);
 	struct axp_sf *sf;
 	__u8 *data, *end;
-	__u32 n, pull;
+	__u32 n, pull, row = AXP_SF_NONE;
 	int res;
 
-	axp_count(AXP_CNT_TX_PACKETS);
 	if (skb->protocol != axp_htons(AXP_ETH_P_IP) && skb->protocol != axp_htons(AXP_ETH_P_IPV6)) {
-		axp_count(AXP_CNT_TX_NOT_IP);
+		axp_count_frame(axp_tx_row(skb->ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 		return TC_ACT_OK;
 	}
 	data = (void *)(long)skb->data;
@@ -210,29 +231,30 @@ int axp_tc_tx(struct __sk_buff *skb)
 				 &key);
 	}
 	if (res == AXP_PARSE_NOT_IP) {
-		axp_count(AXP_CNT_TX_NOT_IP);
+		axp_count_frame(axp_tx_row(skb->ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 		return TC_ACT_OK;
 	}
 	if (res != AXP_PARSE_OK) {
-		axp_count(AXP_CNT_TX_MALFORMED);
+		axp_count_frame(axp_tx_row(skb->ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return TC_ACT_SHOT;
 	}
 	sf = axp_tx_lookup(&key, skb->ifindex, &entry);
 	if (!sf)
-		return axp_tx_miss_drops() ? TC_ACT_SHOT : TC_ACT_OK;
+		return axp_tx_miss_drops(axp_tx_row(skb->ifindex)) ? TC_ACT_SHOT : TC_ACT_OK;
+	row = entry.sf;
 	/* one skb, many packets (GRO upstream): one stack cannot be right for all */
 	if (skb->gso_segs > 1) {
-		axp_count(AXP_CNT_TX_GSO_DROP);
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_GSO_DROP);
 		return TC_ACT_SHOT;
 	}
 	res = axp_tx_stack(&entry, sf, &labels);
 	if (res < 0) {
-		axp_count(AXP_CNT_TX_MALFORMED);
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return TC_ACT_SHOT;
 	}
 	n = res;
 	if (!n) {
-		axp_count(AXP_CNT_TX_PLAIN);
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PLAIN);
 		return TC_ACT_OK;
 	}
 	/* one adjust for the whole stack: it needs skb->protocol to still be IP */
@@ -245,11 +267,11 @@ int axp_tc_tx(struct __sk_buff *skb)
 	if (data + AXP_ETH_HLEN > end)
 		goto push_failed;
 	__builtin_memcpy(data + 12, &mpls, sizeof(mpls));
-	axp_count(AXP_CNT_TX_PUSHED);
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSHED);
 	return TC_ACT_OK;
 
 push_failed:
-	axp_count(AXP_CNT_TX_PUSH_FAILED);
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED);
 	return TC_ACT_SHOT;
 }
 
@@ -263,36 +285,35 @@ int axp_xdp_tx(struct xdp_md *ctx)
 	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
 	const __be32 *labels = NULL;
 	struct axp_sf *sf;
-	__u32 i, n, ifindex = ctx->ingress_ifindex;
+	__u32 i, n, ifindex = ctx->ingress_ifindex, row = AXP_SF_NONE;
 	int res;
 
-	axp_count(AXP_CNT_TX_PACKETS);
 	if (data + AXP_ETH_HLEN > end) {
-		axp_count(AXP_CNT_TX_MALFORMED);
+		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return XDP_DROP;
 	}
 	if (axp_load16(data + 12) != axp_htons(AXP_ETH_P_IP) &&
 	    axp_load16(data + 12) != axp_htons(AXP_ETH_P_IPV6)) {
-		axp_count(AXP_CNT_TX_NOT_IP);
+		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 		return XDP_PASS;
 	}
 	res = axp_tx_key(data, end, 0, &key);
 	if (res == AXP_PARSE_NOT_IP) {
-		axp_count(AXP_CNT_TX_NOT_IP);
+		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 		return XDP_PASS;
 	}
 	if (res != AXP_PARSE_OK) {
-		axp_count(AXP_CNT_TX_MALFORMED);
+		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return XDP_DROP;
 	}
 	sf = axp_tx_lookup(&key, ifindex, &entry);
 	if (!sf) {
 		__u32 *idx;
 
-		if (axp_tx_miss_drops())
-			return XDP_DROP;
 		/* pass: the SF's output goes on unlabelled, like the kernel would route it */
 		idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
+		if (axp_tx_miss_drops(idx ? *idx : AXP_SF_NONE))
+			return XDP_DROP;
 		if (!idx)
 			return XDP_PASS;
 		i = *idx;
@@ -303,15 +324,16 @@ int axp_xdp_tx(struct xdp_md *ctx)
 		n = 0;
 		goto out;
 	}
+	row = entry.sf;
 	res = axp_tx_stack(&entry, sf, &labels);
 	if (res < 0) {
-		axp_count(AXP_CNT_TX_MALFORMED);
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return XDP_DROP;
 	}
 	n = res;
 	if (!n) {
 		proto = axp_load16(data + 12);
-		axp_count(AXP_CNT_TX_PLAIN);
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PLAIN);
 		goto out;
 	}
 	if (bpf_xdp_adjust_head(ctx, -(int)(n * 4)))
@@ -327,7 +349,7 @@ int axp_xdp_tx(struct xdp_md *ctx)
 			goto push_failed;
 		__builtin_memcpy(p, &labels[i], 4);
 	}
-	axp_count(AXP_CNT_TX_PUSHED);
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSHED);
 out:
 	if (data + AXP_ETH_HLEN > end)
 		goto push_failed;
@@ -337,6 +359,6 @@ out:
 	return bpf_redirect(sf->net_out_ifindex, 0);
 
 push_failed:
-	axp_count(AXP_CNT_TX_PUSH_FAILED);
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED);
 	return XDP_DROP;
 }

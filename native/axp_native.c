@@ -23,18 +23,33 @@ static char axp_log_buf[AXP_LOG_SIZE];
 static size_t axp_log_len;
 static int axp_log_debug;
 
+/*
+ * Keep the *end* of what libbpf says: a verifier log runs to thousands of lines
+ * and its verdict is the last one. When a message does not fit, the older half
+ * of the buffer goes.
+ */
 static int axp_log_print(enum libbpf_print_level level, const char *fmt, va_list args)
 {
+	static const char cut[] = "[... earlier lines dropped ...]\n";
+	char line[4096];
+	size_t keep;
 	int n;
 
 	if (level == LIBBPF_DEBUG && !axp_log_debug)
 		return 0;
-	if (axp_log_len >= AXP_LOG_SIZE - 1)
-		return 0;
-	n = vsnprintf(axp_log_buf + axp_log_len, AXP_LOG_SIZE - axp_log_len, fmt, args);
-	if (n > 0)
-		axp_log_len += (size_t)n < AXP_LOG_SIZE - axp_log_len ? (size_t)n
-								      : AXP_LOG_SIZE - 1 - axp_log_len;
+	n = vsnprintf(line, sizeof(line), fmt, args);
+	if (n <= 0)
+		return n;
+	if ((size_t)n >= sizeof(line))
+		n = sizeof(line) - 1;
+	if (axp_log_len + n >= AXP_LOG_SIZE) {
+		keep = AXP_LOG_SIZE / 2;
+		memmove(axp_log_buf + sizeof(cut) - 1, axp_log_buf + axp_log_len - keep, keep);
+		memcpy(axp_log_buf, cut, sizeof(cut) - 1);
+		axp_log_len = sizeof(cut) - 1 + keep;
+	}
+	memcpy(axp_log_buf + axp_log_len, line, n);
+	axp_log_len += n;
 	return n;
 }
 
@@ -391,4 +406,9 @@ int axp_key_of_ip(const uint8_t *l3, uint32_t len, struct axp_key *key)
 {
 	memset(key, 0, sizeof(*key));
 	return axp_derive_key(l3, l3 + len, key);
+}
+
+uint32_t axp_dwell_bucket_of(uint64_t ns)
+{
+	return axp_dwell_bucket(ns);
 }

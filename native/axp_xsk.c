@@ -156,36 +156,51 @@ struct axp_job {
 #define AXP_CHUNK 16     /* frames between step 1 and step 2 */
 #define AXP_PENDING 0xff /* verdict slot: step 2 still to run */
 
+/* The counter row of SF sf in cnt (AXP_CNT_ROWS rows of AXP_XCNT_MAX); any other sf: AXP_SF_NONE's. */
+static inline uint64_t *axp_row(uint64_t *cnt, uint32_t sf)
+{
+	return cnt + (size_t)(sf < AXP_MAX_SFS ? sf : AXP_SF_NONE) * AXP_XCNT_MAX;
+}
+
+/* One frame seen in a direction (AXP_CNT_RX_PACKETS or AXP_CNT_TX_PACKETS) and its reason. */
+static inline void axp_count_frame(uint64_t *cnt, uint32_t sf, uint32_t seen, uint32_t reason)
+{
+	uint64_t *row = axp_row(cnt, sf);
+
+	row[seen]++;
+	row[reason]++;
+}
+
 /* RX step 1: returns an enum axp_verdict, or AXP_PENDING when the frame goes on to the cache. */
 static inline int axp_rx_parse(const struct axp_engine *e, uint64_t *cnt, const uint8_t *frame,
 			       uint32_t len, struct axp_job *j)
 {
 	int res, idx = -1;
 
-	cnt[AXP_CNT_RX_PACKETS]++;
 	memset(&j->entry, 0, sizeof(j->entry));
 	memset(&j->key, 0, sizeof(j->key));
 	memset(&j->f, 0, sizeof(j->f));
 	res = axp_parse_mpls_frame(frame, frame + len, j->entry.labels, &j->f, &j->key);
 	if (res == AXP_PARSE_NOT_MPLS) {
-		cnt[AXP_CNT_RX_NOT_MPLS]++;
+		axp_count_frame(cnt, AXP_SF_NONE, AXP_CNT_RX_PACKETS, AXP_CNT_RX_NOT_MPLS);
 		return AXP_VERDICT_PASS;
 	}
 	/* the top label decides first: other nodes' traffic passes whatever it carries */
 	if (len >= AXP_ETH_HLEN + 4) {
 		idx = axp_sf_of_label(e, axp_label_of(j->entry.labels[0]));
 		if (idx < 0) {
-			cnt[AXP_CNT_RX_OTHER_LABEL]++;
+			axp_count_frame(cnt, AXP_SF_NONE, AXP_CNT_RX_PACKETS, AXP_CNT_RX_OTHER_LABEL);
 			return AXP_VERDICT_PASS;
 		}
 	}
 	if (res != AXP_PARSE_OK || idx < 0) {
-		cnt[axp_parse_counter(res)]++;
+		axp_count_frame(cnt, idx < 0 ? AXP_SF_NONE : (uint32_t)idx, AXP_CNT_RX_PACKETS,
+				axp_parse_counter(res));
 		return AXP_VERDICT_DROP;
 	}
 	/* proxied all the same; the count tells how often such chains come by */
 	if (j->key.flags & AXP_KEYF_EXT_LIMIT)
-		cnt[AXP_CNT_RX_KEY_EXT_LIMIT]++;
+		axp_row(cnt, idx)[AXP_CNT_RX_KEY_EXT_LIMIT]++;
 	j->idx = idx;
 	j->hash = axp_cache_hash(&j->key);
 	axp_cache_prefetch(e->cache, j->hash);
@@ -197,6 +212,7 @@ static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 				uint64_t now, struct axp_job *j, struct axp_pkt *out)
 {
 	const struct axp_sf *sf = &e->sfs[j->idx];
+	uint64_t *row = axp_row(cnt, j->idx);
 	struct axp_cache_outcome o;
 	uint32_t pop;
 
@@ -204,18 +220,19 @@ static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	j->entry.sf = j->idx;
 	j->entry.rx_ns = now;
 	axp_cache_insert_hashed(e->cache, &j->key, j->hash, &j->entry, &o);
-	cnt[AXP_CNT_EXPIRED] += o.expired;
-	cnt[AXP_CNT_EVICTIONS] += o.evicted;
+	/* the runs freed or pushed out are counted in the row of the SF whose insert did it */
+	row[AXP_CNT_EXPIRED] += o.expired;
+	row[AXP_CNT_EVICTIONS] += o.evicted;
 	if (o.result == AXP_CACHE_KEY_FULL) {
-		cnt[AXP_CNT_RX_KEY_FULL]++;
+		axp_count_frame(cnt, j->idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_KEY_FULL);
 		return AXP_VERDICT_DROP;
 	}
-	cnt[AXP_CNT_CACHE_INSERTS]++;
+	row[AXP_CNT_CACHE_INSERTS]++;
 
 	/* pop: an Ethernet header towards the SF right in front of the IP header */
 	pop = j->f.l3_off - AXP_ETH_HLEN;
 	axp_write_eth(frame + pop, sf->sf_mac, sf->to_sf_mac, axp_htons(j->f.l3_proto));
-	cnt[AXP_CNT_RX_POPPED]++;
+	axp_count_frame(cnt, j->idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POPPED);
 	out->off = (int32_t)pop;
 	out->len = len - pop;
 	out->sf = j->idx;
@@ -253,28 +270,27 @@ int axp_rx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t l
 
 /* TX step 1: returns an enum axp_verdict, or AXP_PENDING when the frame goes on to the cache. */
 static inline int axp_tx_parse(const struct axp_engine *e, uint64_t *cnt, const uint8_t *frame,
-			       uint32_t len, struct axp_job *j)
+			       uint32_t len, uint32_t sf, struct axp_job *j)
 {
 	int res;
 
-	cnt[AXP_CNT_TX_PACKETS]++;
 	if (len < AXP_ETH_HLEN) {
-		cnt[AXP_CNT_TX_MALFORMED]++;
+		axp_count_frame(cnt, sf, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return AXP_VERDICT_DROP;
 	}
 	memcpy(&j->proto, frame + 12, 2);
 	if (j->proto != axp_htons(AXP_ETH_P_IP) && j->proto != axp_htons(AXP_ETH_P_IPV6)) {
-		cnt[AXP_CNT_TX_NOT_IP]++;
+		axp_count_frame(cnt, sf, AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 		return AXP_VERDICT_PASS;
 	}
 	memset(&j->key, 0, sizeof(j->key));
 	res = axp_derive_key(frame + AXP_ETH_HLEN, frame + len, &j->key);
 	if (res == AXP_PARSE_NOT_IP) {
-		cnt[AXP_CNT_TX_NOT_IP]++;
+		axp_count_frame(cnt, sf, AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 		return AXP_VERDICT_PASS;
 	}
 	if (res != AXP_PARSE_OK) {
-		cnt[AXP_CNT_TX_MALFORMED]++;
+		axp_count_frame(cnt, sf, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return AXP_VERDICT_DROP;
 	}
 	j->hash = axp_cache_hash(&j->key);
@@ -290,36 +306,41 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	const struct axp_sf *sf;
 	struct axp_cache_outcome o;
 	uint16_t proto = j->proto;
+	uint64_t *row, dwell;
 	uint32_t n;
 
 	if (axp_cache_take_hashed(e->cache, &j->key, j->hash, &j->entry, &o) != AXP_CACHE_HIT) {
 		if (e->cfg.on_miss == AXP_MISS_DROP) {
-			cnt[AXP_CNT_TX_MISS_DROP]++;
+			axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP);
 			return AXP_VERDICT_DROP;
 		}
 		/* pass: on unlabelled to the next hop of the SF the packet came back from */
-		cnt[AXP_CNT_TX_MISS_PASS]++;
+		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
 		if (sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx])
 			return AXP_VERDICT_PASS;
 		n = 0;
 		goto out;
 	}
-	cnt[AXP_CNT_CACHE_TAKES]++;
-	/* another worker may have stamped the entry after this batch read the clock */
-	cnt[AXP_CNT_TX_DWELL_NS] += now > j->entry.rx_ns ? now - j->entry.rx_ns : 0;
 	n = j->entry.depth;
 	sf_idx = j->entry.sf;
+	row = axp_row(cnt, sf_idx);
+	row[AXP_CNT_CACHE_TAKES]++;
+	/* another worker may have stamped the entry after this batch read the clock */
+	dwell = now > j->entry.rx_ns ? now - j->entry.rx_ns : 0;
+	row[AXP_CNT_TX_DWELL_NS] += dwell;
+	row[AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell)]++;
 	if (n < 1 || n > AXP_MAX_LABELS || sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx]) {
-		cnt[AXP_CNT_TX_MALFORMED]++; /* an entry no RX could have written */
+		/* an entry no RX could have written */
+		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return AXP_VERDICT_DROP;
 	}
 	n--; /* without the top label, which addressed this SF */
 	if (!n) {
-		cnt[AXP_CNT_TX_PLAIN]++;
+		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PLAIN);
 		goto out;
 	}
 	if (n * 4 > headroom) {
-		cnt[AXP_CNT_TX_PUSH_FAILED]++;
+		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED);
 		return AXP_VERDICT_DROP;
 	}
 	/* push in place: the labels end where the IP header starts, the Ethernet header precedes them */
@@ -327,7 +348,7 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	len += n * 4;
 	memcpy(frame + AXP_ETH_HLEN, &j->entry.labels[1], n * 4);
 	proto = axp_htons(AXP_ETH_P_MPLS_UC);
-	cnt[AXP_CNT_TX_PUSHED]++;
+	axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSHED);
 out:
 	sf = &e->sfs[sf_idx];
 	axp_write_eth(frame, sf->next_hop_mac, sf->net_out_mac, proto);
@@ -349,7 +370,8 @@ void axp_tx_batch(struct axp_engine *e, uint64_t *cnt, uint8_t *const *frames,
 	for (base = 0; base < n; base += m) {
 		m = n - base < AXP_CHUNK ? n - base : AXP_CHUNK;
 		for (i = 0; i < m; i++)
-			verdicts[base + i] = axp_tx_parse(e, cnt, frames[base + i], lens[base + i], &jobs[i]);
+			verdicts[base + i] = axp_tx_parse(e, cnt, frames[base + i], lens[base + i], sf,
+							  &jobs[i]);
 		for (i = 0; i < m; i++)
 			if (verdicts[base + i] == AXP_PENDING)
 				verdicts[base + i] = axp_tx_commit(e, cnt, frames[base + i], lens[base + i],
@@ -452,7 +474,8 @@ struct axp_sock {
 struct axp_worker {
 	struct axp_xsk *x;
 	uint32_t queue;
-	uint64_t *cnt;
+	uint64_t *cnt;          /* AXP_CNT_ROWS rows of AXP_XCNT_MAX: per-SF packet counters */
+	uint64_t *wcnt;         /* the AXP_SF_NONE row: where the worker's own counters go */
 	struct axp_sock *socks; /* one per port */
 	uint64_t *free;         /* free chunk addresses, a stack */
 	uint32_t nfree;
@@ -538,16 +561,16 @@ static void axp_kick_tx(struct axp_worker *w, struct axp_sock *s)
 		before = __atomic_load_n(s->tx.consumer, __ATOMIC_ACQUIRE);
 		if (before == *s->tx.producer)
 			return; /* nothing left to send */
-		w->cnt[AXP_XCNT_TX_KICKS]++;
+		w->wcnt[AXP_XCNT_TX_KICKS]++;
 		if (sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0)
 			continue;
 		if (errno == EBUSY) {
 			/* the device dropped one frame (its completion still comes): go on */
-			w->cnt[AXP_XCNT_TX_ERRORS]++;
+			w->wcnt[AXP_XCNT_TX_ERRORS]++;
 			continue;
 		}
 		if (errno != EAGAIN && errno != ENOBUFS) {
-			w->cnt[AXP_XCNT_TX_ERRORS]++;
+			w->wcnt[AXP_XCNT_TX_ERRORS]++;
 			return;
 		}
 		axp_drain_comp(w, s);
@@ -580,7 +603,7 @@ static void axp_flush_tx(struct axp_worker *w, struct axp_sock *s)
 		done += room;
 	}
 	for (i = done; i < n; i++) {
-		w->cnt[AXP_XCNT_TX_RING_FULL]++;
+		w->wcnt[AXP_XCNT_TX_RING_FULL]++;
 		axp_free_push(w, s->stage[i].addr);
 	}
 	s->nstage = 0;
@@ -596,7 +619,7 @@ static void axp_refill(struct axp_worker *w, struct axp_sock *s)
 	n = slots < w->nfree ? slots : w->nfree;
 	s->fill_short = n < slots;
 	if (s->fill_short)
-		w->cnt[AXP_XCNT_FILL_STARVED]++;
+		w->wcnt[AXP_XCNT_FILL_STARVED]++;
 	if (!n)
 		return;
 	xsk_ring_prod__reserve(&s->fill, n, &idx);
@@ -604,7 +627,7 @@ static void axp_refill(struct axp_worker *w, struct axp_sock *s)
 		*xsk_ring_prod__fill_addr(&s->fill, idx + i) = w->free[--w->nfree];
 	xsk_ring_prod__submit(&s->fill, n);
 	if (xsk_ring_prod__needs_wakeup(&s->fill)) {
-		w->cnt[AXP_XCNT_FILL_WAKEUPS]++;
+		w->wcnt[AXP_XCNT_FILL_WAKEUPS]++;
 		recvfrom(s->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	}
 }
@@ -628,11 +651,11 @@ static void axp_worker_stats(struct axp_worker *w)
 		sum[3] += st.rx_invalid_descs;
 		sum[4] += st.tx_invalid_descs;
 	}
-	w->cnt[AXP_XCNT_XSK_RX_DROPPED] = sum[0];
-	w->cnt[AXP_XCNT_XSK_RX_RING_FULL] = sum[1];
-	w->cnt[AXP_XCNT_XSK_FILL_RING_EMPTY] = sum[2];
-	w->cnt[AXP_XCNT_XSK_RX_INVALID] = sum[3];
-	w->cnt[AXP_XCNT_XSK_TX_INVALID] = sum[4];
+	w->wcnt[AXP_XCNT_XSK_RX_DROPPED] = sum[0];
+	w->wcnt[AXP_XCNT_XSK_RX_RING_FULL] = sum[1];
+	w->wcnt[AXP_XCNT_XSK_FILL_RING_EMPTY] = sum[2];
+	w->wcnt[AXP_XCNT_XSK_RX_INVALID] = sum[3];
+	w->wcnt[AXP_XCNT_XSK_TX_INVALID] = sum[4];
 }
 
 /* Step an RX batch through the per-packet functions, stage what leaves, free the rest. */
@@ -687,7 +710,7 @@ static uint32_t axp_worker_round(struct axp_worker *w)
 		/* one clock read per batch: the RX stamp and the dwell time of its packets */
 		if (!now)
 			now = axp_now_ns();
-		w->cnt[AXP_XCNT_RX_BATCHES]++;
+		w->wcnt[AXP_XCNT_RX_BATCHES]++;
 		for (i = 0; i < n; i++) {
 			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, idx + i);
 
@@ -736,7 +759,7 @@ static void axp_worker_sleep(struct axp_worker *w)
 		if (w->socks[p].outstanding && w->nfree < w->x->o.ring_size)
 			timeout = 1;
 	axp_worker_stats(w);
-	w->cnt[AXP_XCNT_SLEEPS]++;
+	w->wcnt[AXP_XCNT_SLEEPS]++;
 	/* poll() also wakes a driver whose fill ring asked for it (need_wakeup) */
 	poll(w->pfds, w->npfds, timeout);
 }
@@ -907,7 +930,8 @@ static int axp_worker_init(struct axp_xsk *x, uint32_t q, uint64_t *counters, ui
 
 	w->x = x;
 	w->queue = q;
-	w->cnt = counters + (size_t)q * AXP_XCNT_MAX;
+	w->cnt = counters + (size_t)q * AXP_CNT_ROWS * AXP_XCNT_MAX;
+	w->wcnt = w->cnt + (size_t)AXP_SF_NONE * AXP_XCNT_MAX;
 	w->nframes = (uint32_t)(x->umem_size / x->o.frame_size / x->nworkers);
 	w->socks = calloc(x->nports, sizeof(*w->socks));
 	w->free = calloc(w->nframes, sizeof(*w->free));

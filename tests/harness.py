@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from afxdp_proxy import bpf, state
-from afxdp_proxy.cache import decode_set, in_flight_of
+from afxdp_proxy.cache import decode_set
+from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.key import parse_mpls_frame
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 import pytest
 from afxdp_proxy._native import ffi, lib
-from cases import CASES, POPPED, SF_LABELS, Case, Verdict, sf_rewrite, stack_of
+from cases import BY_NAME, CASES, POPPED, SF_LABELS, Case, Verdict, sf_rewrite, stack_of
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from afxdp_proxy import bpf, cache
+from afxdp_proxy import bpf, cache, counters
 from afxdp_proxy.backends.kernel import ProxyObject
 from afxdp_proxy.config import ProxyConfig
 from afxdp_proxy.key import ETH_HLEN, KEY_SIZE, derive_key, format_key, meta_key, parse_mpls_frame
@@ -142,7 +142,7 @@ class Proxy:
         self.sfs = self.obj.sfs
         self.labels = self.obj.labels
         self.tx_sf = self.obj.tx_sf
-        self.names = bpf.counter_names()
+        self.rows = [*SFS, counters.NONE_ROW]  # the counter rows this configuration uses
         for idx, sf in SFS.items():
             self.sfs.update(idx, sf.struct())
             self.labels.update(sf.label, idx)
@@ -151,8 +151,9 @@ class Proxy:
         self.obj.clear_cache()
         self.obj.set_clock_skew(0)
         zeros = ffi.new("uint64_t[]", bpf.NCPUS)
-        for slot in range(len(self.names)):
-            self.counter_map.update(slot, zeros)
+        for row in self.rows:
+            for slot in range(counters.SLOTS):
+                self.counter_map.update(row * counters.SLOTS + slot, zeros)
         self.tx_sf.clear()
         self.tx_sf.update(TX_IFINDEX, 0)
 
@@ -180,14 +181,12 @@ class Proxy:
         return self.tc_tx(frame, mark) if self.cfg.topology == "inline" else self.xdp_tx(frame)
 
     # -- state ----------------------------------------------------------------------------
+    def snapshot(self) -> counters.Snapshot:
+        return counters.read_map(self.counter_map, self.rows)
+
     def counters(self) -> dict[str, int]:
-        """Non-zero counters by name, summed over CPUs."""
-        out = {}
-        for slot, name in enumerate(self.names):
-            total = sum(self.counter_map.lookup(slot))
-            if total:
-                out[name] = total
-        return out
+        """Non-zero counters by name, summed over SFs and CPUs."""
+        return {k: v for k, v in self.snapshot().total().items() if v}
 
     def runs(self) -> list[cache.Run]:
         """Every run in the cache, set by set, way by way (read under the sets' locks)."""
@@ -337,8 +336,8 @@ def test_every_configuration_loads_and_pops(make: Callable[..., Proxy], cfg: Cfg
 
 
 def test_counter_names_cover_the_table() -> None:
-    names = bpf.counter_names()
-    assert len(names) == lib.AXP_CNT_MAX
+    names = counters.names()
+    assert len(names) == lib.AXP_CNT_TX_DWELL_HIST == lib.AXP_CNT_MAX - lib.AXP_DWELL_BUCKETS
     assert names[0] == "rx_packets" and names[-1] == "rx_key_ext_limit"
     used = {c.rx_counter for c in CASES} | {c.tx_counter for c in POPPED} | {n for c in CASES for n in c.rx_also}
     assert used <= set(names)
@@ -389,6 +388,29 @@ def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
                                  "cache_inserts": 1, "cache_takes": 1, **also})
     assert 0 < dwell < time.monotonic_ns() - before
     assert px.entries() == {}, "TX must take the entry out of the cache"
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_counts_land_in_the_row_of_their_sf(make: Callable[..., Proxy], topology: str) -> None:
+    """A packet of the second SF counts in its row, RX and TX, with its dwell time in that row's
+    histogram; a frame of no SF (not SR-MPLS) in the last row."""
+    px = make(topology=topology)
+    case = BY_NAME["tcp4_sf1"]
+    assert case.sf == 1
+    t = px.tx(px.rx(case.frame).data)
+    assert t.retval in (bpf.TC_ACT_OK, bpf.XDP_REDIRECT)
+    px.rx(BY_NAME["ipv4_plain"].frame)
+    snap = px.snapshot()
+    nonzero = {r: {k: v for k, v in snap.row(r).items() if v and k != "tx_dwell_ns"} for r in px.rows}
+    assert nonzero == {
+        0: {},
+        1: {"rx_packets": 1, "rx_popped": 1, "cache_inserts": 1, "tx_packets": 1, "tx_pushed": 1, "cache_takes": 1},
+        counters.NONE_ROW: {"rx_packets": 1, "rx_not_mpls": 1},
+    }
+    dwell = snap.row(1)["tx_dwell_ns"]
+    hist = snap.dwell_hist(1)
+    assert sum(hist) == 1 and hist[counters.dwell_bucket(dwell)] == 1
+    assert sum(snap.dwell_hist(0)) == sum(snap.dwell_hist(counters.NONE_ROW)) == 0
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])
@@ -638,7 +660,7 @@ def test_a_lost_packets_retry_gets_through_after_max_dwell(make: Callable[..., P
     assert_frame(px.tx(bare).data, _tx_want(bare, stack, topology))
     c = px.counters()
     assert (c["expired"], c["rx_key_full"], c["cache_inserts"], c["cache_takes"]) == (1, 1, 2, 1)
-    assert cache.in_flight_of(c) == px.packets() == 0
+    assert counters.in_flight_of(c) == px.packets() == 0
     dwell = c["tx_dwell_ns"]
     assert 0 < dwell < SECOND  # measured on the skewed clock on both sides
 
@@ -658,7 +680,7 @@ def test_stale_runs_go_before_younger_ones_are_evicted(make: Callable[..., Proxy
     for n in range(100, 100 + cache.WAYS):
         _, bare, stack = frame_for(n, 1)
         assert_frame(px.tx(bare).data, _tx_want(bare, stack, "inline"))
-    assert cache.in_flight_of(px.counters()) == px.packets() == 0
+    assert counters.in_flight_of(px.counters()) == px.packets() == 0
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])
@@ -692,7 +714,7 @@ def test_a_full_cache_evicts_exactly_one_run_per_insert(make: Callable[..., Prox
             assert_frame(t.data, want)  # the miss: unlabelled (on_miss = pass)
     c = px.counters()
     assert hits == len(survivors) == c["tx_pushed"] and c["tx_miss_pass"] == n - hits
-    assert cache.in_flight_of(c) == px.packets() == 0
+    assert counters.in_flight_of(c) == px.packets() == 0
 
 
 # ---- meta keys -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from afxdp_proxy._native import ffi, lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from afxdp_proxy import cache
+from afxdp_proxy import cache, counters
 from afxdp_proxy.cache import HIT, JOINED, KEY_FULL, MISS, OPENED, CacheModel, Entry
 from afxdp_proxy.key import KEY_SIZE
 
@@ -147,7 +147,7 @@ def test_a_full_set_evicts_exactly_the_oldest_run_of_another_key() -> None:
     assert (out.result, out.evicted) == (OPENED, 1)
     assert m.sets[0].ways[out.way] is not None and out.way == 1  # key 1: the oldest newest packet
     assert m.take(key_of(1))[0].result == MISS  # its packet finds nothing: never another stack
-    assert m.counters["evictions"] == 1 and cache.in_flight_of(m.counters) == m.packets() == cache.WAYS + 1
+    assert m.counters["evictions"] == 1 and counters.in_flight_of(m.counters) == m.packets() == cache.WAYS + 1
 
 
 def test_ages_survive_the_arrival_numbers_wrapping() -> None:
@@ -243,7 +243,7 @@ def test_c_cache_follows_the_model(steps: list[tuple], sets: int, max_per_key: i
             assert got == want, step
             assert c.sets() == model.sets
         assert counted == model.counters
-        assert cache.in_flight_of(counted) == model.packets() == lib.axp_cache_packets(c.ptr)
+        assert counters.in_flight_of(counted) == model.packets() == lib.axp_cache_packets(c.ptr)
     finally:
         c.close()
 
@@ -346,4 +346,4 @@ def test_bpf_cache_follows_the_model(bpf_proxy: object, steps: list[tuple]) -> N
         assert [s.untimed() for s in px.obj.cache_sets()] == [s.untimed() for s in model.sets], step
     got = px.counters()
     assert {k: got.get(k, 0) for k in cache.COUNTERS} == model.counters
-    assert cache.in_flight_of(got) == model.packets()
+    assert counters.in_flight_of(got) == model.packets()

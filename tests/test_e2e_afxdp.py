@@ -20,8 +20,8 @@ import pytest
 
 from afxdp_proxy import bpf, state
 from afxdp_proxy.backends.afxdp import AfxdpProxy, queue_threads
-from afxdp_proxy.cache import in_flight_of
 from afxdp_proxy.config import ConfigError, parse_config
+from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.lab.proxyproc import ProxyProcess

@@ -64,7 +64,8 @@ def test_iperf3_tcp_three_labels(beds: Callable[[str], Testbed], topology: str, 
     with _proxy(tb, key) as proxy:
         gro = netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro")
         res = tb.iperf3(seconds=5)
-        c = proxy.counters()
+        st = proxy.stats()
+        c = st["counters"]
     assert gro is False, "GRO must be off on net_in while the proxy runs"
     assert res.stalls == 0, f"iperf3 stalled: {res.interval_bits}"
     assert res.bits_per_second > 10e6
@@ -75,6 +76,11 @@ def test_iperf3_tcp_three_labels(beds: Callable[[str], Testbed], topology: str, 
     depths = tb.depth_histogram()
     assert depths.get(2, 0) >= c["tx_pushed"] - 64, depths  # stack minus the top label
     assert depths.get(0, 0) < depths[2] / 100, depths  # nothing got through unlabelled
+    # per SF: the one SF's row holds every proxied packet; its dwell histogram every cache hit
+    fw1 = st["sfs"]["fw1"]
+    assert fw1["rx_popped"] == c["rx_popped"] and fw1["tx_pushed"] == c["tx_pushed"]
+    assert st["sfs"]["-"]["rx_popped"] == 0
+    assert sum(st["dwell_histogram_ns"]["fw1"].values()) == fw1["cache_takes"] >= c["tx_pushed"]
     assert proxy.stop() == 0
     _nothing_left(tb, proxy.name, before)
 

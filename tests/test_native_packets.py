@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from afxdp_proxy._native import ffi, lib
-from cases import CASES, POPPED, SF_LABELS, Case, Verdict, sf_rewrite, stack_of
+from cases import BY_NAME, CASES, POPPED, SF_LABELS, Case, Verdict, sf_rewrite, stack_of
 from test_bpf_proxy import (
     BAD_TX,
     SFS,
@@ -32,7 +32,7 @@ from test_bpf_proxy import (
     with_macs,
 )
 
-from afxdp_proxy import bpf, cache, config
+from afxdp_proxy import bpf, cache, config, counters
 from afxdp_proxy.backends.afxdp import (
     HEADROOM,
     NSLOTS,
@@ -40,17 +40,17 @@ from afxdp_proxy.backends.afxdp import (
     VERDICT_PASS,
     VERDICT_TX,
     Engine,
-    counter_names,
+    snapshot_of,
 )
 from afxdp_proxy.backends.kernel import config_struct
-from afxdp_proxy.cache import in_flight_of
 from afxdp_proxy.config import ProxyConfig
+from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.key import MAX_LABELS, derive_key, parse_mpls_frame
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.mpls import Lse
 
 XDP_OF = {VERDICT_DROP: bpf.XDP_DROP, VERDICT_PASS: bpf.XDP_PASS, VERDICT_TX: bpf.XDP_REDIRECT}
-BASE = set(bpf.counter_names())
+BASE = set(counters.names())
 
 
 def make_engine(on_miss: str = "pass", cache_entries: int = 1024, threads: int = 1, max_dwell_ms: int = 1000,
@@ -152,6 +152,26 @@ def test_table(make: Callable[..., Engine], case: Case) -> None:
     assert entries(e) == {}, "TX must take the entry out of the cache"
     c = e.counters()
     assert (c["cache_inserts"], c["cache_takes"], c["evictions"]) == (1, 1, 0)
+
+
+def test_counts_land_in_the_row_of_their_sf(make: Callable[..., Engine]) -> None:
+    """As in the BPF tests: the second SF's packet counts in its row, a frame of no SF in the last."""
+    e = make()
+    case = BY_NAME["tcp4_sf1"]
+    r = e.rx(case.frame, now_ns=1_000_000)
+    assert r.verdict == VERDICT_TX
+    t = e.tx(r.data, sf=1, now_ns=1_000_000 + 5_000)
+    assert t.verdict == VERDICT_TX
+    e.rx(BY_NAME["ipv4_plain"].frame)
+    snap = e.snapshot()
+    nonzero = {r: {k: v for k, v in snap.row(r).items() if v} for r in snap.rows}
+    assert nonzero == {
+        1: {"rx_packets": 1, "rx_popped": 1, "cache_inserts": 1, "tx_packets": 1, "tx_pushed": 1, "cache_takes": 1,
+            "tx_dwell_ns": 5_000},
+        counters.NONE_ROW: {"rx_packets": 1, "rx_not_mpls": 1},
+    }
+    hist = snap.dwell_hist(1)
+    assert sum(hist) == 1 and hist[counters.dwell_bucket(5_000)] == 1 == hist[3]  # [4096, 8192) ns
 
 
 def test_each_packet_gets_its_own_stack_back(make: Callable[..., Engine]) -> None:
@@ -478,8 +498,7 @@ def test_workers_share_the_cache_safely() -> None:
         for t in threads:
             t.join()
         assert results == [0, 0]
-        names = counter_names()
-        total = {name: sum(int(c[i]) for c in cnts) for i, name in enumerate(names)}
+        total = snapshot_of(cnts).total()
         assert total["rx_popped"] == total["tx_pushed"] == 2 * n * rounds
         assert total["cache_inserts"] == total["cache_takes"] == 2 * n * rounds
         assert e.in_flight() == 0
@@ -491,13 +510,14 @@ def test_workers_share_the_cache_safely() -> None:
 
 
 def test_counter_names() -> None:
-    names = counter_names()
-    assert len(names) == len(set(names)) == lib.AXP_XCNT_MAX
-    assert names[: lib.AXP_CNT_MAX] == bpf.counter_names()
-    assert names[lib.AXP_XCNT_XDP_NO_SOCKET] == "xdp_no_socket"
+    names = counters.names(afxdp=True)
+    slots = counters.slot_names(afxdp=True)
+    assert len(names) == len(set(names)) == lib.AXP_XCNT_MAX - lib.AXP_DWELL_BUCKETS
+    assert names[: lib.AXP_CNT_TX_DWELL_HIST] == counters.names()
+    assert slots[lib.AXP_XCNT_XDP_NO_SOCKET] == "xdp_no_socket"
     assert {"evictions", "expired", "tx_ring_full", "tx_errors", "cache_inserts", "cache_takes"} <= set(names)
     # the cache counters are the kernel backend's, counted the same way
-    assert {"cache_inserts", "cache_takes", "evictions", "expired", "rx_key_full"} <= set(bpf.counter_names())
+    assert {"cache_inserts", "cache_takes", "evictions", "expired", "rx_key_full"} <= set(counters.names())
 
 
 def test_config_defaults_are_the_c_defaults() -> None:
@@ -529,7 +549,7 @@ def xsk_progs() -> Iterator[dict[str, tuple[int, bpf.Map]]]:
 
 
 def _xdp_counts(m: bpf.Map) -> dict[str, int]:
-    names = counter_names()
+    names = counters.slot_names(afxdp=True)
     out = {}
     for slot in range(m.max_entries):
         total = int(sum(m.lookup(slot) or []))

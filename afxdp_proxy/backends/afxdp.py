@@ -33,10 +33,10 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.ethtool import Ethtool
 
-from afxdp_proxy import bpf, state
+from afxdp_proxy import bpf, counters, state
 from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.backends.kernel import KernelProxy, config_struct
-from afxdp_proxy.cache import CacheSet, decode_set, in_flight_of
+from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig
 from afxdp_proxy.iface import Iface
 
@@ -47,14 +47,19 @@ STOP_TIMEOUT = 2.0  # seconds a worker gets to return after stop (it needs micro
 VERDICT_DROP, VERDICT_PASS, VERDICT_TX = lib.AXP_VERDICT_DROP, lib.AXP_VERDICT_PASS, lib.AXP_VERDICT_TX
 ROLE_NET_IN, ROLE_FROM_SF = lib.AXP_PORT_NET_IN, lib.AXP_PORT_FROM_SF
 ROLE_TO_SF, ROLE_NET_OUT = lib.AXP_PORT_TO_SF, lib.AXP_PORT_NET_OUT
-NSLOTS = lib.AXP_XCNT_MAX
+NSLOTS = counters.ROWS * counters.XSK_SLOTS  # one queue's counters: a row per SF, then NONE_ROW's
 
 
-def counter_names() -> list[str]:
-    """Slot names of a worker's counter array: enum axp_counter's, then enum axp_xsk_counter's."""
-    items = ffi.typeof("enum axp_xsk_counter").elements
-    extras = [items[i].removeprefix("AXP_XCNT_").lower() for i in range(lib.AXP_CNT_MAX, NSLOTS)]
-    return bpf.counter_names() + extras
+def snapshot_of(arrays: list[Any]) -> counters.Snapshot:
+    """Counter rows summed over per-queue arrays of NSLOTS (cffi arrays or lists)."""
+    snap = counters.Snapshot(afxdp=True)
+    width = counters.XSK_SLOTS
+    for arr in arrays:
+        for r in range(counters.ROWS):
+            row = arr[r * width:(r + 1) * width]
+            if any(row):
+                snap.add_to_row(r, row)
+    return snap
 
 
 # ---------------------------------------------------------------------- the engine, without sockets
@@ -81,7 +86,6 @@ class Engine:
             bpf.check(err[0], "AF_XDP engine")
         self.ptr = ptr
         self.cnt = ffi.new("uint64_t[]", NSLOTS)
-        self.names = counter_names()
 
     def add_sf(self, index: int, sf: Any) -> None:
         bpf.check(lib.axp_engine_add_sf(self.ptr, index, sf), f"SF {index}")
@@ -115,8 +119,12 @@ class Engine:
     def cache(self) -> Any:
         return lib.axp_engine_cache(self.ptr)
 
+    def snapshot(self) -> counters.Snapshot:
+        return snapshot_of([self.cnt])
+
     def counters(self) -> dict[str, int]:
-        return {name: int(self.cnt[i]) for i, name in enumerate(self.names)}
+        """Counters summed over rows (SFs)."""
+        return self.snapshot().total()
 
     def reset_counters(self) -> None:
         ffi.memmove(self.cnt, bytes(8 * NSLOTS), 8 * NSLOTS)
@@ -139,7 +147,8 @@ class Engine:
 
 
 class CounterFile:
-    """queues x NSLOTS uint64 in a file under /run/afxdp-proxy, mapped shared: the workers
+    """queues x NSLOTS uint64 (per queue: a row of counters per SF, then the row of frames of no
+    SF) in a file under /run/afxdp-proxy, mapped shared: the workers
     write, `afxdp-proxy stats` reads from another process."""
 
     def __init__(self, name: str, queues: int) -> None:
@@ -191,29 +200,24 @@ def read_counter_file(path: str | Path, queues: int) -> list[list[int]]:
     return [list(arr[q * NSLOTS:(q + 1) * NSLOTS]) for q in range(queues)]
 
 
-def _sum_counters(per_queue: list[list[int]], bpf_maps: list[bpf.Map]) -> dict[str, int]:
-    names = counter_names()
-    out = dict.fromkeys(names, 0)
-    for arr in per_queue:
-        for i, name in enumerate(names):
-            out[name] += int(arr[i])
-    # the XDP programs count what they pass (and frames for a queue without a socket)
+def _snapshot(per_queue: list[list[int]], bpf_maps: list[bpf.Map]) -> counters.Snapshot:
+    snap = snapshot_of(per_queue)
+    # the XDP programs count what they pass (and frames for a queue without a socket): frames of
+    # no SF, in slots that line up with a row's (AXP_XCNT_XDP_NO_SOCKET follows AXP_CNT_MAX)
     for m in bpf_maps:
-        for slot in range(m.max_entries):
-            out[names[slot]] += int(sum(m.lookup(slot) or []))
-    return out
+        snap.add_to_row(counters.NONE_ROW, [int(sum(m.lookup(slot) or [])) for slot in range(m.max_entries)])
+    return snap
 
 
-def read_stats(info: dict[str, Any]) -> tuple[dict[str, int], int]:
-    """(counters, in_flight) of a running afxdp proxy, from its state file entry."""
+def read_snapshot(info: dict[str, Any]) -> counters.Snapshot:
+    """The counter rows of a running afxdp proxy, from its state file entry."""
     per_queue = read_counter_file(info["counters_file"], int(info["queues"]))
     maps = [bpf.Map.from_id(i, "uint32_t", "uint64_t") for i in info["maps"]["xsk_counters"]]
     try:
-        counters = _sum_counters(per_queue, maps)
+        return _snapshot(per_queue, maps)
     finally:
         for m in maps:
             m.close()
-    return counters, in_flight_of(counters)
 
 
 # ---------------------------------------------------------------------- the backend
@@ -264,7 +268,7 @@ class AfxdpProxy:
         self._ports: list[_Port] = []
         self._threads: list[threading.Thread] = []
         self._results: dict[int, int] = {}
-        self._final: dict[str, int] = {}
+        self._final = counters.Snapshot(afxdp=True)
         self._final_queues: list[list[int]] = []
         self.zerocopy = False
 
@@ -433,7 +437,7 @@ class AfxdpProxy:
         """The last counters, kept for counters() after stop."""
         if self._file is not None:
             self._final_queues = self._file.per_queue()
-            self._final = self._counters_now()
+            self._final = self._snapshot_now()
 
     def _close_file(self) -> None:
         if self._file is not None:
@@ -451,24 +455,27 @@ class AfxdpProxy:
     def _bpf_maps(self) -> list[bpf.Map]:
         return [p.obj.map("axp_counters", "uint32_t", "uint64_t") for p in self._ports if p.obj]
 
-    def _counters_now(self) -> dict[str, int]:
+    def _snapshot_now(self) -> counters.Snapshot:
         assert self._file is not None
-        return _sum_counters(self._file.per_queue(), self._bpf_maps())
+        return _snapshot(self._file.per_queue(), self._bpf_maps())
+
+    def snapshot(self) -> counters.Snapshot:
+        """Counter rows, summed over queues and XDP programs (the last ones after stop)."""
+        if self._file is not None and any(p.obj for p in self._ports):
+            return self._snapshot_now()
+        return self._final
 
     def counters(self) -> dict[str, int]:
-        """Named counters, summed over queues and XDP programs (the last ones after stop)."""
-        if self._file is not None and any(p.obj for p in self._ports):
-            return self._counters_now()
-        return dict(self._final)
+        """Counters summed over SFs, queues and XDP programs (the last ones after stop)."""
+        return self.snapshot().total()
 
     def queue_counters(self) -> list[dict[str, int]]:
-        """The workers' own counters, one dict per queue (no XDP program counts)."""
+        """The workers' own counters, summed over SFs, one dict per queue (no XDP program counts)."""
         per_queue = self._file.per_queue() if self._file is not None else self._final_queues
-        names = counter_names()
-        return [dict(zip(names, arr, strict=True)) for arr in per_queue]
+        return [snapshot_of([arr]).total() for arr in per_queue]
 
     def in_flight(self) -> int:
-        return in_flight_of(self.counters())
+        return counters.in_flight_of(self.counters())
 
     def worker_results(self) -> dict[int, int]:
         """Return codes of the finished workers' loops by queue (0: stopped when asked)."""

@@ -19,14 +19,16 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from afxdp_proxy import bpf
+from afxdp_proxy import bpf, counters
 from afxdp_proxy._native import ffi, lib
-from afxdp_proxy.cache import CacheSet, decode_set, in_flight_of
+from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig, SfConfig
 from afxdp_proxy.iface import Iface, learn_mac, mac_bytes, resolve, set_feature
 from afxdp_proxy.mpls import make_stack
 
 log = logging.getLogger(__name__)
+
+PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx")  # what proxy.bpf.o holds
 
 _KEY_MODE = {"hash": lib.AXP_KEY_MODE_HASH, "meta": lib.AXP_KEY_MODE_META}
 _TOPOLOGY = {"inline": lib.AXP_TOPO_INLINE, "attached": lib.AXP_TOPO_ATTACHED}
@@ -197,22 +199,20 @@ class KernelProxy:
 
     # -- observation ----------------------------------------------------------
 
+    def snapshot(self) -> counters.Snapshot:
+        """Counter rows of the configured SFs and of frames of no SF (empty once stopped)."""
+        if not self.counter_map:
+            return counters.Snapshot()
+        return counters.read_map(self.counter_map, counters.rows_of(len(self.cfg.sfs)))
+
     def counters(self) -> dict[str, int]:
-        return read_counters(self.counter_map) if self.counter_map else {}
+        """Counters summed over SFs and CPUs."""
+        return self.snapshot().total() if self.counter_map else {}
 
     def in_flight(self) -> int:
-        return in_flight_of(self.counters())
+        return counters.in_flight_of(self.counters())
 
     def state(self) -> dict[str, object]:
-        assert self.counter_map and self.cache_map
-        return {"maps": {"counters": self.counter_map.id, "cache": self.cache_map.id}}
-
-
-def read_counters(counter_map: bpf.Map) -> dict[str, int]:
-    """Named counters summed over CPUs."""
-    names = bpf.counter_names()
-    out = {}
-    for slot, name in enumerate(names):
-        per_cpu = counter_map.lookup(slot) or []
-        out[name] = int(sum(per_cpu))
-    return out
+        assert self.obj and self.counter_map and self.cache_map
+        progs = [self.obj.obj.prog_id(p) for p in PROGRAMS]  # all loaded, attached or not
+        return {"maps": {"counters": self.counter_map.id, "cache": self.cache_map.id}, "progs": progs}

@@ -30,9 +30,10 @@ struct {
 	__type(value, __u64);
 } axp_clock SEC(".maps");
 
+/* counters: AXP_CNT_ROWS rows of AXP_CNT_MAX slots, row = SF index or AXP_SF_NONE */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, AXP_CNT_MAX);
+	__uint(max_entries, AXP_CNT_ROWS * AXP_CNT_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
 } axp_counters SEC(".maps");
@@ -68,17 +69,26 @@ struct {
 	__type(value, __u32);
 } axp_seq SEC(".maps");
 
-static __always_inline void axp_count_add(__u32 slot, __u64 n)
+/* Add n to counter slot of SF sf's row (any sf out of range: the AXP_SF_NONE row). */
+static __always_inline void axp_count_add(__u32 sf, __u32 slot, __u64 n)
 {
-	__u64 *c = bpf_map_lookup_elem(&axp_counters, &slot);
+	__u32 i = (sf < AXP_MAX_SFS ? sf : AXP_SF_NONE) * AXP_CNT_MAX + slot;
+	__u64 *c = bpf_map_lookup_elem(&axp_counters, &i);
 
 	if (c)
 		*c += n;
 }
 
-static __always_inline void axp_count(__u32 slot)
+static __always_inline void axp_count(__u32 sf, __u32 slot)
 {
-	axp_count_add(slot, 1);
+	axp_count_add(sf, slot, 1);
+}
+
+/* One frame seen in a direction (AXP_CNT_RX_PACKETS or AXP_CNT_TX_PACKETS) and its reason. */
+static __always_inline void axp_count_frame(__u32 sf, __u32 seen, __u32 reason)
+{
+	axp_count(sf, seen);
+	axp_count(sf, reason);
 }
 
 /* Artificial key: (cpu + 1) << 24 | per-CPU sequence; never 0, which means "no key". */
@@ -117,8 +127,9 @@ static __always_inline struct axp_cache_set *axp_cache_set_of(__u64 h)
 }
 
 /*
- * Cache the packet's stack (e->rx_ns: its RX time) and count what happened.
- * Returns 0 when cached, -1 when the packet is to be dropped (counted).
+ * Cache the packet's stack (e->rx_ns: its RX time) and count what the cache
+ * did. Returns 0 when cached; the packet is to be dropped on -1 (no set: a
+ * loader that sized the map wrong) and -2 (max_per_key, or its set full of its key).
  */
 static __always_inline int axp_cache_insert(const struct axp_key *key, const struct axp_entry *e)
 {
@@ -127,22 +138,19 @@ static __always_inline int axp_cache_insert(const struct axp_key *key, const str
 	struct axp_cache_set *s = axp_cache_set_of(h);
 	struct axp_cache_outcome o;
 
-	if (!s) {
-		axp_count(AXP_CNT_RX_CACHE_ERROR);
+	if (!s)
 		return -1;
-	}
 	bpf_spin_lock(&s->lock);
 	axp_cache_set_insert(s, key, axp_cache_tag(h), e, max_dwell_ns, max_per_key, &o);
 	bpf_spin_unlock(&s->lock);
+	/* the runs freed or pushed out are counted in the row of the SF whose insert did it */
 	if (o.expired)
-		axp_count_add(AXP_CNT_EXPIRED, o.expired);
+		axp_count_add(e->sf, AXP_CNT_EXPIRED, o.expired);
 	if (o.evicted)
-		axp_count_add(AXP_CNT_EVICTIONS, o.evicted);
-	if (o.result == AXP_CACHE_KEY_FULL) {
-		axp_count(AXP_CNT_RX_KEY_FULL);
-		return -1;
-	}
-	axp_count(AXP_CNT_CACHE_INSERTS);
+		axp_count_add(e->sf, AXP_CNT_EVICTIONS, o.evicted);
+	if (o.result == AXP_CACHE_KEY_FULL)
+		return -2;
+	axp_count(e->sf, AXP_CNT_CACHE_INSERTS);
 	return 0;
 }
 
@@ -160,7 +168,7 @@ static __always_inline int axp_cache_take(const struct axp_key *key, struct axp_
 	bpf_spin_unlock(&s->lock);
 	if (o.result != AXP_CACHE_HIT)
 		return -1;
-	axp_count(AXP_CNT_CACHE_TAKES);
+	axp_count(out->sf, AXP_CNT_CACHE_TAKES);
 	return 0;
 }
 

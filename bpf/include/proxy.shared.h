@@ -134,9 +134,26 @@ struct axp_config {
 };
 
 /*
- * Counters, one slot each in a per-CPU array. Names are exported to Python
- * from this enum; keep AXP_CNT_MAX last.
+ * Counters: one row of AXP_CNT_MAX slots per SF (row = SF index) plus a last
+ * row, AXP_SF_NONE, for frames no SF can be named for (not SR-MPLS, another
+ * node's label, not IP at TX, a frame too short to read its label). Every
+ * frame is counted once in its direction's *_PACKETS slot and once in exactly
+ * one reason slot of the same row. Names are exported to Python from this
+ * enum; meanings and which counters are drops live in afxdp_proxy/counters.py;
+ * keep AXP_CNT_MAX last.
  */
+#define AXP_SF_NONE 64  /* the counter row of frames of no SF: AXP_MAX_SFS */
+#define AXP_CNT_ROWS 65 /* AXP_MAX_SFS + 1 (plain numbers: Python reads them through cffi) */
+#ifndef AXP_CDEF
+_Static_assert(AXP_SF_NONE == AXP_MAX_SFS && AXP_CNT_ROWS == AXP_MAX_SFS + 1, "counter rows");
+#endif
+/*
+ * The SF's dwell time (RX to TX of a cache hit) as a histogram: bucket b
+ * counts dwell times below 1024 << b ns (about 1 us, 2 us, ... 0.5 s), the
+ * last one everything longer (see axp_dwell_bucket).
+ */
+#define AXP_DWELL_BUCKETS 21
+
 enum axp_counter {
 	AXP_CNT_RX_PACKETS = 0,      /* every frame the RX program saw */
 	AXP_CNT_RX_POPPED,           /* stack popped and cached, bare packet sent on */
@@ -164,8 +181,45 @@ enum axp_counter {
 	AXP_CNT_TX_PUSH_FAILED,      /* drop: head/room adjustment failed */
 	AXP_CNT_TX_DWELL_NS,         /* sum of RX-to-TX times of cache hits, in ns */
 	AXP_CNT_RX_KEY_EXT_LIMIT,    /* popped, hash key with AXP_KEYF_EXT_LIMIT: IPv6 chain too long */
-	AXP_CNT_MAX
+	AXP_CNT_TX_DWELL_HIST,       /* first of AXP_DWELL_BUCKETS slots: the dwell histogram */
+	AXP_CNT_MAX = AXP_CNT_TX_DWELL_HIST + AXP_DWELL_BUCKETS
 };
+
+#ifndef AXP_CDEF
+/*
+ * The histogram bucket of a dwell time: 0 below 1024 ns, b for
+ * [512 << b, 1024 << b) ns, AXP_DWELL_BUCKETS - 1 from 512 << 20 ns (0.54 s)
+ * on. A binary search on the bit length: BPF has no count-leading-zeros.
+ */
+static inline __attribute__((always_inline)) __u32 axp_dwell_bucket(__u64 ns)
+{
+	__u64 v = ns >> 10;
+	__u32 b = 0;
+
+	if (v >> 16) {
+		v >>= 16;
+		b += 16;
+	}
+	if (v >> 8) {
+		v >>= 8;
+		b += 8;
+	}
+	if (v >> 4) {
+		v >>= 4;
+		b += 4;
+	}
+	if (v >> 2) {
+		v >>= 2;
+		b += 2;
+	}
+	if (v >> 1) {
+		v >>= 1;
+		b += 1;
+	}
+	b += (__u32)v; /* v is 0 or 1 now: b is the bit length of ns >> 10 */
+	return b < AXP_DWELL_BUCKETS - 1 ? b : AXP_DWELL_BUCKETS - 1;
+}
+#endif
 
 /* Per-packet outcome of the shared parser. */
 enum axp_parse_result {
