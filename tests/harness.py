@@ -44,15 +44,6 @@ def wait_programs_unloaded(ids: Iterable[int], timeout: float = RELEASE_TIMEOUT)
                      what=f"programs {sorted(ids)} to unload")
 
 
-def wait_new_programs_gone(before: dict[int, str], prefix: str = "axp_",
-                           timeout: float = RELEASE_TIMEOUT) -> None:
-    """Wait until no program named prefix* is loaded that was not loaded at `before`."""
-    def gone() -> bool:
-        return not {i for i in bpf.loaded_programs(prefix) if i not in before}
-
-    netns.wait_until(gone, timeout, what=f"{prefix}* programs loaded since the test began to unload")
-
-
 def wait_maps_freed(ids: Iterable[int], timeout: float = RELEASE_TIMEOUT) -> None:
     """Wait until none of these map IDs exists (maps outlive their programs for a grace period)."""
     ids = list(ids)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import harness
 import pytest
 
-from afxdp_proxy import bpf, state
+from afxdp_proxy import state
 from afxdp_proxy.lab import netns
 from afxdp_proxy.lab.proxyproc import ProxyProcess
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
@@ -42,15 +42,12 @@ def _proxy(tb: Testbed, key: str = "hash", **kw: object) -> ProxyProcess:
     return ProxyProcess(tb.ns_proxy, tb.proxy_config(key=key, **kw), name=f"{tb.prefix}-{key}")
 
 
-def _new_programs(before: dict[int, str]) -> dict[int, str]:
-    """Proxy programs loaded since `before`: ours, not another proxy's on this machine."""
-    return {i: n for i, n in bpf.loaded_programs("axp_").items() if i not in before}
-
-
-def _nothing_left(tb: Testbed, name: str, before: dict[int, str]) -> None:
-    """Programs, state file and XDP of a stopped proxy go away (polled: the kernel frees
-    programs and a killed process's links asynchronously)."""
-    harness.wait_new_programs_gone(before)
+def _nothing_left(tb: Testbed, name: str, info: dict) -> None:
+    """The programs, maps, state file and XDP of a stopped proxy go away (polled: the kernel
+    frees programs, maps and a killed process's links asynchronously). Only this proxy's own
+    objects count, by the IDs its state file named, so other proxies on the machine do not."""
+    harness.wait_programs_unloaded(info["progs"])
+    harness.wait_maps_freed(info["maps"].values())
     harness.wait_not_running(name)
     harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.from_sf))
 
@@ -60,8 +57,8 @@ def test_iperf3_tcp_three_labels(beds: Callable[[str], Testbed], topology: str, 
     tb = beds(topology)
     tb.set_stacks([make_stack([SF, 2000, 3000], [1, 2, 3])])
     tb.reset_counters()
-    before = bpf.loaded_programs("axp_")
     with _proxy(tb, key) as proxy:
+        info = state.running()[proxy.name]
         gro = netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro")
         res = tb.iperf3(seconds=5)
         st = proxy.stats()
@@ -82,7 +79,7 @@ def test_iperf3_tcp_three_labels(beds: Callable[[str], Testbed], topology: str, 
     assert st["sfs"]["-"]["rx_popped"] == 0
     assert sum(st["dwell_histogram_ns"]["fw1"].values()) == fw1["cache_takes"] >= c["tx_pushed"]
     assert proxy.stop() == 0
-    _nothing_left(tb, proxy.name, before)
+    _nothing_left(tb, proxy.name, info)
 
 
 @pytest.mark.parametrize(("topology", "key"), MODES)
@@ -127,17 +124,18 @@ def test_start_stop_cycles_and_sigkill_leave_nothing(beds: Callable[[str], Testb
     tb = beds(topology)
     tb.set_stacks([make_stack([SF, 2000])])
     gro = netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro")
-    before = bpf.loaded_programs("axp_")
     for _ in range(3):
         p = _proxy(tb).start()
+        info = state.running()[p.name]
         assert tb.ping(count=2).ok
         assert p.stop() == 0
-        _nothing_left(tb, p.name, before)
+        _nothing_left(tb, p.name, info)
     # SIGTERM and even SIGKILL: BPF links die with the process
     for sig in (signal.SIGTERM, signal.SIGKILL):
         p = _proxy(tb).start()
+        info = state.running()[p.name]
         p.stop(sig)
-        _nothing_left(tb, p.name, before)
+        _nothing_left(tb, p.name, info)
     assert netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro") == gro
 
 
@@ -201,12 +199,11 @@ def test_macs_are_learned_or_the_error_names_the_key(beds: Callable[[str], Testb
         assert proxy.counters()["tx_pushed"] >= 3
     # an interface with no neighbour and no veth peer: the error names sf_mac
     path = tmp_path / "p.toml"
-    before = bpf.loaded_programs("axp_")
     path.write_text(cfg.replace(f'to_sf = "{tb.to_sf}"', 'to_sf = "lo"') + "\n")
     r = tb.run("proxy", [sys.executable, "-m", "afxdp_proxy", "run", "-c", str(path), "-d", "1"])
     assert r.returncode == 2
     assert r.stderr.strip().startswith("afxdp-proxy: error: sf[0].sf_mac:"), r.stderr
-    assert _new_programs(before) == {}
+    harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.from_sf))
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])
