@@ -63,14 +63,16 @@ class Mode:
 @dataclass
 class Outcome:
     """What one program run did: verdict, the frame as it leaves (None when dropped), counters
-    (non-zero ones, tx_dwell_ns left out), and for a popped frame its key and the bare packet
-    (without the metadata a meta-mode XDP run puts in front)."""
+    (non-zero ones, tx_dwell_ns left out), and for a popped frame its key, the bare packet
+    (without the metadata a meta-mode XDP run puts in front) and its SF."""
 
     verdict: str
     data: bytes | None
     counters: dict[str, int] = field(default_factory=dict)
     key: bytes | None = None
     bare: bytes | None = None
+    sf: int | None = None  # the SF a popped frame goes to (and comes back from)
+    dwell: int = 0  # observed only: what tx_dwell_ns grew by
 
 
 def entry_labels(lses: list[int]) -> bytes:
@@ -149,7 +151,7 @@ class Reference:
                 return self._out(DROP, None, c, "rx_key_full")
             c["cache_inserts"] += 1
         res_out = self._out(REDIRECT if mode.topology == "attached" else PASS, out, c, "rx_popped")
-        res_out.key, res_out.bare = key, bare
+        res_out.key, res_out.bare, res_out.sf = key, bare, sf_idx
         return res_out
 
     # ---- TX: axp_tc_tx (inline), axp_xdp_tx and axp_tx_frame (attached) --------------------
