@@ -21,7 +21,7 @@ from test_bpf_proxy import SFS
 
 from afxdp_proxy.key import Key, KeyFlag, KeyKind, parse_mpls_frame
 
-FRAMES = 4000  # generated RX frames in `make test` (about 1200 more go straight into TX, and 200 bursts)
+FRAMES = 3000  # generated RX frames in `make test` (about 900 more go straight into TX, and 150 bursts)
 SEED = 0xF022
 CACHE_SETS = 128
 UNREACHABLE_RX = {"rx_cache_error", "rx_pop_failed"}  # need a loader or a helper that fails
