@@ -131,6 +131,16 @@ class Map:
         # a struct or array is returned as the owning pointer: val[0] would not keep the buffer alive
         return val if ffi.typeof(self.value_type).kind in ("struct", "union", "array") else val[0]
 
+    def lookup_range(self, first: int, n: int) -> list[Any]:
+        """Values of keys first..first+n-1 of an array map in one syscall (BPF_MAP_LOOKUP_BATCH);
+        a per-CPU map gives a list per key."""
+        per = NCPUS if self.percpu else 1
+        vals = ffi.new(f"{self.value_type}[]", n * per)
+        check(lib.axp_map_lookup_range(self.fd, first, n, vals), f"map batch lookup {first}..{first + n - 1}")
+        if self.percpu:
+            return [list(vals[i * per:(i + 1) * per]) for i in range(n)]
+        return [vals[i] for i in range(n)]
+
     def update(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         if isinstance(value, int):
             value = ffi.new(f"{self.value_type} *", value)

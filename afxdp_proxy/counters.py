@@ -190,9 +190,22 @@ def read_map(counter_map: Any, rows: Iterable[int]) -> Snapshot:
     """Rows of the kernel backend's per-CPU counters map (AXP_CNT_ROWS x AXP_CNT_MAX), summed over
     CPUs; only the rows asked for (the configured SFs and NONE_ROW) are read."""
     snap = Snapshot()
-    for r in rows:
-        snap.rows[r] = [int(sum(counter_map.lookup(r * SLOTS + s) or [])) for s in range(SLOTS)]
+    for first, n in _spans(rows):  # one batch lookup per run of consecutive rows
+        vals = counter_map.lookup_range(first * SLOTS, n * SLOTS)
+        for i in range(n):
+            snap.rows[first + i] = [int(sum(v)) for v in vals[i * SLOTS:(i + 1) * SLOTS]]
     return snap
+
+
+def _spans(rows: Iterable[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive row numbers as (first, count)."""
+    out: list[tuple[int, int]] = []
+    for r in sorted(set(rows)):
+        if out and sum(out[-1]) == r:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((r, 1))
+    return out
 
 
 def rows_of(nsfs: int) -> list[int]:

@@ -58,9 +58,6 @@ int axp_xdp_rx(struct xdp_md *ctx)
 		axp_count_frame(row, AXP_CNT_RX_PACKETS, axp_parse_counter(res));
 		return XDP_DROP;
 	}
-	/* proxied all the same; the count tells how often such chains come by */
-	if (key.flags & AXP_KEYF_EXT_LIMIT)
-		axp_count(row, AXP_CNT_RX_KEY_EXT_LIMIT);
 	sf_idx = *idx;
 	if (axp_cfg.topology == AXP_TOPO_ATTACHED) {
 		sf = bpf_map_lookup_elem(&axp_sfs, &sf_idx);
@@ -115,6 +112,9 @@ int axp_xdp_rx(struct xdp_md *ctx)
 		}
 	}
 	axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POPPED);
+	/* proxied all the same; the count tells how often such chains come by */
+	if (key.flags & AXP_KEYF_EXT_LIMIT)
+		axp_count(row, AXP_CNT_RX_KEY_EXT_LIMIT);
 	if (sf)
 		return bpf_redirect(sf->to_sf_ifindex, 0);
 	return XDP_PASS;
@@ -142,6 +142,13 @@ int axp_tc_meta(struct __sk_buff *skb)
 static __always_inline int axp_tx_key(const __u8 *data, const __u8 *end, __u32 mark,
 				      struct axp_key *key)
 {
+	if (axp_cfg.static_mode) {
+		/* the static proxy pushes onto whatever IP comes back: no key, nothing else to check */
+		if (data + AXP_ETH_HLEN + 1 > end ||
+		    (data[AXP_ETH_HLEN] >> 4 != 4 && data[AXP_ETH_HLEN] >> 4 != 6))
+			return AXP_PARSE_NOT_IP;
+		return AXP_PARSE_OK;
+	}
 	if (axp_cfg.key_mode == AXP_KEY_MODE_META) {
 		axp_meta_key(key, mark);
 		return AXP_PARSE_OK;
@@ -222,7 +229,7 @@ int axp_tc_tx(struct __sk_buff *skb)
 	 * XDP at RX saw the whole frame.
 	 */
 	pull = skb->len < AXP_KEY_PULL_LEN ? skb->len : AXP_KEY_PULL_LEN;
-	if (data + pull > end &&
+	if (data + pull > end && !axp_cfg.static_mode &&
 	    (res == AXP_PARSE_MALFORMED ||
 	     (res == AXP_PARSE_OK && key.kind != AXP_KEY_TCP && key.kind != AXP_KEY_META))) {
 		bpf_skb_pull_data(skb, pull);

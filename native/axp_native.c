@@ -7,6 +7,7 @@
 #include <net/if.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -267,6 +268,22 @@ int axp_link_detach(int link_fd)
 int axp_map_lookup(int fd, const void *key, void *value, uint64_t flags)
 {
 	return axp_err(bpf_map_lookup_elem_flags(fd, key, value, flags));
+}
+
+int axp_map_lookup_range(int fd, uint32_t first, uint32_t n, void *values)
+{
+	uint32_t *keys, in = first - 1, out = 0, count = n;
+	int err;
+
+	/* an array's batch resumes after the key it is given: none for key 0 */
+	keys = calloc(n ? n : 1, sizeof(*keys));
+	if (!keys)
+		return -ENOMEM;
+	err = bpf_map_lookup_batch(fd, first ? &in : NULL, &out, keys, values, &count, NULL);
+	free(keys);
+	if (err && errno != ENOENT)
+		return axp_err(err);
+	return count == n ? 0 : -ERANGE;
 }
 
 int axp_map_update(int fd, const void *key, const void *value, uint64_t flags)

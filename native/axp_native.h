@@ -67,6 +67,8 @@ int axp_link_detach(int link_fd);
 
 /* maps and programs by fd; flags BPF_F_LOCK copies a value with a bpf_spin_lock under that lock */
 int axp_map_lookup(int fd, const void *key, void *value, uint64_t flags);
+/* entries first..first+n-1 of an array map in one BPF_MAP_LOOKUP_BATCH (per-CPU: n x CPUs values) */
+int axp_map_lookup_range(int fd, uint32_t first, uint32_t n, void *values);
 int axp_map_update(int fd, const void *key, const void *value, uint64_t flags);
 int axp_map_delete(int fd, const void *key);
 int axp_map_next_key(int fd, const void *key, void *next_key);

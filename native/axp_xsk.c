@@ -198,9 +198,6 @@ static inline int axp_rx_parse(const struct axp_engine *e, uint64_t *cnt, const 
 				axp_parse_counter(res));
 		return AXP_VERDICT_DROP;
 	}
-	/* proxied all the same; the count tells how often such chains come by */
-	if (j->key.flags & AXP_KEYF_EXT_LIMIT)
-		axp_row(cnt, idx)[AXP_CNT_RX_KEY_EXT_LIMIT]++;
 	j->idx = idx;
 	j->hash = axp_cache_hash(&j->key);
 	axp_cache_prefetch(e->cache, j->hash);
@@ -233,6 +230,9 @@ static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	pop = j->f.l3_off - AXP_ETH_HLEN;
 	axp_write_eth(frame + pop, sf->sf_mac, sf->to_sf_mac, axp_htons(j->f.l3_proto));
 	axp_count_frame(cnt, j->idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POPPED);
+	/* proxied all the same; the count tells how often such chains come by */
+	if (j->key.flags & AXP_KEYF_EXT_LIMIT)
+		row[AXP_CNT_RX_KEY_EXT_LIMIT]++;
 	out->off = (int32_t)pop;
 	out->len = len - pop;
 	out->sf = j->idx;

@@ -30,8 +30,6 @@ file that ``--replay`` runs again (through every target), and exit 1 on any disa
 from __future__ import annotations
 
 import argparse
-import ctypes
-import errno
 import itertools
 import random
 import struct
@@ -58,7 +56,7 @@ from reference import (
 )
 from test_bpf_proxy import SFS, SKB_CTX_SIZE, SKB_MARK, TX_IFINDEX
 
-from afxdp_proxy import bpf, cache
+from afxdp_proxy import bpf, cache, counters
 from afxdp_proxy.backends.afxdp import VERDICT_DROP, VERDICT_PASS, VERDICT_TX, Engine
 from afxdp_proxy.backends.kernel import ProxyObject, config_struct
 from afxdp_proxy.config import ProxyConfig
@@ -67,8 +65,9 @@ from afxdp_proxy.key import Key, KeyFlag, derive_key, format_key, meta_key
 CACHE_ENTRIES = 1024
 BURST_CACHE_ENTRIES, BURST_MAX_PER_KEY = 8, 3  # one set, few packets a key: bursts fill it
 MAX_DWELL_MS = 3_600_000  # nothing ages in a run (the reference's cache never does), however slow the machine
-NAMES = bpf.counter_names()
+NAMES = counters.names()  # scalar slots of a counter row (the dwell histogram's are not compared)
 NSLOTS = len(NAMES)
+ROWS = [*SFS, counters.NONE_ROW]  # the counter rows the SFs of the tests use
 NO_SF = lib.AXP_MAX_SFS - 1  # an SF index no SF has: the engine's "interface of no SF"
 ALL_MODES = [Mode(k, t, m, s) for k, t, m, s in
              itertools.product(("hash", "meta"), ("inline", "attached"), ("pass", "drop"), (False, True))]  # fmt: skip
@@ -85,32 +84,16 @@ class Refused(Exception):
 
 # ---- the targets ---------------------------------------------------------------------------
 
-_libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
-_lookup_batch = _libbpf.bpf_map_lookup_batch
-_lookup_batch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                          ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]  # fmt: skip
-
-
 class PercpuCounters:
-    """The counters of a loaded object in one bpf(BPF_MAP_LOOKUP_BATCH) call (slot by slot,
-    a run needs 25 syscalls and the fuzzer reads them after every program run)."""
+    """The counters of a loaded object, summed over the rows the tests use and over CPUs (a
+    batch lookup per run of rows: the fuzzer reads them after every program run)."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.ncpus = bpf.NCPUS
-        self._keys = (ctypes.c_uint32 * NSLOTS)()
-        self._vals = (ctypes.c_uint64 * (NSLOTS * self.ncpus))()
-        self._out = ctypes.c_uint32()
-        self._count = ctypes.c_uint32()
+    def __init__(self, counter_map: bpf.Map) -> None:
+        self.map = counter_map
 
     def read(self) -> list[int]:
-        self._count.value = NSLOTS
-        rc = _lookup_batch(self.fd, None, ctypes.byref(self._out), self._keys, self._vals, ctypes.byref(self._count),
-                           None)  # fmt: skip
-        if (rc < 0 and rc != -errno.ENOENT) or self._count.value != NSLOTS:
-            raise OSError(-rc, f"counter map batch lookup read {self._count.value} of {NSLOTS}")
-        v, n = self._vals, self.ncpus
-        return [sum(v[i * n : (i + 1) * n]) for i in range(NSLOTS)]
+        total = counters.read_map(self.map, ROWS).total()
+        return [total[n] for n in NAMES]
 
 
 def _delta(before: list[int], after: list[int]) -> dict[str, int]:
@@ -162,7 +145,7 @@ class BpfTarget(Target):
         self.rx_fd = self.obj.prog_fd("axp_xdp_rx")
         self.inline = mode.topology == "inline"
         self.tx_fd = self.obj.prog_fd("axp_tc_tx" if self.inline else "axp_xdp_tx")
-        self.counters = PercpuCounters(self.obj.counters.fd)
+        self.counters = PercpuCounters(self.obj.counters)
         self.last = self.counters.read()
         self._zero_set = ffi.new("struct axp_cache_set *")
 
@@ -231,7 +214,8 @@ class EngineTarget(Target):
         self._set = ffi.new("struct axp_cache_set *")
 
     def _read(self) -> list[int]:
-        return ffi.unpack(self.engine.cnt, NSLOTS)
+        total = self.engine.snapshot().total()
+        return [total[n] for n in NAMES]
 
     def _outcome(self, r: object) -> Outcome:
         now = self._read()
@@ -524,7 +508,7 @@ class Differential:
             if (c["rx_packets"], rx, c["tx_packets"], tx) != (t.rx_in, t.rx_in, t.tx_in, t.tx_in):
                 problems.append(f"{t.name}: {t.rx_in} RX frames: rx_packets {c['rx_packets']}, reasons {rx}; "
                                 f"{t.tx_in} TX frames: tx_packets {c['tx_packets']}, reasons {tx}")  # fmt: skip
-            if cache.in_flight_of(c) < 0:
+            if counters.in_flight_of(c) < 0:
                 problems.append(f"{t.name}: cache books do not balance: {c}")
         return problems
 

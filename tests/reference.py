@@ -130,8 +130,6 @@ class Reference:
                 return self._out(PASS, frame, c, "rx_other_label")
         if res != ParseResult.OK or sf_idx is None:
             return self._out(DROP, None, c, _PARSE_COUNTER[res])
-        if want_key and p.key is not None and p.key[3] & KeyFlag.EXT_LIMIT:
-            c["rx_key_ext_limit"] += 1
         key = p.key if want_key else meta_key(mark) if not mode.static else None
 
         eth = frame[:12] + p.l3_proto.to_bytes(2, "big")
@@ -150,6 +148,8 @@ class Reference:
             if o.result == KEY_FULL:
                 return self._out(DROP, None, c, "rx_key_full")
             c["cache_inserts"] += 1
+        if want_key and p.key is not None and p.key[3] & KeyFlag.EXT_LIMIT:
+            c["rx_key_ext_limit"] += 1  # counted only for a packet that is popped
         res_out = self._out(REDIRECT if mode.topology == "attached" else PASS, out, c, "rx_popped")
         res_out.key, res_out.bare, res_out.sf = key, bare, sf_idx
         return res_out
@@ -168,7 +168,11 @@ class Reference:
         etype = int.from_bytes(frame[12:14], "big")
         if etype not in (ETH_P_IP, ETH_P_IPV6):  # TC: skb->protocol, as eth_type_trans set it
             return self._out(PASS, frame, c, "tx_not_ip")
-        if mode.key_mode == "meta":
+        key: bytes | None = None
+        if mode.static:  # no key: the static proxy pushes onto whatever IP comes back
+            if len(frame) <= ETH_HLEN or frame[ETH_HLEN] >> 4 not in (4, 6):
+                return self._out(PASS, frame, c, "tx_not_ip")
+        elif mode.key_mode == "meta":
             key = meta_key(mark if inline else 0)
         else:
             res, key = derive_key(frame[ETH_HLEN:])

@@ -688,7 +688,7 @@ def test_a_full_cache_evicts_exactly_one_run_per_insert(make: Callable[..., Prox
     """64 entries (8 sets), 200 distinct packets: each insert into a full set evicts one run
     (the LRU map evicted in batches), counted; an evicted packet misses at TX and leaves
     unlabelled, never with another packet's stack; every survivor gets its own."""
-    px = make(topology=topology, cache_entries=64)
+    px = make(topology=topology, cache_entries=64, max_dwell_ms=3_600_000)  # evictions, not ageing
     n = 200
     for i in range(n):
         before = px.counters().get("evictions", 0)
@@ -787,6 +787,29 @@ def test_static_pushes_the_configured_stack(make: Callable[..., Proxy], case: Ca
         assert t.retval == bpf.TC_ACT_OK
     assert_frame(t.data, want)
     assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_pushed": 1})
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_static_pushes_onto_any_ip_it_popped(make: Callable[..., Proxy], topology: str) -> None:
+    """The static proxy keys nothing: a packet whose TCP header is cut short, which its RX pops
+    (it only checks that IP follows the stack), is pushed at TX too, not dropped as malformed."""
+    px = make(static=True, topology=topology)
+    ip = bytes(IP(src="10.9.0.1", dst="10.9.0.2") / TCP(sport=7, dport=8))[:30]
+    eth = bytes(Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b"))[:12] + b"\x08\x00"
+    r = px.rx(labelled(eth + ip, stack_of(2)))
+    t = px.tx(r.data)
+    assert t.retval == (bpf.XDP_REDIRECT if topology == "attached" else bpf.TC_ACT_OK)
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_pushed": 1})
+
+
+def test_ext_limit_is_counted_only_for_a_popped_packet(make: Callable[..., Proxy]) -> None:
+    """rx_key_ext_limit is a companion of rx_popped: a twin refused as rx_key_full is not counted."""
+    px = make(max_per_key=1)
+    frame = BY_NAME["ext6_limit"].frame
+    px.rx(frame)
+    px.rx(frame)
+    assert_counters(px, {"rx_packets": 2, "rx_popped": 1, "rx_key_full": 1, "rx_key_ext_limit": 1,
+                         "cache_inserts": 1})
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])

@@ -154,6 +154,19 @@ def test_table(make: Callable[..., Engine], case: Case) -> None:
     assert (c["cache_inserts"], c["cache_takes"], c["evictions"]) == (1, 1, 0)
 
 
+def test_ext_limit_is_counted_only_for_a_popped_packet() -> None:
+    """As in the BPF tests: a twin refused as rx_key_full is not counted in rx_key_ext_limit."""
+    e = make_engine(max_per_key=1)
+    try:
+        frame = BY_NAME["ext6_limit"].frame
+        e.rx(frame)
+        e.rx(frame)
+        assert_counters(e, {"rx_packets": 2, "rx_popped": 1, "rx_key_full": 1, "rx_key_ext_limit": 1,
+                            "cache_inserts": 1})
+    finally:
+        e.close()
+
+
 def test_counts_land_in_the_row_of_their_sf(make: Callable[..., Engine]) -> None:
     """As in the BPF tests: the second SF's packet counts in its row, a frame of no SF in the last."""
     e = make()
@@ -440,7 +453,7 @@ def test_a_full_cache_evicts_exactly_one_run_per_insert() -> None:
     """Packets the SF dropped cannot fill the cache: an insert into a full set evicts exactly
     one run, the oldest, counted; an evicted packet misses at TX (unlabelled, never with
     another packet's stack); the newest packets still find theirs."""
-    e = make_engine(cache_entries=16)
+    e = make_engine(cache_entries=16, max_dwell_ms=3_600_000)  # evictions, not ageing
     try:
         cap = lib.axp_cache_capacity(e.cache)
         assert cap == 16
