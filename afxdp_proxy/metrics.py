@@ -195,8 +195,12 @@ class Exporter:
         log.info("metrics on http://%s/metrics", mcfg.listen)
 
     def watch(self, backend: Backend, cfg: ProxyConfig, name: str) -> None:
-        """Serve this (started) backend's counters."""
+        """Serve this (started) backend's counters (a reload calls it again with the new one)."""
         self.collector.watch(backend, cfg, name)
+
+    def unwatch(self) -> None:
+        """Stop reading the backend (returns once no scrape is): call it before the backend stops."""
+        self.collector.unwatch()
 
     def close(self) -> None:
         """Stop serving (waiting for a scrape in progress) and release the port; safe to call twice."""
