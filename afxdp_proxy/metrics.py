@@ -107,8 +107,7 @@ def dwell_buckets(hist: Sequence[int]) -> list[tuple[str, float]]:
 
 def families(snap: counters.Snapshot, sf_names: Sequence[str], info: dict[str, str]) -> list[Metric]:
     """Every metric of one snapshot (what a scrape shows, in order)."""
-    rows = [(sf, i) for i, sf in enumerate(sf_names)] + [(NO_SF, counters.NONE_ROW)]
-    values = {sf: snap.row(i) for sf, i in rows}
+    values = snap.by_sf(sf_names)  # {SF: its row}, then NO_SF: the rows `stats` shows
     fams: dict[str, Metric] = {}
     extra_labels: dict[str, list[str]] = {}
     for name in counters.names(snap.afxdp):
@@ -119,10 +118,10 @@ def families(snap: counters.Snapshot, sf_names: Sequence[str], info: dict[str, s
             extra_labels[family] = list(labels)
             help_text = HELP.get(family) or counters.INFO[name].meaning
             fams[family] = CounterMetricFamily(family, help_text, labels=["sf", *labels])
-        for sf, _ in rows:
+        for sf in values:
             fams[family].add_metric([sf, *(labels[k] for k in extra_labels[family])], values[sf][name])
     dwell = HistogramMetricFamily(DWELL, HELP[DWELL], labels=["sf"], unit="seconds")
-    for sf, i in rows[:-1]:  # frames of no SF have no dwell time
+    for i, sf in enumerate(sf_names):  # frames of no SF have no dwell time
         dwell.add_metric([sf], dwell_buckets(snap.dwell_hist(i)), values[sf][DWELL_SUM] / 1e9)
     in_flight = GaugeMetricFamily(f"{PREFIX}_cache_in_flight_packets", HELP[f"{PREFIX}_cache_in_flight_packets"],
                                   value=counters.in_flight_of(snap.total()))
