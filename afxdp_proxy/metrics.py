@@ -20,7 +20,8 @@ name, ``-`` for the row of frames of no SF), under the name :func:`metric_of` gi
 - any other counter: ``afxdp_proxy_<name>_total{sf}`` (plus ``action`` when it is a frame's fate).
 
 Plus ``afxdp_proxy_info{name, backend, key, topology, version}`` and the process's own figures
-(``process_*``, ``python_*``) from prometheus_client.
+(``process_*``, ``python_*``) from prometheus_client, which is imported only by a proxy that
+serves metrics (importing it takes a noticeable part of a second on a busy machine).
 """
 
 from __future__ import annotations
@@ -33,22 +34,12 @@ from collections.abc import Iterator, Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.utils import floatToGoString
-
 from afxdp_proxy import counters
 from afxdp_proxy.config import ConfigError, MetricsConfig, ProxyConfig
 
 if TYPE_CHECKING:
+    from prometheus_client.core import InfoMetricFamily, Metric
+
     from afxdp_proxy.backends import Backend
 
 log = logging.getLogger(__name__)
@@ -97,6 +88,8 @@ def dwell_buckets(hist: Sequence[int]) -> list[tuple[str, float]]:
     """Per-bucket counts (counters.Snapshot.dwell_hist) as Prometheus buckets: cumulative, le in
     seconds, the last one +Inf. The data path's bound is exclusive (a dwell of exactly 1024 ns
     lands in the second bucket), Prometheus's le inclusive: 1 ns apart, in integer nanoseconds."""
+    from prometheus_client.utils import floatToGoString
+
     les = [floatToGoString(b / 1e9) for b in counters.dwell_bounds_ns()] + ["+Inf"]
     out, running = [], 0
     for le, n in zip(les, hist, strict=True):
@@ -107,6 +100,8 @@ def dwell_buckets(hist: Sequence[int]) -> list[tuple[str, float]]:
 
 def families(snap: counters.Snapshot, sf_names: Sequence[str], info: dict[str, str]) -> list[Metric]:
     """Every metric of one snapshot (what a scrape shows, in order)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
     values = snap.by_sf(sf_names)  # {SF: its row}, then NO_SF: the rows `stats` shows
     fams: dict[str, Metric] = {}
     extra_labels: dict[str, list[str]] = {}
@@ -129,6 +124,8 @@ def families(snap: counters.Snapshot, sf_names: Sequence[str], info: dict[str, s
 
 
 def info_family(info: dict[str, str]) -> InfoMetricFamily:
+    from prometheus_client.core import InfoMetricFamily
+
     return InfoMetricFamily(PREFIX, "The running proxy: instance name, backend, key, topology, version", value=info)
 
 
@@ -183,6 +180,10 @@ class Exporter:
         self._thread: threading.Thread | None = None
         if mcfg is None:
             return
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.platform_collector import PlatformCollector
+        from prometheus_client.process_collector import ProcessCollector
+
         registry = CollectorRegistry()
         registry.register(self.collector)
         ProcessCollector(registry=registry)

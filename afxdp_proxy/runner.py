@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from afxdp_proxy import signals, state
+from afxdp_proxy import metrics, signals, state
 from afxdp_proxy.backends import Backend, make_backend
 from afxdp_proxy.config import ProxyConfig
 from afxdp_proxy.counters import DROPS, in_flight_of
@@ -70,8 +70,6 @@ def run(
     otherwise a counters record in the log every log_interval seconds (0: never), as a service
     wants. Either way the log says when the proxy started and stopped, with its counters.
     """
-    from afxdp_proxy import metrics  # prometheus_client: not for `stats`, which imports this module
-
     stop = stop_event or threading.Event()
     name = instance_name(cfg)
     if name in state.running():

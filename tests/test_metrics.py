@@ -7,6 +7,8 @@ from __future__ import annotations
 import random
 import re
 import socket
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -34,6 +36,13 @@ def _cfg(**metrics_table: object) -> ProxyConfig:
 def test_no_metrics_table_means_no_server() -> None:
     assert parse_config(BASE).metrics is None
     assert metrics.Exporter(None).listen is None
+
+
+def test_a_proxy_without_metrics_does_not_import_prometheus_client() -> None:
+    """Neither `stats` (which imports the runner) nor a proxy without [metrics] pays for it."""
+    code = "import sys, afxdp_proxy.cli, afxdp_proxy.runner; print('prometheus_client' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert r.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(("listen", "host", "port"), [
