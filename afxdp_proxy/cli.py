@@ -46,6 +46,13 @@ every --log-interval seconds. Log records go to stderr: started, warnings,
 counters, stopped with the final counters; --log-format json writes one JSON
 object a line (time, level, message and the record's fields).
 
+metrics: with a [metrics] table in the config (listen = "127.0.0.1:9464") run
+serves every counter, per SF, and the SF's dwell-time histogram in the
+Prometheus text format at http://<listen>/metrics, read from the data path at
+each scrape (the numbers `stats` shows). An address it cannot listen on (in
+use, not in this namespace) is an error naming metrics.listen, exit status 2,
+before anything is attached. Metric names: README, section Metrics.
+
 the cache (kernel and afxdp backends alike):
   RX caches each packet's stack under its key, TX takes it back. Packets with one
   key in flight (duplicate ACKs, retransmissions) are normal: with the same stack

@@ -6,6 +6,7 @@ field (``sf[1].label``) and what to do about it.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -60,6 +61,15 @@ class SfConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: where the Prometheus endpoint listens (host as written, brackets removed)."""
+
+    listen: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     backend: str = "kernel"
     key: str = "hash"
@@ -74,6 +84,7 @@ class ProxyConfig:
     ring_size: int = DEFAULT_RING_SIZE
     frame_size: int = DEFAULT_FRAME_SIZE
     batch_size: int = DEFAULT_BATCH_SIZE
+    metrics: MetricsConfig | None = None  # [metrics]; None: no metrics server
 
     @property
     def cache_sets(self) -> int:
@@ -173,7 +184,7 @@ def _sf(table: Any, i: int, topology: str, backend: str) -> SfConfig:
 
 def parse_config(data: dict[str, Any]) -> ProxyConfig:
     """Validate a decoded TOML document."""
-    _unknown(data, "config", {"proxy", "sf"})
+    _unknown(data, "config", {"proxy", "sf", "metrics"})
     proxy = data.get("proxy", {})
     if not isinstance(proxy, dict):
         raise ConfigError("proxy: must be a table ([proxy])")
@@ -222,8 +233,47 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         max_per_key=_int(proxy, "proxy", "max_per_key", 1, MAX_PER_KEY, DEFAULT_MAX_PER_KEY),
         sfs=sfs,
         name=name,
+        metrics=_metrics(data.get("metrics")),
         **xsk,
     )
+
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+
+
+def _metrics(table: Any) -> MetricsConfig | None:
+    """[metrics] listen = "HOST:PORT": an IPv4 address, [an IPv6 address] or a name, and a port."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError("metrics: must be a table ([metrics])")
+    _unknown(table, "metrics", {"listen"})
+    example = 'e.g. "127.0.0.1:9464" or "[::1]:9464"'
+    if "listen" not in table:
+        raise ConfigError(f'metrics.listen: missing; set "HOST:PORT", {example} (or remove [metrics])')
+    listen = table["listen"]
+    if not isinstance(listen, str) or ":" not in listen:
+        raise ConfigError(f'metrics.listen: {listen!r} is not "HOST:PORT"; {example}')
+    host, _, port_text = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"metrics.listen: [{host}] is not an IPv6 address; {example}") from None
+    elif ":" in host:
+        raise ConfigError(f'metrics.listen: {listen!r}: put an IPv6 address in brackets, e.g. "[::1]:9464"')
+    elif re.fullmatch(r"[\d.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ConfigError(f"metrics.listen: {host!r} is not an IPv4 address; {example}") from None
+    elif not _HOSTNAME.match(host):
+        raise ConfigError(f"metrics.listen: {host!r} is neither an address nor a host name; {example}")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(f"metrics.listen: port {port_text!r} is not in 1..65535; {example}")
+    return MetricsConfig(listen=listen, host=host, port=int(port_text))
 
 
 def _xsk_knobs(proxy: dict[str, Any], backend: str) -> dict[str, int]:

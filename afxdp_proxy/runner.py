@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from afxdp_proxy import signals, state
+from afxdp_proxy import metrics, signals, state
 from afxdp_proxy.backends import Backend, make_backend
 from afxdp_proxy.config import ProxyConfig
 from afxdp_proxy.counters import DROPS, in_flight_of
@@ -78,8 +78,11 @@ def run(
     if threading.current_thread() is threading.main_thread():
         old_handlers = signals.install(lambda *_: stop.set(), (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
     backend = make_backend(cfg)
+    exporter = metrics.Exporter(None)
     try:
+        exporter = metrics.Exporter(cfg.metrics)  # [metrics]: bound before anything attaches
         backend.start()
+        exporter.watch(backend, cfg, name)
         state.write(name, {"kind": "proxy", "pid": os.getpid(), "backend": cfg.backend,
                            "key": cfg.key, "topology": cfg.topology, "config": config_path,
                            "sfs": [sf.name for sf in cfg.sfs],
@@ -118,6 +121,7 @@ def run(
                               **final))
         return final
     finally:
+        exporter.close()  # before the backend closes what a scrape reads
         backend.stop()
         state.remove(name)
         signals.restore(old_handlers)
