@@ -858,6 +858,23 @@ def test_static_empty_stack_sends_plain_ip(make: Callable[..., Proxy], topology:
     assert_counters(px, {"tx_packets": 1, "tx_plain": 1})
 
 
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_static_leaves_on_vlan_out(make: Callable[..., Proxy], topology: str) -> None:
+    """The static proxy keeps no entry, so no arriving tags: its frames leave with the one tag of
+    the TX interface's SF's vlan_out (PCP 0), here behind no configured stack."""
+    px = make(static=True, topology=topology)
+    px.tx_sf.update(TX_IFINDEX, 3)  # SF 3: vlan_out 30
+    case = BY_NAME["vlan_out"]
+    r = px.rx(case.frame)
+    assert r.retval == (bpf.XDP_REDIRECT if topology == "attached" else bpf.XDP_PASS)
+    t = px.tx(r.data)
+    want = r.data[:12] + bytes.fromhex("8100001e") + r.data[12:]
+    if topology == "attached":
+        want = with_macs(want, SFS[3].next_hop_mac, SFS[3].net_out_mac)
+    assert_frame(t.data, want)
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_plain": 1})
+
+
 @pytest.mark.parametrize("on_miss", ["pass", "drop"])
 def test_static_unknown_interface_is_a_miss(make: Callable[..., Proxy], on_miss: str) -> None:
     px = make(static=True, on_miss=on_miss)
