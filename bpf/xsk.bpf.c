@@ -13,8 +13,9 @@
  *
  * Only the head of a frame is read here (axp_parse_head); user space judges
  * the whole frame with the same parser as proxy.bpf.c. What passes is counted
- * under the kernel backend's counter names, in the same rows (per SF, or
- * AXP_SF_NONE), so the two backends report the same way.
+ * under the kernel backend's counter names, so the two backends report the
+ * same way: frames of net_in in the row axp_xdp_rx counts them in (an SF's,
+ * or AXP_SF_NONE), those of from_sf in AXP_SF_NONE's.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>

@@ -217,7 +217,7 @@ static inline int axp_rx_parse(const struct axp_engine *e, uint64_t *cnt, const 
 			return AXP_VERDICT_PASS;
 		}
 		if (axp_ttl_of(j->entry.labels[0]) <= 1) {
-			/* passed only here: xsk.bpf.c passes them itself with on_ttl_expired = pass */
+			/* as axp_xdp_rx; with pass, xsk.bpf.c hands them to the host before a socket sees them */
 			if (e->cfg.on_ttl_expired == AXP_TTL_PASS) {
 				axp_count_frame(cnt, idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_TTL_EXPIRED_PASS);
 				return AXP_VERDICT_PASS;
