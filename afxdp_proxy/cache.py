@@ -71,15 +71,17 @@ def is_stale(rx_ns: int, now: int, max_dwell_ns: int) -> bool:
 
 @dataclass(frozen=True)
 class Entry:
-    """struct axp_entry: the stack (labels as stored, 16 big-endian words), depth, SF, RX time."""
+    """struct axp_entry: the stack (labels as stored, 16 big-endian words), depth, SF, RX time,
+    and the VLAN tags the packet arrived with (struct axp_vlans' 6 bytes as stored)."""
 
     labels: bytes
     depth: int
     sf: int
     rx_ns: int = 0
+    vlans: bytes = bytes(6)
 
     def same_stack(self, other: Entry) -> bool:
-        return (self.labels, self.depth, self.sf) == (other.labels, other.depth, other.sf)
+        return (self.labels, self.depth, self.sf, self.vlans) == (other.labels, other.depth, other.sf, other.vlans)
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,8 @@ def decode_set(s: Any) -> CacheSet:
             continue
         slot = s.slot[w]
         e = slot.e
-        entry = Entry(bytes(ffi.buffer(e.labels)), int(e.depth), int(e.sf), int(e.rx_ns))
+        entry = Entry(bytes(ffi.buffer(e.labels)), int(e.depth), int(e.sf), int(e.rx_ns),
+                      bytes(ffi.buffer(ffi.addressof(e, "vlans"), ffi.sizeof(e.vlans))))
         ways.append(Run(bytes(ffi.buffer(ffi.addressof(slot, "key"), ffi.sizeof(slot.key))), entry,
                         int(s.count[w]), int(s.seq[w]), int(s.rx_ns[w])))
     return CacheSet(ways, int(s.next_seq))
@@ -242,6 +245,7 @@ def encode_set(out: Any, s: CacheSet) -> None:
         ffi.memmove(ffi.addressof(slot, "key"), run.key, len(run.key))
         ffi.memmove(slot.e.labels, run.entry.labels, len(run.entry.labels))
         slot.e.depth, slot.e.sf, slot.e.rx_ns = run.entry.depth, run.entry.sf, run.entry.rx_ns
+        ffi.memmove(ffi.addressof(slot.e, "vlans"), run.entry.vlans, len(run.entry.vlans))
 
 
 def tags_agree(s: Any) -> bool:

@@ -211,6 +211,7 @@ class _If:
     peer: ifc.Peer | None = None
     kind: str | None = None
     features: dict[str, bool] | None = None
+    fixed: set[str] = field(default_factory=set)  # features that cannot be changed
     xdp: int | None = None  # NETDEV_XDP_ACT_* bits; None: the kernel cannot tell
     channels: tuple[int, int] | None = None
 
@@ -313,7 +314,9 @@ def check_xdp_rx(cfg: ProxyConfig, x: _If) -> Iterator[Finding]:
         if x.xdp is not None and not x.xdp & ifc.XDP_ACT_BASIC:
             yield Finding("xdp", x.field, WARN, f"the driver of {x.name} has no native XDP: generic XDP runs "
                           "instead, far slower", "use an interface whose driver supports XDP")
-        if x.features is not None and x.features.get("rx-vlan-hw-parse"):
+        if "net_in" in x.roles and x.features is not None:
+            yield check_vlan_stripping(cfg, x)
+        elif x.features is not None and x.features.get("rx-vlan-hw-parse"):
             yield Finding("vlan", x.field, WARN, f"{x.name} strips VLAN tags before XDP sees the frame "
                           "(rx-vlan-offload on): a tagged frame would leave without its tag",
                           f"ethtool -K {x.name} rxvlan off")
@@ -325,6 +328,26 @@ def check_xdp_rx(cfg: ProxyConfig, x: _If) -> Iterator[Finding]:
                           "differ", "run turns it off while it runs and back on when it stops")
         else:
             yield Finding("gro", x.field, OK, f"{x.name} has GRO off")
+
+
+def check_vlan_stripping(cfg: ProxyConfig, x: _If) -> Finding:
+    """A device that strips VLAN tags (rx-vlan-offload) hands XDP the frame without them: run
+    turns that off on net_in while it runs. Where the device cannot, tagged frames would be taken
+    for untagged ones (another VLAN's SR-MPLS for ours) and leave untagged: an error when an SF
+    on it names a VLAN, a warning otherwise (a link that never carries tags loses nothing)."""
+    assert x.features is not None
+    on = [f for f in ifc.VLAN_STRIPPING if x.features.get(f)]
+    if not on:
+        return Finding("vlan", x.field, OK, f"{x.name} leaves VLAN tags in the frame")
+    fixed = [f for f in on if f in x.fixed]
+    if not fixed:
+        return Finding("vlan", x.field, FIXED, f"{x.name} strips VLAN tags before XDP sees the frame "
+                       "(rx-vlan-offload on)", "run turns it off while it runs and back on when it stops")
+    vlans = any(sf.vlan_in or sf.vlan_out for sf in cfg.sfs if sf.net_in == x.name)
+    return Finding("vlan", x.field, ERROR if vlans else WARN,
+                   f"{x.name} strips VLAN tags before XDP sees the frame and cannot stop ({', '.join(fixed)} "
+                   "fixed on): tagged frames would be proxied as untagged and leave without their tags",
+                   "use a NIC or driver that can turn VLAN stripping off (ethtool -K DEV rxvlan off)")
 
 
 def _peer_offloads(x: _If, peer: ifc.Peer) -> Iterator[Finding]:
@@ -486,6 +509,7 @@ def run_checks(cfg: ProxyConfig) -> Report:
             if x.iface is not None:
                 present.append(x)
                 x.features = _features(x.name)
+                x.fixed = _fixed(x.name)
                 x.channels = ifc.get_channels(x.name)
                 x.xdp = ifc.xdp_features(x.iface.index)
             add(f)
@@ -523,3 +547,10 @@ def _features(name: str) -> dict[str, bool] | None:
         return ifc.ethtool_features(name)
     except (OSError, EthtoolError):
         return None
+
+
+def _fixed(name: str) -> set[str]:
+    try:
+        return ifc.fixed_features(name)
+    except (OSError, EthtoolError):
+        return set()

@@ -37,8 +37,8 @@ attached.
 Before attaching anything, run makes the checks of `afxdp-proxy check` and
 refuses to start, with exit status 2 and one line per problem
 (afxdp-proxy: error: <field or interface>: <problem>; <fix>), when one would
-make it fail or lose packets. It says what it puts right itself (GRO on net_in)
-and warns of the rest.
+make it fail or lose packets. It says what it puts right itself (GRO and VLAN
+tag stripping on net_in) and warns of the rest.
 
 On a terminal (or with --live) it prints a line of live counters every second
 and the whole table at the end. Otherwise (a service) it logs a counters record
@@ -62,6 +62,23 @@ the cache (kernel and afxdp backends alike):
   max_dwell_ms (config, default 1000) is presumed lost: the next insert into its set
   reclaims it, and an identical retry replaces it. At most max_per_key (default 64)
   packets with one key are in flight; past that RX drops (rx_key_full).
+
+what RX reads in front of the SF label, and what TX puts back:
+  VLAN tags: one or two (802.1Q 0x8100, 802.1ad 0x88A8). The SF is chosen by
+  (VLAN of the tag nearest the stack, top label): [[sf]] vlan_in = 1..4094
+  (default: untagged; a priority tag, VID 0, counts as untagged). Tags are removed
+  before the SF (SFs are VLAN-unaware) and kept in the packet's cache entry; the
+  frame leaves with one 802.1Q tag of the SF's vlan_out (PCP and DEI of the tag it
+  came with), or with the tags it arrived with. Tagged frames on a VLAN no SF names,
+  or not SR-MPLS, pass (rx_vlan_other). Run turns VLAN stripping off on net_in.
+  Reserved labels on top of the SF label: explicit null (0, 2) and an entropy label
+  indicator (7) with its entropy label are removed (at most 3 removals) and not
+  restored; any other reserved label on top (router alert, GAL, OAM alert) passes
+  to the host (rx_reserved_label).
+  TTL: an SF label with TTL <= 1 never reaches the SF: on_ttl_expired = "drop"
+  (default, rx_ttl_expired) or "pass" to the host (rx_ttl_expired_pass).
+  ttl_model (RFC 3443): "uniform" (default) gives the label TX exposes on top the
+  SF label's TTL minus one, so a loop through the proxy ends; "pipe" keeps its own.
 
 counters (also in `afxdp-proxy stats`, per SF; "-" is the row of frames of no SF).
 Every frame counts once in rx_packets/tx_packets and once in one reason:
@@ -99,7 +116,9 @@ checks:
   queues         a veth peer sends on no more TX queues than we have RX
                  queues; afxdp: proxy.queues against the interfaces' queues
   checksum, vlan the sender fills in TX checksums and keeps VLAN tags in the
-  offloads       frame (a veth's peer; a NIC's own VLAN stripping)
+  offloads       frame (a veth's peer); VLAN stripping on net_in (run turns it
+                 off while it runs; an error where it is fixed and an SF names
+                 a VLAN)
   gro            GRO on net_in (run turns it off while it runs)
   redirect       XDP_REDIRECT targets (attached: to_sf, net_out) take XDP
                  frames: a veth only while its peer runs XDP or GRO

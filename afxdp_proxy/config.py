@@ -21,6 +21,9 @@ BACKENDS = ("kernel", "static", "afxdp")
 KEY_MODES = ("hash", "meta")
 TOPOLOGIES = ("inline", "attached")
 MISS_ACTIONS = ("pass", "drop")
+TTL_MODELS = ("uniform", "pipe")  # RFC 3443 §3.1 / §3.3: the TTL of the label TX exposes on top
+TTL_ACTIONS = ("drop", "pass")  # an SF label with TTL <= 1: dropped, or handed to the host (an OAM responder)
+VID_MIN, VID_MAX = 1, 4094  # IEEE 802.1Q: 0 is a priority tag, 4095 reserved
 MAX_SFS = 64  # AXP_MAX_SFS
 MAX_LABELS = 16  # AXP_MAX_LABELS
 CACHE_MIN, CACHE_MAX = 16, 1 << 24
@@ -58,6 +61,8 @@ class SfConfig:
     sf_mac: str | None = None
     next_hop_mac: str | None = None
     static_stack: tuple[int, ...] = ()
+    vlan_in: int = 0  # VID its traffic arrives on; 0: untagged
+    vlan_out: int = 0  # VID of the one tag it leaves with; 0: the tags it arrived with
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class ProxyConfig:
     on_miss: str = "pass"
     max_dwell_ms: int = DEFAULT_MAX_DWELL_MS
     max_per_key: int = DEFAULT_MAX_PER_KEY
+    ttl_model: str = "uniform"
+    on_ttl_expired: str = "drop"
     sfs: tuple[SfConfig, ...] = field(default_factory=tuple)
     name: str | None = None
     queues: int = DEFAULT_QUEUES
@@ -93,8 +100,9 @@ class ProxyConfig:
 
 
 _PROXY_KEYS = {"backend", "key", "topology", "cache_entries", "on_miss", "max_dwell_ms", "max_per_key", "name",
-               *XSK_KEYS}
-_SF_KEYS = {"name", "label", "net_in", "net_out", "to_sf", "from_sf", "sf_mac", "next_hop_mac", "static_stack"}
+               "ttl_model", "on_ttl_expired", *XSK_KEYS}
+_SF_KEYS = {"name", "label", "net_in", "net_out", "to_sf", "from_sf", "sf_mac", "next_hop_mac", "static_stack",
+            "vlan_in", "vlan_out"}
 
 
 def _choice(table: dict[str, Any], where: str, key: str, choices: tuple[str, ...], default: str) -> str:
@@ -179,6 +187,8 @@ def _sf(table: Any, i: int, topology: str, backend: str) -> SfConfig:
         sf_mac=_mac(table, where, "sf_mac"),
         next_hop_mac=_mac(table, where, "next_hop_mac"),
         static_stack=tuple(stack),
+        vlan_in=_int(table, where, "vlan_in", VID_MIN, VID_MAX, 0),
+        vlan_out=_int(table, where, "vlan_out", VID_MIN, VID_MAX, 0),
     )
 
 
@@ -207,15 +217,20 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
     if len(sfs_raw) > MAX_SFS:
         raise ConfigError(f"sf: {len(sfs_raw)} service functions; at most {MAX_SFS} per proxy")
     sfs = tuple(_sf(t, i, topology, backend) for i, t in enumerate(sfs_raw))
-    seen_labels: dict[int, int] = {}
+    seen_labels: dict[tuple[int, int], int] = {}  # (VLAN, label): the SF is chosen by both
     seen_names: dict[str, int] = {}
     for i, sf in enumerate(sfs):
-        if sf.label in seen_labels:
-            raise ConfigError(f"sf[{i}].label: {sf.label} is already used by sf[{seen_labels[sf.label]}]")
+        if (sf.vlan_in, sf.label) in seen_labels:
+            where = f" on VLAN {sf.vlan_in}" if sf.vlan_in else ""
+            raise ConfigError(f"sf[{i}].label: {sf.label}{where} is already used by "
+                              f"sf[{seen_labels[sf.vlan_in, sf.label]}]")
         if sf.name in seen_names:
             raise ConfigError(f"sf[{i}].name: {sf.name!r} is already used by sf[{seen_names[sf.name]}]")
-        seen_labels[sf.label] = i
+        seen_labels[sf.vlan_in, sf.label] = i
         seen_names[sf.name] = i
+    if backend == "static" and "ttl_model" in proxy:
+        raise ConfigError('proxy.ttl_model: the static backend keeps no per-packet state: it pushes static_stack '
+                          "with the TTLs it configures (64), whatever arrived; remove it")
     if topology == "attached":
         owners: dict[str, int] = {}
         for i, sf in enumerate(sfs):
@@ -231,6 +246,8 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         on_miss=_choice(proxy, "proxy", "on_miss", MISS_ACTIONS, "pass"),
         max_dwell_ms=_int(proxy, "proxy", "max_dwell_ms", 1, MAX_DWELL_MS, DEFAULT_MAX_DWELL_MS),
         max_per_key=_int(proxy, "proxy", "max_per_key", 1, MAX_PER_KEY, DEFAULT_MAX_PER_KEY),
+        ttl_model=_choice(proxy, "proxy", "ttl_model", TTL_MODELS, "uniform"),
+        on_ttl_expired=_choice(proxy, "proxy", "on_ttl_expired", TTL_ACTIONS, "drop"),
         sfs=sfs,
         name=name,
         metrics=_metrics(data.get("metrics")),

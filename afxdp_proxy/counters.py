@@ -44,8 +44,8 @@ class Info:
 TABLE: tuple[Info, ...] = (
     Info("rx_packets", "info", "frames the RX side saw (each also counts in one rx_ reason)"),
     Info("rx_popped", "forward", "stack popped and cached, bare packet sent on to the SF"),
-    Info("rx_not_mpls", "pass", "not SR-MPLS (ARP, plain IP)"),
-    Info("rx_other_label", "pass", "top label addresses no SF of this proxy"),
+    Info("rx_not_mpls", "pass", "untagged, not SR-MPLS (ARP, plain IP)"),
+    Info("rx_other_label", "pass", "top label addresses no SF of this proxy on its VLAN"),
     Info("rx_malformed", "drop", "truncated Ethernet/MPLS/IP/L4 header under our label"),
     Info("rx_too_many_labels", "drop", "no bottom of stack within 16 labels"),
     Info("rx_not_ip", "drop", "no IPv4/IPv6 packet below the stack"),
@@ -69,6 +69,11 @@ TABLE: tuple[Info, ...] = (
     Info("tx_dwell_ns", "info", "sum of the SF's dwell times (RX to TX of cache hits), ns"),
     Info("rx_key_ext_limit", "info", "popped all the same: IPv6 with more than 6 extension headers, keyed on "
          "what follows the sixth"),
+    Info("rx_vlan_other", "pass", "VLAN-tagged, and not SR-MPLS or on a VLAN no SF's vlan_in names"),
+    Info("rx_reserved_label", "pass", "a reserved label on top that the proxy does not remove (router alert, GAL, "
+         "OAM alert, ...), or only reserved labels"),
+    Info("rx_ttl_expired", "drop", "the SF label's TTL is 1 or 0 (on_ttl_expired = drop)"),
+    Info("rx_ttl_expired_pass", "pass", "the SF label's TTL is 1 or 0, handed to the host (on_ttl_expired = pass)"),
     # afxdp backend only (enum axp_xsk_counter)
     Info("xdp_no_socket", "drop", "frame on a queue without an AF_XDP socket"),
     Info("rx_batches", "info", "non-empty RX ring reads"),

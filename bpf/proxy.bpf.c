@@ -36,23 +36,45 @@ int axp_xdp_rx(struct xdp_md *ctx)
 	 */
 	axp_barrier_var(keyp);
 	res = axp_parse_mpls_frame(data, end, entry.labels, &f, keyp);
+	/* another VLAN's traffic passes untouched whatever it carries */
+	if (f.vlans.n) {
+		label = axp_sf_key(f.vid, 0);
+		if (!bpf_map_lookup_elem(&axp_labels, &label)) {
+			axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_VLAN_OTHER);
+			return XDP_PASS;
+		}
+	}
 	if (res == AXP_PARSE_NOT_MPLS) {
-		axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_NOT_MPLS);
+		axp_count_frame(row, AXP_CNT_RX_PACKETS,
+				f.vlans.n ? AXP_CNT_RX_VLAN_OTHER : AXP_CNT_RX_NOT_MPLS);
+		return XDP_PASS;
+	}
+	if (res == AXP_PARSE_RESERVED) {
+		axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_RESERVED_LABEL);
 		return XDP_PASS;
 	}
 	/*
-	 * The top label decides first: another node's traffic (a pseudowire, a deep
-	 * stack) passes untouched whatever it carries. labels[0] is filled as soon as
-	 * one label entry fits in the frame.
+	 * The top label decides first, on its VLAN: another node's traffic (a
+	 * pseudowire, a deep stack) passes untouched whatever it carries.
+	 * labels[0] is filled as soon as the deciding entry fits in the frame.
 	 */
-	if (data + AXP_ETH_HLEN + 4 <= end) {
-		label = axp_label_of(entry.labels[0]);
+	if (f.top_off) {
+		label = axp_sf_key(f.vid, axp_label_of(entry.labels[0]));
 		idx = bpf_map_lookup_elem(&axp_labels, &label);
 		if (!idx) {
 			axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_OTHER_LABEL);
 			return XDP_PASS;
 		}
 		row = *idx;
+		/* RFC 3032 §2.4.2: never on with a TTL that would reach 0 here */
+		if (axp_ttl_of(entry.labels[0]) <= 1) {
+			if (axp_cfg.on_ttl_expired == AXP_TTL_PASS) {
+				axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_TTL_EXPIRED_PASS);
+				return XDP_PASS;
+			}
+			axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_TTL_EXPIRED);
+			return XDP_DROP;
+		}
 	}
 	if (res != AXP_PARSE_OK || !idx) {
 		axp_count_frame(row, AXP_CNT_RX_PACKETS, axp_parse_counter(res));
@@ -72,7 +94,7 @@ int axp_xdp_rx(struct xdp_md *ctx)
 		axp_meta_key(&key, mark);
 	}
 
-	/* pop: keep the Ethernet header, drop the stack in front of the IP packet */
+	/* pop: keep the Ethernet header, drop tags and stack in front of the IP packet */
 	__builtin_memcpy(eth, data, AXP_ETH_HLEN);
 	*(__be16 *)&eth[12] = axp_htons(f.l3_proto);
 	if (sf) {
@@ -103,6 +125,7 @@ int axp_xdp_rx(struct xdp_md *ctx)
 	if (!axp_cfg.static_mode) {
 		entry.depth = f.depth;
 		entry.sf = sf_idx;
+		entry.vlans = f.vlans;
 		entry.rx_ns = axp_now();
 		res = axp_cache_insert(&key, &entry);
 		if (res) {
@@ -209,10 +232,11 @@ int axp_tc_tx(struct __sk_buff *skb)
 	struct axp_entry entry = {};
 	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
 	const __be32 *labels = NULL;
-	__be16 mpls = axp_htons(AXP_ETH_P_MPLS_UC);
+	__be32 tags[AXP_MAX_VLANS] = {};
 	struct axp_sf *sf;
 	__u8 *data, *end;
-	__u32 n, pull, row = AXP_SF_NONE;
+	__u32 n, t, pull, row = AXP_SF_NONE;
+	__be16 proto;
 	int res;
 
 	if (skb->protocol != axp_htons(AXP_ETH_P_IP) && skb->protocol != axp_htons(AXP_ETH_P_IPV6)) {
@@ -260,21 +284,22 @@ int axp_tc_tx(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	n = res;
-	if (!n) {
+	t = axp_vlans_out(sf, &entry.vlans, tags);
+	if (!n && !t) {
 		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PLAIN);
 		return TC_ACT_OK;
 	}
-	/* one adjust for the whole stack: it needs skb->protocol to still be IP */
-	if (bpf_skb_adjust_room(skb, n * 4, BPF_ADJ_ROOM_MAC, 0) ||
-	    bpf_skb_store_bytes(skb, AXP_ETH_HLEN, labels, n * 4, 0))
+	proto = n ? axp_htons(AXP_ETH_P_MPLS_UC) : (__be16)skb->protocol;
+	/* one adjust for tags and stack: it needs skb->protocol to still be IP */
+	if (t > AXP_MAX_VLANS || bpf_skb_adjust_room(skb, (t + n) * 4, BPF_ADJ_ROOM_MAC, 0) ||
+	    (n && bpf_skb_store_bytes(skb, AXP_ETH_HLEN + t * 4, labels, n * 4, 0)))
 		goto push_failed;
-	/* the Ethernet header is linear after the adjust: a plain store beats a helper call */
+	/* the Ethernet header and tags are linear after the adjust: plain stores beat helper calls */
 	data = (void *)(long)skb->data;
 	end = (void *)(long)skb->data_end;
-	if (data + AXP_ETH_HLEN > end)
+	if (axp_write_tags(data, end, tags, t, proto))
 		goto push_failed;
-	__builtin_memcpy(data + 12, &mpls, sizeof(mpls));
-	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSHED);
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
 	return TC_ACT_OK;
 
 push_failed:
@@ -291,8 +316,9 @@ int axp_xdp_tx(struct xdp_md *ctx)
 	struct axp_entry entry = {};
 	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
 	const __be32 *labels = NULL;
+	__be32 tags[AXP_MAX_VLANS] = {};
 	struct axp_sf *sf;
-	__u32 i, n, ifindex = ctx->ingress_ifindex, row = AXP_SF_NONE;
+	__u32 i, n, t = 0, ifindex = ctx->ingress_ifindex, row = AXP_SF_NONE;
 	int res;
 
 	if (data + AXP_ETH_HLEN > end) {
@@ -338,31 +364,34 @@ int axp_xdp_tx(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 	n = res;
-	if (!n) {
-		proto = axp_load16(data + 12);
-		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PLAIN);
-		goto out;
-	}
-	if (bpf_xdp_adjust_head(ctx, -(int)(n * 4)))
+	t = axp_vlans_out(sf, &entry.vlans, tags);
+	if (!n)
+		proto = axp_load16(data + 12); /* plain IP, behind the tags if there are any */
+	if (t > AXP_MAX_VLANS)
 		goto push_failed;
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	for (i = 0; i < AXP_MAX_LABELS; i++) {
-		__u8 *p = data + AXP_ETH_HLEN + i * 4;
-
-		if (i >= n)
-			break;
-		if (p + 4 > end)
+	if (n + t) {
+		if (bpf_xdp_adjust_head(ctx, -(int)((n + t) * 4)))
 			goto push_failed;
-		__builtin_memcpy(p, &labels[i], 4);
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		for (i = 0; i < AXP_MAX_LABELS; i++) {
+			__u8 *p = data + AXP_ETH_HLEN + (t + i) * 4;
+
+			if (i >= n)
+				break;
+			if (p + 4 > end)
+				goto push_failed;
+			__builtin_memcpy(p, &labels[i], 4);
+		}
 	}
-	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSHED);
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
 out:
 	if (data + AXP_ETH_HLEN > end)
 		goto push_failed;
 	__builtin_memcpy(data, sf->next_hop_mac, 6);
 	__builtin_memcpy(data + 6, sf->net_out_mac, 6);
-	__builtin_memcpy(data + 12, &proto, sizeof(proto));
+	if (axp_write_tags(data, end, tags, t, proto))
+		goto push_failed;
 	return bpf_redirect(sf->net_out_ifindex, 0);
 
 push_failed:

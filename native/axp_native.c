@@ -406,17 +406,12 @@ int axp_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *
 	return 0;
 }
 
-int axp_parse_frame(const uint8_t *frame, uint32_t len, uint32_t *labels, uint32_t *depth,
-		    uint32_t *l3_off, struct axp_key *key)
+int axp_parse_frame(const uint8_t *frame, uint32_t len, uint32_t *labels, struct axp_frame *f,
+		    struct axp_key *key)
 {
-	struct axp_frame f = {};
-	int res;
-
 	memset(key, 0, sizeof(*key));
-	res = axp_parse_mpls_frame(frame, frame + len, labels, &f, key);
-	*depth = f.depth;
-	*l3_off = f.l3_off;
-	return res;
+	memset(f, 0, sizeof(*f));
+	return axp_parse_mpls_frame(frame, frame + len, labels, f, key);
 }
 
 int axp_key_of_ip(const uint8_t *l3, uint32_t len, struct axp_key *key)

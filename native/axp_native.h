@@ -89,8 +89,8 @@ int axp_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *
 		      uint32_t *duration_ns);
 
 /* the shared parser on plain buffers (tests compare it with BPF and Python) */
-int axp_parse_frame(const uint8_t *frame, uint32_t len, uint32_t *labels, uint32_t *depth,
-		    uint32_t *l3_off, struct axp_key *key);
+int axp_parse_frame(const uint8_t *frame, uint32_t len, uint32_t *labels, struct axp_frame *f,
+		    struct axp_key *key);
 int axp_key_of_ip(const uint8_t *l3, uint32_t len, struct axp_key *key);
 /* the dwell histogram's bucket of a time in ns (axp_dwell_bucket, proxy.shared.h) */
 uint32_t axp_dwell_bucket_of(uint64_t ns);

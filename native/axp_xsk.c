@@ -28,6 +28,7 @@
 
 #include "axp_xsk.h"
 #include "parse.shared.h"
+#include "push.shared.h"
 
 #ifndef SOL_XDP
 #define SOL_XDP 283
@@ -47,7 +48,7 @@ struct axp_engine {
 	struct axp_config cfg;
 	struct axp_cache *cache;
 	uint32_t nlabels;
-	uint32_t labels[AXP_MAX_SFS]; /* top labels served, scanned in order: a handful at most */
+	uint32_t labels[AXP_MAX_SFS]; /* axp_sf_key(VLAN, top label) served, scanned in order: a handful at most */
 	uint8_t label_sf[AXP_MAX_SFS];
 	uint8_t have_sf[AXP_MAX_SFS];
 	struct axp_sf sfs[AXP_MAX_SFS];
@@ -92,16 +93,17 @@ struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t threads
 
 int axp_engine_add_sf(struct axp_engine *e, uint32_t index, const struct axp_sf *sf)
 {
-	uint32_t i;
+	uint32_t i, key = axp_sf_key(sf->vlan_in, sf->label);
 
-	if (index >= AXP_MAX_SFS || e->have_sf[index])
+	if (index >= AXP_MAX_SFS || e->have_sf[index] || sf->vlan_in > AXP_VID_MASK ||
+	    sf->label >> AXP_VLAN_KEY_SHIFT)
 		return -EINVAL;
 	for (i = 0; i < e->nlabels; i++)
-		if (e->labels[i] == sf->label)
+		if (e->labels[i] == key)
 			return -EEXIST;
 	e->sfs[index] = *sf;
 	e->have_sf[index] = 1;
-	e->labels[e->nlabels] = sf->label;
+	e->labels[e->nlabels] = key;
 	e->label_sf[e->nlabels] = index;
 	e->nlabels++;
 	return 0;
@@ -120,14 +122,26 @@ void axp_engine_free(struct axp_engine *e)
 	free(e);
 }
 
-static inline int axp_sf_of_label(const struct axp_engine *e, uint32_t label)
+/* The SF of a top label on a VLAN (axp_sf_key), or -1. */
+static inline int axp_sf_of_key(const struct axp_engine *e, uint32_t key)
 {
 	uint32_t i;
 
 	for (i = 0; i < e->nlabels; i++)
-		if (e->labels[i] == label)
+		if (e->labels[i] == key)
 			return e->label_sf[i];
 	return -1;
+}
+
+/* 1 when some SF is served on VLAN vid (0: untagged). */
+static inline int axp_vlan_served(const struct axp_engine *e, uint32_t vid)
+{
+	uint32_t i;
+
+	for (i = 0; i < e->nlabels; i++)
+		if (e->labels[i] >> AXP_VLAN_KEY_SHIFT == vid)
+			return 1;
+	return 0;
 }
 
 static inline void axp_write_eth(uint8_t *eth, const uint8_t *dst, const uint8_t *src,
@@ -181,16 +195,35 @@ static inline int axp_rx_parse(const struct axp_engine *e, uint64_t *cnt, const 
 	memset(&j->key, 0, sizeof(j->key));
 	memset(&j->f, 0, sizeof(j->f));
 	res = axp_parse_mpls_frame(frame, frame + len, j->entry.labels, &j->f, &j->key);
-	if (res == AXP_PARSE_NOT_MPLS) {
-		axp_count_frame(cnt, AXP_SF_NONE, AXP_CNT_RX_PACKETS, AXP_CNT_RX_NOT_MPLS);
+	/* the decisions of proxy.bpf.c's axp_xdp_rx, in its order */
+	if (j->f.vlans.n && !axp_vlan_served(e, j->f.vid)) {
+		axp_count_frame(cnt, AXP_SF_NONE, AXP_CNT_RX_PACKETS, AXP_CNT_RX_VLAN_OTHER);
 		return AXP_VERDICT_PASS;
 	}
-	/* the top label decides first: other nodes' traffic passes whatever it carries */
-	if (len >= AXP_ETH_HLEN + 4) {
-		idx = axp_sf_of_label(e, axp_label_of(j->entry.labels[0]));
+	if (res == AXP_PARSE_NOT_MPLS) {
+		axp_count_frame(cnt, AXP_SF_NONE, AXP_CNT_RX_PACKETS,
+				j->f.vlans.n ? AXP_CNT_RX_VLAN_OTHER : AXP_CNT_RX_NOT_MPLS);
+		return AXP_VERDICT_PASS;
+	}
+	if (res == AXP_PARSE_RESERVED) {
+		axp_count_frame(cnt, AXP_SF_NONE, AXP_CNT_RX_PACKETS, AXP_CNT_RX_RESERVED_LABEL);
+		return AXP_VERDICT_PASS;
+	}
+	/* the top label decides first, on its VLAN: other nodes' traffic passes whatever it carries */
+	if (j->f.top_off) {
+		idx = axp_sf_of_key(e, axp_sf_key(j->f.vid, axp_label_of(j->entry.labels[0])));
 		if (idx < 0) {
 			axp_count_frame(cnt, AXP_SF_NONE, AXP_CNT_RX_PACKETS, AXP_CNT_RX_OTHER_LABEL);
 			return AXP_VERDICT_PASS;
+		}
+		if (axp_ttl_of(j->entry.labels[0]) <= 1) {
+			/* as axp_xdp_rx; with pass, xsk.bpf.c hands them to the host before a socket sees them */
+			if (e->cfg.on_ttl_expired == AXP_TTL_PASS) {
+				axp_count_frame(cnt, idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_TTL_EXPIRED_PASS);
+				return AXP_VERDICT_PASS;
+			}
+			axp_count_frame(cnt, idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_TTL_EXPIRED);
+			return AXP_VERDICT_DROP;
 		}
 	}
 	if (res != AXP_PARSE_OK || idx < 0) {
@@ -215,6 +248,7 @@ static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 
 	j->entry.depth = j->f.depth;
 	j->entry.sf = j->idx;
+	j->entry.vlans = j->f.vlans;
 	j->entry.rx_ns = now;
 	axp_cache_insert_hashed(e->cache, &j->key, j->hash, &j->entry, &o);
 	/* the runs freed or pushed out are counted in the row of the SF whose insert did it */
@@ -307,7 +341,8 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	struct axp_cache_outcome o;
 	uint16_t proto = j->proto;
 	uint64_t *row, dwell;
-	uint32_t n;
+	uint32_t n, t = 0;
+	__be32 tags[AXP_MAX_VLANS];
 
 	if (axp_cache_take_hashed(e->cache, &j->key, j->hash, &j->entry, &o) != AXP_CACHE_HIT) {
 		if (e->cfg.on_miss == AXP_MISS_DROP) {
@@ -334,25 +369,29 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return AXP_VERDICT_DROP;
 	}
+	if (n > 1 && e->cfg.ttl_model == AXP_TTL_UNIFORM)
+		axp_ttl_uniform(&j->entry);
 	n--; /* without the top label, which addressed this SF */
-	if (!n) {
-		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PLAIN);
-		goto out;
-	}
-	if (n * 4 > headroom) {
+	sf = &e->sfs[sf_idx];
+	t = axp_vlans_out(sf, &j->entry.vlans, tags);
+	if ((n + t) * 4 > headroom) {
 		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED);
 		return AXP_VERDICT_DROP;
 	}
-	/* push in place: the labels end where the IP header starts, the Ethernet header precedes them */
-	frame -= n * 4;
-	len += n * 4;
-	memcpy(frame + AXP_ETH_HLEN, &j->entry.labels[1], n * 4);
-	proto = axp_htons(AXP_ETH_P_MPLS_UC);
-	axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSHED);
+	/* push in place: the labels end where the IP header starts, tags and MACs precede them */
+	frame -= (n + t) * 4;
+	len += (n + t) * 4;
+	memcpy(frame + AXP_ETH_HLEN + t * 4, &j->entry.labels[1], n * 4);
+	if (n)
+		proto = axp_htons(AXP_ETH_P_MPLS_UC);
+	axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
 out:
 	sf = &e->sfs[sf_idx];
-	axp_write_eth(frame, sf->next_hop_mac, sf->net_out_mac, proto);
-	out->off = -(int32_t)(n * 4);
+	memcpy(frame, sf->next_hop_mac, 6);
+	memcpy(frame + 6, sf->net_out_mac, 6);
+	memcpy(frame + 12, tags, t * 4);
+	memcpy(frame + 12 + t * 4, &proto, 2);
+	out->off = -(int32_t)((n + t) * 4);
 	out->len = len;
 	out->sf = sf_idx;
 	return AXP_VERDICT_TX;

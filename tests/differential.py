@@ -54,7 +54,7 @@ from reference import (
     tc_test_run_refuses,
     xdp_test_run_refuses,
 )
-from test_bpf_proxy import SFS, SKB_CTX_SIZE, SKB_MARK, TX_IFINDEX
+from test_bpf_proxy import SFS, SKB_CTX_SIZE, SKB_MARK, TX_IFINDEX, add_sfs
 
 from afxdp_proxy import bpf, cache, counters
 from afxdp_proxy.backends.afxdp import VERDICT_DROP, VERDICT_PASS, VERDICT_TX, Engine
@@ -71,6 +71,8 @@ ROWS = [*SFS, counters.NONE_ROW]  # the counter rows the SFs of the tests use
 NO_SF = lib.AXP_MAX_SFS - 1  # an SF index no SF has: the engine's "interface of no SF"
 ALL_MODES = [Mode(k, t, m, s) for k, t, m, s in
              itertools.product(("hash", "meta"), ("inline", "attached"), ("pass", "drop"), (False, True))]  # fmt: skip
+# the settings of the TTL rules: expired frames passed to the host, and the pipe model
+ALL_MODES += [Mode("hash", t, "pass", on_ttl_expired="pass", ttl_model="pipe") for t in ("inline", "attached")]
 HASH_MODES = [m for m in ALL_MODES if m.key_mode == "hash" and not m.static]
 OTHER_MODES = [m for m in ALL_MODES if m not in HASH_MODES]
 XDP_VERDICTS = {bpf.XDP_DROP: DROP, bpf.XDP_PASS: PASS, bpf.XDP_REDIRECT: REDIRECT}
@@ -133,11 +135,10 @@ class BpfTarget(Target):
         self.name = f"bpf:{mode}" + ("" if cache_entries == CACHE_ENTRIES else f"-cache{cache_entries}")
         cfg = ProxyConfig(backend="static" if mode.static else "kernel", key=mode.key_mode, topology=mode.topology,
                           cache_entries=cache_entries, on_miss=mode.on_miss, max_dwell_ms=MAX_DWELL_MS,
-                          max_per_key=max_per_key)  # fmt: skip
+                          max_per_key=max_per_key, on_ttl_expired=mode.on_ttl_expired,
+                          ttl_model=mode.ttl_model)  # fmt: skip
         self.obj = ProxyObject(cfg)  # a verifier rejection raises BpfError, with the log
-        for idx, sf in SFS.items():
-            self.obj.sfs.update(idx, sf.struct())
-            self.obj.labels.update(sf.label, idx)
+        add_sfs(self.obj.sfs, self.obj.labels)
         self.obj.tx_sf.update(TX_IFINDEX, 0)  # test runs see the loopback device: SF 0's interface
         self.tx_sf_now: int | None = 0
         self.obj.clear_cache()

@@ -56,7 +56,9 @@ from afxdp_proxy.key import (
 
 MAX_FRAME = 3400  # under what an XDP test run holds in one page (4096 - headroom - tailroom)
 ETH_P_ARP, ETH_P_8021Q, ETH_P_8021AD, ETH_P_MPLS_MC = 0x0806, 0x8100, 0x88A8, 0x8848
-SERVED_LABELS = (100, 200)  # the top labels of the SFs the fuzzed proxy serves (tests/cases.py)
+SERVED_LABELS = (100, 200, 400, 500)  # the top labels of the SFs the fuzzed proxy serves (tests/cases.py)
+SERVED_VIDS = (10, 20)  # VLANs some of them arrive on (cases.SF_KEYS)
+SERVED_ON = {0: (100, 200, 500), 10: (100,), 20: (400,)}  # VLAN (0: untagged) -> the labels served there
 OTHER_LABELS = (300, 16, 1000, 0xFFFFF)  # plain labels nobody here serves
 RESERVED_LABELS = (0, 1, 2, 3, 7, 13, 14, 15)  # RFC 3032 / 7274 / 6790 special-purpose labels
 # IPv6 extension headers the key walks (RFC 8200 §4) and next headers that end a chain
@@ -101,6 +103,7 @@ class FrameGen:
     def __init__(self, rng: random.Random, served: tuple[int, ...] = SERVED_LABELS) -> None:
         self.rng = rng
         self.served = served
+        self.vid = 0  # the VLAN of the frame being built: a served label is mostly one served there
 
     # ---- small pieces ------------------------------------------------------------------
 
@@ -128,7 +131,8 @@ class FrameGen:
         else:
             kind = r.choice(["other", "other", "served", "reserved"])
         if kind == "served":
-            return r.choice(self.served)
+            on = SERVED_ON.get(self.vid)
+            return r.choice(on if on and chance(r, 0.9) else self.served)
         if kind == "reserved":
             return r.choice(RESERVED_LABELS)
         return self._pick(list(OTHER_LABELS), 20)
@@ -148,7 +152,8 @@ class FrameGen:
             bos[r.randrange(depth - 1)] = True
             where = "-earlybos"
         for i in range(depth):
-            ttl = self._pick([64, 255, 1, 0], 8)
+            # the top entry's TTL decides at RX (1 or 0: expired): rarely, or little else is reached
+            ttl = self._pick([64, 255, 2, 1, 0], 8) if i or chance(r, 0.1) else self._pick([64, 255, 128, 2])
             lse = self._label(i == 0) << 12 | self._u(3) << 9 | int(bos[i]) << 8 | ttl
             buf.add(struct.pack("!I", lse))
         buf.parts.append(f"mpls{depth}{where}")
@@ -352,6 +357,7 @@ class FrameGen:
         """A frame arriving on net_in: mostly SR-MPLS, every other ethertype too."""
         r = self.rng
         buf = _Buf()
+        self.vid = 0
         kind = r.choice(["mpls"] * 60 + ["ip4", "ip6", "arp", "vlan", "mpls_mc", "len802_3", "random"])
         if kind == "mpls":
             self._l2(buf, ETH_P_MPLS_UC)
@@ -371,7 +377,10 @@ class FrameGen:
                 buf.add(struct.pack("!HH", self._u(16), ETH_P_8021Q))
                 tags = 2
             inner = r.choice([ETH_P_MPLS_UC, ETH_P_IP, ETH_P_IPV6])
-            buf.add(struct.pack("!HH", self._u(16), inner))
+            # the TCI nearest the stack: a served VLAN mostly, else any (PCP and DEI random)
+            vid = r.choice(SERVED_VIDS) if chance(r, 0.7) else self._u(12)
+            buf.add(struct.pack("!HH", self._u(4) << 12 | vid, inner))
+            self.vid = vid
             buf.parts.append(f"vlan{tags}")
             if inner == ETH_P_MPLS_UC:
                 self._stack(buf)

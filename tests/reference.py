@@ -27,6 +27,8 @@ from typing import Any
 from afxdp_proxy.cache import KEY_FULL, CacheModel, Entry
 from afxdp_proxy.key import (
     ETH_HLEN,
+    ETH_P_8021AD,
+    ETH_P_8021Q,
     ETH_P_IP,
     ETH_P_IPV6,
     ETH_P_MPLS_UC,
@@ -39,8 +41,10 @@ from afxdp_proxy.key import (
 )
 
 DROP, PASS, REDIRECT = "drop", "pass", "redirect"
+VID_MASK = 0x0FFF
 RX_REASONS = ("rx_popped", "rx_not_mpls", "rx_other_label", "rx_malformed", "rx_too_many_labels", "rx_not_ip",
-              "rx_key_full", "rx_cache_error", "rx_pop_failed")  # fmt: skip
+              "rx_key_full", "rx_cache_error", "rx_pop_failed", "rx_vlan_other", "rx_reserved_label",
+              "rx_ttl_expired", "rx_ttl_expired_pass")  # fmt: skip
 TX_REASONS = ("tx_pushed", "tx_plain", "tx_not_ip", "tx_malformed", "tx_miss_pass", "tx_miss_drop", "tx_gso_drop",
               "tx_push_failed")  # fmt: skip
 _PARSE_COUNTER = {ParseResult.NOT_MPLS: "rx_not_mpls", ParseResult.TOO_MANY_LABELS: "rx_too_many_labels",
@@ -55,6 +59,8 @@ class Mode:
     topology: str = "inline"  # inline | attached
     on_miss: str = "pass"  # pass | drop
     static: bool = False
+    on_ttl_expired: str = "drop"  # drop | pass
+    ttl_model: str = "uniform"  # uniform | pipe
 
     def __str__(self) -> str:
         return f"{self.key_mode}-{self.topology}-miss_{self.on_miss}" + ("-static" if self.static else "")
@@ -80,6 +86,26 @@ def entry_labels(lses: list[int]) -> bytes:
     return struct.pack(f"!{len(lses)}I", *lses).ljust(4 * MAX_LABELS, b"\0")
 
 
+def vlans_bytes(tags: list[tuple[int, int]]) -> bytes:
+    """struct axp_vlans as the cache entry stores it: count, 802.1ad bits, the TCIs as on the wire."""
+    ad = sum(1 << i for i, (tpid, _) in enumerate(tags) if tpid == ETH_P_8021AD)
+    tcis = b"".join(tci.to_bytes(2, "big") for _, tci in tags).ljust(4, b"\0")
+    return bytes([len(tags), ad]) + tcis
+
+
+def tags_out(sf: Any, vlans: bytes) -> bytes:
+    """The VLAN tags a frame leaves with (axp_vlans_out), TPID and TCI a tag, outermost first:
+    the SF's vlan_out with the PCP/DEI of the arriving tag nearest the stack, else the tags it
+    arrived with."""
+    n, ad = vlans[0], vlans[1]
+    tcis = [int.from_bytes(vlans[2 + 2 * i : 4 + 2 * i], "big") for i in range(n)]
+    vlan_out = getattr(sf, "vlan_out", 0)
+    if vlan_out:
+        prio = tcis[-1] & ~VID_MASK & 0xFFFF if n else 0
+        return struct.pack("!HH", ETH_P_8021Q, prio | vlan_out)
+    return b"".join(struct.pack("!HH", ETH_P_8021AD if ad >> i & 1 else ETH_P_8021Q, tci) for i, tci in enumerate(tcis))
+
+
 def tc_test_run_refuses(frame: bytes) -> bool:
     """BPF_PROG_TEST_RUN refuses a TC frame before the program runs (EINVAL) when it is shorter
     than Ethernet or, by its ethertype, carries less than an IPv4 / IPv6 header: such an skb
@@ -103,7 +129,9 @@ class Reference:
     def __init__(self, mode: Mode, sfs: dict[int, Any], cache_sets: int, max_per_key: int = 64) -> None:
         self.mode = mode
         self.sfs = sfs
-        self.by_label = {sf.label: i for i, sf in sfs.items()}
+        # an SF is chosen by (VID of the tag nearest the stack, top label); 0: untagged
+        self.by_label = {(getattr(sf, "vlan_in", 0), sf.label): i for i, sf in sfs.items()}
+        self.vlans = {vid for vid, _ in self.by_label}
         self.cache = CacheModel(cache_sets, max_per_key, max_dwell_ns=1 << 62)  # nothing ages in a test
 
     @property
@@ -119,15 +147,24 @@ class Reference:
         c: Counter[str] = Counter(rx_packets=1)
         p = parse_mpls_frame(frame)
         want_key = not mode.static and mode.key_mode == "hash"
+        # another VLAN's traffic passes untouched whatever it carries
+        if p.tags and p.vid not in self.vlans:
+            return self._out(PASS, frame, c, "rx_vlan_other")
+        if p.result == ParseResult.NOT_MPLS:
+            return self._out(PASS, frame, c, "rx_vlan_other" if p.tags else "rx_not_mpls")
+        if p.result == ParseResult.RESERVED:
+            return self._out(PASS, frame, c, "rx_reserved_label")
         # without a hash key the parser checks only that IPv4 or IPv6 follows the stack
         res = p.result if want_key or not p.l3_proto else ParseResult.OK
-        if res == ParseResult.NOT_MPLS:
-            return self._out(PASS, frame, c, "rx_not_mpls")
         sf_idx = None
-        if len(frame) >= ETH_HLEN + 4:  # the top label decides first
-            sf_idx = self.by_label.get(int.from_bytes(frame[14:18], "big") >> 12)
+        if p.top_off:  # the top label decides first, on its VLAN
+            sf_idx = self.by_label.get((p.vid, p.labels[0] >> 12))
             if sf_idx is None:
                 return self._out(PASS, frame, c, "rx_other_label")
+            if p.labels[0] & 0xFF <= 1:  # RFC 3032 §2.4.2: never on with a TTL that reaches 0
+                if mode.on_ttl_expired == "pass":
+                    return self._out(PASS, frame, c, "rx_ttl_expired_pass")
+                return self._out(DROP, None, c, "rx_ttl_expired")
         if res != ParseResult.OK or sf_idx is None:
             return self._out(DROP, None, c, _PARSE_COUNTER[res])
         key = p.key if want_key else meta_key(mark) if not mode.static else None
@@ -142,7 +179,8 @@ class Reference:
             out = mark.to_bytes(4, sys.byteorder) + bare
         if self.caching:
             assert key is not None
-            o = self.cache.insert(key, Entry(entry_labels(p.labels[: p.depth]), p.depth, sf_idx))
+            o = self.cache.insert(key, Entry(entry_labels(p.labels[: p.depth]), p.depth, sf_idx,
+                                             vlans=vlans_bytes(p.tags)))
             c["expired"] += o.expired
             c["evictions"] += o.evicted
             if o.result == KEY_FULL:
@@ -184,6 +222,7 @@ class Reference:
         # the lookup: the cached entry, or the SF of the TX interface (static)
         labels: list[int] | None = None
         sf_idx = None
+        vlans = bytes(6)  # the static proxy has no entry: no arriving tags
         if mode.static:
             if tx_sf is not None and tx_sf in self.sfs:
                 sf_idx = tx_sf
@@ -194,8 +233,13 @@ class Reference:
             if entry is not None:
                 c["cache_takes"] += 1
                 sf_idx = entry.sf
-                words = struct.unpack(f"!{MAX_LABELS}I", entry.labels)
-                labels = list(words[1 : entry.depth])
+                vlans = entry.vlans
+                words = list(struct.unpack(f"!{MAX_LABELS}I", entry.labels))
+                if mode.ttl_model == "uniform" and entry.depth > 1:
+                    # RFC 3443 §3.1: the entry now on top takes the SF label's TTL minus one
+                    ttl = words[0] & 0xFF
+                    words[1] = (words[1] & ~0xFF) | (ttl - 1 if ttl else 0)
+                labels = words[1 : entry.depth]
         if labels is None:
             if mode.on_miss == "drop":
                 return self._out(DROP, None, c, "tx_miss_drop")
@@ -204,12 +248,13 @@ class Reference:
             return self._out(REDIRECT, self._macs(frame, tx_sf), c, "tx_miss_pass")  # on, unlabelled
 
         assert sf_idx is not None
-        if not labels:
-            out = frame if inline else self._macs(frame, sf_idx)
-            return self._out(PASS if inline else REDIRECT, out, c, "tx_plain")
-        pushed = frame[:12] + ETH_P_MPLS_UC.to_bytes(2, "big") + struct.pack(f"!{len(labels)}I", *labels) + frame[14:]
-        out = pushed if inline else self._macs(pushed, sf_idx)
-        return self._out(PASS if inline else REDIRECT, out, c, "tx_pushed")
+        tags = tags_out(self.sfs[sf_idx], vlans)
+        stack = struct.pack(f"!{len(labels)}I", *labels)
+        etype = ETH_P_MPLS_UC.to_bytes(2, "big") if labels else frame[12:14]
+        out = frame[:12] + tags + etype + stack + frame[14:]
+        if not inline:
+            out = self._macs(out, sf_idx)
+        return self._out(PASS if inline else REDIRECT, out, c, "tx_pushed" if labels else "tx_plain")
 
     def _macs(self, frame: bytes, sf_idx: int) -> bytes:
         sf = self.sfs[sf_idx]

@@ -24,18 +24,18 @@ from dataclasses import dataclass
 
 import pytest
 from afxdp_proxy._native import ffi, lib
-from cases import BY_NAME, CASES, POPPED, SF_LABELS, Case, Verdict, sf_rewrite, stack_of
+from cases import BY_NAME, CASES, POPPED, SF_KEYS, SF_VLAN_OUT, Case, Verdict, expected_rx, sf_rewrite, stack_of
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from afxdp_proxy import bpf, cache, counters
-from afxdp_proxy.backends.kernel import ProxyObject
+from afxdp_proxy.backends.kernel import ProxyObject, label_keys
 from afxdp_proxy.config import ProxyConfig
 from afxdp_proxy.key import ETH_HLEN, KEY_SIZE, derive_key, format_key, meta_key, parse_mpls_frame
 from afxdp_proxy.lab.frames import ether, ipv4_tcp, mpls_frame
-from afxdp_proxy.mpls import Lse, stack_bytes
+from afxdp_proxy.mpls import Lse, stack_bytes, tx_stack
 
 pytestmark = pytest.mark.root
 
@@ -61,10 +61,13 @@ class Sf:
     static: tuple[Lse, ...]
     to_sf_ifindex: int
     net_out_ifindex: int
+    vlan_in: int = 0
+    vlan_out: int = 0
 
     def struct(self) -> object:
         s = ffi.new("struct axp_sf *")
         s.label = self.label
+        s.vlan_in, s.vlan_out = self.vlan_in, self.vlan_out
         s.to_sf_ifindex = self.to_sf_ifindex
         s.from_sf_ifindex = TX_IFINDEX
         s.net_out_ifindex = self.net_out_ifindex
@@ -75,17 +78,23 @@ class Sf:
         return s
 
 
-SFS = {
-    SF_LABELS[100]: Sf(
-        100, mac("02:5f:00:00:00:01"), mac("02:70:00:00:00:01"), mac("02:4e:00:00:00:01"),
-        mac("02:0e:00:00:00:01"), (Lse(500, 1, False, 33), Lse(600, 6, False, 44), Lse(700, 3, True, 55)),
-        11, 21,
-    ),
-    SF_LABELS[200]: Sf(
-        200, mac("02:5f:00:00:00:02"), mac("02:70:00:00:00:02"), mac("02:4e:00:00:00:02"),
-        mac("02:0e:00:00:00:02"), (), 12, 22,
-    ),
-}  # fmt: skip
+def _sf(n: int, vlan_in: int, label: int, static: tuple[Lse, ...] = ()) -> Sf:
+    """SF n of cases.SF_KEYS, with MACs and interfaces of its own (none need exist in test runs)."""
+    return Sf(label, mac(f"02:5f:00:00:00:{n + 1:02x}"), mac(f"02:70:00:00:00:{n + 1:02x}"),
+              mac(f"02:4e:00:00:00:{n + 1:02x}"), mac(f"02:0e:00:00:00:{n + 1:02x}"), static, 11 + n, 21 + n,
+              vlan_in, SF_VLAN_OUT.get(n, 0))
+
+
+SFS = {n: _sf(n, vlan, label) for (vlan, label), n in SF_KEYS.items()}
+SFS[0] = _sf(0, 0, 100, (Lse(500, 1, False, 33), Lse(600, 6, False, 44), Lse(700, 3, True, 55)))  # static stack
+
+
+def add_sfs(sf_map: bpf.Map, label_map: bpf.Map) -> None:
+    """The test SFs into a loaded object's SF table and label map, as the loaders put them."""
+    for idx, sf in SFS.items():
+        sf_map.update(idx, sf.struct())
+        for key in label_keys(sf.vlan_in, sf.label):
+            label_map.update(key, idx)
 
 
 @dataclass(frozen=True)
@@ -97,12 +106,14 @@ class Cfg:
     cache_entries: int = 1024
     max_dwell_ms: int = 1000
     max_per_key: int = 64
+    ttl_model: str = "uniform"
+    on_ttl_expired: str = "drop"
 
     def proxy_config(self) -> ProxyConfig:
         return ProxyConfig(
             backend="static" if self.static else "kernel", key=self.key_mode, topology=self.topology,
             cache_entries=self.cache_entries, on_miss=self.on_miss, max_dwell_ms=self.max_dwell_ms,
-            max_per_key=self.max_per_key,
+            max_per_key=self.max_per_key, ttl_model=self.ttl_model, on_ttl_expired=self.on_ttl_expired,
         )
 
     def __str__(self) -> str:
@@ -143,9 +154,7 @@ class Proxy:
         self.labels = self.obj.labels
         self.tx_sf = self.obj.tx_sf
         self.rows = [*SFS, counters.NONE_ROW]  # the counter rows this configuration uses
-        for idx, sf in SFS.items():
-            self.sfs.update(idx, sf.struct())
-            self.labels.update(sf.label, idx)
+        add_sfs(self.sfs, self.labels)
 
     def reset(self) -> None:
         self.obj.clear_cache()
@@ -338,7 +347,7 @@ def test_every_configuration_loads_and_pops(make: Callable[..., Proxy], cfg: Cfg
 def test_counter_names_cover_the_table() -> None:
     names = counters.names()
     assert len(names) == lib.AXP_CNT_TX_DWELL_HIST == lib.AXP_CNT_MAX - lib.AXP_DWELL_BUCKETS
-    assert names[0] == "rx_packets" and names[-1] == "rx_key_ext_limit"
+    assert names[0] == "rx_packets" and names[-1] == "rx_ttl_expired_pass"
     used = {c.rx_counter for c in CASES} | {c.tx_counter for c in POPPED} | {n for c in CASES for n in c.rx_also}
     assert used <= set(names)
 
@@ -354,7 +363,7 @@ def test_struct_sizes() -> None:
 @pytest.mark.parametrize("topology", ["inline", "attached"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
-    px = make(topology=topology)
+    px = make(topology=topology, **case.settings)
     if len(case.frame) < ETH_HLEN:
         with pytest.raises(bpf.BpfError) as err:
             px.rx(case.frame)
@@ -391,6 +400,21 @@ def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])
+@pytest.mark.parametrize("case", POPPED, ids=lambda c: c.name)
+def test_table_pipe_ttl(make: Callable[..., Proxy], case: Case, topology: str) -> None:
+    """ttl_model = "pipe" (RFC 3443 §3.3): every entry TX pushes keeps the TTL it arrived with."""
+    px = make(topology=topology, ttl_model="pipe")
+    r = px.rx(case.frame)
+    assert case.pushed_pipe is not None and case.sf is not None
+    t = px.tx(r.data)
+    want = case.pushed_pipe
+    if topology == "attached":
+        want = with_macs(want, SFS[case.sf].next_hop_mac, SFS[case.sf].net_out_mac)
+    assert_frame(t.data, want)
+    assert px.entries() == {}
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
 def test_counts_land_in_the_row_of_their_sf(make: Callable[..., Proxy], topology: str) -> None:
     """A packet of the second SF counts in its row, RX and TX, with its dwell time in that row's
     histogram; a frame of no SF (not SR-MPLS) in the last row."""
@@ -403,7 +427,7 @@ def test_counts_land_in_the_row_of_their_sf(make: Callable[..., Proxy], topology
     snap = px.snapshot()
     nonzero = {r: {k: v for k, v in snap.row(r).items() if v and k != "tx_dwell_ns"} for r in px.rows}
     assert nonzero == {
-        0: {},
+        **{r: {} for r in SFS},
         1: {"rx_packets": 1, "rx_popped": 1, "cache_inserts": 1, "tx_packets": 1, "tx_pushed": 1, "cache_takes": 1},
         counters.NONE_ROW: {"rx_packets": 1, "rx_not_mpls": 1},
     }
@@ -417,7 +441,7 @@ def test_counts_land_in_the_row_of_their_sf(make: Callable[..., Proxy], topology
 def test_each_packet_gets_its_own_stack_back(make: Callable[..., Proxy], topology: str) -> None:
     """The caching property: one flow, three different stacks, returned out of order."""
     px = make(topology=topology)
-    stacks = [stack_of(2), stack_of(5), [Lse(100, 7, False, 1), Lse(42, 0, False, 2), Lse(43, 4, True, 3)]]
+    stacks = [stack_of(2), stack_of(5), [Lse(100, 7, False, 9), Lse(42, 0, False, 2), Lse(43, 4, True, 3)]]
     ips = [IP(src="10.9.0.1", dst="10.9.0.2", id=1) / TCP(sport=7, dport=8, seq=n) for n in range(3)]
     eth = Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b")
     popped = []
@@ -427,7 +451,7 @@ def test_each_packet_gets_its_own_stack_back(make: Callable[..., Proxy], topolog
     assert px.packets() == 3
     for i in (2, 0, 1):
         t = px.tx(popped[i])
-        want = labelled(bytes(eth / ips[i]), stacks[i][1:])
+        want = labelled(bytes(eth / ips[i]), tx_stack(stacks[i]))
         if topology == "attached":
             want = with_macs(want, SFS[0].next_hop_mac, SFS[0].net_out_mac)
         assert_frame(t.data, want)
@@ -446,7 +470,7 @@ def test_sf_rewrites_do_not_lose_the_entry(make: Callable[..., Proxy], topology:
         assert px.rx(case.frame).retval in (bpf.XDP_PASS, bpf.XDP_REDIRECT)
         rewritten = sf_rewrite(case.popped)
         assert rewritten[14:] != case.popped[14:]
-        want = labelled(rewritten, [Lse.decode(w) for w in case.stack[1:]])
+        want = labelled(rewritten, tx_stack([Lse.decode(w) for w in case.stack]))
         if topology == "attached":
             want = with_macs(want, SFS[0].next_hop_mac, SFS[0].net_out_mac)
         assert_frame(px.tx(rewritten).data, want)
@@ -591,7 +615,7 @@ SECOND = 1_000_000_000
 
 
 def _tx_want(bare: bytes, stack: list[Lse] | tuple[Lse, ...], topology: str, sf: int = 0) -> bytes:
-    want = labelled(bare, stack[1:])
+    want = labelled(bare, tx_stack(stack))
     return with_macs(want, SFS[sf].next_hop_mac, SFS[sf].net_out_mac) if topology == "attached" else want
 
 
@@ -627,6 +651,35 @@ def test_same_key_other_stacks_leave_in_arrival_order(make: Callable[..., Proxy]
     assert_counters(px, {"rx_packets": 4, "rx_popped": 4, "cache_inserts": 4, "tx_packets": 5, "tx_pushed": 4,
                          "cache_takes": 4, "tx_miss_pass": 1})
     assert t.retval in (bpf.TC_ACT_OK, bpf.XDP_REDIRECT)
+
+
+def tagged_frames(prios: list[int]) -> tuple[list[bytes], list[bytes], bytes]:
+    """One packet (one key, one stack) on VLAN 10 (SF 2) with each PCP: (frames, the frames TX
+    sends for them, uniform TTL, before the MACs are rewritten), and the bare packet."""
+    stack = stack_of(3)
+    ip = IP(src="10.9.0.1", dst="10.9.0.2", id=1) / TCP(sport=7, dport=8, seq=99)
+    eth = Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b")
+
+    def tagged(prio: int, lses: list[Lse]) -> bytes:
+        return bytes(eth / Dot1Q(prio=prio, vlan=10, type=0x8847)) + stack_bytes(lses) + bytes(ip)
+
+    return [tagged(p, stack) for p in prios], [tagged(p, tx_stack(stack)) for p in prios], bytes(eth / ip)
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_same_key_other_tags_keep_their_tags(make: Callable[..., Proxy], topology: str) -> None:
+    """The tags come back from the cache entry with the stack: two packets with one key and one
+    stack but other PCPs are two runs, and each leaves with its own tag, in arrival order."""
+    px = make(topology=topology)
+    frames, wants, bare = tagged_frames([1, 5, 5])
+    for f in frames:
+        assert px.rx(f).retval != bpf.XDP_DROP
+    assert [r.count for r in px.runs()] == [1, 2]
+    for want in wants:
+        if topology == "attached":
+            want = with_macs(want, SFS[2].next_hop_mac, SFS[2].net_out_mac)
+        assert_frame(px.tx(bare).data, want)
+    assert px.runs() == []
 
 
 def test_max_per_key_bounds_one_key(make: Callable[..., Proxy]) -> None:
@@ -828,6 +881,23 @@ def test_static_empty_stack_sends_plain_ip(make: Callable[..., Proxy], topology:
     assert_counters(px, {"tx_packets": 1, "tx_plain": 1})
 
 
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_static_leaves_on_vlan_out(make: Callable[..., Proxy], topology: str) -> None:
+    """The static proxy keeps no entry, so no arriving tags: its frames leave with the one tag of
+    the TX interface's SF's vlan_out (PCP 0), here behind no configured stack."""
+    px = make(static=True, topology=topology)
+    px.tx_sf.update(TX_IFINDEX, 3)  # SF 3: vlan_out 30
+    case = BY_NAME["vlan_out"]
+    r = px.rx(case.frame)
+    assert r.retval == (bpf.XDP_REDIRECT if topology == "attached" else bpf.XDP_PASS)
+    t = px.tx(r.data)
+    want = r.data[:12] + bytes.fromhex("8100001e") + r.data[12:]
+    if topology == "attached":
+        want = with_macs(want, SFS[3].next_hop_mac, SFS[3].net_out_mac)
+    assert_frame(t.data, want)
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_plain": 1})
+
+
 @pytest.mark.parametrize("on_miss", ["pass", "drop"])
 def test_static_unknown_interface_is_a_miss(make: Callable[..., Proxy], on_miss: str) -> None:
     px = make(static=True, on_miss=on_miss)
@@ -877,39 +947,57 @@ def test_bpf_key_equals_oracle_on_random_frames(make: Callable[..., Proxy]) -> N
 
     px = make()
     rng = random.Random(0xB9F)
-    ours = sorted(SF_LABELS)  # the served top labels
+    ours = sorted({label for _, label in SF_KEYS})  # the served top labels, on some VLAN
     kinds: dict[KeyKind, int] = {}
+    verdicts: dict[str, int] = {}
     ext_limit = 0
+
+    def count(name: str) -> int:  # one counter over the rows: cheaper than all of them, per frame
+        slot = counters.slot_of(name)
+        return sum(sum(px.counter_map.lookup(row * counters.SLOTS + slot) or []) for row in px.rows)
 
     def check(frame: bytearray) -> None:
         nonlocal ext_limit
-        px.reset()
         want = parse_mpls_frame(bytes(frame))
-        top = int.from_bytes(frame[14:18], "big") >> 12 if frame[12:14] == b"\x88\x47" else None
+        verdict, counter, _ = expected_rx(bytes(frame))
+        verdicts[counter] = verdicts.get(counter, 0) + 1
+        before, limit_before = count(counter), count("rx_key_ext_limit")
         r = px.rx(bytes(frame))
-        if top in ours and want.key is not None:
+        assert count(counter) == before + 1, (frame.hex(), counter, px.counters())
+        if verdict == Verdict.POP:
+            assert want.key is not None
             assert r.retval == bpf.XDP_PASS, frame.hex()
             assert list(px.entries()) == [want.key], (frame.hex(), format_key(want.key))
             key = Key.from_bytes(want.key)
             limit = int(bool(key.flags & KeyFlag.EXT_LIMIT))
-            assert px.counters().get("rx_key_ext_limit", 0) == limit, frame.hex()
+            assert count("rx_key_ext_limit") == limit_before + limit, frame.hex()
             assert px.tc_tx(r.data).retval == bpf.TC_ACT_OK
             assert px.entries() == {}, ("TC did not find the entry", frame.hex(), format_key(want.key))
             kinds[key.kind] = kinds.get(key.kind, 0) + 1
             ext_limit += limit
         else:
             assert px.entries() == {}, frame.hex()
-            assert r.retval == (bpf.XDP_DROP if top in ours else bpf.XDP_PASS), frame.hex()
+            assert r.retval == (bpf.XDP_DROP if verdict == Verdict.DROP else bpf.XDP_PASS), frame.hex()
 
     for _ in range(3000):
         frame = bytearray(random_frame(rng))
         if len(frame) < ETH_HLEN + 4:
             continue  # test runs refuse frames shorter than Ethernet
-        if frame[12:14] == b"\x88\x47" and rng.random() < 0.7:  # mostly our top label
-            frame[14:17] = ((rng.choice(ours) << 4) | (frame[16] & 0x0F)).to_bytes(3, "big")
+        head = parse_mpls_frame(bytes(frame))
+        top = head.top_off
+        if top and rng.random() < 0.7:  # mostly our top label, on a VLAN some SF is served on
+            frame[top : top + 3] = ((rng.choice(ours) << 4) | (frame[top + 2] & 0x0F)).to_bytes(3, "big")
+            if rng.random() < 0.05:
+                frame[top + 3] = rng.choice([0, 1])  # a TTL that ends here
+            if head.tags:
+                at = 12 + 4 * len(head.tags) - 2  # the TCI nearest the stack
+                vid = rng.choice([vid for vid, _ in SF_KEYS])
+                frame[at : at + 2] = ((frame[at] & 0xF0) << 8 | vid).to_bytes(2, "big")
         check(frame)
     for _ in range(1000):
         ip = bytes(IP(proto=17, id=rng.getrandbits(16))) if rng.random() < 0.5 else bytes(IPv6(nh=17))
         check(bytearray(labelled(bytes(Ether() / Raw(ip + _random_tunnel(rng))), stack_of(2))))
     # the generators reached the interesting paths often enough
     assert sum(kinds.values()) >= 1000 and ext_limit >= 3 and kinds[KeyKind.TUNNEL] >= 300, kinds
+    assert all(verdicts.get(c, 0) >= 10 for c in ("rx_vlan_other", "rx_reserved_label", "rx_other_label",
+                                                   "rx_ttl_expired")), verdicts

@@ -313,7 +313,7 @@ def test_bpf_cache_follows_the_model(bpf_proxy: object, steps: list[tuple]) -> N
 
     from afxdp_proxy import bpf
     from afxdp_proxy.key import derive_key
-    from afxdp_proxy.mpls import Lse
+    from afxdp_proxy.mpls import Lse, tx_stack
 
     px = bpf_proxy
     px.reset()
@@ -341,7 +341,7 @@ def test_bpf_cache_follows_the_model(bpf_proxy: object, steps: list[tuple]) -> N
             if e is None:  # a miss leaves unlabelled (on_miss = pass)
                 assert t.data == with_macs(bare, *out_macs), step
             else:
-                left = [Lse.decode(int.from_bytes(e.labels[4 * i:4 * i + 4], "big")) for i in range(1, e.depth)]
+                left = tx_stack([Lse.decode(int.from_bytes(e.labels[4 * i:4 * i + 4], "big")) for i in range(e.depth)])
                 assert t.data == with_macs(labelled(bare, left), *out_macs), step
         assert [s.untimed() for s in px.obj.cache_sets()] == [s.untimed() for s in model.sets], step
     got = px.counters()

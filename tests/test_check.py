@@ -246,6 +246,27 @@ def test_report_lines_and_exit_code() -> None:
     assert bad.text().splitlines()[2] == "error   " + f.line()
 
 
+@pytest.mark.parametrize(("features", "fixed", "vlan_in", "want"), [
+    ({"rx-vlan-hw-parse": False, "rx-vlan-stag-hw-parse": False}, set(), 0, OK),
+    ({"rx-vlan-hw-parse": True, "rx-vlan-stag-hw-parse": False}, set(), 10, FIXED),
+    ({"rx-vlan-hw-parse": True}, {"rx-vlan-hw-parse"}, 0, WARN),
+    ({"rx-vlan-hw-parse": False, "rx-vlan-stag-hw-parse": True}, {"rx-vlan-stag-hw-parse"}, 10, ERROR),
+], ids=["off", "run_turns_it_off", "fixed_no_vlans", "fixed_with_vlans"])
+def test_vlan_stripping_on_net_in(features: dict[str, bool], fixed: set[str], vlan_in: int, want: str) -> None:
+    """A NIC that strips VLAN tags on net_in: run turns it off; where the driver cannot, an error
+    when an SF names a VLAN, a warning otherwise, one line naming the interface."""
+    from afxdp_proxy.check import _If, check_vlan_stripping
+    from afxdp_proxy.config import parse_config
+
+    sf = {"label": 1000, "net_in": "eth1", "net_out": "eth2", **({"vlan_in": vlan_in} if vlan_in else {})}
+    cfg = parse_config({"proxy": {"topology": "inline"}, "sf": [sf]})
+    f = check_vlan_stripping(cfg, _If("eth1", "sf[0].net_in", {"net_in"}, features=features, fixed=fixed))
+    assert f.status == want and f.subject == "sf[0].net_in" and "\n" not in f.line()
+    if want in (WARN, ERROR):
+        assert f.line().startswith(f"sf[0].net_in: eth1 strips VLAN tags before XDP sees the frame and cannot stop "
+                                   f"({next(iter(fixed))} fixed on)")
+
+
 def test_check_help_lists_every_check() -> None:
     r = subprocess.run([sys.executable, "-m", "afxdp_proxy", "check", "--help"], capture_output=True, text=True,
                        timeout=60)

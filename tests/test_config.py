@@ -81,6 +81,18 @@ def test_good_config_and_defaults() -> None:
         (_with(proxy={"backend": "afxdp", "batch_size": 0}), "proxy.batch_size"),
         (_with(proxy={"backend": "afxdp", "ring_size": 64, "batch_size": 65}), "proxy.batch_size"),
         (_with(proxy={"queues": 2}), "proxy.queues"),  # kernel backend
+        # what real SR-MPLS links carry: VLANs, TTL
+        (_with(proxy={"ttl_model": "short-pipe"}), "proxy.ttl_model"),
+        (_with(proxy={"on_ttl_expired": "reply"}), "proxy.on_ttl_expired"),
+        ({"proxy": {"backend": "static", "ttl_model": "pipe"},
+          "sf": [{**GOOD["sf"][0], "static_stack": [2000]}]}, "proxy.ttl_model"),
+        (_with(sf={"vlan_in": 0}), "sf[0].vlan_in"),
+        (_with(sf={"vlan_in": 4095}), "sf[0].vlan_in"),
+        (_with(sf={"vlan_in": "10"}), "sf[0].vlan_in"),
+        (_with(sf={"vlan_out": 5000}), "sf[0].vlan_out"),
+        (_with(sf={"vlan_out": True}), "sf[0].vlan_out"),
+        ({"proxy": {}, "sf": [{**GOOD["sf"][0], "vlan_in": 10},
+                              {**GOOD["sf"][0], "vlan_in": 10, "name": "x", "from_sf": "y"}]}, "sf[1].label"),
         (_with(proxy={"backend": "static", "batch_size": 32}, sf={"static_stack": [2000]}), "proxy.batch_size"),
     ],
 )
@@ -90,6 +102,21 @@ def test_bad_field_is_named(data: dict, field: str) -> None:
     msg = str(e.value)
     assert msg.startswith(f"{field}:"), msg
     assert "\n" not in msg
+
+
+def test_vlans_and_ttl() -> None:
+    cfg = parse_config(GOOD)
+    assert (cfg.ttl_model, cfg.on_ttl_expired) == ("uniform", "drop")
+    assert (cfg.sfs[0].vlan_in, cfg.sfs[0].vlan_out) == (0, 0)  # untagged in, out as it came
+    # one label on two VLANs (and untagged): three SFs
+    sfs = [{**GOOD["sf"][0], "name": f"fw{i}", "from_sf": f"r{i}", **vlan}
+           for i, vlan in enumerate([{}, {"vlan_in": 10}, {"vlan_in": 4094, "vlan_out": 1}])]
+    cfg = parse_config({"proxy": {"ttl_model": "pipe", "on_ttl_expired": "pass"}, "sf": sfs})
+    assert (cfg.ttl_model, cfg.on_ttl_expired) == ("pipe", "pass")
+    assert [(sf.vlan_in, sf.vlan_out, sf.label) for sf in cfg.sfs] == [(0, 0, 1000), (10, 0, 1000), (4094, 1, 1000)]
+    static = parse_config({"proxy": {"backend": "static", "on_ttl_expired": "pass"},
+                           "sf": [{**GOOD["sf"][0], "static_stack": [2000], "vlan_out": 7}]})
+    assert static.on_ttl_expired == "pass" and static.sfs[0].vlan_out == 7
 
 
 def test_cache_knobs() -> None:
@@ -157,5 +184,6 @@ def test_help_explains_counters() -> None:
     r = _cli("run", "--help")
     assert r.returncode == 0
     for word in ("rx_popped", "tx_miss", "--duration", "--config", "rx_key_full", "cache_inserts", "cache_takes",
-                 "evictions", "expired", "in_flight", "max_dwell_ms", "max_per_key"):
+                 "evictions", "expired", "in_flight", "max_dwell_ms", "max_per_key", "vlan_in", "vlan_out",
+                 "rx_vlan_other", "rx_reserved_label", "rx_ttl_expired", "on_ttl_expired", "ttl_model"):
         assert word in r.stdout

@@ -26,7 +26,7 @@ from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.lab.proxyproc import ProxyProcess
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
-from afxdp_proxy.mpls import Lse, make_stack
+from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -139,7 +139,7 @@ def test_dynamic_chain_every_packet_keeps_its_stack(beds: Callable[[int], Testbe
     check = tb.check_chain()
     assert check.compared >= 500, (len(tb.sent()), len(tb.received()))
     assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
-    assert check.arrived == {tuple(e.encode() for e in s[1:]) for s in stacks}
+    assert check.arrived == {tx_words([e.encode() for e in s]) for s in stacks}
     assert c["tx_plain"] > 0 and c["tx_pushed"] > 0
     assert _drops(c) == {}
 
@@ -198,6 +198,19 @@ def test_bad_input_is_counted_and_forwarding_goes_on(beds: Callable[[int], Testb
     assert (c["rx_malformed"], c["rx_too_many_labels"], c["rx_not_ip"]) == (2, 1, 1)
     assert c["rx_other_label"] >= 1
     assert c["tx_malformed"] == 1 and c["tx_not_ip"] >= 1 and c["tx_miss_pass"] >= 1
+
+
+def test_vlan_tagged_sr_mpls_reserved_labels_and_ttl(beds: Callable[[int], Testbed]) -> None:
+    """As the kernel backend's: an SF on VLAN 10 leaving on VLAN 20; TTL 1 and 0 passed to the host
+    by the XDP program in front of the sockets (user space cannot pass), counted in the SF's row."""
+    tb = beds(1)
+    tb.set_stacks([])
+    with _proxy(tb, vlan_in=10, vlan_out=20, on_ttl_expired="pass") as proxy:
+        assert netns.get_features(tb.ns_proxy, tb.net_in).get("rx-vlan-hw-parse") is False
+        harness.check_real_links(tb, proxy.counters, SF, 10, 20, "pass")
+        st = proxy.stats()
+    assert _drops(st["counters"]) == {}
+    assert st["sfs"]["fw1"]["rx_ttl_expired_pass"] == st["counters"]["rx_ttl_expired_pass"] > 0
 
 
 # ---- life cycle --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from afxdp_proxy import state
 from afxdp_proxy.lab import netns
 from afxdp_proxy.lab.proxyproc import ProxyProcess
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
-from afxdp_proxy.mpls import Lse, make_stack
+from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -98,7 +98,7 @@ def test_dynamic_chain_every_packet_keeps_its_stack(beds: Callable[[str], Testbe
     check = tb.check_chain()
     assert check.compared >= 500, (len(tb.sent()), len(tb.received()))
     assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
-    assert check.arrived == {tuple(e.encode() for e in s[1:]) for s in stacks}, "not every stack of the chain arrived"
+    assert check.arrived == {tx_words([e.encode() for e in s]) for s in stacks}, "not every stack of the chain arrived"
     assert c["tx_plain"] > 0 and c["tx_pushed"] > 0  # the one-label stack leaves as plain IP
     proxy.stop()
 
@@ -169,6 +169,24 @@ def test_bad_input_is_counted_and_forwarding_goes_on(beds: Callable[[str], Testb
     assert c["rx_other_label"] >= 1
 
 
+@pytest.mark.parametrize(("topology", "vlan_out", "on_ttl_expired"), [("attached", 20, "drop"), ("inline", 0, "pass")])
+def test_vlan_tagged_sr_mpls_reserved_labels_and_ttl(beds: Callable[[str], Testbed], topology: str, vlan_out: int,
+                                                     on_ttl_expired: str) -> None:
+    """An SF on VLAN 10: tagged SR-MPLS (QinQ too, explicit null and ELI + EL on top) reaches the
+    receiver with its stack and its tags (or vlan_out's); another VLAN's frames, a router alert and
+    TTL 1 and 0 are counted. VLAN stripping is off on net_in while the proxy runs, as it was after."""
+    tb = beds(topology)
+    tb.set_stacks([])
+    strip = netns.get_features(tb.ns_proxy, tb.net_in).get("rx-vlan-hw-parse")
+    kw = {"vlan_in": 10, "on_ttl_expired": on_ttl_expired, **({"vlan_out": vlan_out} if vlan_out else {})}
+    with _proxy(tb, **kw) as proxy:
+        assert netns.get_features(tb.ns_proxy, tb.net_in).get("rx-vlan-hw-parse") is False
+        harness.check_real_links(tb, proxy.counters, SF, 10, vlan_out, on_ttl_expired)
+        c = proxy.counters()
+    assert c["rx_malformed"] == c["rx_not_ip"] == c["tx_push_failed"] == 0, c
+    assert netns.get_features(tb.ns_proxy, tb.net_in).get("rx-vlan-hw-parse") == strip
+
+
 def test_two_sfs_served_by_one_proxy(beds: Callable[[str], Testbed]) -> None:
     """Inline, two [[sf]] tables with their own labels on the same interfaces: each packet
     is popped for its own SF and gets its own stack back."""
@@ -185,7 +203,7 @@ def test_two_sfs_served_by_one_proxy(beds: Callable[[str], Testbed]) -> None:
     check = tb.check_chain()
     assert check.compared >= 200
     assert not check.wrong
-    assert check.arrived == {tuple(e.encode() for e in s[1:]) for s in stacks}
+    assert check.arrived == {tx_words([e.encode() for e in s]) for s in stacks}
     assert c["rx_other_label"] == 0
 
 

@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from cases import CASES, SF_LABELS, Verdict
-from fuzz import MAX_FRAME, SERVED_LABELS, FrameGen, cuts, rx_frames, tx_frames
+from cases import CASES, SF_KEYS, Verdict
+from fuzz import MAX_FRAME, SERVED_LABELS, SERVED_VIDS, FrameGen, cuts, rx_frames, tx_frames
 from hypothesis import HealthCheck, given, settings
 from reference import DROP, PASS, REDIRECT, RX_REASONS, TX_REASONS, Mode, Reference
 from test_bpf_proxy import SFS
@@ -37,7 +37,7 @@ def test_reference_agrees_with_table(case: object, topology: str) -> None:
     from cases import Case
 
     assert isinstance(case, Case)
-    ref = Reference(Mode(topology=topology), SFS, CACHE_SETS)
+    ref = Reference(Mode(topology=topology, **dict(case.config)), SFS, CACHE_SETS)
     o = ref.rx(case.frame)
     attached = topology == "attached"
     if case.rx == Verdict.POP:
@@ -91,6 +91,7 @@ def test_generator_reaches_every_outcome() -> None:
     decides, every ethertype family, extension chains below, at and beyond the walk limit,
     every tunnel, and stay within what a test run takes."""
     ref = Reference(Mode(), SFS, CACHE_SETS)
+    ref_pass = Reference(Mode(on_ttl_expired="pass"), SFS, CACHE_SETS)
     reasons: Counter[str] = Counter()
     kinds: Counter[KeyKind] = Counter()
     flags: Counter[KeyFlag] = Counter()
@@ -99,6 +100,8 @@ def test_generator_reaches_every_outcome() -> None:
         assert len(f.data) <= MAX_FRAME  # type: ignore[attr-defined]
         o = ref.rx(f.data)  # type: ignore[attr-defined]
         reasons.update(k for k in o.counters if k in RX_REASONS)
+        if "rx_ttl_expired" in o.counters:
+            reasons.update(k for k in ref_pass.rx(f.data).counters if k in RX_REASONS)  # type: ignore[attr-defined]
         if o.key is not None:
             k = Key.from_bytes(o.key)
             kinds[k.kind] += 1
@@ -140,7 +143,7 @@ def _report(failed: list[object], limit: int = 10) -> str:
 def test_every_configuration_loads(diff: object) -> None:
     from differential import ALL_MODES
 
-    assert len(ALL_MODES) == 16 and set(diff.bpf) == set(ALL_MODES)  # type: ignore[attr-defined]
+    assert len(ALL_MODES) == 18 and set(diff.bpf) == set(ALL_MODES)  # type: ignore[attr-defined]
 
 
 @pytest.mark.root
@@ -215,4 +218,5 @@ def test_failures_file_replays(diff: object, tmp_path: object) -> None:
 
 
 def test_generator_serves_the_tables_labels() -> None:
-    assert set(SERVED_LABELS) == set(SF_LABELS) == {sf.label for sf in SFS.values()}
+    assert set(SERVED_LABELS) == {label for _, label in SF_KEYS} == {sf.label for sf in SFS.values()}
+    assert set(SERVED_VIDS) == {vid for vid, _ in SF_KEYS} - {0}

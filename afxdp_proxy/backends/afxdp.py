@@ -35,10 +35,10 @@ from pyroute2.ethtool import Ethtool
 
 from afxdp_proxy import bpf, counters, state
 from afxdp_proxy._native import ffi, lib
-from afxdp_proxy.backends.kernel import KernelProxy, config_struct
+from afxdp_proxy.backends.kernel import KernelProxy, config_struct, label_keys, warn_vlan_stripping
 from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig
-from afxdp_proxy.iface import Iface
+from afxdp_proxy.iface import Iface, keep_vlan_tags
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ VERDICT_DROP, VERDICT_PASS, VERDICT_TX = lib.AXP_VERDICT_DROP, lib.AXP_VERDICT_P
 ROLE_NET_IN, ROLE_FROM_SF = lib.AXP_PORT_NET_IN, lib.AXP_PORT_FROM_SF
 ROLE_TO_SF, ROLE_NET_OUT = lib.AXP_PORT_TO_SF, lib.AXP_PORT_NET_OUT
 NSLOTS = counters.ROWS * counters.XSK_SLOTS  # one queue's counters: a row per SF, then NONE_ROW's
+XDP_SLOTS = lib.AXP_XCNT_XDP_NO_SOCKET + 1  # a row of xsk.bpf.c's counters: enum axp_counter, then no_socket
 
 
 def snapshot_of(arrays: list[Any]) -> counters.Snapshot:
@@ -200,12 +201,18 @@ def read_counter_file(path: str | Path, queues: int) -> list[list[int]]:
     return [list(arr[q * NSLOTS:(q + 1) * NSLOTS]) for q in range(queues)]
 
 
-def _snapshot(per_queue: list[list[int]], bpf_maps: list[bpf.Map]) -> counters.Snapshot:
+def xdp_row(m: bpf.Map, row: int) -> list[int]:
+    """One row of an XDP program's counters (xsk.bpf.c), summed over CPUs."""
+    return [int(sum(m.lookup(row * XDP_SLOTS + slot) or [])) for slot in range(XDP_SLOTS)]
+
+
+def _snapshot(per_queue: list[list[int]], bpf_maps: list[bpf.Map], nsfs: int) -> counters.Snapshot:
     snap = snapshot_of(per_queue)
-    # the XDP programs count what they pass (and frames for a queue without a socket): frames of
-    # no SF, in slots that line up with a row's (AXP_XCNT_XDP_NO_SOCKET follows AXP_CNT_MAX)
+    # the XDP programs count what they pass (and frames for a queue without a socket) in rows like
+    # the workers', in slots that line up with a row's (AXP_XCNT_XDP_NO_SOCKET follows AXP_CNT_MAX)
     for m in bpf_maps:
-        snap.add_to_row(counters.NONE_ROW, [int(sum(m.lookup(slot) or [])) for slot in range(m.max_entries)])
+        for row in counters.rows_of(nsfs):
+            snap.add_to_row(row, xdp_row(m, row))
     return snap
 
 
@@ -214,7 +221,7 @@ def read_snapshot(info: dict[str, Any]) -> counters.Snapshot:
     per_queue = read_counter_file(info["counters_file"], int(info["queues"]))
     maps = [bpf.Map.from_id(i, "uint32_t", "uint64_t") for i in info["maps"]["xsk_counters"]]
     try:
-        return _snapshot(per_queue, maps)
+        return _snapshot(per_queue, maps, len(info.get("sfs", [])))
     finally:
         for m in maps:
             m.close()
@@ -318,11 +325,13 @@ class AfxdpProxy:
         return "axp_xsk_from_sf" if port.roles & ROLE_FROM_SF else "axp_xsk_net_in"
 
     def _load_xdp(self, port: _Port, labels: dict[int, int]) -> bpf.BpfObject:
+        """xsk.bpf.o for one RX interface; labels: its label map's keys (label_keys) -> SF index."""
         obj = bpf.BpfObject(self._obj_path or bpf.object_path("xsk"))
         try:
             for prog in ("axp_xsk_net_in", "axp_xsk_from_sf"):
                 obj.set_autoload(prog, prog == self._prog_of(port))
             obj.set_max_entries("axp_xsks", self.queues)
+            obj.set_rodata(config_struct(self.cfg))
             obj.load()
             label_map = obj.map("axp_xsk_labels", "uint32_t", "uint32_t")
             for label, sf in labels.items():
@@ -359,7 +368,8 @@ class AfxdpProxy:
 
         for port in self._ports:
             if port.roles & (ROLE_NET_IN | ROLE_FROM_SF):
-                labels = {sf.label: i for i, sf in enumerate(cfg.sfs) if ifaces[i]["net_in"].index == port.iface.index}
+                labels = {k: i for i, sf in enumerate(cfg.sfs) if ifaces[i]["net_in"].index == port.iface.index
+                          for k in label_keys(sf.vlan_in, sf.label)}
                 port.obj = self._load_xdp(port, labels)
                 self._undo.callback(port.obj.close)
 
@@ -370,6 +380,8 @@ class AfxdpProxy:
             if port.obj is not None:
                 link = bpf.Link.xdp(port.obj.prog_fd(self._prog_of(port)), port.iface.index)
                 self._undo.callback(link.close)
+                if port.roles & ROLE_NET_IN:
+                    warn_vlan_stripping(port.iface.name, keep_vlan_tags(port.iface.name, self._undo))
         for q in range(self.queues):
             t = threading.Thread(target=self._work, args=(q,), name=f"axp-xsk-q{q}", daemon=True)
             t.start()
@@ -457,7 +469,7 @@ class AfxdpProxy:
 
     def _snapshot_now(self) -> counters.Snapshot:
         assert self._file is not None
-        return _snapshot(self._file.per_queue(), self._bpf_maps())
+        return _snapshot(self._file.per_queue(), self._bpf_maps(), len(self.cfg.sfs))
 
     def snapshot(self) -> counters.Snapshot:
         """Counter rows, summed over queues and XDP programs (the last ones after stop)."""

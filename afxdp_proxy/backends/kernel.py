@@ -8,7 +8,9 @@ Attached: XDP axp_xdp_rx on net_in redirects to to_sf, XDP axp_xdp_tx on
 Links detach when their fd closes, so even a killed proxy leaves nothing
 attached. GRO is turned off on net_in while the proxy runs: GRO would merge
 packets whose stacks TX must restore one by one (TX counts and drops merged
-skbs as tx_gso_drop should one get through).
+skbs as tx_gso_drop should one get through). So is VLAN tag stripping: a tag
+stripped before XDP would be lost, and the SF chosen as if the frame were
+untagged.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from afxdp_proxy import bpf, counters
 from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig, SfConfig
-from afxdp_proxy.iface import Iface, learn_mac, mac_bytes, resolve, set_feature
+from afxdp_proxy.iface import Iface, keep_vlan_tags, learn_mac, mac_bytes, resolve, set_feature
 from afxdp_proxy.mpls import make_stack
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,15 @@ PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx")  # what prox
 _KEY_MODE = {"hash": lib.AXP_KEY_MODE_HASH, "meta": lib.AXP_KEY_MODE_META}
 _TOPOLOGY = {"inline": lib.AXP_TOPO_INLINE, "attached": lib.AXP_TOPO_ATTACHED}
 _MISS = {"pass": lib.AXP_MISS_PASS, "drop": lib.AXP_MISS_DROP}
+_TTL_MODEL = {"uniform": lib.AXP_TTL_UNIFORM, "pipe": lib.AXP_TTL_PIPE}
+_TTL_ACTION = {"drop": lib.AXP_TTL_DROP, "pass": lib.AXP_TTL_PASS}
+
+
+def label_keys(vlan_in: int, label: int) -> tuple[int, int]:
+    """The keys an SF takes in the label maps (axp_labels, axp_xsk_labels): its (VLAN, label), and
+    (VLAN, 0), which tells RX that some SF is served on that VLAN (axp_sf_key, proxy.shared.h)."""
+    shift = lib.AXP_VLAN_KEY_SHIFT
+    return vlan_in << shift | label, vlan_in << shift
 
 
 def config_struct(cfg: ProxyConfig) -> Any:
@@ -45,6 +56,8 @@ def config_struct(cfg: ProxyConfig) -> Any:
         "cache_sets": cfg.cache_sets,
         "max_per_key": cfg.max_per_key,
         "max_dwell_ns": cfg.max_dwell_ms * 1_000_000,
+        "ttl_model": _TTL_MODEL[cfg.ttl_model],
+        "on_ttl_expired": _TTL_ACTION[cfg.on_ttl_expired],
     })
 
 
@@ -83,9 +96,10 @@ class ProxyObject:
         self.clock.update(0, ns)
 
     def add_sf(self, index: int, sf: Any, tx_ifindex: int) -> None:
-        """Serve an SF: its struct axp_sf, its top label, the interface its TX runs on."""
+        """Serve an SF: its struct axp_sf, its (VLAN, top label), the interface its TX runs on."""
         self.sfs.update(index, sf)
-        self.labels.update(sf.label, index)
+        for key in label_keys(sf.vlan_in, sf.label):
+            self.labels.update(key, index)
         self.tx_sf.update(tx_ifindex, index)
 
     def prog_fd(self, name: str) -> int:
@@ -93,6 +107,13 @@ class ProxyObject:
 
     def close(self) -> None:
         self.obj.close()
+
+
+def warn_vlan_stripping(name: str, left: list[str]) -> None:
+    """A device that strips VLAN tags and cannot stop (check refuses it where an SF names a VLAN)."""
+    if left:
+        log.warning("%s strips VLAN tags (%s fixed on): tagged frames reach XDP without their tags", name,
+                    ", ".join(left))
 
 
 class KernelProxy:
@@ -124,6 +145,7 @@ class KernelProxy:
     def _sf_struct(self, ipr: IPRoute, i: int, sf: SfConfig, ifs: dict[str, Iface]) -> Any:
         s = ffi.new("struct axp_sf *")
         s.label = sf.label
+        s.vlan_in, s.vlan_out = sf.vlan_in, sf.vlan_out
         s.net_out_ifindex = ifs["net_out"].index
         s.net_out_mac = mac_bytes(ifs["net_out"].mac)
         if self.cfg.topology == "attached":
@@ -186,6 +208,7 @@ class KernelProxy:
             before = set_feature(iface.name, "rx-gro", False)
             if before:
                 self._undo.callback(set_feature, iface.name, "rx-gro", True)
+            warn_vlan_stripping(iface.name, keep_vlan_tags(iface.name, self._undo))
 
     def _attach(self, link: bpf.Link) -> None:
         self._undo.callback(link.close)

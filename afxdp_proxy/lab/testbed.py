@@ -46,7 +46,7 @@ from typing import Any
 
 from afxdp_proxy import state
 from afxdp_proxy.lab import netns, traffic
-from afxdp_proxy.mpls import Lse, make_stack
+from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,11 @@ WIRES = {topo: [(SRC0, SRC_CLS), (SRC_OUT, P_IN), *links[1:]] for topo, links in
 @dataclass(frozen=True)
 class ChainCheck:
     """Packets recorded at both ends: {key: (stack pushed, stack received)}. A packet kept
-    its stack when it arrived with the pushed one minus the top (the SF's) label."""
+    its stack when it arrived with the pushed one minus the top (the SF's) label, the TTL of
+    the label exposed on top as the proxy's ttl_model says (mpls.tx_stack)."""
 
     pairs: dict[bytes, tuple[tuple[int, ...], tuple[int, ...]]]
+    ttl_model: str = "uniform"
 
     @property
     def compared(self) -> int:
@@ -122,7 +124,7 @@ class ChainCheck:
 
     @property
     def wrong(self) -> dict[bytes, tuple[tuple[int, ...], tuple[int, ...]]]:
-        return {k: (s, r) for k, (s, r) in self.pairs.items() if r != s[1:]}
+        return {k: (s, r) for k, (s, r) in self.pairs.items() if r != tx_words(s, self.ttl_model)}
 
     @property
     def kept(self) -> int:
@@ -594,12 +596,24 @@ class Testbed:
         """{struct axp_key bytes: label stack entries the packet arrived with, () for plain IP}."""
         return self._records(self._map("tb_received"))
 
-    def check_chain(self, family: int | None = None) -> ChainCheck:
+    def received_tags(self) -> dict[bytes, tuple[tuple[int, int], ...]]:
+        """{struct axp_key bytes: the VLAN tags the packet arrived with, (TPID, TCI) outermost first}."""
+        from afxdp_proxy._native import ffi
+        from afxdp_proxy.key import ETH_P_8021AD, ETH_P_8021Q
+
+        out = {}
+        for key, val in self._map("tb_received").items():
+            v = val.vlans
+            out[bytes(ffi.buffer(key))] = tuple((ETH_P_8021AD if v.ad >> i & 1 else ETH_P_8021Q, socket.ntohs(v.tci[i]))
+                                                for i in range(min(int(v.n), len(v.tci))))
+        return out
+
+    def check_chain(self, family: int | None = None, ttl_model: str = "uniform") -> ChainCheck:
         """Compare what the sender pushed with what the receiver got (recording must have
         been on); family 4 or 6 keeps only that IP version's packets."""
         sent, received = self.sent(), self.received()
         return ChainCheck({k: (sent[k], received[k]) for k in sent.keys() & received.keys()
-                           if family is None or k[1] == family})  # struct axp_key.family
+                           if family is None or k[1] == family}, ttl_model)  # struct axp_key.family
 
     def _percpu_sums(self, name: str) -> list[int]:
         m = self._map(name)
@@ -648,7 +662,8 @@ class Testbed:
         if self.topology == "attached":
             sf.update(to_sf=self.to_sf, from_sf=self.from_sf, sf_mac=SF_IN.mac)
         sf["next_hop_mac"] = DST0.mac
-        sf_keys = {"name", "label", "net_in", "net_out", "to_sf", "from_sf", "sf_mac", "next_hop_mac"}
+        sf_keys = {"name", "label", "net_in", "net_out", "to_sf", "from_sf", "sf_mac", "next_hop_mac", "vlan_in",
+                   "vlan_out"}
         for k, v in overrides.items():
             (sf if k in sf_keys else proxy)[k] = v
         lines = ["[proxy]"]

@@ -202,7 +202,10 @@ AXP_CACHE_UNROLL
 
 static __always_inline int axp_cache_same_stack(const struct axp_entry *a, const struct axp_entry *b)
 {
-	__u64 d = (__u64)(a->depth ^ b->depth) | (__u64)(a->sf ^ b->sf);
+	/* the tags a packet arrived with are restored too: part of what must be the same */
+	__u64 d = (__u64)(a->depth ^ b->depth) | (__u64)(a->sf ^ b->sf) |
+		  (__u64)(a->vlans.n ^ b->vlans.n) | (__u64)(a->vlans.ad ^ b->vlans.ad) |
+		  (__u64)(a->vlans.tci[0] ^ b->vlans.tci[0]) | (__u64)(a->vlans.tci[1] ^ b->vlans.tci[1]);
 	__u32 i;
 
 AXP_CACHE_UNROLL

@@ -6,6 +6,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "parse.shared.h"
+#include "push.shared.h"
 #include "cache.shared.h"
 
 /* Set by the loader before load (libbpf .rodata). */
@@ -45,7 +46,7 @@ struct {
 	__type(value, struct axp_sf);
 } axp_sfs SEC(".maps");
 
-/* top label -> SF index */
+/* axp_sf_key(VID, top label) -> SF index; axp_sf_key(VID, 0): some SF is served on that VLAN */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, AXP_MAX_SFS);
@@ -173,9 +174,10 @@ static __always_inline int axp_cache_take(const struct axp_key *key, struct axp_
 }
 
 /*
- * The stack TX pushes: the cached one without its outermost label, or the
- * SF's configured one in static mode. Sets *labels and returns how many
- * labels to push, or -1 for an entry that cannot be right.
+ * The stack TX pushes: the cached one without its outermost label (the one
+ * exposed on top with its TTL as ttl_model says), or the SF's configured one
+ * in static mode. Sets *labels and returns how many labels to push, or -1 for
+ * an entry that cannot be right.
  */
 static __always_inline int axp_tx_stack(struct axp_entry *e, struct axp_sf *sf,
 					const __be32 **labels)
@@ -192,8 +194,38 @@ static __always_inline int axp_tx_stack(struct axp_entry *e, struct axp_sf *sf,
 	n = e->depth;
 	if (n < 1 || n > AXP_MAX_LABELS)
 		return -1;
+	if (axp_cfg.ttl_model == AXP_TTL_UNIFORM && n > 1)
+		axp_ttl_uniform(e);
 	*labels = &e->labels[1];
 	return n - 1;
+}
+
+/*
+ * After the MACs of a frame TX grew in front: the t VLAN tags (axp_vlans_out)
+ * at offset 12, then the ethertype. Returns -1 when the frame is shorter than
+ * that, which a successful head or room adjustment rules out.
+ */
+static __always_inline int axp_write_tags(__u8 *data, const __u8 *end, const __be32 *tags, __u32 t,
+					  __be16 type)
+{
+	__u8 *p;
+	__u32 i;
+
+	if (t > AXP_MAX_VLANS)
+		return -1;
+	for (i = 0; i < AXP_MAX_VLANS; i++) {
+		if (i >= t)
+			break;
+		p = data + 12 + 4 * i;
+		if (p + 4 > end)
+			return -1;
+		__builtin_memcpy(p, &tags[i], 4);
+	}
+	p = data + 12 + 4 * t;
+	if (p + 2 > end)
+		return -1;
+	__builtin_memcpy(p, &type, sizeof(type));
+	return 0;
 }
 
 #endif /* AXP_PROXY_BPF_H */
