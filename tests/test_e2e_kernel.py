@@ -58,6 +58,7 @@ def test_iperf3_tcp_three_labels(beds: Callable[[str], Testbed], topology: str, 
     tb = beds(topology)
     tb.set_stacks([make_stack([SF, 2000, 3000], [1, 2, 3])])
     tb.reset_counters()
+    link_drops = tb.delivery_drops()
     with _proxy(tb, key) as proxy:
         info = state.running()[proxy.name]
         gro = netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro")
@@ -72,7 +73,10 @@ def test_iperf3_tcp_three_labels(beds: Callable[[str], Testbed], topology: str, 
     assert c["tx_pushed"] >= c["rx_popped"] - 64
     assert c["rx_malformed"] == c["rx_not_ip"] == c["tx_gso_drop"] == c["tx_push_failed"] == 0
     depths = tb.depth_histogram()
-    assert depths.get(2, 0) >= c["tx_pushed"] - 64, depths  # stack minus the top label
+    # what the proxy pushed reached the receiver, but for frames the veth to it dropped (its
+    # peer's XDP ring full: TCP retransmits them, and the proxy pushes those again)
+    link_drops = tb.delivery_drops() - link_drops
+    assert depths.get(2, 0) >= c["tx_pushed"] - 64 - link_drops, (depths, link_drops)  # stack minus the top label
     assert depths.get(0, 0) < depths[2] / 100, depths  # nothing got through unlabelled
     # per SF: the one SF's row holds every proxied packet; its dwell histogram every cache hit
     fw1 = st["sfs"]["fw1"]

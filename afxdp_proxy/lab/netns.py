@@ -325,6 +325,11 @@ class Namespace:
     def mac(self, ifname: str) -> str:
         return str(self.ipr.get_links(self.ifindex(ifname))[0].get("IFLA_ADDRESS"))
 
+    def link_stats(self, ifname: str) -> dict[str, int]:
+        """The interface's ``rtnl_link_stats64`` (``ip -s link``): rx_packets, tx_dropped, ..."""
+        stats = self.ipr.get_links(self.ifindex(ifname))[0].get("IFLA_STATS64")
+        return {k: int(v) for k, v in stats.items()} if stats else {}
+
     def operstate(self, ifname: str) -> str:
         return str(self.ipr.get_links(self.ifindex(ifname))[0].get("IFLA_OPERSTATE"))
 

@@ -624,6 +624,14 @@ class Testbed:
         sums = self._percpu_sums("tb_depths")
         return {d: n for d, n in enumerate(sums[: _tb().TB_HIST_NOT_IP]) if n}
 
+    def delivery_drops(self) -> int:
+        """Frames the link from the proxy to the receiver dropped so far (p_out's tx_dropped,
+        dst0's rx_dropped): a veth whose peer runs XDP queues frames in a 256-slot ring and
+        drops when it is full (drivers/net/veth.c), after the proxy counted them pushed."""
+        return self.ns("proxy").link_stats(P_OUT.ifname).get("tx_dropped", 0) + self.ns("dst").link_stats(
+            DST0.ifname
+        ).get("rx_dropped", 0)
+
     def counters(self) -> dict[str, int]:
         """Classifier counters plus the decapsulator's non-IP and unparsable counts."""
         stats = self._percpu_sums("tb_stats")
