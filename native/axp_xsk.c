@@ -43,6 +43,19 @@
  * Layer 1: the engine and the per-packet functions
  * ====================================================================== */
 
+/*
+ * on_miss = last: the stack RX most recently sent to one SF, shared by the
+ * workers. Writers (RX, only when the stack changes) take the lock and make
+ * seq odd while they write; readers (TX misses) copy without a lock and retry
+ * while seq was odd or moved, so they never see half of two stacks.
+ */
+struct axp_last_stack {
+	uint32_t lock;
+	uint32_t seq;
+	uint32_t depth; /* 0: no stack went to the SF yet */
+	uint32_t labels[AXP_MAX_LABELS];
+} __attribute__((aligned(64)));
+
 struct axp_engine {
 	struct axp_config cfg;
 	struct axp_cache *cache;
@@ -51,6 +64,7 @@ struct axp_engine {
 	uint8_t label_sf[AXP_MAX_SFS];
 	uint8_t have_sf[AXP_MAX_SFS];
 	struct axp_sf sfs[AXP_MAX_SFS];
+	struct axp_last_stack last[AXP_MAX_SFS];
 };
 
 uint64_t axp_now_ns(void)
@@ -75,7 +89,9 @@ struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t threads
 		*err = -EINVAL;
 		return NULL;
 	}
-	e = calloc(1, sizeof(*e));
+	e = aligned_alloc(64, sizeof(*e));
+	if (e)
+		memset(e, 0, sizeof(*e));
 	if (!e) {
 		*err = -ENOMEM;
 		return NULL;
@@ -128,6 +144,59 @@ static inline int axp_sf_of_label(const struct axp_engine *e, uint32_t label)
 		if (e->labels[i] == label)
 			return e->label_sf[i];
 	return -1;
+}
+
+static inline void axp_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+/* RX, on_miss = last: the stack in e just went to its SF; keep it if it differs from the last. */
+static inline void axp_last_note(struct axp_last_stack *l, const struct axp_entry *e)
+{
+	uint32_t i, same, seq;
+
+	/* a racy look first: while the stack stays the same (a static chain) nothing is written */
+	same = __atomic_load_n(&l->depth, __ATOMIC_RELAXED) == e->depth;
+	for (i = 0; i < AXP_MAX_LABELS; i++)
+		same &= __atomic_load_n(&l->labels[i], __ATOMIC_RELAXED) == e->labels[i];
+	if (same)
+		return;
+	while (__atomic_exchange_n(&l->lock, 1, __ATOMIC_ACQUIRE))
+		axp_cpu_relax();
+	seq = l->seq;
+	__atomic_store_n(&l->seq, seq + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n(&l->depth, e->depth, __ATOMIC_RELAXED);
+	for (i = 0; i < AXP_MAX_LABELS; i++)
+		__atomic_store_n(&l->labels[i], e->labels[i], __ATOMIC_RELAXED);
+	__atomic_store_n(&l->seq, seq + 2, __ATOMIC_RELEASE);
+	__atomic_store_n(&l->lock, 0, __ATOMIC_RELEASE);
+}
+
+/* TX, on_miss = last: the SF's last stack into *e. Returns 0, or -1 while there is none. */
+static inline int axp_last_take(struct axp_last_stack *l, struct axp_entry *e)
+{
+	uint32_t i, s0, s1;
+
+	for (;;) {
+		s0 = __atomic_load_n(&l->seq, __ATOMIC_ACQUIRE);
+		if (s0 & 1) {
+			axp_cpu_relax();
+			continue;
+		}
+		e->depth = (uint8_t)__atomic_load_n(&l->depth, __ATOMIC_RELAXED);
+		for (i = 0; i < AXP_MAX_LABELS; i++)
+			e->labels[i] = __atomic_load_n(&l->labels[i], __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		s1 = __atomic_load_n(&l->seq, __ATOMIC_RELAXED);
+		if (s0 == s1)
+			break;
+	}
+	e->rx_ns = 0;
+	return e->depth ? 0 : -1;
 }
 
 static inline void axp_write_eth(uint8_t *eth, const uint8_t *dst, const uint8_t *src,
@@ -228,6 +297,8 @@ static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 		return AXP_VERDICT_DROP;
 	}
 	row[AXP_CNT_CACHE_INSERTS]++;
+	if (e->cfg.on_miss == AXP_MISS_LAST)
+		axp_last_note(&e->last[j->idx], &j->entry);
 
 	/* pop: an Ethernet header towards the SF right in front of the IP header */
 	pop = j->f.l3_off - AXP_ETH_HLEN;
@@ -307,21 +378,31 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	struct axp_cache_outcome o;
 	uint16_t proto = j->proto;
 	uint64_t *row, dwell;
-	uint32_t n;
+	uint32_t n, reason = 0;
+	int known = sf_idx < AXP_MAX_SFS && e->have_sf[sf_idx];
 
 	if (axp_cache_take_hashed(e->cache, &j->key, j->hash, &j->entry, &o) != AXP_CACHE_HIT) {
 		if (e->cfg.on_miss == AXP_MISS_DROP) {
 			axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP);
 			return AXP_VERDICT_DROP;
 		}
-		/* pass: on unlabelled to the next hop of the SF the packet came back from */
+		/* last: the stack RX most recently sent to the SF the packet came back from */
+		if (e->cfg.on_miss == AXP_MISS_LAST && known &&
+		    !axp_last_take(&e->last[sf_idx], &j->entry)) {
+			j->entry.sf = sf_idx;
+			reason = AXP_CNT_TX_MISS_LAST;
+			goto push;
+		}
+		/*
+		 * pass: user space cannot hand the packet to the kernel to route, so it
+		 * goes on unlabelled to the next hop of the SF it came back from
+		 */
 		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
-		if (sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx])
+		if (!known)
 			return AXP_VERDICT_PASS;
 		n = 0;
 		goto out;
 	}
-	n = j->entry.depth;
 	sf_idx = j->entry.sf;
 	row = axp_row(cnt, sf_idx);
 	row[AXP_CNT_CACHE_TAKES]++;
@@ -329,6 +410,9 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	dwell = now > j->entry.rx_ns ? now - j->entry.rx_ns : 0;
 	row[AXP_CNT_TX_DWELL_NS] += dwell;
 	row[AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell)]++;
+push:
+	n = j->entry.depth;
+	sf_idx = j->entry.sf;
 	if (n < 1 || n > AXP_MAX_LABELS || sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx]) {
 		/* an entry no RX could have written */
 		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
@@ -336,7 +420,7 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	}
 	n--; /* without the top label, which addressed this SF */
 	if (!n) {
-		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PLAIN);
+		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, reason ? reason : AXP_CNT_TX_PLAIN);
 		goto out;
 	}
 	if (n * 4 > headroom) {
@@ -348,7 +432,7 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	len += n * 4;
 	memcpy(frame + AXP_ETH_HLEN, &j->entry.labels[1], n * 4);
 	proto = axp_htons(AXP_ETH_P_MPLS_UC);
-	axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSHED);
+	axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, reason ? reason : AXP_CNT_TX_PUSHED);
 out:
 	sf = &e->sfs[sf_idx];
 	axp_write_eth(frame, sf->next_hop_mac, sf->net_out_mac, proto);
@@ -762,13 +846,6 @@ static void axp_worker_sleep(struct axp_worker *w)
 	w->wcnt[AXP_XCNT_SLEEPS]++;
 	/* poll() also wakes a driver whose fill ring asked for it (need_wakeup) */
 	poll(w->pfds, w->npfds, timeout);
-}
-
-static inline void axp_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#endif
 }
 
 int axp_xsk_run(struct axp_xsk *x, uint32_t queue)
