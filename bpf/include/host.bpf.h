@@ -40,14 +40,24 @@ struct {
  */
 static __always_inline int axp_for_host(const __u8 *data, const __u8 *end)
 {
-	const __u8 *ip = data + AXP_ETH_HLEN;
 	struct axp_host_addr a = {};
+	const __u8 *ip;
+	__u16 proto;
 
-	if (ip > end)
+	if (data + AXP_ETH_HLEN > end)
 		return 0;
 	if (data[0] & 1) /* the group bit: multicast, broadcast */
 		return 1;
-	if (axp_load16(data + 12) == axp_htons(AXP_ETH_P_IP)) {
+	proto = axp_load16(data + 12);
+	/*
+	 * From an opaque offset: the bounds checks below then teach the verifier
+	 * nothing about data, so the caller's paths after a "no" share one state
+	 * whichever IP version it was (else the key derivation is verified twice).
+	 */
+	ip = axp_rebase(data, data + AXP_ETH_HLEN, AXP_ETH_HLEN);
+	if (!ip)
+		return 0;
+	if (proto == axp_htons(AXP_ETH_P_IP)) {
 		if (ip + 20 > end)
 			return 0;
 		if ((ip[12] == 169 && ip[13] == 254) || (ip[16] == 169 && ip[17] == 254))
