@@ -201,6 +201,10 @@ class BpfObject:
     def set_autoload(self, prog: str, autoload: bool) -> None:
         check(lib.axp_obj_set_autoload(self._obj, prog.encode(), int(autoload)), f"autoload {prog}")
 
+    def reuse_map(self, map_name: str, fd: int) -> None:
+        """Before load: the object's map `map_name` is the existing map `fd` (shared state)."""
+        check(lib.axp_obj_reuse_map(self._obj, map_name.encode(), fd), f"reuse map {map_name}")
+
     def load(self) -> None:
         lib.axp_log_clear()
         check(lib.axp_obj_load(self._obj), f"load {self.path.name}")
@@ -342,6 +346,11 @@ class Link:
         where = "egress" if egress else "ingress"
         return cls(check(lib.axp_link_tcx(prog_fd, ifindex, int(egress)),
                          f"attach TC {where} to ifindex {ifindex}"), f"tcx-{where}@{ifindex}")
+
+    @classmethod
+    def raw_tp(cls, prog_fd: int, what: str) -> Link:
+        """A tp_btf program on the tracepoint it names."""
+        return cls(check(lib.axp_link_raw_tp(prog_fd), f"attach to tracepoint {what}"), f"tp-{what}")
 
     def close(self) -> None:
         if self.fd >= 0:

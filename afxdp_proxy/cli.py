@@ -79,6 +79,20 @@ what RX reads in front of the SF label, and what TX puts back:
   (default, rx_ttl_expired) or "pass" to the host (rx_ttl_expired_pass).
   ttl_model (RFC 3443): "uniform" (default) gives the label TX exposes on top the
   SF label's TTL minus one, so a loop through the proxy ends; "pipe" keeps its own.
+the proxy in a network:
+  On from_sf (attached) only the SF's output for the network is proxied: what the SF
+  sends the proxy host (neighbour discovery, multicast and broadcast, link-local
+  addresses, the host's own addresses, ARP) goes to the host's kernel untouched
+  (tx_host, tx_not_ip). The host's addresses are read at start and every second.
+  A packet without a cache entry follows on_miss (config): "pass" hands it to the
+  kernel, which routes it on unlabelled (afxdp: sent on unlabelled to the next hop;
+  inline: it leaves as it is, like the host's own traffic), "drop" drops it, "last"
+  (attached) pushes the stack RX last sent to its SF: for SFs that rewrite the key's
+  fields (NAT), at the price of per-packet stacks through them (tx_miss_last).
+  key = "meta" keeps its key in the meta_mark_mask bits of skb->mark (config,
+  default 0xffff0000: 16 or more contiguous bits) and leaves the others to the SF.
+  Redirects the kernel refuses (a target without XDP support) count as drops in
+  rx_redirect_err and tx_redirect_err, besides the frame's reason.
 
 counters (also in `afxdp-proxy stats`, per SF; "-" is the row of frames of no SF).
 Every frame counts once in rx_packets/tx_packets and once in one reason:

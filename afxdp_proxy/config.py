@@ -20,15 +20,20 @@ from afxdp_proxy.mpls import LABEL_MAX, LABEL_MIN_UNRESERVED
 BACKENDS = ("kernel", "static", "afxdp")
 KEY_MODES = ("hash", "meta")
 TOPOLOGIES = ("inline", "attached")
-MISS_ACTIONS = ("pass", "drop")
 TTL_MODELS = ("uniform", "pipe")  # RFC 3443 §3.1 / §3.3: the TTL of the label TX exposes on top
 TTL_ACTIONS = ("drop", "pass")  # an SF label with TTL <= 1: dropped, or handed to the host (an OAM responder)
 VID_MIN, VID_MAX = 1, 4094  # IEEE 802.1Q: 0 is a priority tag, 4095 reserved
+MISS_ACTIONS = ("pass", "drop", "last")
 MAX_SFS = 64  # AXP_MAX_SFS
 MAX_LABELS = 16  # AXP_MAX_LABELS
 CACHE_MIN, CACHE_MAX = 16, 1 << 24
 DEFAULT_MAX_DWELL_MS, MAX_DWELL_MS = 1000, 3_600_000  # a run older than this is presumed lost
 DEFAULT_MAX_PER_KEY = 64  # packets with one key in flight, at most MAX_PER_KEY
+# key = "meta": the bits of skb->mark that carry the key (README, "Meta keys and the SF's marks"):
+# the upper half, clear of kube-proxy's 0x4000/0x8000, the 0x0000ff00 masquerade and mark ranges,
+# policy-routing marks and connmark values of the lower half
+DEFAULT_META_MARK_MASK = 0xFFFF0000
+MIN_META_MARK_BITS = 16
 # keys that were removed, with what replaced them
 _REMOVED = {
     "on_conflict": "packets with one key in flight now queue in arrival order (bounded by max_per_key, "
@@ -92,6 +97,7 @@ class ProxyConfig:
     frame_size: int = DEFAULT_FRAME_SIZE
     batch_size: int = DEFAULT_BATCH_SIZE
     metrics: MetricsConfig | None = None  # [metrics]; None: no metrics server
+    meta_mark_mask: int = DEFAULT_META_MARK_MASK
 
     @property
     def cache_sets(self) -> int:
@@ -100,7 +106,7 @@ class ProxyConfig:
 
 
 _PROXY_KEYS = {"backend", "key", "topology", "cache_entries", "on_miss", "max_dwell_ms", "max_per_key", "name",
-               "ttl_model", "on_ttl_expired", *XSK_KEYS}
+               "ttl_model", "on_ttl_expired", "meta_mark_mask", *XSK_KEYS}
 _SF_KEYS = {"name", "label", "net_in", "net_out", "to_sf", "from_sf", "sf_mac", "next_hop_mac", "static_stack",
             "vlan_in", "vlan_out"}
 
@@ -208,6 +214,14 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         raise ConfigError('proxy.topology: the afxdp backend needs topology = "attached" '
                           "(AF_XDP sends out of an interface; it cannot hand packets to the local stack)")
     xsk = _xsk_knobs(proxy, backend)
+    on_miss = _choice(proxy, "proxy", "on_miss", MISS_ACTIONS, "pass")
+    if on_miss == "last" and topology != "attached":
+        raise ConfigError('proxy.on_miss: "last" needs topology = "attached" (inline, the host\'s own traffic '
+                          "leaves by net_out without an entry too and would take the SF's stack)")
+    if on_miss == "last" and backend == "static":
+        raise ConfigError('proxy.on_miss: "last" is for the caching backends; the static proxy pushes its '
+                          "static_stack anyway")
+    mask = _meta_mark_mask(proxy, key)
     name = proxy.get("name")
     if name is not None and (not isinstance(name, str) or not re.match(r"^[\w.-]{1,64}$", name)):
         raise ConfigError("proxy.name: use 1-64 letters, digits, '.', '_' or '-'")
@@ -243,7 +257,7 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         key=key,
         topology=topology,
         cache_entries=_int(proxy, "proxy", "cache_entries", CACHE_MIN, CACHE_MAX, 65536),
-        on_miss=_choice(proxy, "proxy", "on_miss", MISS_ACTIONS, "pass"),
+        on_miss=on_miss,
         max_dwell_ms=_int(proxy, "proxy", "max_dwell_ms", 1, MAX_DWELL_MS, DEFAULT_MAX_DWELL_MS),
         max_per_key=_int(proxy, "proxy", "max_per_key", 1, MAX_PER_KEY, DEFAULT_MAX_PER_KEY),
         ttl_model=_choice(proxy, "proxy", "ttl_model", TTL_MODELS, "uniform"),
@@ -251,6 +265,7 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         sfs=sfs,
         name=name,
         metrics=_metrics(data.get("metrics")),
+        meta_mark_mask=mask,
         **xsk,
     )
 
@@ -291,6 +306,30 @@ def _metrics(table: Any) -> MetricsConfig | None:
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise ConfigError(f"metrics.listen: port {port_text!r} is not in 1..65535; {example}")
     return MetricsConfig(listen=listen, host=host, port=int(port_text))
+def _meta_mark_mask(proxy: dict[str, Any], key: str) -> int:
+    """The bits of skb->mark that carry a meta key: one contiguous run of at least 16."""
+    if "meta_mark_mask" not in proxy:
+        return DEFAULT_META_MARK_MASK
+    if key != "meta":
+        raise ConfigError('proxy.meta_mark_mask: only used with key = "meta"; remove it')
+    value = proxy["meta_mark_mask"]
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 0xFFFFFFFF:
+        raise ConfigError(f"proxy.meta_mark_mask: {value!r} is not a 32-bit mask; set e.g. 0xffff0000")
+    low = value & -value
+    if (value + low) & value:  # adding the lowest bit carries through a contiguous run only
+        raise ConfigError(f"proxy.meta_mark_mask: {value:#010x} is not one contiguous run of bits; "
+                          "set e.g. 0xffff0000")
+    if value.bit_count() < MIN_META_MARK_BITS:
+        raise ConfigError(f"proxy.meta_mark_mask: {value:#010x} has {value.bit_count()} bits; the key needs at "
+                          f"least {MIN_META_MARK_BITS} contiguous bits, e.g. 0xffff0000")
+    return value
+
+
+def meta_mark_layout(mask: int, ncpus: int) -> tuple[int, int]:
+    """(shift, sequence bits) of the meta key in mask: the key is ((cpu + 1) << seq_bits | seq)
+    << shift, with room above the sequence for CPU numbers 1..ncpus."""
+    shift = (mask & -mask).bit_length() - 1
+    return shift, mask.bit_count() - ncpus.bit_length()
 
 
 def _xsk_knobs(proxy: dict[str, Any], backend: str) -> dict[str, int]:

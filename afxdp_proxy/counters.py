@@ -54,7 +54,8 @@ TABLE: tuple[Info, ...] = (
     Info("cache_takes", "info", "packets whose stack TX took back out"),
     Info("evictions", "info", "packets of entries pushed out of a full set by newer ones (counted in the row "
          "of the SF whose insert did it)"),
-    Info("expired", "info", "packets of entries older than max_dwell_ms, presumed lost (row: as evictions)"),
+    Info("expired", "info", "packets of entries older than max_dwell_ms, or in meta mode whose key came round "
+         "again, presumed lost (row: as evictions)"),
     Info("rx_cache_error", "drop", "no cache set for the key (a loader that sized the cache wrong)"),
     Info("rx_pop_failed", "drop", "the kernel refused the head adjustment"),
     Info("tx_packets", "info", "frames the TX side saw (each also counts in one tx_ reason)"),
@@ -62,7 +63,8 @@ TABLE: tuple[Info, ...] = (
     Info("tx_plain", "forward", "cache hit, no label left: sent as plain IP"),
     Info("tx_not_ip", "pass", "not IP (ARP, ...)"),
     Info("tx_malformed", "drop", "truncated IP/L4 header, or an entry no RX could have written"),
-    Info("tx_miss_pass", "forward", "no cache entry: sent on unlabelled (on_miss = pass)"),
+    Info("tx_miss_pass", "forward", "no cache entry: on unlabelled (on_miss = pass): attached, the host's kernel "
+         "routes it (afxdp: straight to the next hop); inline, it leaves as it is"),
     Info("tx_miss_drop", "drop", "no cache entry (on_miss = drop)"),
     Info("tx_gso_drop", "drop", "merged (GSO) skb: one stack cannot be right for all its packets"),
     Info("tx_push_failed", "drop", "the kernel refused the room for the stack"),
@@ -74,6 +76,13 @@ TABLE: tuple[Info, ...] = (
          "OAM alert, ...), or only reserved labels"),
     Info("rx_ttl_expired", "drop", "the SF label's TTL is 1 or 0 (on_ttl_expired = drop)"),
     Info("rx_ttl_expired_pass", "pass", "the SF label's TTL is 1 or 0, handed to the host (on_ttl_expired = pass)"),
+    Info("tx_host", "pass", "from the SF to the proxy host, not SF output: neighbour discovery, multicast or "
+         "broadcast, link-local, or to one of the host's addresses"),
+    Info("tx_miss_last", "forward", "no cache entry: the stack last sent to the SF pushed (on_miss = last)"),
+    Info("rx_redirect_err", "drop", "the kernel refused the redirect to to_sf of a frame counted popped "
+         "(counted besides rx_popped)"),
+    Info("tx_redirect_err", "drop", "the kernel refused the redirect to net_out of a frame counted relabelled "
+         "(counted besides its tx_ reason)"),
     # afxdp backend only (enum axp_xsk_counter)
     Info("xdp_no_socket", "drop", "frame on a queue without an AF_XDP socket"),
     Info("rx_batches", "info", "non-empty RX ring reads"),

@@ -5,9 +5,12 @@
  *
  *   axp_xdp_rx   XDP on net_in: pop the stack, cache it, pass (inline) or
  *                redirect to the SF (attached)
- *   axp_tc_meta  TC ingress on net_in, meta mode: XDP metadata -> skb->mark
+ *   axp_tc_meta  TC ingress on net_in, meta mode: XDP metadata -> the
+ *                meta_mark_mask bits of skb->mark
  *   axp_tc_tx    TC egress on net_out (inline): look up, push
- *   axp_xdp_tx   XDP on from_sf (attached): look up, push, redirect to net_out
+ *   axp_xdp_tx   XDP on from_sf (attached): frames for the proxy host pass to
+ *                its kernel (host.bpf.h); the rest: look up, push, redirect
+ *                to net_out; a miss passes to the kernel, which routes it
  */
 #include <linux/pkt_cls.h>
 #include "proxy.bpf.h"
@@ -92,6 +95,7 @@ int axp_xdp_rx(struct xdp_md *ctx)
 	if (!axp_cfg.static_mode && axp_cfg.key_mode == AXP_KEY_MODE_META) {
 		mark = axp_next_meta_key();
 		axp_meta_key(&key, mark);
+		axp_meta_reclaim(&key, row);
 	}
 
 	/* pop: keep the Ethernet header, drop tags and stack in front of the IP packet */
@@ -133,6 +137,7 @@ int axp_xdp_rx(struct xdp_md *ctx)
 					res == -2 ? AXP_CNT_RX_KEY_FULL : AXP_CNT_RX_CACHE_ERROR);
 			return XDP_DROP;
 		}
+		axp_last_note(sf_idx, &entry);
 	}
 	axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POPPED);
 	/* proxied all the same; the count tells how often such chains come by */
@@ -152,11 +157,12 @@ int axp_tc_meta(struct __sk_buff *skb)
 {
 	__u8 *meta = (void *)(long)skb->data_meta;
 	__u8 *data = (void *)(long)skb->data;
-	__u32 mark;
+	__u32 mark, mask = axp_cfg.meta_mark_mask;
 
+	/* only the key's bits: whatever else the mark holds stays for the SF */
 	if (meta + sizeof(mark) <= data) {
 		__builtin_memcpy(&mark, meta, sizeof(mark));
-		skb->mark = mark;
+		skb->mark = (skb->mark & ~mask) | (mark & mask);
 	}
 	return TC_ACT_OK;
 }
@@ -173,7 +179,8 @@ static __always_inline int axp_tx_key(const __u8 *data, const __u8 *end, __u32 m
 		return AXP_PARSE_OK;
 	}
 	if (axp_cfg.key_mode == AXP_KEY_MODE_META) {
-		axp_meta_key(key, mark);
+		/* the SF's own bits of the mark are none of the key's business */
+		axp_meta_key(key, mark & axp_cfg.meta_mark_mask);
 		return AXP_PARSE_OK;
 	}
 	if (data + AXP_ETH_HLEN > end)
@@ -187,16 +194,6 @@ static __always_inline __u32 axp_tx_row(__u32 ifindex)
 	__u32 *idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
 
 	return idx ? *idx : AXP_SF_NONE;
-}
-
-static __always_inline int axp_tx_miss_drops(__u32 row)
-{
-	if (axp_cfg.on_miss == AXP_MISS_DROP) {
-		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP);
-		return 1;
-	}
-	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
-	return 0;
 }
 
 /*
@@ -270,8 +267,10 @@ int axp_tc_tx(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	sf = axp_tx_lookup(&key, skb->ifindex, &entry);
+	/* the host's own traffic has no entry either: it leaves as it came (on_miss = pass) */
 	if (!sf)
-		return axp_tx_miss_drops(axp_tx_row(skb->ifindex)) ? TC_ACT_SHOT : TC_ACT_OK;
+		return axp_tx_miss(axp_tx_row(skb->ifindex), &entry, 0) == AXP_MISS_DROP ? TC_ACT_SHOT
+											  : TC_ACT_OK;
 	row = entry.sf;
 	/* one skb, many packets (GRO upstream): one stack cannot be right for all */
 	if (skb->gso_segs > 1) {
@@ -318,7 +317,7 @@ int axp_xdp_tx(struct xdp_md *ctx)
 	const __be32 *labels = NULL;
 	__be32 tags[AXP_MAX_VLANS] = {};
 	struct axp_sf *sf;
-	__u32 i, n, t = 0, ifindex = ctx->ingress_ifindex, row = AXP_SF_NONE;
+	__u32 i, n, t = 0, ifindex = ctx->ingress_ifindex, row, reason = 0;
 	int res;
 
 	if (data + AXP_ETH_HLEN > end) {
@@ -328,6 +327,11 @@ int axp_xdp_tx(struct xdp_md *ctx)
 	if (axp_load16(data + 12) != axp_htons(AXP_ETH_P_IP) &&
 	    axp_load16(data + 12) != axp_htons(AXP_ETH_P_IPV6)) {
 		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
+		return XDP_PASS;
+	}
+	/* the SF talking to the proxy host (neighbour discovery, ...), not to the network */
+	if (axp_for_host(data, end)) {
+		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_HOST);
 		return XDP_PASS;
 	}
 	res = axp_tx_key(data, end, 0, &key);
@@ -340,24 +344,24 @@ int axp_xdp_tx(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 	sf = axp_tx_lookup(&key, ifindex, &entry);
-	if (!sf) {
-		__u32 *idx;
-
-		/* pass: the SF's output goes on unlabelled, like the kernel would route it */
-		idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
-		if (axp_tx_miss_drops(idx ? *idx : AXP_SF_NONE))
-			return XDP_DROP;
-		if (!idx)
+	if (sf) {
+		row = entry.sf;
+	} else {
+		/*
+		 * A miss: drop; or pass to the kernel, which routes (or delivers) it as
+		 * it would without the proxy; or the SF's last stack (on_miss = last).
+		 */
+		row = axp_tx_row(ifindex);
+		res = axp_tx_miss(row, &entry, 1);
+		if (res != AXP_MISS_LAST)
+			return res == AXP_MISS_DROP ? XDP_DROP : XDP_PASS;
+		sf = bpf_map_lookup_elem(&axp_sfs, &row);
+		if (!sf) {
+			axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
 			return XDP_PASS;
-		i = *idx;
-		sf = bpf_map_lookup_elem(&axp_sfs, &i);
-		if (!sf)
-			return XDP_PASS;
-		proto = axp_load16(data + 12);
-		n = 0;
-		goto out;
+		}
+		reason = AXP_CNT_TX_MISS_LAST;
 	}
-	row = entry.sf;
 	res = axp_tx_stack(&entry, sf, &labels);
 	if (res < 0) {
 		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
@@ -384,8 +388,7 @@ int axp_xdp_tx(struct xdp_md *ctx)
 			__builtin_memcpy(p, &labels[i], 4);
 		}
 	}
-	axp_count_frame(row, AXP_CNT_TX_PACKETS, n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
-out:
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, reason ? reason : n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
 	if (data + AXP_ETH_HLEN > end)
 		goto push_failed;
 	__builtin_memcpy(data, sf->next_hop_mac, 6);

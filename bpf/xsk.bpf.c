@@ -8,8 +8,11 @@
  *                    short to tell -> socket; other ethertypes, VLANs and
  *                    labels, reserved labels on top, and (on_ttl_expired =
  *                    pass) our label with TTL <= 1 pass
- *   axp_xsk_from_sf  IPv4/IPv6, or too short to tell -> socket; anything
- *                    else passes
+ *   axp_xsk_from_sf  IPv4/IPv6, or too short to tell -> socket; what is
+ *                    meant for the proxy host (host.bpf.h: neighbour
+ *                    discovery, multicast, link-local, its addresses) and
+ *                    anything else passes: user space cannot hand a frame
+ *                    back to the kernel
  *
  * Only the head of a frame is read here (axp_parse_head); user space judges
  * the whole frame with the same parser as proxy.bpf.c. What passes is counted
@@ -20,6 +23,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "parse.shared.h"
+#include "host.bpf.h"
 
 /* frames for a queue without a socket: AXP_XCNT_XDP_NO_SOCKET in native/axp_xsk.h */
 #define AXP_XSK_CNT_NO_SOCKET AXP_CNT_MAX
@@ -133,6 +137,8 @@ int axp_xsk_from_sf(struct xdp_md *ctx)
 		if (data + AXP_ETH_HLEN + 1 > end ||
 		    (data[AXP_ETH_HLEN] >> 4 != 4 && data[AXP_ETH_HLEN] >> 4 != 6))
 			return axp_pass(AXP_SF_NONE, AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
+		if (axp_for_host(data, end))
+			return axp_pass(AXP_SF_NONE, AXP_CNT_TX_PACKETS, AXP_CNT_TX_HOST);
 	}
 	return axp_to_socket(ctx);
 }

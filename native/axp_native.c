@@ -29,28 +29,47 @@ static int axp_log_debug;
  * and its verdict is the last one. When a message does not fit, the older half
  * of the buffer goes.
  */
-static int axp_log_print(enum libbpf_print_level level, const char *fmt, va_list args)
+static void axp_log_append(const char *text, size_t n)
 {
 	static const char cut[] = "[... earlier lines dropped ...]\n";
-	char line[4096];
 	size_t keep;
-	int n;
 
-	if (level == LIBBPF_DEBUG && !axp_log_debug)
-		return 0;
-	n = vsnprintf(line, sizeof(line), fmt, args);
-	if (n <= 0)
-		return n;
-	if ((size_t)n >= sizeof(line))
-		n = sizeof(line) - 1;
+	/* a message longer than the buffer (a whole verifier log) keeps its end: the verdict */
+	if (n > AXP_LOG_SIZE / 2) {
+		text += n - AXP_LOG_SIZE / 2;
+		n = AXP_LOG_SIZE / 2;
+	}
 	if (axp_log_len + n >= AXP_LOG_SIZE) {
-		keep = AXP_LOG_SIZE / 2;
+		keep = AXP_LOG_SIZE / 2 - sizeof(cut);
 		memmove(axp_log_buf + sizeof(cut) - 1, axp_log_buf + axp_log_len - keep, keep);
 		memcpy(axp_log_buf, cut, sizeof(cut) - 1);
 		axp_log_len = sizeof(cut) - 1 + keep;
 	}
-	memcpy(axp_log_buf + axp_log_len, line, n);
+	memcpy(axp_log_buf + axp_log_len, text, n);
 	axp_log_len += n;
+}
+
+static int axp_log_print(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	char line[4096], *big;
+	va_list again;
+	int n;
+
+	if (level == LIBBPF_DEBUG && !axp_log_debug)
+		return 0;
+	va_copy(again, args);
+	n = vsnprintf(line, sizeof(line), fmt, args);
+	if (n > 0 && (size_t)n < sizeof(line)) {
+		axp_log_append(line, n);
+	} else if (n > 0) {
+		big = malloc((size_t)n + 1);
+		if (big && vsnprintf(big, (size_t)n + 1, fmt, again) == n)
+			axp_log_append(big, n);
+		else
+			axp_log_append(line, sizeof(line) - 1);
+		free(big);
+	}
+	va_end(again);
 	return n;
 }
 
@@ -136,6 +155,15 @@ int axp_obj_set_autoload(struct bpf_object *obj, const char *name, int autoload)
 	if (!prog)
 		return -ENOENT;
 	return bpf_program__set_autoload(prog, autoload);
+}
+
+int axp_obj_reuse_map(struct bpf_object *obj, const char *name, int fd)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(obj, name);
+
+	if (!map)
+		return -ENOENT;
+	return bpf_map__reuse_fd(map, fd);
 }
 
 int axp_obj_load(struct bpf_object *obj)
@@ -253,6 +281,14 @@ int axp_link_tcx(int prog_fd, int ifindex, int egress)
 {
 	int fd = bpf_link_create(prog_fd, ifindex,
 				 egress ? AXP_BPF_TCX_EGRESS : AXP_BPF_TCX_INGRESS, NULL);
+
+	return fd < 0 ? -errno : fd;
+}
+
+int axp_link_raw_tp(int prog_fd)
+{
+	/* a tp_btf program names its tracepoint itself (attach_btf_id) */
+	int fd = bpf_raw_tracepoint_open(NULL, prog_fd);
 
 	return fd < 0 ? -errno : fd;
 }

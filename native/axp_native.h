@@ -44,6 +44,8 @@ struct bpf_object *axp_obj_open(const char *path, int *err);
 int axp_obj_set_rodata(struct bpf_object *obj, const void *data, size_t size);
 int axp_obj_set_max_entries(struct bpf_object *obj, const char *map, uint32_t n);
 int axp_obj_set_autoload(struct bpf_object *obj, const char *prog, int autoload);
+/* before load: the object's map `map` is the existing map fd (shared with another object) */
+int axp_obj_reuse_map(struct bpf_object *obj, const char *map, int fd);
 int axp_obj_load(struct bpf_object *obj);
 void axp_obj_close(struct bpf_object *obj);
 int axp_obj_prog_fd(struct bpf_object *obj, const char *prog);
@@ -63,6 +65,8 @@ int axp_tc_query(int ifindex, int egress, uint32_t *prog_id);
  */
 int axp_link_xdp(int prog_fd, int ifindex);
 int axp_link_tcx(int prog_fd, int ifindex, int egress);
+/* a tp_btf program on its tracepoint (a raw tracepoint fd: closing it detaches) */
+int axp_link_raw_tp(int prog_fd);
 int axp_link_detach(int link_fd);
 
 /* maps and programs by fd; flags BPF_F_LOCK copies a value with a bpf_spin_lock under that lock */

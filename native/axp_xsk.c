@@ -44,6 +44,19 @@
  * Layer 1: the engine and the per-packet functions
  * ====================================================================== */
 
+/*
+ * on_miss = last: the stack RX most recently sent to one SF, shared by the
+ * workers. Writers (RX, only when the stack changes) take the lock and make
+ * seq odd while they write; readers (TX misses) copy without a lock and retry
+ * while seq was odd or moved, so they never see half of two stacks.
+ */
+struct axp_last_stack {
+	uint32_t lock;
+	uint32_t seq;
+	uint32_t depth; /* 0: no stack went to the SF yet */
+	uint32_t labels[AXP_MAX_LABELS];
+} __attribute__((aligned(64)));
+
 struct axp_engine {
 	struct axp_config cfg;
 	struct axp_cache *cache;
@@ -52,6 +65,7 @@ struct axp_engine {
 	uint8_t label_sf[AXP_MAX_SFS];
 	uint8_t have_sf[AXP_MAX_SFS];
 	struct axp_sf sfs[AXP_MAX_SFS];
+	struct axp_last_stack last[AXP_MAX_SFS];
 };
 
 uint64_t axp_now_ns(void)
@@ -76,7 +90,9 @@ struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t threads
 		*err = -EINVAL;
 		return NULL;
 	}
-	e = calloc(1, sizeof(*e));
+	e = aligned_alloc(64, sizeof(*e));
+	if (e)
+		memset(e, 0, sizeof(*e));
 	if (!e) {
 		*err = -ENOMEM;
 		return NULL;
@@ -142,6 +158,59 @@ static inline int axp_vlan_served(const struct axp_engine *e, uint32_t vid)
 		if (e->labels[i] >> AXP_VLAN_KEY_SHIFT == vid)
 			return 1;
 	return 0;
+}
+
+static inline void axp_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+/* RX, on_miss = last: the stack in e just went to its SF; keep it if it differs from the last. */
+static inline void axp_last_note(struct axp_last_stack *l, const struct axp_entry *e)
+{
+	uint32_t i, same, seq;
+
+	/* a racy look first: while the stack stays the same (a static chain) nothing is written */
+	same = __atomic_load_n(&l->depth, __ATOMIC_RELAXED) == e->depth;
+	for (i = 0; i < AXP_MAX_LABELS; i++)
+		same &= __atomic_load_n(&l->labels[i], __ATOMIC_RELAXED) == e->labels[i];
+	if (same)
+		return;
+	while (__atomic_exchange_n(&l->lock, 1, __ATOMIC_ACQUIRE))
+		axp_cpu_relax();
+	seq = l->seq;
+	__atomic_store_n(&l->seq, seq + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n(&l->depth, e->depth, __ATOMIC_RELAXED);
+	for (i = 0; i < AXP_MAX_LABELS; i++)
+		__atomic_store_n(&l->labels[i], e->labels[i], __ATOMIC_RELAXED);
+	__atomic_store_n(&l->seq, seq + 2, __ATOMIC_RELEASE);
+	__atomic_store_n(&l->lock, 0, __ATOMIC_RELEASE);
+}
+
+/* TX, on_miss = last: the SF's last stack into *e. Returns 0, or -1 while there is none. */
+static inline int axp_last_take(struct axp_last_stack *l, struct axp_entry *e)
+{
+	uint32_t i, s0, s1;
+
+	for (;;) {
+		s0 = __atomic_load_n(&l->seq, __ATOMIC_ACQUIRE);
+		if (s0 & 1) {
+			axp_cpu_relax();
+			continue;
+		}
+		e->depth = (uint8_t)__atomic_load_n(&l->depth, __ATOMIC_RELAXED);
+		for (i = 0; i < AXP_MAX_LABELS; i++)
+			e->labels[i] = __atomic_load_n(&l->labels[i], __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		s1 = __atomic_load_n(&l->seq, __ATOMIC_RELAXED);
+		if (s0 == s1)
+			break;
+	}
+	e->rx_ns = 0;
+	return e->depth ? 0 : -1;
 }
 
 static inline void axp_write_eth(uint8_t *eth, const uint8_t *dst, const uint8_t *src,
@@ -259,6 +328,8 @@ static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 		return AXP_VERDICT_DROP;
 	}
 	row[AXP_CNT_CACHE_INSERTS]++;
+	if (e->cfg.on_miss == AXP_MISS_LAST)
+		axp_last_note(&e->last[j->idx], &j->entry);
 
 	/* pop: an Ethernet header towards the SF right in front of the IP header */
 	pop = j->f.l3_off - AXP_ETH_HLEN;
@@ -341,22 +412,36 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	struct axp_cache_outcome o;
 	uint16_t proto = j->proto;
 	uint64_t *row, dwell;
-	uint32_t n, t = 0;
+	uint32_t n, t = 0, reason = 0;
 	__be32 tags[AXP_MAX_VLANS];
+	int known = sf_idx < AXP_MAX_SFS && e->have_sf[sf_idx];
 
 	if (axp_cache_take_hashed(e->cache, &j->key, j->hash, &j->entry, &o) != AXP_CACHE_HIT) {
 		if (e->cfg.on_miss == AXP_MISS_DROP) {
 			axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP);
 			return AXP_VERDICT_DROP;
 		}
-		/* pass: on unlabelled to the next hop of the SF the packet came back from */
-		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
-		if (sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx])
+		/* the tags a miss leaves with: the SF's vlan_out, if it names one */
+		memset(&j->entry.vlans, 0, sizeof(j->entry.vlans));
+		/* last: the stack RX most recently sent to the SF the packet came back from */
+		if (e->cfg.on_miss == AXP_MISS_LAST && known &&
+		    !axp_last_take(&e->last[sf_idx], &j->entry)) {
+			j->entry.sf = sf_idx;
+			reason = AXP_CNT_TX_MISS_LAST;
+			goto push;
+		}
+		/*
+		 * pass: user space cannot hand the packet to the kernel to route, so it
+		 * goes on unlabelled to the next hop of the SF it came back from
+		 */
+		if (!known) {
+			axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
 			return AXP_VERDICT_PASS;
+		}
 		n = 0;
-		goto out;
+		reason = AXP_CNT_TX_MISS_PASS;
+		goto tag;
 	}
-	n = j->entry.depth;
 	sf_idx = j->entry.sf;
 	row = axp_row(cnt, sf_idx);
 	row[AXP_CNT_CACHE_TAKES]++;
@@ -364,6 +449,9 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	dwell = now > j->entry.rx_ns ? now - j->entry.rx_ns : 0;
 	row[AXP_CNT_TX_DWELL_NS] += dwell;
 	row[AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell)]++;
+push:
+	n = j->entry.depth;
+	sf_idx = j->entry.sf;
 	if (n < 1 || n > AXP_MAX_LABELS || sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx]) {
 		/* an entry no RX could have written */
 		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
@@ -372,6 +460,7 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	if (n > 1 && e->cfg.ttl_model == AXP_TTL_UNIFORM)
 		axp_ttl_uniform(&j->entry);
 	n--; /* without the top label, which addressed this SF */
+tag:
 	sf = &e->sfs[sf_idx];
 	t = axp_vlans_out(sf, &j->entry.vlans, tags);
 	if ((n + t) * 4 > headroom) {
@@ -384,9 +473,8 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	memcpy(frame + AXP_ETH_HLEN + t * 4, &j->entry.labels[1], n * 4);
 	if (n)
 		proto = axp_htons(AXP_ETH_P_MPLS_UC);
-	axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
-out:
-	sf = &e->sfs[sf_idx];
+	axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS,
+			reason ? reason : n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
 	memcpy(frame, sf->next_hop_mac, 6);
 	memcpy(frame + 6, sf->net_out_mac, 6);
 	memcpy(frame + 12, tags, t * 4);
@@ -801,13 +889,6 @@ static void axp_worker_sleep(struct axp_worker *w)
 	w->wcnt[AXP_XCNT_SLEEPS]++;
 	/* poll() also wakes a driver whose fill ring asked for it (need_wakeup) */
 	poll(w->pfds, w->npfds, timeout);
-}
-
-static inline void axp_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#endif
 }
 
 int axp_xsk_run(struct axp_xsk *x, uint32_t queue)

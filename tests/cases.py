@@ -23,6 +23,11 @@ from scapy.contrib.mpls import MPLS
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP, IPOption_Router_Alert, fragment
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
+    ICMPv6ND_NA,
+    ICMPv6ND_NS,
+    ICMPv6ND_RA,
+    ICMPv6ND_Redirect,
+    ICMPv6ND_RS,
     IPv6,
     IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
@@ -1034,4 +1039,57 @@ def sf_rewrite(popped: bytes) -> bytes:
     layer = pkt[IP if IP in pkt else IPv6].payload
     if hasattr(layer, "chksum"):
         layer.chksum = 0x1234
+    return bytes(pkt)
+
+
+# ---- from the SF to the proxy host, not SF output (bpf/include/host.bpf.h) ---------------------------
+
+SF_MAC, FROM_SF_MAC = "02:5f:00:00:00:01", "02:f5:00:00:00:01"  # the SF's output side, the proxy's from_sf
+HOST4, HOST6 = "10.4.0.254", "fd00:4::fe"  # addresses of the proxy host (its from_sf), in its map in the tests
+
+
+def _to_proxy(dst_mac: str = FROM_SF_MAC) -> Ether:
+    return Ether(src=SF_MAC, dst=dst_mac)
+
+
+HOST_TX: list[tuple[str, bytes]] = [
+    # neighbour discovery: the SF resolving the proxy, its next hop, and answering the proxy
+    ("ns6_solicited_node", bytes(_to_proxy("33:33:ff:00:00:fe") / IPv6(src="fe80::5f", dst="ff02::1:ff00:fe", hlim=255)
+                                 / ICMPv6ND_NS(tgt=HOST6))),
+    ("ns6_nud_global", bytes(_to_proxy() / IPv6(src="fd00:4::1", dst="fd00:9::9", hlim=255) / ICMPv6ND_NS(tgt=HOST6))),
+    ("na6_global", bytes(_to_proxy() / IPv6(src="fd00:4::1", dst="fd00:9::9", hlim=255)
+                         / ICMPv6ND_NA(tgt="fd00:4::1"))),
+    ("rs6", bytes(_to_proxy("33:33:00:00:00:02") / IPv6(src="fe80::5f", dst="ff02::2", hlim=255) / ICMPv6ND_RS())),
+    ("ra6_unicast", bytes(_to_proxy() / IPv6(src="fd00:4::1", dst=DST6, hlim=255) / ICMPv6ND_RA())),
+    ("redirect6", bytes(_to_proxy() / IPv6(src="fd00:4::1", dst=DST6, hlim=255)
+                        / ICMPv6ND_Redirect(tgt="fd00:4::2", dst=DST6))),
+    # link-local, either end
+    ("ll6_src", bytes(_to_proxy() / IPv6(src="fe80::5f", dst=DST6) / UDP(sport=1, dport=2) / Raw(b"x" * 8))),
+    ("ll6_dst", bytes(_to_proxy() / IPv6(src=SRC6, dst="fe80::f5") / UDP(sport=1, dport=2) / Raw(b"x" * 8))),
+    ("ll4_src", bytes(_to_proxy() / IP(src="169.254.7.1", dst=DST4) / UDP(sport=1, dport=2) / Raw(b"x" * 8))),
+    ("ll4_dst", bytes(_to_proxy() / IP(src=SRC4, dst="169.254.0.1") / UDP(sport=1, dport=2) / Raw(b"x" * 8))),
+    # multicast and broadcast: routing protocols, DHCP, mDNS
+    ("ospf4", bytes(_to_proxy("01:00:5e:00:00:05") / IP(src="10.4.0.1", dst="224.0.0.5", proto=89) / Raw(bytes(40)))),
+    ("dhcp4", bytes(_to_proxy("ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255")
+                    / UDP(sport=68, dport=67) / Raw(bytes(240)))),
+    ("mdns6", bytes(_to_proxy("33:33:00:00:00:fb") / IPv6(src="fd00:4::1", dst="ff02::fb")
+                    / UDP(sport=5353, dport=5353) / Raw(bytes(12)))),
+    # the host's own addresses: ping, SSH to the proxy
+    ("ping_host4", bytes(_to_proxy() / IP(src="10.4.0.1", dst=HOST4) / ICMP(id=5, seq=1))),
+    ("ssh_host6", bytes(_to_proxy() / IPv6(src="fd00:4::1", dst=HOST6) / TCP(sport=40000, dport=22, flags="S"))),
+]
+
+
+def nat(bare: bytes) -> bytes:
+    """What a masquerading SF makes of a bare packet: its own source address and another source
+    port, so the packet's key no longer finds the stack RX cached (on_miss decides)."""
+    pkt = Ether(bare)
+    if IP in pkt:
+        pkt[IP].src = "10.4.0.1"
+        del pkt[IP].chksum
+    else:
+        pkt[IPv6].src = "fd00:4::1"
+    if TCP in pkt:
+        pkt[TCP].sport = 61000
+        del pkt[TCP].chksum
     return bytes(pkt)

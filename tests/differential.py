@@ -58,11 +58,15 @@ from test_bpf_proxy import SFS, SKB_CTX_SIZE, SKB_MARK, TX_IFINDEX, add_sfs
 
 from afxdp_proxy import bpf, cache, counters
 from afxdp_proxy.backends.afxdp import VERDICT_DROP, VERDICT_PASS, VERDICT_TX, Engine
-from afxdp_proxy.backends.kernel import ProxyObject, config_struct
-from afxdp_proxy.config import ProxyConfig
+from afxdp_proxy.backends.kernel import ProxyObject, config_struct, meta_layout
+from afxdp_proxy.config import DEFAULT_META_MARK_MASK, ProxyConfig
 from afxdp_proxy.key import Key, KeyFlag, derive_key, format_key, meta_key
 
 CACHE_ENTRIES = 1024
+# meta keys in skb->mark: ((cpu + 1) << seq_bits | seq) << shift, within the default mask
+MARK_MASK = DEFAULT_META_MARK_MASK
+MARK_SHIFT, _SEQ_BITS = meta_layout(ProxyConfig(key="meta"))
+MARK_CPU_SHIFT = MARK_SHIFT + _SEQ_BITS
 BURST_CACHE_ENTRIES, BURST_MAX_PER_KEY = 8, 3  # one set, few packets a key: bursts fill it
 MAX_DWELL_MS = 3_600_000  # nothing ages in a run (the reference's cache never does), however slow the machine
 NAMES = counters.names()  # scalar slots of a counter row (the dwell histogram's are not compared)
@@ -73,7 +77,9 @@ ALL_MODES = [Mode(k, t, m, s) for k, t, m, s in
              itertools.product(("hash", "meta"), ("inline", "attached"), ("pass", "drop"), (False, True))]  # fmt: skip
 # the settings of the TTL rules: expired frames passed to the host, and the pipe model
 ALL_MODES += [Mode("hash", t, "pass", on_ttl_expired="pass", ttl_model="pipe") for t in ("inline", "attached")]
-HASH_MODES = [m for m in ALL_MODES if m.key_mode == "hash" and not m.static]
+# on_miss = "last" (attached, caching): NATed packets back from the SF get its last stack
+ALL_MODES += [Mode("hash", "attached", "last")]
+HASH_MODES = [m for m in ALL_MODES if m.key_mode == "hash" and not m.static and m.on_miss != "last"]
 OTHER_MODES = [m for m in ALL_MODES if m not in HASH_MODES]
 XDP_VERDICTS = {bpf.XDP_DROP: DROP, bpf.XDP_PASS: PASS, bpf.XDP_REDIRECT: REDIRECT}
 TC_VERDICTS = {bpf.TC_ACT_SHOT: DROP, bpf.TC_ACT_OK: PASS}
@@ -210,7 +216,7 @@ class EngineTarget(Target):
         self.engine = Engine(config_struct(cfg))
         for idx, sf in SFS.items():
             self.engine.add_sf(idx, sf.struct())
-        self.ref = Reference(self.mode, SFS, cfg.cache_sets, max_per_key)
+        self.ref = Reference(self.mode, SFS, cfg.cache_sets, max_per_key, afxdp=True)
         self.last = self._read()
         self._set = ffi.new("struct axp_cache_set *")
 
@@ -399,8 +405,9 @@ class Differential:
         t.verdicts[f"rx {got.verdict}"] += 1
         self._compare(case, t, want, got, RX_REASONS, out)
         if want.key is not None and want.verdict != DROP:
-            if t.mode.key_mode == "meta" and not 1 <= mark >> 24 <= bpf.NCPUS:
-                out.append(Disagreement(*case, t.name, "meta", f"mark {mark:#x} is not (cpu + 1) << 24 | seq"))
+            if t.mode.key_mode == "meta" and not (mark & ~MARK_MASK == 0 and 1 <= mark >> MARK_CPU_SHIFT <= bpf.NCPUS):
+                out.append(Disagreement(*case, t.name, "meta", f"mark {mark:#x} is not ((cpu + 1) << "
+                                        f"{MARK_CPU_SHIFT - MARK_SHIFT} | seq) << {MARK_SHIFT}"))
             if t.mode.key_mode == "hash":
                 k = Key.from_bytes(want.key)
                 self.stats.key_kinds[k.kind.name] += 1
@@ -519,7 +526,7 @@ def _tx_key(mode: Mode, bare: bytes, mark: int) -> bytes | None:
     if mode.static:
         return None
     if mode.key_mode == "meta":
-        return meta_key(mark if mode.topology == "inline" else 0)
+        return meta_key(mark & MARK_MASK if mode.topology == "inline" else 0)
     return derive_key(bare[14:])[1] if len(bare) >= 14 else None
 
 

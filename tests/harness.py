@@ -24,7 +24,7 @@ from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.key import parse_mpls_frame
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
-from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
+from afxdp_proxy.lab.testbed import P_OUT, SF_OUT, Testbed, dynamic_stacks
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 RELEASE_TIMEOUT = 10.0  # seconds; the kernel needs milliseconds, a loaded 2-core CI box more
@@ -86,23 +86,85 @@ def wait_file_gone(path: str, timeout: float = RELEASE_TIMEOUT) -> None:
 LOST_PORT = 9  # TCP port the SF drops (discard), for packets whose cache entries must age or be evicted
 
 
+def nft(ns: str, script: str) -> None:
+    """Load an nftables script in namespace ns."""
+    with tempfile.NamedTemporaryFile("w", suffix=".nft") as f:
+        f.write(script)
+        f.flush()
+        r = netns.run(ns, ["nft", "-f", f.name])
+    assert r.returncode == 0, f"nft: {r.stderr.strip()}"
+
+
 @contextlib.contextmanager
 def sf_drops(tb: Testbed, dport: int = LOST_PORT) -> Iterator[None]:
     """An nftables rule in the SF (its namespace attached; the proxy namespace's kernel inline)
     that drops forwarded TCP to dport: packets the proxy cached that never come back."""
     ns = tb.ns_sf or tb.ns_proxy
     table = f"axp_lost_{dport}"
-    script = (f"table inet {table} {{\n  chain lost {{\n    type filter hook forward priority 0;\n"
-              f"    tcp dport {dport} drop\n  }}\n}}\n")
-    with tempfile.NamedTemporaryFile("w", suffix=".nft") as f:
-        f.write(script)
-        f.flush()
-        r = netns.run(ns, ["nft", "-f", f.name])
-    assert r.returncode == 0, f"nft: {r.stderr.strip()}"
+    nft(ns, f"table inet {table} {{\n  chain lost {{\n    type filter hook forward priority 0;\n"
+            f"    tcp dport {dport} drop\n  }}\n}}\n")
     try:
         yield
     finally:
         netns.run(ns, ["nft", "delete", "table", "inet", table])
+
+
+@contextlib.contextmanager
+def sf_nat(tb: Testbed) -> Iterator[None]:
+    """(attached) A masquerading NAT in the SF: what leaves sf_out takes sf_out's address as its
+    source (and conntrack another port when it must), so the packet's key no longer finds its
+    stack. The receiver gets a route back to that address (through the proxy, then the SF,
+    whose conntrack turns the replies back towards the sender)."""
+    assert tb.ns_sf and tb.sf_out
+    table = "axp_nat"
+    nft(tb.ns_sf, f"table inet {table} {{\n  chain post {{\n    type nat hook postrouting priority srcnat;\n"
+                  f'    oifname "{tb.sf_out}" masquerade\n  }}\n}}\n')
+    dst = tb.ns("dst")
+    routes = [(f"10.0.{SF_OUT.net}.0/24", P_OUT.ip4)]
+    if tb.ipv6:
+        routes.append((f"fd00:0:0:{SF_OUT.net}::/64", P_OUT.ip6))
+    for net, via in routes:
+        dst.add_route(net, via=via, dev=tb.dst_if)
+    try:
+        yield
+    finally:
+        for net, via in routes:
+            dst.ipr.route("del", family=socket.AF_INET6 if ":" in net else socket.AF_INET, dst=net, gateway=via)
+        netns.run(tb.ns_sf, ["nft", "delete", "table", "inet", table])
+
+
+@contextlib.contextmanager
+def without_xdp(tb: Testbed, role: str, ifname: str, prog: str) -> Iterator[None]:
+    """The testbed's XDP program `prog` off interface `ifname` of namespace `role` for a while
+    (GRO stays off there): a veth whose peer this is then cannot take redirected frames."""
+    fd = bpf.check(bpf.lib.axp_prog_fd_by_id(tb.prog_ids[prog]), prog)  # keeps it loaded meanwhile
+    index = tb.ifindex(role, ifname)
+    try:
+        with netns.enter(tb.nsname(role)):
+            # with the program's ID: axp_xdp_detach without one asks libbpf to replace "no program"
+            bpf.xdp_detach(index, prog_id=tb.prog_ids[prog], flags=bpf.XDP_FLAGS_DRV_MODE)
+        assert tb.ns(role).get_features(ifname)["rx-gro"] is False
+        yield
+    finally:
+        with netns.enter(tb.nsname(role)):
+            bpf.xdp_attach(index, fd)
+        bpf.lib.axp_close_fd(fd)
+
+
+def forget_sf_neighbours(tb: Testbed) -> None:
+    """(sf_nd) The SF and the proxy's SF-facing interfaces forget their neighbours: each must
+    find the other again, by neighbour discovery and ARP, from now on."""
+    for role, ifs in (("sf", (tb.sf_in, tb.sf_out)), ("proxy", (tb.to_sf, tb.from_sf))):
+        for ifname in ifs:
+            assert ifname
+            r = tb.run(role, ["ip", "neigh", "flush", "dev", ifname])
+            assert r.returncode == 0, r.stderr
+
+
+def learned(tb: Testbed, role: str, ifname: str, addr: str) -> bool:
+    """Namespace role has a neighbour entry for addr on ifname that it learned (not permanent)."""
+    out = tb.run(role, ["ip", "neigh", "show", "dev", ifname, "to", addr]).stdout
+    return "lladdr" in out and "PERMANENT" not in out
 
 
 def labelled_tcp(tb: Testbed, stack: list[Lse], n: int, dport: int = LOST_PORT, sport: int = 4242,

@@ -12,6 +12,12 @@ Verdicts are named for what happens to the frame, whatever the hook: "drop" (XDP
 TC_ACT_SHOT, engine drop), "pass" (XDP_PASS, TC_ACT_OK, engine pass: the frame goes on to
 the normal path) and "redirect" (XDP_REDIRECT, engine TX: out by another interface).
 
+The from_sf side (attached): what the SF sends the proxy host (host.bpf.h) passes, counted
+tx_host, in the BPF program (the AF_XDP engine never sees it: xsk.bpf.c passes it first); a
+miss with on_miss = "pass" goes to the host's kernel (BPF) or on unlabelled to the SF's next
+hop (the engine, which cannot hand it to the kernel); on_miss = "last" pushes the stack RX
+last sent to the packet's SF.
+
 A change to the data path (reserved labels, VLAN, TTL handling ...) changes this file too:
 the differential tests then hold BPF, C and this description of the change to each other.
 """
@@ -25,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from afxdp_proxy.cache import KEY_FULL, CacheModel, Entry
+from afxdp_proxy.config import DEFAULT_META_MARK_MASK
 from afxdp_proxy.key import (
     ETH_HLEN,
     ETH_P_8021AD,
@@ -46,7 +53,8 @@ RX_REASONS = ("rx_popped", "rx_not_mpls", "rx_other_label", "rx_malformed", "rx_
               "rx_key_full", "rx_cache_error", "rx_pop_failed", "rx_vlan_other", "rx_reserved_label",
               "rx_ttl_expired", "rx_ttl_expired_pass")  # fmt: skip
 TX_REASONS = ("tx_pushed", "tx_plain", "tx_not_ip", "tx_malformed", "tx_miss_pass", "tx_miss_drop", "tx_gso_drop",
-              "tx_push_failed")  # fmt: skip
+              "tx_push_failed", "tx_host", "tx_miss_last")  # fmt: skip
+ICMPV6, ND_TYPES = 58, range(133, 138)  # RFC 4861 §4: router solicitation .. redirect
 _PARSE_COUNTER = {ParseResult.NOT_MPLS: "rx_not_mpls", ParseResult.TOO_MANY_LABELS: "rx_too_many_labels",
                   ParseResult.NOT_IP: "rx_not_ip", ParseResult.MALFORMED: "rx_malformed"}  # fmt: skip
 
@@ -57,7 +65,7 @@ class Mode:
 
     key_mode: str = "hash"  # hash | meta
     topology: str = "inline"  # inline | attached
-    on_miss: str = "pass"  # pass | drop
+    on_miss: str = "pass"  # pass | drop | last
     static: bool = False
     on_ttl_expired: str = "drop"  # drop | pass
     ttl_model: str = "uniform"  # uniform | pipe
@@ -106,6 +114,27 @@ def tags_out(sf: Any, vlans: bytes) -> bytes:
     return b"".join(struct.pack("!HH", ETH_P_8021AD if ad >> i & 1 else ETH_P_8021Q, tci) for i, tci in enumerate(tcis))
 
 
+def for_host(frame: bytes, host_addrs: frozenset[bytes] = frozenset()) -> bool:
+    """axp_for_host (host.bpf.h) on an IPv4 / IPv6 frame: for the proxy host, not the network.
+    host_addrs: the host's addresses as 16 bytes (IPv4 mapped into ::ffff:0:0/96)."""
+    if frame[0] & 1:  # multicast, broadcast
+        return True
+    ip = frame[ETH_HLEN:]
+    if int.from_bytes(frame[12:14], "big") == ETH_P_IP:
+        if len(ip) < 20:
+            return False
+        if ip[12:14] == b"\xa9\xfe" or ip[16:18] == b"\xa9\xfe":  # 169.254/16
+            return True
+        return bytes(10) + b"\xff\xff" + ip[16:20] in host_addrs
+    if len(ip) < 40:
+        return False
+    if any(ip[o] == 0xFE and ip[o + 1] & 0xC0 == 0x80 for o in (8, 24)):  # fe80::/10
+        return True
+    if ip[6] == ICMPV6 and len(ip) > 40 and ip[40] in ND_TYPES:
+        return True
+    return ip[24:40] in host_addrs
+
+
 def tc_test_run_refuses(frame: bytes) -> bool:
     """BPF_PROG_TEST_RUN refuses a TC frame before the program runs (EINVAL) when it is shorter
     than Ethernet or, by its ethertype, carries less than an IPv4 / IPv6 header: such an skb
@@ -124,11 +153,16 @@ def xdp_test_run_refuses(frame: bytes) -> bool:
 
 class Reference:
     """The proxy of one Mode, serving `sfs` ({index: object with label, sf_mac, to_sf_mac,
-    next_hop_mac, net_out_mac, static (a tuple of Lse)}), with its own cache model."""
+    next_hop_mac, net_out_mac, static (a tuple of Lse)}), with its own cache model. afxdp:
+    the AF_XDP engine's TX rather than the BPF program's (see the module's text)."""
 
-    def __init__(self, mode: Mode, sfs: dict[int, Any], cache_sets: int, max_per_key: int = 64) -> None:
+    def __init__(self, mode: Mode, sfs: dict[int, Any], cache_sets: int, max_per_key: int = 64,
+                 afxdp: bool = False) -> None:  # fmt: skip
         self.mode = mode
+        self.afxdp = afxdp
+        self.meta_mark_mask = DEFAULT_META_MARK_MASK  # TX: the mark's bits that hold the key
         self.sfs = sfs
+        self.last: dict[int, Entry] = {}  # on_miss = "last": the entry RX last sent each SF
         # an SF is chosen by (VID of the tag nearest the stack, top label); 0: untagged
         self.by_label = {(getattr(sf, "vlan_in", 0), sf.label): i for i, sf in sfs.items()}
         self.vlans = {vid for vid, _ in self.by_label}
@@ -186,6 +220,8 @@ class Reference:
             if o.result == KEY_FULL:
                 return self._out(DROP, None, c, "rx_key_full")
             c["cache_inserts"] += 1
+            if mode.on_miss == "last":
+                self.last[sf_idx] = Entry(entry_labels(p.labels[: p.depth]), p.depth, sf_idx)
         if want_key and p.key is not None and p.key[3] & KeyFlag.EXT_LIMIT:
             c["rx_key_ext_limit"] += 1  # counted only for a packet that is popped
         res_out = self._out(REDIRECT if mode.topology == "attached" else PASS, out, c, "rx_popped")
@@ -206,12 +242,14 @@ class Reference:
         etype = int.from_bytes(frame[12:14], "big")
         if etype not in (ETH_P_IP, ETH_P_IPV6):  # TC: skb->protocol, as eth_type_trans set it
             return self._out(PASS, frame, c, "tx_not_ip")
+        if not inline and not self.afxdp and for_host(frame):
+            return self._out(PASS, frame, c, "tx_host")
         key: bytes | None = None
         if mode.static:  # no key: the static proxy pushes onto whatever IP comes back
             if len(frame) <= ETH_HLEN or frame[ETH_HLEN] >> 4 not in (4, 6):
                 return self._out(PASS, frame, c, "tx_not_ip")
         elif mode.key_mode == "meta":
-            key = meta_key(mark if inline else 0)
+            key = meta_key(mark & self.meta_mark_mask if inline else 0)
         else:
             res, key = derive_key(frame[ETH_HLEN:])
             if res == ParseResult.NOT_IP:
@@ -222,7 +260,8 @@ class Reference:
         # the lookup: the cached entry, or the SF of the TX interface (static)
         labels: list[int] | None = None
         sf_idx = None
-        vlans = bytes(6)  # the static proxy has no entry: no arriving tags
+        reason = ""
+        vlans = bytes(6)  # the static proxy and a miss have no arriving tags
         if mode.static:
             if tx_sf is not None and tx_sf in self.sfs:
                 sf_idx = tx_sf
@@ -232,8 +271,12 @@ class Reference:
             _, entry = self.cache.take(key)
             if entry is not None:
                 c["cache_takes"] += 1
+            elif mode.on_miss == "last" and not inline and tx_sf in self.last:
+                entry = self.last[tx_sf]
+                reason = "tx_miss_last"
+            if entry is not None:
                 sf_idx = entry.sf
-                vlans = entry.vlans
+                vlans = entry.vlans if not reason else bytes(6)
                 words = list(struct.unpack(f"!{MAX_LABELS}I", entry.labels))
                 if mode.ttl_model == "uniform" and entry.depth > 1:
                     # RFC 3443 §3.1: the entry now on top takes the SF label's TTL minus one
@@ -243,9 +286,11 @@ class Reference:
         if labels is None:
             if mode.on_miss == "drop":
                 return self._out(DROP, None, c, "tx_miss_drop")
-            if inline or tx_sf is None or tx_sf not in self.sfs:
-                return self._out(PASS, frame, c, "tx_miss_pass")
-            return self._out(REDIRECT, self._macs(frame, tx_sf), c, "tx_miss_pass")  # on, unlabelled
+            if inline or tx_sf is None or tx_sf not in self.sfs or not self.afxdp:
+                return self._out(PASS, frame, c, "tx_miss_pass")  # BPF: to the host's kernel, which routes it
+            # the engine: on unlabelled to the SF's next hop, with its vlan_out tag if it names one
+            out = frame[:12] + tags_out(self.sfs[tx_sf], bytes(6)) + frame[12:]
+            return self._out(REDIRECT, self._macs(out, tx_sf), c, "tx_miss_pass")
 
         assert sf_idx is not None
         tags = tags_out(self.sfs[sf_idx], vlans)
@@ -254,7 +299,7 @@ class Reference:
         out = frame[:12] + tags + etype + stack + frame[14:]
         if not inline:
             out = self._macs(out, sf_idx)
-        return self._out(PASS if inline else REDIRECT, out, c, "tx_pushed" if labels else "tx_plain")
+        return self._out(PASS if inline else REDIRECT, out, c, reason or ("tx_pushed" if labels else "tx_plain"))
 
     def _macs(self, frame: bytes, sf_idx: int) -> bytes:
         sf = self.sfs[sf_idx]

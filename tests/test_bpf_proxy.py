@@ -24,15 +24,30 @@ from dataclasses import dataclass
 
 import pytest
 from afxdp_proxy._native import ffi, lib
-from cases import BY_NAME, CASES, POPPED, SF_KEYS, SF_VLAN_OUT, Case, Verdict, expected_rx, sf_rewrite, stack_of
+from cases import (
+    BY_NAME,
+    CASES,
+    HOST4,
+    HOST6,
+    HOST_TX,
+    POPPED,
+    SF_KEYS,
+    SF_VLAN_OUT,
+    Case,
+    Verdict,
+    expected_rx,
+    nat,
+    sf_rewrite,
+    stack_of,
+)
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from afxdp_proxy import bpf, cache, counters
-from afxdp_proxy.backends.kernel import ProxyObject, label_keys
-from afxdp_proxy.config import ProxyConfig
+from afxdp_proxy import bpf, cache, counters, hostaddrs
+from afxdp_proxy.backends.kernel import ProxyObject, label_keys, meta_layout
+from afxdp_proxy.config import DEFAULT_META_MARK_MASK, ProxyConfig
 from afxdp_proxy.key import ETH_HLEN, KEY_SIZE, derive_key, format_key, meta_key, parse_mpls_frame
 from afxdp_proxy.lab.frames import ether, ipv4_tcp, mpls_frame
 from afxdp_proxy.mpls import Lse, stack_bytes, tx_stack
@@ -108,12 +123,14 @@ class Cfg:
     max_per_key: int = 64
     ttl_model: str = "uniform"
     on_ttl_expired: str = "drop"
+    meta_mark_mask: int = DEFAULT_META_MARK_MASK
 
     def proxy_config(self) -> ProxyConfig:
         return ProxyConfig(
             backend="static" if self.static else "kernel", key=self.key_mode, topology=self.topology,
             cache_entries=self.cache_entries, on_miss=self.on_miss, max_dwell_ms=self.max_dwell_ms,
             max_per_key=self.max_per_key, ttl_model=self.ttl_model, on_ttl_expired=self.on_ttl_expired,
+            meta_mark_mask=self.meta_mark_mask,
         )
 
     def __str__(self) -> str:
@@ -121,10 +138,11 @@ class Cfg:
         return f"{self.key_mode}-{self.topology}-miss_{self.on_miss}-{mode}"
 
 
+# every mode the programs prune by .rodata; on_miss = last only where the config allows it
 ALL_CONFIGS = [
     Cfg(k, t, m, s)
     for k, t, m, s in itertools.product(("hash", "meta"), ("inline", "attached"), ("pass", "drop"), (False, True))
-]
+] + [Cfg("hash", "attached", "last")]
 PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx")
 
 
@@ -153,6 +171,8 @@ class Proxy:
         self.sfs = self.obj.sfs
         self.labels = self.obj.labels
         self.tx_sf = self.obj.tx_sf
+        self.host_addrs = self.obj.host_addrs
+        self.last = self.obj.obj.map("axp_last", "uint32_t", "uint8_t[72]")  # struct axp_last_stack (BPF only)
         self.rows = [*SFS, counters.NONE_ROW]  # the counter rows this configuration uses
         add_sfs(self.sfs, self.labels)
 
@@ -165,6 +185,10 @@ class Proxy:
                 self.counter_map.update(row * counters.SLOTS + slot, zeros)
         self.tx_sf.clear()
         self.tx_sf.update(TX_IFINDEX, 0)
+        self.host_addrs.clear()
+        zero = ffi.new(f"uint8_t[{self.last.value_size}]")
+        for sf in range(self.last.max_entries):
+            self.last.update(sf, zero)  # no stack went to any SF yet (the spin lock is not copied)
 
     def close(self) -> None:
         self.obj.close()
@@ -332,7 +356,7 @@ def tx_expect(case: Case, topology: str) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("cfg", ALL_CONFIGS, ids=str)
 def test_every_configuration_loads_and_pops(make: Callable[..., Proxy], cfg: Cfg) -> None:
-    assert len(ALL_CONFIGS) == 16
+    assert len(ALL_CONFIGS) == 17
     px = make(**cfg.__dict__)  # a verifier rejection raises BpfError here, with the log
     assert all(fd >= 0 for fd in px.fds.values())
     case = POPPED[1]
@@ -347,7 +371,7 @@ def test_every_configuration_loads_and_pops(make: Callable[..., Proxy], cfg: Cfg
 def test_counter_names_cover_the_table() -> None:
     names = counters.names()
     assert len(names) == lib.AXP_CNT_TX_DWELL_HIST == lib.AXP_CNT_MAX - lib.AXP_DWELL_BUCKETS
-    assert names[0] == "rx_packets" and names[-1] == "rx_ttl_expired_pass"
+    assert names[0] == "rx_packets" and names[-1] == "tx_redirect_err"
     used = {c.rx_counter for c in CASES} | {c.tx_counter for c in POPPED} | {n for c in CASES for n in c.rx_also}
     assert used <= set(names)
 
@@ -497,15 +521,17 @@ def test_tc_miss(make: Callable[..., Proxy], on_miss: str) -> None:
     assert_counters(px, {"tx_packets": 1, f"tx_miss_{on_miss}": 1})
 
 
-@pytest.mark.parametrize("on_miss", ["pass", "drop"])
+@pytest.mark.parametrize("on_miss", ["pass", "drop", "last"])
 def test_xdp_miss(make: Callable[..., Proxy], on_miss: str) -> None:
+    """pass: to the host's kernel, which routes it; last, while no stack went to the SF yet: the same."""
     px = make(topology="attached", on_miss=on_miss)
     case = POPPED[2]
     assert case.popped is not None
     t = px.xdp_tx(case.popped)
-    if on_miss == "pass":  # unlabelled, but still on to the next hop of the interface's SF
-        assert t.retval == bpf.XDP_REDIRECT
-        assert_frame(t.data, with_macs(case.popped, SFS[0].next_hop_mac, SFS[0].net_out_mac))
+    if on_miss in ("pass", "last"):
+        assert t.retval == bpf.XDP_PASS
+        assert_frame(t.data, case.popped)
+        on_miss = "pass"
     else:
         assert t.retval == bpf.XDP_DROP
     assert_counters(px, {"tx_packets": 1, f"tx_miss_{on_miss}": 1})
@@ -608,6 +634,87 @@ def test_tx_refuses_frames_shorter_than_ethernet(make: Callable[..., Proxy]) -> 
     assert px.counters() == {}
 
 
+# ---- what the SF sends the proxy host, on from_sf ---------------------------------------------
+
+
+def host_addresses(m: bpf.Map) -> None:
+    """The proxy host's addresses in a from_sf program's map, as the loader puts them."""
+    for addr in (HOST4, HOST6):
+        m.update(hostaddrs.key_of(addr), 1)
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["cache", "static"])
+@pytest.mark.parametrize(("name", "frame"), HOST_TX, ids=[h[0] for h in HOST_TX])
+def test_what_the_sf_sends_the_host_goes_to_its_kernel(make: Callable[..., Proxy], name: str, frame: bytes,
+                                                       static: bool) -> None:
+    """Neighbour discovery, multicast, broadcast, link-local and the host's own addresses: the
+    host's kernel gets them untouched (XDP_PASS), counted tx_host; nothing is looked up or pushed."""
+    px = make(topology="attached", static=static)
+    host_addresses(px.host_addrs)
+    t = px.xdp_tx(frame)
+    assert t.retval == bpf.XDP_PASS
+    assert_frame(t.data, frame)
+    assert_counters(px, {"tx_packets": 1, "tx_host": 1})
+
+
+def test_an_address_the_host_does_not_hold_is_sf_output(make: Callable[..., Proxy]) -> None:
+    """The map decides: to an address not (or no longer) the host's, a unicast packet is the SF's
+    output for the network, looked up (here a miss: to the kernel, which routes it)."""
+    px = make(topology="attached")
+    frame = dict(HOST_TX)["ping_host4"]
+    t = px.xdp_tx(frame)
+    assert t.retval == bpf.XDP_PASS
+    assert_counters(px, {"tx_packets": 1, "tx_miss_pass": 1})
+    host_addresses(px.host_addrs)
+    px.xdp_tx(frame)
+    assert px.counters()["tx_host"] == 1
+
+
+@pytest.mark.parametrize(("name", "frame"), HOST_TX, ids=[h[0] for h in HOST_TX])
+def test_inline_the_hosts_own_traffic_leaves_as_it_is(make: Callable[..., Proxy], name: str, frame: bytes) -> None:
+    """TC egress on net_out sees what the host sends too: it has no entry, and leaves untouched."""
+    px = make(topology="inline")
+    host_addresses(px.host_addrs)
+    t = px.tc_tx(frame)
+    assert t.retval == bpf.TC_ACT_OK
+    assert_frame(t.data, frame)
+    assert_counters(px, {"tx_packets": 1, "tx_miss_pass": 1})
+
+
+# ---- on_miss = last: the NAT-tolerant fallback ----------------------------------------------------
+
+
+def test_on_miss_last_pushes_the_stack_last_sent_to_the_sf(make: Callable[..., Proxy]) -> None:
+    """A NAT rewrote the key: the packet gets the stack RX last sent to its SF (the one whose
+    from_sf it came back on), counted tx_miss_last; another SF's stacks do not count; a packet
+    the NAT left alone still finds its own stack in the cache."""
+    px = make(topology="attached", on_miss="last")
+    out = (SFS[0].next_hop_mac, SFS[0].net_out_mac)
+    f1, bare1, s1 = frame_for(1, 0)
+    t = px.xdp_tx(nat(bare1))  # no stack went to the SF yet: as on_miss = pass
+    assert t.retval == bpf.XDP_PASS
+    assert px.counters() == {"tx_packets": 1, "tx_miss_pass": 1}
+    px.rx(f1)
+    t = px.xdp_tx(nat(bare1))
+    assert t.retval == bpf.XDP_REDIRECT
+    assert_frame(t.data, with_macs(labelled(nat(bare1), tx_stack(s1)), *out))
+    f2, bare2, s2 = frame_for(2, 2)
+    px.rx(f2)
+    px.rx(BY_NAME["tcp4_sf1"].frame)  # SF 1's stack: SF 0's last stays s2
+    assert_frame(px.xdp_tx(nat(bare2)).data, with_macs(labelled(nat(bare2), tx_stack(s2)), *out))
+    assert_frame(px.xdp_tx(bare2).data, with_macs(labelled(bare2, tx_stack(s2)), *out))  # its own entry
+    plain = mpls_frame(stack_of(1), ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, 3, 0))
+    px.rx(plain)  # the SF's label alone: a miss leaves as plain IP
+    bare3 = ether(ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, 3, 0))
+    t = px.xdp_tx(nat(bare3))
+    assert_frame(t.data, with_macs(nat(bare3), *out))
+    c = px.counters()
+    c.pop("tx_dwell_ns")
+    assert c == {"rx_packets": 4, "rx_popped": 4, "cache_inserts": 4, "tx_packets": 5, "tx_miss_pass": 1,
+                 "tx_miss_last": 3, "tx_pushed": 1, "cache_takes": 1}
+    assert px.packets() == 3  # the NATed packets' own entries stay behind, to age out
+
+
 # ---- one key in flight more than once, ageing, eviction ---------------------------------------
 # (the rules are in bpf/include/cache.shared.h; tests/test_cache.py holds them to the model)
 
@@ -650,7 +757,7 @@ def test_same_key_other_stacks_leave_in_arrival_order(make: Callable[..., Proxy]
     t = px.tx(bare)  # nothing left for the key: a miss, unlabelled
     assert_counters(px, {"rx_packets": 4, "rx_popped": 4, "cache_inserts": 4, "tx_packets": 5, "tx_pushed": 4,
                          "cache_takes": 4, "tx_miss_pass": 1})
-    assert t.retval in (bpf.TC_ACT_OK, bpf.XDP_REDIRECT)
+    assert t.retval == (bpf.TC_ACT_OK if topology == "inline" else bpf.XDP_PASS)
 
 
 def tagged_frames(prios: list[int]) -> tuple[list[bytes], list[bytes], bytes]:
@@ -763,8 +870,7 @@ def test_a_full_cache_evicts_exactly_one_run_per_insert(make: Callable[..., Prox
             assert_frame(t.data, _tx_want(bare, stack, topology))
             hits += 1
         else:
-            want = with_macs(bare, SFS[0].next_hop_mac, SFS[0].net_out_mac) if topology == "attached" else bare
-            assert_frame(t.data, want)  # the miss: unlabelled (on_miss = pass)
+            assert_frame(t.data, bare)  # the miss: unlabelled (on_miss = pass), routed by the kernel
     c = px.counters()
     assert hits == len(survivors) == c["tx_pushed"] and c["tx_miss_pass"] == n - hits
     assert counters.in_flight_of(c) == px.packets() == 0
@@ -773,9 +879,13 @@ def test_a_full_cache_evicts_exactly_one_run_per_insert(make: Callable[..., Prox
 # ---- meta keys -----------------------------------------------------------------------------
 
 
-def test_meta_mode_inline(make: Callable[..., Proxy], one_cpu: int) -> None:
-    """RX hands the artificial key over in data_meta; TC finds the stack by skb->mark."""
-    px = make(key_mode="meta")
+@pytest.mark.parametrize("mask", [DEFAULT_META_MARK_MASK, 0x00FFFF00, 0xFFFFFFFF], ids=hex)
+def test_meta_mode_inline(make: Callable[..., Proxy], one_cpu: int, mask: int) -> None:
+    """RX hands the artificial key over in data_meta, within meta_mark_mask; TC finds the stack
+    by those bits of skb->mark alone: the SF's own bits around them do not matter."""
+    px = make(key_mode="meta", meta_mark_mask=mask)
+    shift, seq_bits = meta_layout(px.cfg.proxy_config())
+    assert (shift, seq_bits) == ((mask & -mask).bit_length() - 1, mask.bit_count() - bpf.NCPUS.bit_length())
     seq = None
     for case in POPPED[:4]:
         assert case.popped is not None and case.pushed is not None and case.sf is not None
@@ -785,15 +895,16 @@ def test_meta_mode_inline(make: Callable[..., Proxy], one_cpu: int) -> None:
         assert len(r.data) == 4 + len(case.popped)  # test-run output starts at data_meta
         assert_frame(r.data[4:], case.popped)
         mark = int.from_bytes(r.data[:4], sys.byteorder)
-        assert mark >> 24 == one_cpu + 1
+        assert mark & ~mask == 0 and mark >> shift >> seq_bits == one_cpu + 1
         if seq is not None:
-            assert mark & 0xFFFFFF == seq + 1, "sequence numbers must follow each other on one CPU"
-        seq = mark & 0xFFFFFF
+            assert (mark >> shift) & ((1 << seq_bits) - 1) == seq + 1, "sequence numbers follow each other on a CPU"
+        seq = (mark >> shift) & ((1 << seq_bits) - 1)
         assert_one_entry(px, meta_key(mark), case.stack, case.sf, before)
 
-        assert px.tc_tx(case.popped, mark=mark ^ 0x10).retval == bpf.TC_ACT_OK  # someone else's mark
+        assert px.tc_tx(case.popped, mark=mark ^ (1 << shift)).retval == bpf.TC_ACT_OK  # another key
         assert px.packets() == 1
-        t = px.tc_tx(case.popped, mark=mark)
+        theirs = ~mask & 0xC000C0DE  # bits an SF set for itself (kube-proxy's 0x4000, 0x8000, ...)
+        t = px.tc_tx(case.popped, mark=mark | theirs)
         assert t.retval == bpf.TC_ACT_OK
         assert_frame(t.data, case.pushed)
         assert px.entries() == {}
@@ -804,6 +915,35 @@ def test_meta_mode_inline(make: Callable[..., Proxy], one_cpu: int) -> None:
     for k in tx_kinds:
         want[k] = sum(1 for c in POPPED[:4] if c.tx_counter == k)
     assert_counters(px, want)
+
+
+def test_a_meta_key_that_comes_round_again_replaces_its_stale_run(make: Callable[..., Proxy], one_cpu: int) -> None:
+    """The SF dropped a packet; when its CPU's sequence comes round to that key again (after
+    2^meta_seq_bits packets: 2^14 with the default mask on 2 CPUs), the stale run goes
+    (expired) and the new packet gets its own stack, not the lost one's."""
+    px = make(key_mode="meta")
+    seq = px.obj.obj.map("axp_seq", "uint32_t", "uint32_t")
+    start = ffi.new("uint32_t[]", bpf.NCPUS)
+    for cpu in range(bpf.NCPUS):
+        start[cpu] = 41
+    seq.update(0, start)
+    lost, _, _ = frame_for(1, 0)
+    r = px.rx(lost)  # ... and the SF drops it
+    mark = int.from_bytes(r.data[:4], sys.byteorder)
+    _, seq_bits = meta_layout(px.cfg.proxy_config())
+    for cpu in range(bpf.NCPUS):
+        start[cpu] = 41 + (1 << seq_bits)  # a full round later
+    seq.update(0, start)
+    frame, bare, stack = frame_for(2, 1)
+    r = px.rx(frame)
+    assert int.from_bytes(r.data[:4], sys.byteorder) == mark
+    [run] = px.runs()
+    assert run.count == 1
+    t = px.tc_tx(bare, mark=mark)
+    assert_frame(t.data, labelled(bare, tx_stack(stack)))
+    c = px.counters()
+    assert (c["expired"], c["cache_inserts"], c["cache_takes"], c["tx_pushed"]) == (1, 2, 1, 1)
+    assert counters.in_flight_of(c) == px.packets() == 0
 
 
 def test_meta_mode_has_no_key_at_xdp_tx(make: Callable[..., Proxy]) -> None:

@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from afxdp_proxy.config import ConfigError, load_config, parse_config
+from afxdp_proxy.config import ConfigError, load_config, meta_mark_layout, parse_config
 
 GOOD = {
     "proxy": {"backend": "kernel", "key": "hash", "topology": "attached"},
     "sf": [{"name": "fw1", "label": 1000, "net_in": "p_in", "net_out": "p_out",
             "to_sf": "p_sf_tx", "from_sf": "p_sf_rx", "sf_mac": "02:00:00:00:00:01"}],
 }
+
+
+def _meta(mask: object) -> dict:
+    return {"proxy": {"key": "meta", "topology": "inline", "meta_mark_mask": mask},
+            "sf": [{"label": 1000, "net_in": "a", "net_out": "b"}]}
 
 
 def _with(proxy: dict | None = None, sf: dict | None = None, drop: str | None = None) -> dict:
@@ -43,6 +48,17 @@ def test_good_config_and_defaults() -> None:
         (_with(proxy={"cache_entries": 0}), "proxy.cache_entries"),
         (_with(proxy={"cache_entries": "many"}), "proxy.cache_entries"),
         (_with(proxy={"on_miss": "ignore"}), "proxy.on_miss"),
+        # last: attached (inline the host's own traffic has no entry either), caching backends only
+        ({"proxy": {"topology": "inline", "on_miss": "last"}, "sf": [{"label": 1000, "net_in": "a", "net_out": "b"}]},
+         "proxy.on_miss"),
+        (_with(proxy={"backend": "static", "on_miss": "last"}, sf={"static_stack": [2000]}), "proxy.on_miss"),
+        # meta_mark_mask: meta keys only, one contiguous run of 16 bits or more
+        (_with(proxy={"meta_mark_mask": 0xFFFF0000}), "proxy.meta_mark_mask"),
+        (_meta(0x0000F000), "proxy.meta_mark_mask"),
+        (_meta(0xFF00FF00), "proxy.meta_mark_mask"),
+        (_meta(0), "proxy.meta_mark_mask"),
+        (_meta(1 << 32), "proxy.meta_mark_mask"),
+        (_meta("0xffff0000"), "proxy.meta_mark_mask"),
         (_with(proxy={"on_conflict": "drop"}), "proxy.on_conflict"),  # removed: the message says what replaced it
         (_with(proxy={"max_dwell_ms": 0}), "proxy.max_dwell_ms"),
         (_with(proxy={"max_dwell_ms": 3_600_001}), "proxy.max_dwell_ms"),
@@ -139,6 +155,16 @@ def test_static_and_inline_meta_are_valid() -> None:
     assert cfg.key == "meta"
 
 
+def test_on_miss_last_and_meta_mark_mask() -> None:
+    assert parse_config(_with(proxy={"on_miss": "last"})).on_miss == "last"
+    assert parse_config(_with(proxy={"backend": "afxdp", "on_miss": "last"})).on_miss == "last"
+    assert parse_config(_meta(0xFFFF0000)).meta_mark_mask == 0xFFFF0000 == parse_config(GOOD).meta_mark_mask
+    for mask in (0x00FFFF00, 0xFFFFFFFF, 0x0001FFFE):
+        assert parse_config(_meta(mask)).meta_mark_mask == mask
+    assert meta_mark_layout(0x00FFFF00, 2) == (8, 14)  # 2 bits number CPUs 1..2, 14 count packets
+    assert meta_mark_layout(0xFFFFFFFF, 64) == (0, 25)
+
+
 def test_afxdp_knobs_and_defaults() -> None:
     cfg = parse_config(_with(proxy={"backend": "afxdp"}))
     # queues 0: as many as net_in has RX queues
@@ -185,5 +211,6 @@ def test_help_explains_counters() -> None:
     assert r.returncode == 0
     for word in ("rx_popped", "tx_miss", "--duration", "--config", "rx_key_full", "cache_inserts", "cache_takes",
                  "evictions", "expired", "in_flight", "max_dwell_ms", "max_per_key", "vlan_in", "vlan_out",
-                 "rx_vlan_other", "rx_reserved_label", "rx_ttl_expired", "on_ttl_expired", "ttl_model"):
+                 "rx_vlan_other", "rx_reserved_label", "rx_ttl_expired", "on_ttl_expired", "ttl_model", "tx_host",
+                 "tx_miss_last", "rx_redirect_err", "on_miss", "meta_mark_mask"):
         assert word in r.stdout

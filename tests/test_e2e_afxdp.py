@@ -25,7 +25,7 @@ from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.lab.proxyproc import ProxyProcess
-from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
+from afxdp_proxy.lab.testbed import P_SF_RX, Testbed, dynamic_stacks
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -37,14 +37,15 @@ DROPS = ("rx_malformed", "rx_not_ip", "rx_too_many_labels", "tx_malformed", "tx_
 
 
 @pytest.fixture(scope="module")
-def beds() -> Iterator[Callable[[int], Testbed]]:
-    """Attached testbeds by veth queue count, brought up on first use, kept for the module."""
-    made: dict[int, Testbed] = {}
+def beds() -> Iterator[Callable[..., Testbed]]:
+    """Attached testbeds by veth queue count (and sf_nd: the SF's neighbours learned, not
+    permanent), brought up on first use, kept for the module."""
+    made: dict[tuple[int, bool], Testbed] = {}
 
-    def get(queues: int = 1) -> Testbed:
-        if queues not in made:
-            made[queues] = Testbed("attached", queues=queues).up()
-        return made[queues]
+    def get(queues: int = 1, sf_nd: bool = False) -> Testbed:
+        if (queues, sf_nd) not in made:
+            made[queues, sf_nd] = Testbed("attached", queues=queues, sf_nd=sf_nd).up()
+        return made[queues, sf_nd]
 
     yield get
     for tb in made.values():
@@ -420,3 +421,56 @@ def test_parallel_flows_on_both_cpus_keep_their_stacks_and_the_books_balance(bed
     assert not check.wrong
     assert harness.assert_counters_add_up(c) == held
     assert c["rx_key_full"] == c["evictions"] == 0
+
+
+# ---- the proxy in a network ----------------------------------------------------------------------
+
+
+def test_ipv6_through_an_sf_that_finds_its_neighbours(beds: Callable[..., Testbed]) -> None:
+    """As for the kernel backend: the SF resolves the proxy by neighbour discovery; axp_xsk_from_sf
+    hands its solicitations (and its pings to the proxy host) to the kernel before any socket, and
+    ping6 and iperf3 -6 go through with every packet's stack."""
+    tb = beds(1, sf_nd=True)
+    stacks = dynamic_stacks(SF)
+    tb.set_stacks(stacks)
+    harness.forget_sf_neighbours(tb)
+    with _proxy(tb) as proxy:
+        tb.set_recording(True)
+        ping6 = tb.ping(tb.dst_ip6, count=5)
+        res = tb.iperf3(seconds=2, v6=True, bitrate="40M")
+        tb.set_recording(False, clear=False)
+        to_host = (tb.ping(P_SF_RX.ip6, ns="sf", count=2), tb.ping(P_SF_RX.ip4, ns="sf", count=2))
+        c = proxy.counters()
+    assert ping6.ok, "IPv6 through the SF: its neighbour solicitations for the proxy must be answered"
+    assert res.stalls == 0 and res.bits_per_second > 10e6
+    check = tb.check_chain(family=6)
+    assert check.compared >= 500
+    assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
+    assert check.arrived == {tuple(e.encode() for e in s[1:]) for s in stacks}
+    assert all(p.ok for p in to_host), "the SF must reach the proxy host's own addresses"
+    assert c["tx_host"] >= 5 and _drops(c) == {}
+    assert harness.learned(tb, "sf", tb.sf_out or "", P_SF_RX.ip6)
+
+
+@pytest.mark.parametrize("on_miss", ["pass", "last"])
+def test_a_masquerading_sf(beds: Callable[..., Testbed], on_miss: str) -> None:
+    """An nftables NAT in the SF: with on_miss = last the static chain survives (the engine's
+    per-SF last stack); with pass the packets go on unlabelled, straight to the next hop."""
+    tb = beds(1, sf_nd=True)
+    stack = make_stack([SF, 2000, 3000], [1, 2, 3])
+    tb.set_stacks([stack])
+    with harness.sf_nat(tb), _proxy(tb, on_miss=on_miss) as proxy:
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=2, bitrate="20M")
+        ping6 = tb.ping(tb.dst_ip6, count=3)
+        tb.set_recording(False, clear=False)
+        c = proxy.counters()
+    assert res.bits_per_second > 5e6 and ping6.ok
+    arrived = list(tb.received().values())
+    assert len(arrived) >= 500
+    if on_miss == "last":
+        assert set(arrived) == {tuple(e.encode() for e in stack[1:])}, "every packet with the chain's stack"
+        assert c["tx_miss_last"] >= len(arrived) and c["tx_pushed"] == 0
+    else:
+        assert set(arrived) == {()}, "a NAT without on_miss = last: the chain is lost"
+        assert c["tx_miss_pass"] >= len(arrived)

@@ -14,7 +14,7 @@ import pytest
 from afxdp_proxy import state
 from afxdp_proxy.lab import netns
 from afxdp_proxy.lab.proxyproc import ProxyProcess
-from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
+from afxdp_proxy.lab.testbed import P_SF_RX, Testbed, dynamic_stacks
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -25,14 +25,15 @@ RETRY_DWELL_MS = 4000
 
 
 @pytest.fixture(scope="module")
-def beds() -> Iterator[Callable[[str], Testbed]]:
-    """One testbed per topology for the whole module, brought up on first use."""
-    made: dict[str, Testbed] = {}
+def beds() -> Iterator[Callable[..., Testbed]]:
+    """One testbed per topology (and sf_nd: the SF's neighbours learned, not permanent) for the
+    whole module, brought up on first use."""
+    made: dict[tuple[str, bool], Testbed] = {}
 
-    def get(topology: str) -> Testbed:
-        if topology not in made:
-            made[topology] = Testbed(topology).up()
-        return made[topology]
+    def get(topology: str, sf_nd: bool = False) -> Testbed:
+        if (topology, sf_nd) not in made:
+            made[topology, sf_nd] = Testbed(topology, sf_nd=sf_nd).up()
+        return made[topology, sf_nd]
 
     yield get
     for tb in made.values():
@@ -291,3 +292,126 @@ def test_parallel_flows_on_both_cpus_keep_their_stacks_and_the_books_balance(bed
     assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
     assert harness.assert_counters_add_up(c) == held
     assert c["cache_inserts"] > 10000 and c["rx_key_full"] == c["evictions"] == 0
+
+
+# ---- the proxy in a network ----------------------------------------------------------------------
+
+
+def _static(tb: Testbed, stack: list[Lse]) -> str:
+    labels = ", ".join(str(e.label) for e in stack[1:])
+    return tb.proxy_config(backend="static").replace("[[sf]]\n", f"[[sf]]\nstatic_stack = [{labels}]\n")
+
+
+@pytest.mark.parametrize("backend", ["kernel", "static"])
+def test_ipv6_through_an_sf_that_finds_its_neighbours(beds: Callable[..., Testbed], backend: str) -> None:
+    """No permanent neighbours on the SF's links: the SF resolves the proxy, its next hop, by
+    neighbour discovery. Its solicitations arrive on from_sf and go to the proxy host's kernel
+    (tx_host), which answers; ping6 and iperf3 -6 then go through with every packet's stack, and
+    the SF reaches the proxy host's own addresses."""
+    tb = beds("attached", sf_nd=True)
+    stack = make_stack([SF, 2000, 3000], [1, 2, 3])
+    stacks = dynamic_stacks(SF) if backend == "kernel" else [make_stack([SF, 2000, 3000])]
+    tb.set_stacks(stacks)
+    cfg = tb.proxy_config() if backend == "kernel" else _static(tb, stack)
+    harness.forget_sf_neighbours(tb)
+    with ProxyProcess(tb.ns_proxy, cfg, name=f"{tb.prefix}-nd-{backend}") as proxy:
+        tb.set_recording(True)
+        ping6 = tb.ping(tb.dst_ip6, count=5)
+        res = tb.iperf3(seconds=2, v6=True, bitrate="40M")
+        tb.set_recording(False, clear=False)
+        to_host = (tb.ping(P_SF_RX.ip6, ns="sf", count=2), tb.ping(P_SF_RX.ip4, ns="sf", count=2))
+        c = proxy.counters()
+    assert ping6.ok, "IPv6 through the SF: its neighbour solicitations for the proxy must be answered"
+    assert res.stalls == 0 and res.bits_per_second > 10e6
+    check = tb.check_chain(family=6)
+    assert check.compared >= 500
+    assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
+    assert check.arrived == {tuple(e.encode() for e in s[1:]) for s in stacks}
+    assert all(p.ok for p in to_host), "the SF must reach the proxy host's own addresses"
+    assert c["tx_host"] >= 5  # solicitations (multicast, then unicast) and the pings to the host
+    assert harness.learned(tb, "sf", tb.sf_out or "", P_SF_RX.ip6)
+
+
+@pytest.mark.parametrize("on_miss", ["pass", "last"])
+def test_a_masquerading_sf(beds: Callable[..., Testbed], on_miss: str) -> None:
+    """An nftables NAT in the SF rewrites every source: no packet finds its entry. With on_miss =
+    last a static chain survives (each packet gets the stack last sent to the SF); with pass every
+    packet leaves unlabelled, routed by the proxy host's kernel."""
+    tb = beds("attached", sf_nd=True)
+    stack = make_stack([SF, 2000, 3000], [1, 2, 3])
+    tb.set_stacks([stack])
+    with harness.sf_nat(tb), _proxy(tb, on_miss=on_miss) as proxy:
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=2, bitrate="20M")
+        ping6 = tb.ping(tb.dst_ip6, count=3)
+        tb.set_recording(False, clear=False)
+        c = proxy.counters()
+    assert res.bits_per_second > 5e6 and ping6.ok
+    arrived = list(tb.received().values())
+    assert len(arrived) >= 500
+    if on_miss == "last":
+        assert set(arrived) == {tuple(e.encode() for e in stack[1:])}, "every packet with the chain's stack"
+        assert c["tx_miss_last"] >= len(arrived) and c["tx_pushed"] == 0
+    else:
+        assert set(arrived) == {()}, "a NAT without on_miss = last: the chain is lost"
+        assert c["tx_miss_pass"] >= len(arrived)
+
+
+def test_a_redirect_the_kernel_refuses_counts_as_a_drop(beds: Callable[..., Testbed]) -> None:
+    """A redirect target whose veth peer runs no NAPI (no XDP, GRO off) drops every frame after
+    the program counted it popped or pushed; the tracepoint program counts each in the SF's row
+    (rx_redirect_err to to_sf, tx_redirect_err to net_out), and traffic resumes afterwards."""
+    tb = beds("attached")
+    tb.set_stacks([make_stack([SF, 2000])])
+    with _proxy(tb) as proxy:
+        info = state.running()[proxy.name]
+        assert tb.ping(count=2).ok
+        with harness.without_xdp(tb, "sf", tb.sf_in or "", "tb_xdp_pass"):
+            assert tb.ping(count=5, timeout=0.5).received == 0
+            rx = proxy.stats()
+        with harness.without_xdp(tb, "dst", tb.dst_if, "tb_xdp_decap"):
+            assert tb.ping(count=5, timeout=0.5).received == 0
+            tx = proxy.stats()
+        assert tb.ping(count=2).ok
+        proxy.stop()
+    fw1 = rx["sfs"]["fw1"]
+    assert (fw1["rx_popped"], fw1["rx_redirect_err"], fw1["tx_pushed"]) == (7, 5, 2), fw1
+    fw1 = tx["sfs"]["fw1"]
+    assert (fw1["rx_popped"], fw1["tx_pushed"], fw1["tx_redirect_err"]) == (12, 7, 5), fw1
+    assert tx["counters"]["rx_redirect_err"] == 5
+    _nothing_left(tb, proxy.name, info)  # the tracepoint program too
+
+
+def test_meta_keys_leave_the_sfs_own_mark_bits(beds: Callable[..., Testbed]) -> None:
+    """Inline, key meta: the SF (the proxy namespace's nftables) marks every packet for itself, as
+    kube-proxy does (0x4000, 0x8000) and more, at every hook. The key lives in meta_mark_mask
+    (0xffff0000): every packet keeps its own stack. A rule that sets the whole mark erases the key:
+    such packets miss (the README says so)."""
+    tb = beds("inline")
+    stacks = dynamic_stacks(SF)
+    tb.set_stacks(stacks)
+    table = "axp_marks"
+    harness.nft(tb.ns_proxy, f"""table inet {table} {{
+  chain mark_pre {{ type filter hook prerouting priority mangle; meta mark set meta mark | 0x4000; }}
+  chain mark_fwd {{ type filter hook forward priority filter; meta mark set meta mark | 0x8000; }}
+  chain mark_post {{ type filter hook postrouting priority mangle; meta mark set meta mark | 0xc0de; }}
+}}
+""")
+    try:
+        with _proxy(tb, "meta") as proxy:
+            tb.set_recording(True)
+            res = tb.iperf3(seconds=2, bitrate="40M")
+            tb.set_recording(False, clear=False)
+            kept = proxy.counters()
+            harness.nft(tb.ns_proxy, f"add rule inet {table} mark_fwd meta mark set 0x4000\n")
+            assert tb.ping(count=3).ok
+            erased = proxy.counters()
+    finally:
+        tb.run("proxy", ["nft", "delete", "table", "inet", table])
+    assert res.stalls == 0
+    check = tb.check_chain()
+    assert check.compared >= 500
+    assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
+    assert check.arrived == {tuple(e.encode() for e in s[1:]) for s in stacks}
+    assert kept["tx_miss_pass"] == 0
+    assert erased["tx_miss_pass"] >= 3

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from cases import CASES, SF_KEYS, Verdict
+from cases import CASES, SF_KEYS, Verdict, nat
 from fuzz import MAX_FRAME, SERVED_LABELS, SERVED_VIDS, FrameGen, cuts, rx_frames, tx_frames
 from hypothesis import HealthCheck, given, settings
 from reference import DROP, PASS, REDIRECT, RX_REASONS, TX_REASONS, Mode, Reference
@@ -59,18 +59,40 @@ def test_reference_agrees_with_table(case: object, topology: str) -> None:
 
 
 def test_reference_tx_without_an_entry() -> None:
-    """On a miss: on_miss decides; attached sends the frame on by the interface's SF, or passes
-    it when no SF uses that interface."""
+    """On a miss: on_miss decides; attached, the BPF program passes the frame to the host's
+    kernel, which routes it; the AF_XDP engine sends it on by the interface's SF (it cannot
+    hand it to the kernel), or passes it when no SF uses that interface."""
     bare = next(c.popped for c in CASES if c.name == "tcp4_2")
     assert bare is not None
-    for mode, tx_sf, verdict in ((Mode(), 0, PASS), (Mode(on_miss="drop"), 0, DROP),
-                                 (Mode(topology="attached"), 0, REDIRECT), (Mode(topology="attached"), None, PASS),
-                                 (Mode(topology="attached", on_miss="drop"), None, DROP)):  # fmt: skip
-        t = Reference(mode, SFS, CACHE_SETS).tx(bare, tx_sf=tx_sf)
+    attached = Mode(topology="attached")
+    for mode, afxdp, tx_sf, verdict in ((Mode(), False, 0, PASS), (Mode(on_miss="drop"), False, 0, DROP),
+                                        (attached, False, 0, PASS), (attached, True, 0, REDIRECT),
+                                        (attached, True, None, PASS),
+                                        (Mode(topology="attached", on_miss="drop"), True, None, DROP)):  # fmt: skip
+        t = Reference(mode, SFS, CACHE_SETS, afxdp=afxdp).tx(bare, tx_sf=tx_sf)
         assert t.verdict == verdict, mode
         assert t.counters == {"tx_packets": 1, f"tx_miss_{mode.on_miss}": 1}
         if verdict == REDIRECT:
             assert t.data == SFS[0].next_hop_mac + SFS[0].net_out_mac + bare[12:]
+
+
+def test_reference_on_miss_last() -> None:
+    """on_miss = "last": a packet the SF rewrote gets the stack RX last sent to that SF (the TTL
+    on top by the uniform model), counted tx_miss_last; before any, it passes as a miss."""
+    case = next(c for c in CASES if c.name == "tcp4_2")
+    ref = Reference(Mode(topology="attached", on_miss="last"), SFS, CACHE_SETS)
+    assert case.popped is not None
+    other = nat(case.popped)  # the SF rewrote the source address: another key
+    assert ref.tx(other, tx_sf=0).counters == {"tx_packets": 1, "tx_miss_pass": 1}
+    o = ref.rx(case.frame)
+    assert o.sf == 0
+    t = ref.tx(other, tx_sf=0)
+    assert t.counters == {"tx_packets": 1, "tx_miss_last": 1}
+    hit = ref.tx(o.bare, tx_sf=0)  # the packet itself still finds its own entry
+    assert hit.counters["cache_takes"] == 1
+    assert t.data is not None and hit.data is not None
+    assert t.data[:18] == hit.data[:18]  # the same stack (one label) pushed
+    assert ref.tx(other, tx_sf=1).counters == {"tx_packets": 1, "tx_miss_pass": 1}  # SF 1 had none
 
 
 # ---- the generator (no root) ----------------------------------------------------------------------
@@ -143,7 +165,7 @@ def _report(failed: list[object], limit: int = 10) -> str:
 def test_every_configuration_loads(diff: object) -> None:
     from differential import ALL_MODES
 
-    assert len(ALL_MODES) == 18 and set(diff.bpf) == set(ALL_MODES)  # type: ignore[attr-defined]
+    assert len(ALL_MODES) == 19 and set(diff.bpf) == set(ALL_MODES)  # type: ignore[attr-defined]
 
 
 @pytest.mark.root

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from afxdp_proxy._native import ffi, lib
-from cases import BY_NAME, CASES, POPPED, Case, Verdict, sf_rewrite, stack_of
+from cases import BY_NAME, CASES, HOST_TX, POPPED, Case, Verdict, nat, sf_rewrite, stack_of
 from test_bpf_proxy import (
     BAD_TX,
     SFS,
@@ -26,6 +26,7 @@ from test_bpf_proxy import (
     assert_frame,
     entry_labels,
     frame_for,
+    host_addresses,
     labelled,
     rx_expect,
     tagged_frames,
@@ -49,7 +50,7 @@ from afxdp_proxy.backends.kernel import config_struct, label_keys
 from afxdp_proxy.config import ProxyConfig
 from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.key import MAX_LABELS, derive_key, parse_mpls_frame
-from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
+from afxdp_proxy.lab.frames import ether, ipv4_tcp, mpls_frame
 from afxdp_proxy.mpls import Lse, tx_stack
 
 XDP_OF = {VERDICT_DROP: bpf.XDP_DROP, VERDICT_PASS: bpf.XDP_PASS, VERDICT_TX: bpf.XDP_REDIRECT}
@@ -316,6 +317,59 @@ def test_miss_from_an_unknown_sf_passes(make: Callable[..., Engine]) -> None:
     assert_counters(e, {"tx_packets": 1, "tx_miss_pass": 1})
 
 
+def test_on_miss_last_pushes_the_stack_last_sent_to_the_sf(make: Callable[..., Engine]) -> None:
+    """As in the BPF tests: a NATed packet gets the stack RX last sent to the SF it came back from
+    (tx_miss_last), nothing before the first one (then as on_miss = pass: on unlabelled)."""
+    e = make(on_miss="last")
+    out = (SFS[0].next_hop_mac, SFS[0].net_out_mac)
+    f1, bare1, s1 = frame_for(1, 0)
+    assert_frame(tx_of(e, nat(bare1))[1], with_macs(nat(bare1), *out))
+    e.rx(f1)
+    verdict, data = tx_of(e, nat(bare1))
+    assert verdict == bpf.XDP_REDIRECT
+    assert_frame(data, with_macs(labelled(nat(bare1), tx_stack(s1)), *out))
+    f2, bare2, s2 = frame_for(2, 2)
+    e.rx(f2)
+    e.rx(BY_NAME["tcp4_sf1"].frame)  # SF 1's stack: SF 0's last stays s2
+    assert_frame(tx_of(e, nat(bare2))[1], with_macs(labelled(nat(bare2), tx_stack(s2)), *out))
+    assert_frame(tx_of(e, bare2)[1], with_macs(labelled(bare2, tx_stack(s2)), *out))  # its own entry
+    ip = ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, 3, 0)
+    e.rx(mpls_frame(stack_of(1), ip))  # the SF's label alone: a miss leaves as plain IP
+    assert_frame(tx_of(e, nat(ether(ip)))[1], with_macs(nat(ether(ip)), *out))
+    assert_counters(e, {"rx_packets": 4, "rx_popped": 4, "cache_inserts": 4, "tx_packets": 5, "tx_miss_pass": 1,
+                        "tx_miss_last": 3, "tx_pushed": 1, "cache_takes": 1})
+
+
+def test_the_last_stack_is_never_torn() -> None:
+    """Two workers: one sends stacks of depth 3 and 9 to the SF by turns, the other takes NATed
+    misses meanwhile; every pushed stack is one of the two, whole (depth and labels agree)."""
+    e = make_engine(on_miss="last", threads=2)
+    stacks = [stack_of(3), stack_of(9)]
+    frames = [mpls_frame(s, ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, 5, 0)) for s in stacks]
+    bare = nat(ether(ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, 5, 0)))
+    want = {with_macs(labelled(bare, tx_stack(s)), SFS[0].next_hop_mac, SFS[0].net_out_mac) for s in stacks}
+    e.rx(frames[0])
+    stop = threading.Event()
+    cnt = ffi.new("uint64_t[]", NSLOTS)
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            buf = ffi.new("uint8_t[]", frames[i % 2])
+            lib.axp_rx_frame(e.ptr, cnt, buf, len(frames[i % 2]), 0, ffi.new("struct axp_pkt *"))
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        got = {tx_of(e, bare)[1] for _ in range(3000)}
+    finally:
+        stop.set()
+        t.join()
+        e.close()
+    assert got <= want and got
+
+
 @pytest.mark.parametrize("depth", [0, MAX_LABELS + 1])
 def test_tx_refuses_an_impossible_entry(make: Callable[..., Engine], depth: int) -> None:
     e = make()
@@ -580,7 +634,8 @@ XskProgs = Callable[..., tuple[int, bpf.Map]]
 @pytest.fixture(scope="module")
 def xsk_progs() -> Iterator[XskProgs]:
     """xsk_progs(role, on_ttl_expired="drop") -> (prog fd, counters map): build/xsk.bpf.o loaded as
-    the AF_XDP backend loads it for net_in (serving the test SFs) or for from_sf, loaded on first use."""
+    the AF_XDP backend loads it for net_in (serving the test SFs) or for from_sf (the proxy host's
+    addresses in its map), loaded on first use."""
     objs: dict[tuple[str, str], bpf.BpfObject] = {}
 
     def get(role: str, on_ttl_expired: str = "drop") -> tuple[int, bpf.Map]:
@@ -594,6 +649,7 @@ def xsk_progs() -> Iterator[XskProgs]:
             for idx, sf in SFS.items():
                 for key in label_keys(sf.vlan_in, sf.label):
                     labels.update(key, idx)
+            host_addresses(obj.map("axp_host_addrs", "struct axp_host_addr", "uint8_t"))
         obj = objs[role, on_ttl_expired]
         return obj.prog_fd(f"axp_xsk_{role}"), obj.map("axp_counters", "uint32_t", "uint64_t")
 
@@ -666,6 +722,19 @@ def test_xdp_program_on_from_sf(xsk_progs: XskProgs, name: str, frame: bytes, wh
     else:
         assert r.retval == bpf.XDP_DROP
         assert _xdp_counts(counters_map) == {"xdp_no_socket": 1}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(("name", "frame"), HOST_TX, ids=[h[0] for h in HOST_TX])
+def test_xdp_program_passes_what_the_sf_sends_the_host(xsk_progs: XskProgs, name: str, frame: bytes) -> None:
+    """On from_sf, what the SF sends the proxy host never reaches a socket (user space could not hand it
+    back to the kernel): neighbour discovery, multicast, link-local, the host's addresses pass."""
+    fd, counters_map = xsk_progs("from_sf")
+    _xdp_counts(counters_map)
+    r = bpf.test_run(fd, frame)
+    assert r.retval == bpf.XDP_PASS
+    assert_frame(r.data, frame)
+    assert _xdp_counts(counters_map) == {"tx_packets": 1, "tx_host": 1}
 
 
 @pytest.mark.root

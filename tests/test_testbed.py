@@ -5,6 +5,7 @@ decapsulator do what the end-to-end tests rely on."""
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 
@@ -90,6 +91,24 @@ def test_plain_traffic_flows_without_proxy(topology: str, uid: str) -> None:
             sf = tb.ns("sf")
             stats = sf.ipr.get_links(sf.ifindex("sf_in"))[0].get("IFLA_STATS64")
             assert stats["rx_packets"] > 10000
+
+
+def test_sf_nd_links_learn_their_neighbours(uid: str) -> None:
+    """sf_nd: the SF's links have link-local addresses and no permanent neighbours; plain IPv4
+    and IPv6 through the SF (no proxy) find them by ARP and neighbour discovery. The other links
+    keep their permanent entries. The state file remembers the option."""
+    with pytest.raises(ValueError, match="attached"):
+        Testbed("inline", sf_nd=True)
+    with Testbed("attached", prefix=f"tbt-{uid}", sf_nd=True) as tb:
+        neigh = {role: tb.run(role, ["ip", "neigh", "show"]).stdout for role in ("sf", "proxy")}
+        assert "PERMANENT" not in neigh["sf"]
+        assert "p_sf_tx" not in neigh["proxy"] and "p_sf_rx" not in neigh["proxy"]
+        assert "PERMANENT" in neigh["proxy"]  # p_in, p_out
+        assert "fe80::" in tb.run("sf", ["ip", "-6", "addr", "show", "dev", "sf_out"]).stdout
+        assert tb.ping().ok and tb.ping(tb.dst_ip6).ok
+        learned = tb.run("sf", ["ip", "neigh", "show"]).stdout
+        assert "fd00:0:0:4::fe" in learned and "10.0.4.254" in learned, learned
+        assert json.loads(tb.state_file.read_text())["sf_nd"] is True  # what Testbed.load reads
 
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)

@@ -4,8 +4,14 @@ C extension (native/axp_xsk.c) does the proxying in user space.
 Attached topology only (AF_XDP transmits out of an interface; it cannot hand a
 packet to the local stack)::
 
-  net_in  --XDP axp_xsk_rx--> socket --pop, cache--> socket on to_sf   --> SF
-  from_sf --XDP axp_xsk_rx--> socket --look up, push--> socket on net_out --> next hop
+  net_in  --XDP axp_xsk_net_in--> socket --pop, cache--> socket on to_sf   --> SF
+  from_sf --XDP axp_xsk_from_sf--> socket --look up, push--> socket on net_out --> next hop
+
+What the SF sends the proxy host itself (neighbour discovery, multicast,
+link-local traffic, the host's addresses: afxdp_proxy.hostaddrs keeps them
+current) never reaches a socket: axp_xsk_from_sf passes it to the kernel, as
+user space could not. A packet without a cache entry, on the other hand, is in
+user space already: on_miss = pass sends it on unlabelled to the next hop.
 
 One UMEM holds the frames of every socket of the instance, so a frame goes
 from the RX socket to the TX socket without a copy in user space. Each RX
@@ -33,7 +39,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.ethtool import Ethtool
 
-from afxdp_proxy import bpf, counters, state
+from afxdp_proxy import bpf, counters, hostaddrs, state
 from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.backends.kernel import KernelProxy, config_struct, label_keys, warn_vlan_stripping
 from afxdp_proxy.cache import CacheSet, decode_set
@@ -372,6 +378,11 @@ class AfxdpProxy:
                           for k in label_keys(sf.vlan_in, sf.label)}
                 port.obj = self._load_xdp(port, labels)
                 self._undo.callback(port.obj.close)
+
+        host_maps = [p.obj.map("axp_host_addrs", "struct axp_host_addr", "uint8_t") for p in self._ports
+                     if p.obj is not None and p.roles & ROLE_FROM_SF]
+        addrs = hostaddrs.HostAddresses(host_maps).start()
+        self._undo.callback(addrs.stop)
 
         self._undo.callback(self._snapshot)  # runs after the sockets close, before the objects do
         self._open_sockets()

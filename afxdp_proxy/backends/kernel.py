@@ -3,7 +3,11 @@
 Inline:   XDP axp_xdp_rx on net_in (+ TC ingress axp_tc_meta in meta mode),
           TC egress axp_tc_tx on net_out; the namespace's own kernel is the SF.
 Attached: XDP axp_xdp_rx on net_in redirects to to_sf, XDP axp_xdp_tx on
-          from_sf pushes and redirects to net_out.
+          from_sf pushes and redirects to net_out, and passes to the host's
+          kernel what the SF sends the host (its addresses kept current by
+          afxdp_proxy.hostaddrs). bpf/redirect.bpf.c on xdp:xdp_redirect_err
+          counts the redirects the kernel refused (rx_redirect_err,
+          tx_redirect_err).
 
 Links detach when their fd closes, so even a killed proxy leaves nothing
 attached. GRO is turned off on net_in while the proxy runs: GRO would merge
@@ -21,10 +25,10 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from afxdp_proxy import bpf, counters
+from afxdp_proxy import bpf, counters, hostaddrs
 from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.cache import CacheSet, decode_set
-from afxdp_proxy.config import ConfigError, ProxyConfig, SfConfig
+from afxdp_proxy.config import ConfigError, ProxyConfig, SfConfig, meta_mark_layout
 from afxdp_proxy.iface import Iface, keep_vlan_tags, learn_mac, mac_bytes, resolve, set_feature
 from afxdp_proxy.mpls import make_stack
 
@@ -34,7 +38,6 @@ PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx")  # what prox
 
 _KEY_MODE = {"hash": lib.AXP_KEY_MODE_HASH, "meta": lib.AXP_KEY_MODE_META}
 _TOPOLOGY = {"inline": lib.AXP_TOPO_INLINE, "attached": lib.AXP_TOPO_ATTACHED}
-_MISS = {"pass": lib.AXP_MISS_PASS, "drop": lib.AXP_MISS_DROP}
 _TTL_MODEL = {"uniform": lib.AXP_TTL_UNIFORM, "pipe": lib.AXP_TTL_PIPE}
 _TTL_ACTION = {"drop": lib.AXP_TTL_DROP, "pass": lib.AXP_TTL_PASS}
 
@@ -44,10 +47,23 @@ def label_keys(vlan_in: int, label: int) -> tuple[int, int]:
     (VLAN, 0), which tells RX that some SF is served on that VLAN (axp_sf_key, proxy.shared.h)."""
     shift = lib.AXP_VLAN_KEY_SHIFT
     return vlan_in << shift | label, vlan_in << shift
+_MISS = {"pass": lib.AXP_MISS_PASS, "drop": lib.AXP_MISS_DROP, "last": lib.AXP_MISS_LAST}
+MIN_META_SEQ_BITS = 10  # meta keys a CPU hands out before one comes round again: 2^10 at least
+
+
+def meta_layout(cfg: ProxyConfig) -> tuple[int, int]:
+    """(shift, sequence bits) of meta keys in cfg.meta_mark_mask on this host's CPUs."""
+    shift, seq_bits = meta_mark_layout(cfg.meta_mark_mask, bpf.NCPUS)
+    if cfg.key == "meta" and seq_bits < MIN_META_SEQ_BITS:
+        raise ConfigError(f"proxy.meta_mark_mask: {cfg.meta_mark_mask:#010x} leaves {max(seq_bits, 0)} bits for "
+                          f"the sequence numbers next to the {bpf.NCPUS} CPUs' numbers; give it "
+                          f"{cfg.meta_mark_mask.bit_count() + MIN_META_SEQ_BITS - seq_bits} bits or more")
+    return shift, seq_bits
 
 
 def config_struct(cfg: ProxyConfig) -> Any:
     """The struct axp_config for a ProxyConfig: BPF .rodata, and the AF_XDP engine's."""
+    shift, seq_bits = meta_layout(cfg)
     return ffi.new("struct axp_config *", {
         "key_mode": _KEY_MODE[cfg.key],
         "topology": _TOPOLOGY[cfg.topology],
@@ -58,6 +74,9 @@ def config_struct(cfg: ProxyConfig) -> Any:
         "max_dwell_ns": cfg.max_dwell_ms * 1_000_000,
         "ttl_model": _TTL_MODEL[cfg.ttl_model],
         "on_ttl_expired": _TTL_ACTION[cfg.on_ttl_expired],
+        "meta_mark_mask": cfg.meta_mark_mask,
+        "meta_shift": shift,
+        "meta_seq_bits": max(seq_bits, 0),
     })
 
 
@@ -80,6 +99,7 @@ class ProxyObject:
         self.sfs = self.obj.map("axp_sfs", "uint32_t", "struct axp_sf")
         self.labels = self.obj.map("axp_labels", "uint32_t", "uint32_t")
         self.tx_sf = self.obj.map("axp_tx_sf", "uint32_t", "uint32_t")
+        self.host_addrs = self.obj.map("axp_host_addrs", "struct axp_host_addr", "uint8_t")
 
     def cache_sets(self) -> list[CacheSet]:
         """Every set of the cache, each copied under its bpf_spin_lock (BPF_F_LOCK)."""
@@ -114,6 +134,34 @@ def warn_vlan_stripping(name: str, left: list[str]) -> None:
     if left:
         log.warning("%s strips VLAN tags (%s fixed on): tagged frames reach XDP without their tags", name,
                     ", ".join(left))
+class RedirectErrors:
+    """bpf/redirect.bpf.c on the tracepoint xdp:xdp_redirect_err: the redirects of the proxy's
+    programs that the kernel refused, counted in the proxy's own counters map. slots:
+    {(program ID, interface it ran on, target ifindex): (row, slot)}; (ID, 0, 0) is a program's
+    fallback."""
+
+    def __init__(self, counters_fd: int, slots: dict[tuple[int, int, int], tuple[int, int]],
+                 obj_path: str | None = None) -> None:
+        self.obj = bpf.BpfObject(obj_path or bpf.object_path("redirect"))
+        self.link: bpf.Link | None = None
+        try:
+            self.obj.reuse_map("axp_counters", counters_fd)
+            self.obj.load()
+            m = self.obj.map("axp_redirect_slots", "struct axp_redirect_key", "struct axp_redirect_slot")
+            for (prog, ifindex, to), (row, slot) in slots.items():
+                m.update(ffi.new("struct axp_redirect_key *", [prog, ifindex, to]),
+                         ffi.new("struct axp_redirect_slot *", [row, slot]))
+            self.link = bpf.Link.raw_tp(self.obj.prog_fd("axp_redirect_err"), "xdp:xdp_redirect_err")
+        except BaseException:
+            self.close()
+            raise
+        self.prog_id = self.obj.prog_id("axp_redirect_err")
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+        self.obj.close()
 
 
 class KernelProxy:
@@ -127,6 +175,7 @@ class KernelProxy:
         self.obj: ProxyObject | None = None
         self.counter_map: bpf.Map | None = None
         self.cache_map: bpf.Map | None = None
+        self.redirects: RedirectErrors | None = None
 
     # -- set-up -------------------------------------------------------------
 
@@ -200,15 +249,43 @@ class KernelProxy:
             for iface in outs.values():
                 self._attach(bpf.Link.tcx(obj.prog_fd("axp_tc_tx"), iface.index, egress=True))
         else:
+            # the host's addresses first: from the first frame on, what the SF sends the host is passed
+            addrs = hostaddrs.HostAddresses([obj.host_addrs]).start()
+            self._undo.callback(addrs.stop)
             tx_fd = obj.prog_fd("axp_xdp_tx")
             for ifs in ifaces:
                 self._attach(bpf.Link.xdp(tx_fd, ifs["from_sf"].index))
+            self._count_redirect_errors(obj, ifaces)
         # after attaching: veth may turn GRO on for XDP's sake
         for iface in net_ins.values():
             before = set_feature(iface.name, "rx-gro", False)
             if before:
                 self._undo.callback(set_feature, iface.name, "rx-gro", True)
             warn_vlan_stripping(iface.name, keep_vlan_tags(iface.name, self._undo))
+
+    def _count_redirect_errors(self, obj: ProxyObject, ifaces: list[dict[str, Iface]]) -> None:
+        """Attached: the redirects to to_sf (RX) and net_out (TX) the kernel refuses are counted
+        in the SF's row; without the tracer (no kernel BTF, say) they are not, and the log says so."""
+        rx, tx = obj.obj.prog_id("axp_xdp_rx"), obj.obj.prog_id("axp_xdp_tx")
+        slots = {(rx, 0, 0): (counters.NONE_ROW, lib.AXP_CNT_RX_REDIRECT_ERR),
+                 (tx, 0, 0): (counters.NONE_ROW, lib.AXP_CNT_TX_REDIRECT_ERR)}
+        for i, ifs in enumerate(ifaces):
+            # SFs behind one net_in and to_sf share a key: the first one's row counts
+            slots.setdefault((rx, ifs["net_in"].index, ifs["to_sf"].index), (i, lib.AXP_CNT_RX_REDIRECT_ERR))
+            slots[(tx, ifs["from_sf"].index, ifs["net_out"].index)] = (i, lib.AXP_CNT_TX_REDIRECT_ERR)
+        assert self.counter_map is not None
+        try:
+            self.redirects = RedirectErrors(self.counter_map.fd, slots)
+        except bpf.BpfError as e:
+            log.warning("redirects the kernel refuses will not be counted (rx_redirect_err, tx_redirect_err): "
+                        "the tracepoint program did not load: %s", e)
+            return
+        self._undo.callback(self._close_redirects)
+
+    def _close_redirects(self) -> None:
+        if self.redirects is not None:
+            self.redirects.close()
+            self.redirects = None
 
     def _attach(self, link: bpf.Link) -> None:
         self._undo.callback(link.close)
@@ -238,4 +315,6 @@ class KernelProxy:
     def state(self) -> dict[str, object]:
         assert self.obj and self.counter_map and self.cache_map
         progs = [self.obj.obj.prog_id(p) for p in PROGRAMS]  # all loaded, attached or not
+        if self.redirects is not None:
+            progs.append(self.redirects.prog_id)
         return {"maps": {"counters": self.counter_map.id, "cache": self.cache_map.id}, "progs": progs}

@@ -27,6 +27,12 @@ has no MPLS routing): only a proxy gets them through.
 
 Every interface name and MAC is fixed (locally administered, derived from the
 subnet and host number), so the proxy configuration is deterministic.
+
+Neighbours are permanent entries on every link, except with ``sf_nd`` (attached):
+then the SF namespace and the proxy namespace's SF-facing interfaces (p_sf_tx,
+p_sf_rx) have link-local addresses and learn each other by neighbour discovery
+and ARP, as an SF that routes does; its solicitations for the proxy arrive on
+from_sf, where only the proxy's control-plane handling lets them through.
 """
 
 from __future__ import annotations
@@ -181,6 +187,7 @@ class Testbed:
         ipv6: bool = True,
         sf_label: int = 1000,
         queues: int | None = None,
+        sf_nd: bool = False,
     ) -> None:
         if topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {TOPOLOGIES}, not {topology!r}")
@@ -193,6 +200,9 @@ class Testbed:
         if queues is not None and not 1 <= queues <= 64:
             raise ValueError(f"queues must be in 1..64, not {queues}")
         self.queues = queues  # RX and TX queues of every veth; None: the kernel's default
+        if sf_nd and topology != "attached":
+            raise ValueError("sf_nd needs the attached topology (the SF's own namespace)")
+        self.sf_nd = sf_nd  # the SF's links learn neighbours by ND / ARP, not permanent entries
         self.links = LINKS[topology]
         self.wires = WIRES[topology]
         # namespace names, by role; no SF namespace inline (the proxy's kernel is the SF)
@@ -357,10 +367,17 @@ class Testbed:
 
     def _configure_end(self, end: End, peer: End) -> None:
         ns = self.ns(end.role)
+        learn = self.sf_nd and "sf" in (end.role, peer.role)
+        if learn and self.ipv6:
+            # a link-local address (EUI-64) when the link comes up: neighbour solicitations for
+            # forwarded packets need one to come from (the testbed's default is none)
+            ns.sysctl(f"net.ipv6.conf.{end.ifname}.addr_gen_mode", 0)
         ns.add_address(end.ifname, f"{end.ip4}/24")
         if self.ipv6:
             ns.add_address(end.ifname, f"{end.ip6}/64")
         ns.link_up(end.ifname)
+        if learn:
+            return  # neighbour discovery (IPv6) and ARP (IPv4) find the peer
         ns.add_neighbour(end.ifname, peer.ip4, peer.mac)
         if self.ipv6:
             ns.add_neighbour(end.ifname, peer.ip6, peer.mac)
@@ -475,6 +492,7 @@ class Testbed:
             "ipv6": self.ipv6,
             "sf_label": self.sf_label,
             "queues": self.queues,
+            "sf_nd": self.sf_nd,
             "namespaces": self.namespaces,
             "map_ids": self.map_ids,
             "prog_ids": self.prog_ids,
@@ -499,7 +517,7 @@ class Testbed:
         except FileNotFoundError:
             raise FileNotFoundError(f"no testbed {prefix!r}: {path} does not exist") from None
         tb = cls(data["topology"], prefix=data["prefix"], ipv6=data["ipv6"], sf_label=data["sf_label"],
-                 queues=data.get("queues"))
+                 queues=data.get("queues"), sf_nd=data.get("sf_nd", False))
         tb.map_ids = {k: int(v) for k, v in data["map_ids"].items()}
         tb.prog_ids = {k: int(v) for k, v in data["prog_ids"].items()}
         missing = [n for n in tb.namespaces if not netns.ns_exists(n)]
@@ -721,7 +739,7 @@ def _pick_prefix(prefix: str | None) -> str:
 
 def _cmd(args: Any) -> int:
     if args.action == "up":
-        tb = Testbed(args.topology, prefix=args.prefix, ipv6=not args.no_ipv6).up()
+        tb = Testbed(args.topology, prefix=args.prefix, ipv6=not args.no_ipv6, sf_nd=args.sf_nd).up()
         print(f"testbed {tb.prefix} ({tb.topology}) is up: namespaces {', '.join(tb.namespaces)}")
         print(f"  sender {tb.ns_src} {tb.src_if} {tb.src_ip}, receiver {tb.ns_dst} {tb.dst_if} {tb.dst_ip}")
         print(f"  proxy config: afxdp-proxy testbed config --prefix {tb.prefix} > proxy.toml")
@@ -774,6 +792,8 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--topology", choices=TOPOLOGIES, default="attached", help="for up (default: attached)")
     p.add_argument("--prefix", help="namespace name prefix (up: default random; others: the only testbed)")
     p.add_argument("--no-ipv6", action="store_true", help="for up: IPv4 only")
+    p.add_argument("--sf-nd", action="store_true",
+                   help="for up (attached): the SF's links learn neighbours by ND and ARP, not permanent entries")
     p.add_argument("--all", action="store_true", help="for down: every testbed")
     p.add_argument("--json", action="store_true", help="for status: machine-readable")
     p.add_argument("--backend", default="kernel", help="for config (default: kernel)")

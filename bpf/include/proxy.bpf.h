@@ -8,6 +8,7 @@
 #include "parse.shared.h"
 #include "push.shared.h"
 #include "cache.shared.h"
+#include "host.bpf.h"
 
 /* Set by the loader before load (libbpf .rodata). */
 const volatile struct axp_config axp_cfg = {};
@@ -62,6 +63,25 @@ struct {
 	__type(value, __u32);
 } axp_tx_sf SEC(".maps");
 
+/*
+ * on_miss = last: the stack RX most recently sent to each SF (NAT-tolerant
+ * fallback), under a lock so TX never reads half of one stack and half of
+ * another. RX writes it only when the stack changes: a static chain costs a
+ * read of a shared line per packet, no write.
+ */
+struct axp_last_stack {
+	struct bpf_spin_lock lock;
+	__u32 depth; /* 0: no stack went to the SF yet */
+	__be32 labels[AXP_MAX_LABELS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AXP_MAX_SFS);
+	__type(key, __u32);
+	__type(value, struct axp_last_stack);
+} axp_last SEC(".maps");
+
 /* meta mode: per-CPU sequence number for artificial keys */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -92,16 +112,21 @@ static __always_inline void axp_count_frame(__u32 sf, __u32 seen, __u32 reason)
 	axp_count(sf, reason);
 }
 
-/* Artificial key: (cpu + 1) << 24 | per-CPU sequence; never 0, which means "no key". */
+/*
+ * Artificial key, placed in the meta_mark_mask bits of the mark:
+ * ((cpu + 1) << meta_seq_bits | per-CPU sequence) << meta_shift. The loader
+ * leaves enough bits above the sequence for every possible CPU, so the key is
+ * never 0, which means "no key".
+ */
 static __always_inline __u32 axp_next_meta_key(void)
 {
 	__u32 zero = 0, *seq = bpf_map_lookup_elem(&axp_seq, &zero);
-	__u32 v;
+	__u32 bits = axp_cfg.meta_seq_bits & 31, v;
 
 	if (!seq)
 		return 0;
-	v = ++*seq;
-	return ((bpf_get_smp_processor_id() + 1) << 24) | (v & 0xffffff);
+	v = ++*seq & ((1u << bits) - 1);
+	return (((bpf_get_smp_processor_id() + 1) << bits) | v) << (axp_cfg.meta_shift & 31);
 }
 
 static __always_inline void axp_meta_key(struct axp_key *key, __u32 mark)
@@ -171,6 +196,88 @@ static __always_inline int axp_cache_take(const struct axp_key *key, struct axp_
 		return -1;
 	axp_count(out->sf, AXP_CNT_CACHE_TAKES);
 	return 0;
+}
+
+/*
+ * Meta mode, before the insert: a run the cache still holds under this new key
+ * is stale, since a CPU hands out a key again only after 2^meta_seq_bits
+ * packets. Its packet is presumed lost (counted expired, in the row of sf), so
+ * a narrow mark field cannot give a new packet an old packet's stack.
+ */
+static __always_inline void axp_meta_reclaim(const struct axp_key *key, __u32 sf)
+{
+	__u64 h = axp_cache_hash(key);
+	struct axp_cache_set *s = axp_cache_set_of(h);
+	struct axp_cache_outcome o;
+	struct axp_entry old;
+
+	if (!s)
+		return;
+	bpf_spin_lock(&s->lock);
+	axp_cache_set_take(s, key, axp_cache_tag(h), &old, &o);
+	bpf_spin_unlock(&s->lock);
+	if (o.result == AXP_CACHE_HIT)
+		axp_count(sf, AXP_CNT_EXPIRED);
+}
+
+/* on_miss = last, at RX: e is the stack just sent to SF sf; keep it if it differs from the last. */
+static __always_inline void axp_last_note(__u32 sf, const struct axp_entry *e)
+{
+	struct axp_last_stack *l;
+	__u32 i, same;
+
+	if (axp_cfg.on_miss != AXP_MISS_LAST)
+		return;
+	l = bpf_map_lookup_elem(&axp_last, &sf);
+	if (!l)
+		return;
+	/* read without the lock: a torn read only makes a needless write */
+	same = l->depth == e->depth;
+#pragma unroll
+	for (i = 0; i < AXP_MAX_LABELS; i++)
+		same &= l->labels[i] == e->labels[i];
+	if (same)
+		return;
+	bpf_spin_lock(&l->lock);
+	l->depth = e->depth;
+	__builtin_memcpy(l->labels, e->labels, sizeof(l->labels));
+	bpf_spin_unlock(&l->lock);
+}
+
+/* on_miss = last, at TX: the last stack sent to SF sf into *e. Returns 0, or -1 while there is none. */
+static __always_inline int axp_last_take(__u32 sf, struct axp_entry *e)
+{
+	struct axp_last_stack *l = bpf_map_lookup_elem(&axp_last, &sf);
+
+	if (!l)
+		return -1;
+	bpf_spin_lock(&l->lock);
+	e->depth = l->depth;
+	__builtin_memcpy(e->labels, l->labels, sizeof(e->labels));
+	bpf_spin_unlock(&l->lock);
+	e->sf = sf;
+	e->rx_ns = 0;
+	return e->depth ? 0 : -1;
+}
+
+/*
+ * A TX frame without a cache entry, from the SF of counter row `row` (its TX
+ * interface's). Returns AXP_MISS_DROP or AXP_MISS_PASS, the frame counted
+ * (tx_miss_drop, tx_miss_pass), or AXP_MISS_LAST with the SF's last stack in
+ * *e, to be pushed and counted by the caller. With may_last 0 (TC egress,
+ * where the host's own traffic has no entry either) last acts as pass, and so
+ * it does while no stack went to the SF yet.
+ */
+static __always_inline int axp_tx_miss(__u32 row, struct axp_entry *e, int may_last)
+{
+	if (axp_cfg.on_miss == AXP_MISS_DROP) {
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP);
+		return AXP_MISS_DROP;
+	}
+	if (axp_cfg.on_miss == AXP_MISS_LAST && may_last && row < AXP_MAX_SFS && !axp_last_take(row, e))
+		return AXP_MISS_LAST;
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
+	return AXP_MISS_PASS;
 }
 
 /*

@@ -160,11 +160,12 @@ struct axp_sf {
 
 enum axp_key_mode { AXP_KEY_MODE_HASH = 0, AXP_KEY_MODE_META = 1 };
 enum axp_topology { AXP_TOPO_INLINE = 0, AXP_TOPO_ATTACHED = 1 };
-enum axp_miss_action { AXP_MISS_PASS = 0, AXP_MISS_DROP = 1 };
 /* RFC 3443: the TTL of the label TX exposes on top (uniform: the SF label's, minus one) */
 enum axp_ttl_model { AXP_TTL_UNIFORM = 0, AXP_TTL_PIPE = 1 };
 /* a top label with TTL <= 1: dropped, or passed to the host (an OAM responder there) */
 enum axp_ttl_action { AXP_TTL_DROP = 0, AXP_TTL_PASS = 1 };
+/* on_miss: pass; drop; last: push the SF's most recent stack (attached, NAT-tolerant) */
+enum axp_miss_action { AXP_MISS_PASS = 0, AXP_MISS_DROP = 1, AXP_MISS_LAST = 2 };
 
 /*
  * Load-time configuration; lives in .rodata so the verifier prunes unused modes.
@@ -180,6 +181,15 @@ struct axp_config {
 	__u64 max_dwell_ns; /* a run whose newest packet is older than this is presumed lost */
 	__u32 ttl_model;      /* enum axp_ttl_model */
 	__u32 on_ttl_expired; /* enum axp_ttl_action */
+	/*
+	 * Meta mode: the part of skb->mark that carries the key (contiguous, at
+	 * least 16 bits), where it starts, and how many of its bits count
+	 * packets (the others number the CPU): the loader derives the last two.
+	 */
+	__u32 meta_mark_mask;
+	__u32 meta_shift;
+	__u32 meta_seq_bits;
+	__u32 _pad;
 };
 
 /*
@@ -234,6 +244,11 @@ enum axp_counter {
 	AXP_CNT_RX_RESERVED_LABEL,   /* pass: a reserved label on top that is not removed (router alert, GAL, ...) */
 	AXP_CNT_RX_TTL_EXPIRED,      /* drop: the SF label's TTL <= 1 (on_ttl_expired = drop) */
 	AXP_CNT_RX_TTL_EXPIRED_PASS, /* pass: the SF label's TTL <= 1 (on_ttl_expired = pass) */
+	AXP_CNT_TX_HOST,             /* pass: from the SF to the proxy host (host.bpf.h), not proxied */
+	AXP_CNT_TX_MISS_LAST,        /* no cache entry, the SF's last stack pushed (on_miss=last) */
+	/* besides a frame's reason (redirect.bpf.c): the kernel refused the redirect asked for */
+	AXP_CNT_RX_REDIRECT_ERR,     /* drop: a popped frame did not reach to_sf */
+	AXP_CNT_TX_REDIRECT_ERR,     /* drop: a relabelled frame did not reach net_out */
 	AXP_CNT_TX_DWELL_HIST,       /* first of AXP_DWELL_BUCKETS slots: the dwell histogram */
 	AXP_CNT_MAX = AXP_CNT_TX_DWELL_HIST + AXP_DWELL_BUCKETS
 };
@@ -273,6 +288,30 @@ static inline __attribute__((always_inline)) __u32 axp_dwell_bucket(__u64 ns)
 	return b < AXP_DWELL_BUCKETS - 1 ? b : AXP_DWELL_BUCKETS - 1;
 }
 #endif
+
+/*
+ * A local address of the proxy host's namespace (host.bpf.h's map, filled by
+ * the loader): IPv6 as on the wire, IPv4 as ::ffff:a.b.c.d (RFC 4291 §2.5.5.2).
+ */
+struct axp_host_addr {
+	__be32 addr[4];
+};
+
+/*
+ * redirect.bpf.c: where a failed redirect of one of the proxy's programs
+ * counts. Key: the program, the interface it ran on and the target's ifindex
+ * (or 0, 0 for the program's fallback); value: the counter row and slot.
+ */
+struct axp_redirect_key {
+	__u32 prog_id;
+	__u32 ifindex;
+	__u32 to_ifindex;
+};
+
+struct axp_redirect_slot {
+	__u32 row;  /* SF index, or AXP_SF_NONE */
+	__u32 slot; /* AXP_CNT_RX_REDIRECT_ERR or AXP_CNT_TX_REDIRECT_ERR */
+};
 
 /* Per-packet outcome of the shared parser. */
 enum axp_parse_result {
