@@ -114,7 +114,7 @@ ALL_CONFIGS = [
     Cfg(k, t, m, s)
     for k, t, m, s in itertools.product(("hash", "meta"), ("inline", "attached"), ("pass", "drop"), (False, True))
 ]
-PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx")
+PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx", "axp_xdp_rx_tx")
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,10 @@ class Proxy:
 
     def xdp_tx(self, frame: bytes) -> bpf.RunResult:
         return bpf.test_run(self.fds["axp_xdp_tx"], frame)
+
+    def rx_tx(self, frame: bytes) -> bpf.RunResult:
+        """XDP on an interface that is net_in of one SF and from_sf of another."""
+        return bpf.test_run(self.fds["axp_xdp_rx_tx"], frame)
 
     def tx(self, frame: bytes, mark: int = 0) -> bpf.RunResult:
         """The TX program of the topology: TC egress inline, XDP on from_sf attached."""
@@ -388,6 +392,34 @@ def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
                                  "cache_inserts": 1, "cache_takes": 1, **also})
     assert 0 < dwell < time.monotonic_ns() - before
     assert px.entries() == {}, "TX must take the entry out of the cache"
+
+
+def _bare_ip(frame: bytes) -> bool:
+    return frame[12:14] in (b"\x08\x00", b"\x86\xdd")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if len(c.frame) >= ETH_HLEN], ids=lambda c: c.name)
+def test_both_xdp_roles_on_one_interface(make: Callable[..., Proxy], case: Case) -> None:
+    """axp_xdp_rx_tx (net_in of one SF and from_sf of another, attached) gives every frame of the
+    table exactly what the program of its role would: bare IP the TX path's verdict, bytes and
+    counters, all else the RX path's; a popped frame coming back takes the TX path."""
+    px = make(topology="attached")
+    ref = px.xdp_tx if _bare_ip(case.frame) else px.rx
+    want, want_counters = ref(case.frame), px.counters()
+    want_entries = {k: (e.labels, e.depth, e.sf) for k, e in px.entries().items()}
+    px.reset()
+    got = px.rx_tx(case.frame)
+    assert got.retval == want.retval
+    assert_frame(got.data, want.data)
+    assert px.counters().keys() == want_counters.keys()
+    assert {k: v for k, v in px.counters().items() if k != "tx_dwell_ns"} == \
+        {k: v for k, v in want_counters.items() if k != "tx_dwell_ns"}
+    assert {k: (e.labels, e.depth, e.sf) for k, e in px.entries().items()} == want_entries
+    if case.rx != Verdict.POP or _bare_ip(case.frame):
+        return
+    back = px.rx_tx(got.data)  # the bare packet back from the SF, on the same interface
+    assert (back.retval, back.data) == tx_expect(case, "attached")
+    assert px.entries() == {}
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])

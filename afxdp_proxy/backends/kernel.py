@@ -5,6 +5,13 @@ Inline:   XDP axp_xdp_rx on net_in (+ TC ingress axp_tc_meta in meta mode),
 Attached: XDP axp_xdp_rx on net_in redirects to to_sf, XDP axp_xdp_tx on
           from_sf pushes and redirects to net_out.
 
+Programs go by interface role, not by SF: a chain's reverse direction is an SF
+of its own with the interfaces swapped, so an interface may be net_in of one SF
+and net_out of another (inline: XDP RX and TC egress TX on it), or to_sf of one
+and from_sf of another (attached: a redirect target with XDP TX on it). An
+interface with both XDP roles (net_in and an attached from_sf) gets
+axp_xdp_rx_tx, which sends bare IP down the TX path and all else down RX's.
+
 Links detach when their fd closes, so even a killed proxy leaves nothing
 attached. GRO is turned off on net_in while the proxy runs: GRO would merge
 packets whose stacks TX must restore one by one (TX counts and drops merged
@@ -28,7 +35,9 @@ from afxdp_proxy.mpls import make_stack
 
 log = logging.getLogger(__name__)
 
-PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx")  # what proxy.bpf.o holds
+PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx", "axp_xdp_rx_tx")  # what proxy.bpf.o holds
+# the XDP program of an interface by its XDP roles: RX (a net_in), TX (an attached from_sf)
+XDP_PROGRAM = {(True, False): "axp_xdp_rx", (False, True): "axp_xdp_tx", (True, True): "axp_xdp_rx_tx"}
 
 _KEY_MODE = {"hash": lib.AXP_KEY_MODE_HASH, "meta": lib.AXP_KEY_MODE_META}
 _TOPOLOGY = {"inline": lib.AXP_TOPO_INLINE, "attached": lib.AXP_TOPO_ATTACHED}
@@ -112,12 +121,12 @@ class KernelProxy:
     def _resolve(self, ipr: IPRoute) -> list[dict[str, Iface]]:
         out = []
         for i, sf in enumerate(self.cfg.sfs):
-            ifs = {"net_in": resolve(ipr, sf.net_in, f"sf[{i}].net_in"),
-                   "net_out": resolve(ipr, sf.net_out, f"sf[{i}].net_out")}
+            ifs = {"net_in": resolve(ipr, sf.net_in, sf.field("net_in", i)),
+                   "net_out": resolve(ipr, sf.net_out, sf.field("net_out", i))}
             if self.cfg.topology == "attached":
                 assert sf.to_sf and sf.from_sf
-                ifs["to_sf"] = resolve(ipr, sf.to_sf, f"sf[{i}].to_sf")
-                ifs["from_sf"] = resolve(ipr, sf.from_sf, f"sf[{i}].from_sf")
+                ifs["to_sf"] = resolve(ipr, sf.to_sf, sf.field("to_sf", i))
+                ifs["from_sf"] = resolve(ipr, sf.from_sf, sf.field("from_sf", i))
             out.append(ifs)
         return out
 
@@ -132,11 +141,11 @@ class KernelProxy:
             s.to_sf_mac = mac_bytes(ifs["to_sf"].mac)
             sf_mac = sf.sf_mac or learn_mac(ipr, ifs["to_sf"])
             if not sf_mac:
-                raise ConfigError(f"sf[{i}].sf_mac: cannot learn the SF's MAC behind {sf.to_sf} "
+                raise ConfigError(f"{sf.field('sf_mac', i)}: cannot learn the SF's MAC behind {sf.to_sf} "
                                   "(no single neighbour there); set sf_mac")
             hop = sf.next_hop_mac or learn_mac(ipr, ifs["net_out"])
             if not hop:
-                raise ConfigError(f"sf[{i}].next_hop_mac: cannot learn the next hop's MAC behind "
+                raise ConfigError(f"{sf.field('next_hop_mac', i)}: cannot learn the next hop's MAC behind "
                                   f"{sf.net_out} (no single neighbour there); set next_hop_mac")
             s.sf_mac = mac_bytes(sf_mac)
             s.next_hop_mac = mac_bytes(hop)
@@ -167,25 +176,33 @@ class KernelProxy:
         for i, s in enumerate(sf_structs):
             obj.add_sf(i, s, ifaces[i]["from_sf" if cfg.topology == "attached" else "net_out"].index)
 
-        rx_fd = obj.prog_fd("axp_xdp_rx")
+        for iface, prog in self._xdp_programs(ifaces):
+            self._attach(bpf.Link.xdp(obj.prog_fd(prog), iface.index))
         net_ins = {ifs["net_in"].index: ifs["net_in"] for ifs in ifaces}
-        for iface in net_ins.values():
-            self._attach(bpf.Link.xdp(rx_fd, iface.index))
-            if cfg.key == "meta":
+        if cfg.key == "meta":
+            for iface in net_ins.values():
                 self._attach(bpf.Link.tcx(obj.prog_fd("axp_tc_meta"), iface.index, egress=False))
         if cfg.topology == "inline":
             outs = {ifs["net_out"].index: ifs["net_out"] for ifs in ifaces}
             for iface in outs.values():
                 self._attach(bpf.Link.tcx(obj.prog_fd("axp_tc_tx"), iface.index, egress=True))
-        else:
-            tx_fd = obj.prog_fd("axp_xdp_tx")
-            for ifs in ifaces:
-                self._attach(bpf.Link.xdp(tx_fd, ifs["from_sf"].index))
         # after attaching: veth may turn GRO on for XDP's sake
         for iface in net_ins.values():
             before = set_feature(iface.name, "rx-gro", False)
             if before:
                 self._undo.callback(set_feature, iface.name, "rx-gro", True)
+
+    @staticmethod
+    def _xdp_programs(ifaces: list[dict[str, Iface]]) -> list[tuple[Iface, str]]:
+        """Every interface with an XDP role and its program: RX on a net_in, TX on a from_sf
+        (attached; inline has none), axp_xdp_rx_tx on an interface that is both."""
+        roles: dict[int, tuple[Iface, bool, bool]] = {}
+        for ifs in ifaces:
+            for key in ("net_in", "from_sf"):
+                if key in ifs:
+                    iface, rx, tx = roles.get(ifs[key].index, (ifs[key], False, False))
+                    roles[iface.index] = (iface, rx or key == "net_in", tx or key == "from_sf")
+        return [(iface, XDP_PROGRAM[rx, tx]) for iface, rx, tx in roles.values()]
 
     def _attach(self, link: bpf.Link) -> None:
         self._undo.callback(link.close)
