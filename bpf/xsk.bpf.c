@@ -8,6 +8,10 @@
  *                    -> socket; other ethertypes and labels pass
  *   axp_xsk_from_sf  IPv4/IPv6, or too short to tell -> socket; anything
  *                    else passes
+ *   axp_xsk_rx_tx    an interface that is net_in of one SF and from_sf of
+ *                    another: bare IP as axp_xsk_from_sf, all else as
+ *                    axp_xsk_net_in (role.shared.h), to the one socket of
+ *                    the queue; user space splits the batch by the same test
  *
  * Only cheap checks here; user space judges the whole frame with the same
  * parser as proxy.bpf.c. What passes is counted under the kernel backend's
@@ -16,6 +20,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "parse.shared.h"
+#include "role.shared.h"
 
 /* frames for a queue without a socket: AXP_XCNT_XDP_NO_SOCKET in native/axp_xsk.h */
 #define AXP_XSK_CNT_NO_SOCKET AXP_CNT_MAX
@@ -74,8 +79,7 @@ static __always_inline int axp_to_socket(struct xdp_md *ctx)
 	return bpf_redirect_map(&axp_xsks, queue, XDP_DROP);
 }
 
-SEC("xdp")
-int axp_xsk_net_in(struct xdp_md *ctx)
+static __always_inline int axp_xsk_net_in_path(struct xdp_md *ctx)
 {
 	const __u8 *data = (void *)(long)ctx->data;
 	const __u8 *end = (void *)(long)ctx->data_end;
@@ -94,8 +98,7 @@ int axp_xsk_net_in(struct xdp_md *ctx)
 	return axp_to_socket(ctx);
 }
 
-SEC("xdp")
-int axp_xsk_from_sf(struct xdp_md *ctx)
+static __always_inline int axp_xsk_from_sf_path(struct xdp_md *ctx)
 {
 	const __u8 *data = (void *)(long)ctx->data;
 	const __u8 *end = (void *)(long)ctx->data_end;
@@ -111,4 +114,24 @@ int axp_xsk_from_sf(struct xdp_md *ctx)
 			return axp_pass(AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 	}
 	return axp_to_socket(ctx);
+}
+
+SEC("xdp")
+int axp_xsk_net_in(struct xdp_md *ctx)
+{
+	return axp_xsk_net_in_path(ctx);
+}
+
+SEC("xdp")
+int axp_xsk_from_sf(struct xdp_md *ctx)
+{
+	return axp_xsk_from_sf_path(ctx);
+}
+
+SEC("xdp")
+int axp_xsk_rx_tx(struct xdp_md *ctx)
+{
+	if (axp_frame_from_sf((void *)(long)ctx->data, (void *)(long)ctx->data_end))
+		return axp_xsk_from_sf_path(ctx);
+	return axp_xsk_net_in_path(ctx);
 }
