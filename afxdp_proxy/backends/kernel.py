@@ -58,11 +58,16 @@ def config_struct(cfg: ProxyConfig) -> Any:
 
 
 class ProxyObject:
-    """build/proxy.bpf.o loaded for one configuration, with its maps at hand."""
+    """build/proxy.bpf.o loaded for one configuration, with its maps at hand; of its
+    programs only `programs` (all by default)."""
 
-    def __init__(self, cfg: ProxyConfig, obj_path: str | None = None) -> None:
+    def __init__(self, cfg: ProxyConfig, obj_path: str | None = None, programs: tuple[str, ...] = PROGRAMS) -> None:
         self.obj = bpf.BpfObject(obj_path or bpf.object_path("proxy"))
+        self.programs = programs
         try:
+            for prog in PROGRAMS:
+                if prog not in programs:
+                    self.obj.set_autoload(prog, False)
             self.obj.set_rodata(config_struct(cfg))
             # the static proxy caches nothing: one set keeps the map valid
             self.obj.set_max_entries("axp_cache", 1 if cfg.backend == "static" else cfg.cache_sets)
@@ -168,7 +173,10 @@ class KernelProxy:
             ifaces = self._resolve(ipr)
             sf_structs = [self._sf_struct(ipr, i, sf, ifaces[i]) for i, sf in enumerate(cfg.sfs)]
 
-        obj = ProxyObject(cfg, self._obj_path)
+        xdp = self._xdp_programs(ifaces)
+        # the verifier takes a while over axp_xdp_rx_tx: loaded only for an interface that needs it
+        programs = tuple(p for p in PROGRAMS if p != "axp_xdp_rx_tx" or any(prog == p for _, prog in xdp))
+        obj = ProxyObject(cfg, self._obj_path, programs)
         self._undo.callback(obj.close)
         self.obj = obj
         self.counter_map = obj.counters
@@ -176,7 +184,7 @@ class KernelProxy:
         for i, s in enumerate(sf_structs):
             obj.add_sf(i, s, ifaces[i]["from_sf" if cfg.topology == "attached" else "net_out"].index)
 
-        for iface, prog in self._xdp_programs(ifaces):
+        for iface, prog in xdp:
             self._attach(bpf.Link.xdp(obj.prog_fd(prog), iface.index))
         net_ins = {ifs["net_in"].index: ifs["net_in"] for ifs in ifaces}
         if cfg.key == "meta":
@@ -231,5 +239,5 @@ class KernelProxy:
 
     def state(self) -> dict[str, object]:
         assert self.obj and self.counter_map and self.cache_map
-        progs = [self.obj.obj.prog_id(p) for p in PROGRAMS]  # all loaded, attached or not
+        progs = [self.obj.obj.prog_id(p) for p in self.obj.programs]  # all loaded, attached or not
         return {"maps": {"counters": self.counter_map.id, "cache": self.cache_map.id}, "progs": progs}
