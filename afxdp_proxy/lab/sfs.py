@@ -61,6 +61,13 @@ def load(ns: str, rules: str) -> None:
         raise RuntimeError(f"nft in {ns}: {r.stderr.strip() or r.returncode}")
 
 
+def unload(ns: str) -> None:
+    """Remove the SF's table from namespace ns (the SF forwards everything again)."""
+    r = netns.run(ns, ["nft", "delete", "table", "inet", TABLE])
+    if r.returncode != 0:
+        raise RuntimeError(f"nft in {ns}: {r.stderr.strip() or r.returncode}")
+
+
 def ruleset(ns: str) -> str:
     """The SF's table as nft lists it, with its counters ("" when there is none)."""
     r = netns.run(ns, ["nft", "list", "table", "inet", TABLE])

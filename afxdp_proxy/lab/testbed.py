@@ -435,9 +435,19 @@ class Testbed:
             proxy.add_rule(TABLE_BACK_VIA_SF, 101, iifname=P_OUT.ifname, family=4)
             if self.ipv6:
                 proxy.add_rule(TABLE_BACK_VIA_SF, 101, iifname=P_OUT.ifname, family=6)
-        if self.sf == "nat":
-            # replies to the SF's address (masqueraded on sf_out) go back the way they came
-            self._route(DST0, SF_OUT.net, P_OUT, mtu=ROUTE_MTU)
+        # replies to the SF's own address (a NAT's, masquerading on sf_out) go back the way
+        # they came: the proxy namespace has that subnet connected on p_sf_rx
+        self._route(DST0, SF_OUT.net, P_OUT, mtu=ROUTE_MTU)
+
+    def set_sf(self, sf: str) -> None:
+        """Make the SF another kind (sfs.KINDS): its rules replaced at once, in place."""
+        if sf not in SF_KINDS:
+            raise ValueError(f"sf must be one of {SF_KINDS}, not {sf!r}")
+        if self.sf != "forward":
+            sfs.unload(self.ns_sf_rules)
+        self.sf = sf
+        self._sf_rules()
+        self.save_state()
 
     def _sf_rules(self) -> None:
         """The SF's nftables rules (sfs.py): in the SF namespace, or the proxy's inline."""
