@@ -194,5 +194,6 @@ def test_help_explains_counters() -> None:
     r = _cli("run", "--help")
     assert r.returncode == 0
     for word in ("rx_popped", "tx_miss", "--duration", "--config", "rx_key_full", "cache_inserts", "cache_takes",
-                 "evictions", "expired", "in_flight", "max_dwell_ms", "max_per_key"):
+                 "evictions", "expired", "in_flight", "max_dwell_ms", "max_per_key", "[sf.reverse]",
+                 ".reverse"):
         assert word in r.stdout
