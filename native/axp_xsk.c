@@ -748,14 +748,14 @@ static uint32_t axp_worker_round(struct axp_worker *w)
 		for (i = 0; i < n; i++) {
 			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, idx + i);
 			uint8_t *data = xsk_umem__get_data(x->umem_area, d->addr);
-			uint32_t j = both && axp_frame_from_sf(data, data + d->len) ? --hi : lo++;
+			uint32_t k = both && axp_frame_from_sf(data, data + d->len) ? --hi : lo++;
 
-			w->addrs[j] = d->addr;
-			w->ptrs[j] = data;
+			w->addrs[k] = d->addr;
+			w->ptrs[k] = data;
 			/* the kernel wrote the frame on another CPU: start fetching its headers now */
 			__builtin_prefetch(data);
-			w->lens[j] = d->len;
-			w->room[j] = (uint32_t)(d->addr & ~x->chunk_mask); /* headroom to push into */
+			w->lens[k] = d->len;
+			w->room[k] = (uint32_t)(d->addr & ~x->chunk_mask); /* headroom to push into */
 		}
 		/* the chunks are ours until they go back on a fill ring: release the slots now */
 		xsk_ring_cons__release(&s->rx, n);
