@@ -133,10 +133,12 @@ class Proxy:
     def __init__(self, cfg: Cfg) -> None:
         self.cfg = cfg
         try:
-            self.obj = ProxyObject(cfg.proxy_config())  # the loader the proxy itself uses
+            # the loader the proxy itself uses; axp_xdp_rx_tx serves attached interfaces only
+            programs = PROGRAMS if cfg.topology == "attached" else tuple(p for p in PROGRAMS if p != "axp_xdp_rx_tx")
+            self.obj = ProxyObject(cfg.proxy_config(), programs=programs)
         except bpf.BpfError as e:  # show the verifier's words, not just the errno
             pytest.fail(f"{cfg}: {e}\n{e.log[-4000:]}", pytrace=False)
-        self.fds = {p: self.obj.prog_fd(p) for p in PROGRAMS}
+        self.fds = {p: self.obj.prog_fd(p) for p in self.obj.programs}
         self.cache = self.obj.cache
         self.counter_map = self.obj.counters
         self.sfs = self.obj.sfs
