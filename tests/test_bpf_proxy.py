@@ -31,7 +31,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from afxdp_proxy import bpf, cache, counters
-from afxdp_proxy.backends.kernel import ProxyObject
+from afxdp_proxy.backends.kernel import ONE_ROLE_PROGRAMS, ProxyObject
 from afxdp_proxy.config import ProxyConfig
 from afxdp_proxy.key import ETH_HLEN, KEY_SIZE, derive_key, format_key, meta_key, parse_mpls_frame
 from afxdp_proxy.lab.frames import ether, ipv4_tcp, mpls_frame
@@ -134,7 +134,7 @@ class Proxy:
         self.cfg = cfg
         try:
             # the loader the proxy itself uses; axp_xdp_rx_tx serves attached interfaces only
-            programs = PROGRAMS if cfg.topology == "attached" else tuple(p for p in PROGRAMS if p != "axp_xdp_rx_tx")
+            programs = PROGRAMS if cfg.topology == "attached" else ONE_ROLE_PROGRAMS
             self.obj = ProxyObject(cfg.proxy_config(), programs=programs)
         except bpf.BpfError as e:  # show the verifier's words, not just the errno
             pytest.fail(f"{cfg}: {e}\n{e.log[-4000:]}", pytrace=False)

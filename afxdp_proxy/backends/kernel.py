@@ -57,11 +57,18 @@ def config_struct(cfg: ProxyConfig) -> Any:
     })
 
 
+# what an interface with both XDP roles needs, and nothing else: the verifier takes a while
+# over it (both paths), so it is loaded only on request
+BOTH_ROLES = "axp_xdp_rx_tx"
+ONE_ROLE_PROGRAMS = tuple(p for p in PROGRAMS if p != BOTH_ROLES)
+
+
 class ProxyObject:
     """build/proxy.bpf.o loaded for one configuration, with its maps at hand; of its
-    programs only `programs` (all by default)."""
+    programs only `programs` (by default all but axp_xdp_rx_tx)."""
 
-    def __init__(self, cfg: ProxyConfig, obj_path: str | None = None, programs: tuple[str, ...] = PROGRAMS) -> None:
+    def __init__(self, cfg: ProxyConfig, obj_path: str | None = None,
+                 programs: tuple[str, ...] = ONE_ROLE_PROGRAMS) -> None:
         self.obj = bpf.BpfObject(obj_path or bpf.object_path("proxy"))
         self.programs = programs
         try:
@@ -174,9 +181,8 @@ class KernelProxy:
             sf_structs = [self._sf_struct(ipr, i, sf, ifaces[i]) for i, sf in enumerate(cfg.sfs)]
 
         xdp = self._xdp_programs(ifaces)
-        # the verifier takes a while over axp_xdp_rx_tx: loaded only for an interface that needs it
-        programs = tuple(p for p in PROGRAMS if p != "axp_xdp_rx_tx" or any(prog == p for _, prog in xdp))
-        obj = ProxyObject(cfg, self._obj_path, programs)
+        both = any(prog == BOTH_ROLES for _, prog in xdp)
+        obj = ProxyObject(cfg, self._obj_path, PROGRAMS if both else ONE_ROLE_PROGRAMS)
         self._undo.callback(obj.close)
         self.obj = obj
         self.counter_map = obj.counters
