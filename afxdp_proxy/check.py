@@ -24,7 +24,7 @@ import os
 import resource
 import socket
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -206,6 +206,7 @@ class _If:
     name: str
     field: str
     roles: set[str]
+    role_fields: dict[str, str] = field(default_factory=dict)  # role -> the first field naming it so
     link: Any = None
     iface: ifc.Iface | None = None
     peer: ifc.Peer | None = None
@@ -217,12 +218,16 @@ class _If:
 
 
 def _interfaces(cfg: ProxyConfig) -> list[_If]:
+    """Every configured interface with all its roles; a reverse direction ([sf.reverse]) is an
+    SF of its own, so an interface may be net_in of one direction and net_out of the other."""
     out: dict[str, _If] = {}
     for i, sf in enumerate(cfg.sfs):
         for role in ("net_in", "net_out", "to_sf", "from_sf"):
             name = getattr(sf, role)
             if name:
-                out.setdefault(name, _If(name, f"sf[{i}].{role}", set())).roles.add(role)
+                x = out.setdefault(name, _If(name, sf.field(role, i), set()))
+                x.roles.add(role)
+                x.role_fields.setdefault(role, sf.field(role, i))
     return list(out.values())
 
 
@@ -271,13 +276,13 @@ def check_macs(ipr: IPRoute, cfg: ProxyConfig, ifs: dict[str, _If]) -> Iterator[
             if x is None or x.iface is None:
                 continue  # the missing interface has its own line
             if mac:
-                yield Finding("mac", f"sf[{i}].{key}", OK, f"{mac} (configured)")
+                yield Finding("mac", sf.field(key, i), OK, f"{mac} (configured)")
                 continue
             learned = ifc.learn_mac(ipr, x.iface)
             if learned:
-                yield Finding("mac", f"sf[{i}].{key}", OK, f"{learned} (learned behind {behind})")
+                yield Finding("mac", sf.field(key, i), OK, f"{learned} (learned behind {behind})")
             else:
-                yield Finding("mac", f"sf[{i}].{key}", ERROR,
+                yield Finding("mac", sf.field(key, i), ERROR,
                               f"cannot learn {what} MAC behind {behind} (no single neighbour there)", f"set {key}")
 
 
@@ -524,10 +529,14 @@ def run_checks(cfg: ProxyConfig) -> Report:
         report.findings[:0] = host
         report.findings.extend(check_macs(ipr, cfg, ifs))
     for x in present:
+        # each finding named by the role it is about: a chain's two directions swap
+        # interfaces, so p_out is the forward direction's net_out and the reverse one's net_in
         if _xdp_rx(cfg, x):
-            report.findings.extend(check_xdp_rx(cfg, x))
+            role = "net_in" if "net_in" in x.roles else "from_sf"
+            report.findings.extend(replace(f, subject=x.role_fields[role]) for f in check_xdp_rx(cfg, x))
         if _redirect_target(cfg, x):
-            add(check_redirect_target(x))
+            role = "to_sf" if "to_sf" in x.roles else "net_out"
+            add(replace(check_redirect_target(x), subject=x.role_fields[role]))
         if x.roles & {"net_in", "net_out"}:
             f = check_headroom(cfg, x, ifs)
             if f is not None:

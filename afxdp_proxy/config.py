@@ -68,6 +68,14 @@ class SfConfig:
     static_stack: tuple[int, ...] = ()
     vlan_in: int = 0  # VID its traffic arrives on; 0: untagged
     vlan_out: int = 0  # VID of the one tag it leaves with; 0: the tags it arrived with
+    # the table it was read from, for error messages: "sf[0]", or "sf[0].reverse" for the
+    # reverse direction of sf[0], which is an SF of its own here (its own label, counters, name)
+    where: str = ""
+
+    def field(self, key: str, i: int = 0) -> str:
+        """The config field an error about this SF's key names (i: its index, for an SF built
+        without a table)."""
+        return f"{self.where or f'sf[{i}]'}.{key}"
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,13 @@ class ProxyConfig:
 _PROXY_KEYS = {"backend", "key", "topology", "cache_entries", "on_miss", "max_dwell_ms", "max_per_key", "name",
                "ttl_model", "on_ttl_expired", "meta_mark_mask", *XSK_KEYS}
 _SF_KEYS = {"name", "label", "net_in", "net_out", "to_sf", "from_sf", "sf_mac", "next_hop_mac", "static_stack",
-            "vlan_in", "vlan_out"}
+            "vlan_in", "vlan_out", "reverse"}
+# [sf.reverse]: the chain's reverse direction through the same SF. It arrives on the forward
+# direction's net_out, reaches the SF on from_sf, comes back on to_sf and leaves on net_in;
+# its own label (and static_stack) must be given, the MACs are its own (learned by default),
+# and so are its VLANs (vlan_in, vlan_out: untagged unless given)
+_REVERSE_KEYS = _SF_KEYS - {"reverse"}
+_SWAPPED = {"net_in": "net_out", "net_out": "net_in", "to_sf": "from_sf", "from_sf": "to_sf"}
 
 
 def _choice(table: dict[str, Any], where: str, key: str, choices: tuple[str, ...], default: str) -> str:
@@ -160,12 +174,17 @@ def _unknown(table: dict[str, Any], where: str, allowed: set[str]) -> None:
             raise ConfigError(f"{where}.{key}: unknown key; expected one of {', '.join(sorted(allowed))}")
 
 
-def _sf(table: Any, i: int, topology: str, backend: str) -> SfConfig:
-    where = f"sf[{i}]"
+def _sf(table: Any, where: str, topology: str, backend: str, default_name: str,
+        inherit: dict[str, Any] | None = None) -> SfConfig:
+    """One direction of an SF: an [[sf]] table, or its [sf.reverse] table with `inherit`
+    holding the forward direction's interfaces, swapped."""
     if not isinstance(table, dict):
-        raise ConfigError(f"{where}: must be a table ([[sf]])")
-    _unknown(table, where, _SF_KEYS)
-    name = table.get("name", f"sf{i}")
+        raise ConfigError(f"{where}: must be a table ([[sf]])" if inherit is None else
+                          f"{where}: must be a table ([sf.reverse] with at least label = ...)")
+    _unknown(table, where, _SF_KEYS if inherit is None else _REVERSE_KEYS)
+    if inherit:
+        table = {**inherit, **table}
+    name = table.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}.name: must be a non-empty string")
     attached = topology == "attached"
@@ -195,7 +214,18 @@ def _sf(table: Any, i: int, topology: str, backend: str) -> SfConfig:
         static_stack=tuple(stack),
         vlan_in=_int(table, where, "vlan_in", VID_MIN, VID_MAX, 0),
         vlan_out=_int(table, where, "vlan_out", VID_MIN, VID_MAX, 0),
+        where=where,
     )
+
+
+def _directions(table: Any, i: int, topology: str, backend: str) -> list[SfConfig]:
+    """An [[sf]] table: its forward direction, then its reverse one if it has [sf.reverse]."""
+    fwd = _sf(table, f"sf[{i}]", topology, backend, f"sf{i}")
+    if "reverse" not in table:
+        return [fwd]
+    swapped = {key: getattr(fwd, other) for key, other in _SWAPPED.items() if getattr(fwd, other) is not None}
+    rev = _sf(table["reverse"], f"sf[{i}].reverse", topology, backend, f"{fwd.name}.reverse", swapped)
+    return [fwd, rev]
 
 
 def parse_config(data: dict[str, Any]) -> ProxyConfig:
@@ -230,28 +260,31 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         raise ConfigError("sf: no [[sf]] table; add one per service function")
     if len(sfs_raw) > MAX_SFS:
         raise ConfigError(f"sf: {len(sfs_raw)} service functions; at most {MAX_SFS} per proxy")
-    sfs = tuple(_sf(t, i, topology, backend) for i, t in enumerate(sfs_raw))
-    seen_labels: dict[tuple[int, int], int] = {}  # (VLAN, label): the SF is chosen by both
-    seen_names: dict[str, int] = {}
-    for i, sf in enumerate(sfs):
+    sfs = tuple(sf for i, t in enumerate(sfs_raw) for sf in _directions(t, i, topology, backend))
+    if len(sfs) > MAX_SFS:
+        raise ConfigError(f"sf: {len(sfs)} service functions, counting each [sf.reverse] as one; "
+                          f"at most {MAX_SFS} per proxy")
+    seen_labels: dict[tuple[int, int], str] = {}  # (VLAN, label): the SF is chosen by both
+    seen_names: dict[str, str] = {}
+    for sf in sfs:
         if (sf.vlan_in, sf.label) in seen_labels:
-            where = f" on VLAN {sf.vlan_in}" if sf.vlan_in else ""
-            raise ConfigError(f"sf[{i}].label: {sf.label}{where} is already used by "
-                              f"sf[{seen_labels[sf.vlan_in, sf.label]}]")
+            on = f" on VLAN {sf.vlan_in}" if sf.vlan_in else ""
+            raise ConfigError(f"{sf.where}.label: {sf.label}{on} is already used by "
+                              f"{seen_labels[sf.vlan_in, sf.label]}")
         if sf.name in seen_names:
-            raise ConfigError(f"sf[{i}].name: {sf.name!r} is already used by sf[{seen_names[sf.name]}]")
-        seen_labels[sf.vlan_in, sf.label] = i
-        seen_names[sf.name] = i
+            raise ConfigError(f"{sf.where}.name: {sf.name!r} is already used by {seen_names[sf.name]}")
+        seen_labels[sf.vlan_in, sf.label] = sf.where
+        seen_names[sf.name] = sf.where
     if backend == "static" and "ttl_model" in proxy:
         raise ConfigError('proxy.ttl_model: the static backend keeps no per-packet state: it pushes static_stack '
                           "with the TTLs it configures (64), whatever arrived; remove it")
     if topology == "attached":
-        owners: dict[str, int] = {}
-        for i, sf in enumerate(sfs):
+        owners: dict[str, str] = {}
+        for sf in sfs:
             assert sf.from_sf is not None
             if sf.from_sf in owners:
-                raise ConfigError(f"sf[{i}].from_sf: {sf.from_sf} already returns sf[{owners[sf.from_sf]}]")
-            owners[sf.from_sf] = i
+                raise ConfigError(f"{sf.where}.from_sf: {sf.from_sf} already returns {owners[sf.from_sf]}")
+            owners[sf.from_sf] = sf.where
     return ProxyConfig(
         backend=backend,
         key=key,

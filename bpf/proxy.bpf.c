@@ -11,14 +11,20 @@
  *   axp_xdp_tx   XDP on from_sf (attached): frames for the proxy host pass to
  *                its kernel (host.bpf.h); the rest: look up, push, redirect
  *                to net_out; a miss passes to the kernel, which routes it
+ *   axp_xdp_rx_tx  XDP on an interface that is net_in of one SF and from_sf of
+ *                another (attached): bare IP takes axp_xdp_tx's path, all else
+ *                axp_xdp_rx's (role.shared.h)
+ *
+ * An interface's XDP roles are known at attach time: the loader attaches the
+ * program of its roles, so one-role interfaces pay nothing for the dispatch.
  */
 #include <linux/pkt_cls.h>
 #include "proxy.bpf.h"
+#include "role.shared.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-SEC("xdp")
-int axp_xdp_rx(struct xdp_md *ctx)
+static __always_inline int axp_xdp_rx_path(struct xdp_md *ctx)
 {
 	__u8 *data = (void *)(long)ctx->data;
 	__u8 *end = (void *)(long)ctx->data_end;
@@ -306,8 +312,7 @@ push_failed:
 	return TC_ACT_SHOT;
 }
 
-SEC("xdp")
-int axp_xdp_tx(struct xdp_md *ctx)
+static __always_inline int axp_xdp_tx_path(struct xdp_md *ctx)
 {
 	__u8 *data = (void *)(long)ctx->data;
 	__u8 *end = (void *)(long)ctx->data_end;
@@ -400,4 +405,39 @@ int axp_xdp_tx(struct xdp_md *ctx)
 push_failed:
 	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED);
 	return XDP_DROP;
+}
+
+SEC("xdp")
+int axp_xdp_rx(struct xdp_md *ctx)
+{
+	return axp_xdp_rx_path(ctx);
+}
+
+SEC("xdp")
+int axp_xdp_tx(struct xdp_md *ctx)
+{
+	return axp_xdp_tx_path(ctx);
+}
+
+/*
+ * The two paths as subprograms of their own (BPF-to-BPF calls): each is verified
+ * as it is in its one-role program, and neither's register pressure leaks into
+ * the other's code. The one-role programs above inline them instead.
+ */
+static __noinline int axp_xdp_rx_call(struct xdp_md *ctx)
+{
+	return axp_xdp_rx_path(ctx);
+}
+
+static __noinline int axp_xdp_tx_call(struct xdp_md *ctx)
+{
+	return axp_xdp_tx_path(ctx);
+}
+
+SEC("xdp")
+int axp_xdp_rx_tx(struct xdp_md *ctx)
+{
+	if (axp_frame_from_sf((void *)(long)ctx->data, (void *)(long)ctx->data_end))
+		return axp_xdp_tx_call(ctx);
+	return axp_xdp_rx_call(ctx);
 }

@@ -13,6 +13,10 @@
  *                    discovery, multicast, link-local, its addresses) and
  *                    anything else passes: user space cannot hand a frame
  *                    back to the kernel
+ *   axp_xsk_rx_tx    an interface that is net_in of one SF and from_sf of
+ *                    another: bare IP as axp_xsk_from_sf, all else as
+ *                    axp_xsk_net_in (role.shared.h), to the one socket of
+ *                    the queue; user space splits the batch by the same test
  *
  * Only the head of a frame is read here (axp_parse_head); user space judges
  * the whole frame with the same parser as proxy.bpf.c. What passes is counted
@@ -24,6 +28,7 @@
 #include <bpf/bpf_helpers.h>
 #include "parse.shared.h"
 #include "host.bpf.h"
+#include "role.shared.h"
 
 /* frames for a queue without a socket: AXP_XCNT_XDP_NO_SOCKET in native/axp_xsk.h */
 #define AXP_XSK_CNT_NO_SOCKET AXP_CNT_MAX
@@ -88,8 +93,7 @@ static __always_inline int axp_to_socket(struct xdp_md *ctx)
 	return bpf_redirect_map(&axp_xsks, queue, XDP_DROP);
 }
 
-SEC("xdp")
-int axp_xsk_net_in(struct xdp_md *ctx)
+static __always_inline int axp_xsk_net_in_path(struct xdp_md *ctx)
 {
 	const __u8 *data = (void *)(long)ctx->data;
 	const __u8 *end = (void *)(long)ctx->data_end;
@@ -122,8 +126,7 @@ int axp_xsk_net_in(struct xdp_md *ctx)
 	return axp_to_socket(ctx);
 }
 
-SEC("xdp")
-int axp_xsk_from_sf(struct xdp_md *ctx)
+static __always_inline int axp_xsk_from_sf_path(struct xdp_md *ctx)
 {
 	const __u8 *data = (void *)(long)ctx->data;
 	const __u8 *end = (void *)(long)ctx->data_end;
@@ -141,4 +144,24 @@ int axp_xsk_from_sf(struct xdp_md *ctx)
 			return axp_pass(AXP_SF_NONE, AXP_CNT_TX_PACKETS, AXP_CNT_TX_HOST);
 	}
 	return axp_to_socket(ctx);
+}
+
+SEC("xdp")
+int axp_xsk_net_in(struct xdp_md *ctx)
+{
+	return axp_xsk_net_in_path(ctx);
+}
+
+SEC("xdp")
+int axp_xsk_from_sf(struct xdp_md *ctx)
+{
+	return axp_xsk_from_sf_path(ctx);
+}
+
+SEC("xdp")
+int axp_xsk_rx_tx(struct xdp_md *ctx)
+{
+	if (axp_frame_from_sf((void *)(long)ctx->data, (void *)(long)ctx->data_end))
+		return axp_xsk_from_sf_path(ctx);
+	return axp_xsk_net_in_path(ctx);
 }

@@ -29,6 +29,7 @@
 #include "axp_xsk.h"
 #include "parse.shared.h"
 #include "push.shared.h"
+#include "role.shared.h"
 
 #ifndef SOL_XDP
 #define SOL_XDP 283
@@ -785,24 +786,32 @@ static void axp_worker_stats(struct axp_worker *w)
 	w->wcnt[AXP_XCNT_XSK_TX_INVALID] = sum[4];
 }
 
-/* Step an RX batch through the per-packet functions, stage what leaves, free the rest. */
-static void axp_handle_batch(struct axp_worker *w, struct axp_sock *s, uint32_t n, uint64_t now)
+/*
+ * Step frames [first, first + n) of an RX batch through the per-packet functions
+ * of a role (rx: from a net_in; else from the SF returning on this socket), stage
+ * what leaves, free the rest.
+ */
+static void axp_handle_batch(struct axp_worker *w, struct axp_sock *s, uint32_t first, uint32_t n,
+			     int rx, uint64_t now)
 {
 	struct axp_xsk *x = w->x;
 	uint32_t i;
 
-	if (s->roles & AXP_PORT_NET_IN)
-		axp_rx_batch(x->e, w->cnt, w->ptrs, w->lens, n, now, w->pkts, w->verdicts);
+	if (!n)
+		return;
+	if (rx)
+		axp_rx_batch(x->e, w->cnt, w->ptrs + first, w->lens + first, n, now, w->pkts + first,
+			     w->verdicts + first);
 	else
-		axp_tx_batch(x->e, w->cnt, w->ptrs, w->lens, w->room, s->sf, n, now, w->pkts,
-			     w->verdicts);
-	for (i = 0; i < n; i++) {
+		axp_tx_batch(x->e, w->cnt, w->ptrs + first, w->lens + first, w->room + first, s->sf, n,
+			     now, w->pkts + first, w->verdicts + first);
+	for (i = first; i < first + n; i++) {
 		struct axp_pkt *pk = &w->pkts[i];
 		struct axp_sock *t;
 		int port = -1;
 
 		if (w->verdicts[i] == AXP_VERDICT_TX)
-			port = s->roles & AXP_PORT_NET_IN ? x->to_sf_port[pk->sf] : x->out_port[pk->sf];
+			port = rx ? x->to_sf_port[pk->sf] : x->out_port[pk->sf];
 		/* dropped, or passed (which the XDP program already does): the chunk is free again */
 		if (port < 0) {
 			axp_free_push(w, w->addrs[i]);
@@ -816,12 +825,29 @@ static void axp_handle_batch(struct axp_worker *w, struct axp_sock *s, uint32_t 
 	}
 }
 
+static inline void axp_batch_swap(struct axp_worker *w, uint32_t a, uint32_t b)
+{
+	uint64_t addr = w->addrs[a];
+	uint8_t *ptr = w->ptrs[a];
+	uint32_t len = w->lens[a], room = w->room[a];
+
+	w->addrs[a] = w->addrs[b];
+	w->ptrs[a] = w->ptrs[b];
+	w->lens[a] = w->lens[b];
+	w->room[a] = w->room[b];
+	w->addrs[b] = addr;
+	w->ptrs[b] = ptr;
+	w->lens[b] = len;
+	w->room[b] = room;
+}
+
 /* One pass over every ring of the worker. Returns the frames received. */
 static uint32_t axp_worker_round(struct axp_worker *w)
 {
 	struct axp_xsk *x = w->x;
-	uint32_t p, idx, n, i, total = 0;
+	uint32_t p, idx, n, i, j, lo, hi, total = 0;
 	uint64_t now = 0;
+	int both;
 
 	for (p = 0; p < x->nports; p++) {
 		struct axp_sock *s = &w->socks[p];
@@ -838,19 +864,33 @@ static uint32_t axp_worker_round(struct axp_worker *w)
 		if (!now)
 			now = axp_now_ns();
 		w->wcnt[AXP_XCNT_RX_BATCHES]++;
+		/*
+		 * A socket with both RX roles (net_in of one SF, from_sf of another) gets both
+		 * kinds of frame, told apart as its XDP program told them (role.shared.h): the
+		 * network's fill the batch from the front, the SF's from the back.
+		 */
+		both = (s->roles & AXP_RX_ROLES) == AXP_RX_ROLES;
+		lo = 0;
+		hi = n;
 		for (i = 0; i < n; i++) {
 			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, idx + i);
+			uint8_t *data = xsk_umem__get_data(x->umem_area, d->addr);
+			uint32_t k = both && axp_frame_from_sf(data, data + d->len) ? --hi : lo++;
 
-			w->addrs[i] = d->addr;
-			w->ptrs[i] = xsk_umem__get_data(x->umem_area, d->addr);
+			w->addrs[k] = d->addr;
+			w->ptrs[k] = data;
 			/* the kernel wrote the frame on another CPU: start fetching its headers now */
-			__builtin_prefetch(w->ptrs[i]);
-			w->lens[i] = d->len;
-			w->room[i] = (uint32_t)(d->addr & ~x->chunk_mask); /* headroom to push into */
+			__builtin_prefetch(data);
+			w->lens[k] = d->len;
+			w->room[k] = (uint32_t)(d->addr & ~x->chunk_mask); /* headroom to push into */
 		}
 		/* the chunks are ours until they go back on a fill ring: release the slots now */
 		xsk_ring_cons__release(&s->rx, n);
-		axp_handle_batch(w, s, n, now);
+		/* the SF's frames in arrival order again */
+		for (i = hi, j = n - 1; i < j; i++, j--)
+			axp_batch_swap(w, i, j);
+		axp_handle_batch(w, s, 0, lo, both || (s->roles & AXP_PORT_NET_IN), now);
+		axp_handle_batch(w, s, hi, n - hi, 0, now);
 		total += n;
 	}
 	for (p = 0; p < x->nports; p++) {
@@ -1007,11 +1047,6 @@ static int axp_map_ports(struct axp_xsk *x, char *msg, uint32_t msglen)
 	for (p = 0; p < x->nports; p++) {
 		const struct axp_xsk_port *pt = &x->ports[p];
 
-		if ((pt->roles & AXP_RX_ROLES) == AXP_RX_ROLES) {
-			axp_msg(msg, msglen, "%s: net_in and from_sf at once is not supported",
-				pt->ifname);
-			return -EINVAL;
-		}
 		if ((pt->roles & AXP_RX_ROLES) && pt->xskmap_fd < 0) {
 			axp_msg(msg, msglen, "%s: no XSKMAP for an RX interface", pt->ifname);
 			return -EINVAL;

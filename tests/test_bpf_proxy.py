@@ -46,7 +46,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from afxdp_proxy import bpf, cache, counters, hostaddrs
-from afxdp_proxy.backends.kernel import ProxyObject, label_keys, meta_layout
+from afxdp_proxy.backends.kernel import ONE_ROLE_PROGRAMS, ProxyObject, label_keys, meta_layout
 from afxdp_proxy.config import DEFAULT_META_MARK_MASK, ProxyConfig
 from afxdp_proxy.key import ETH_HLEN, KEY_SIZE, derive_key, format_key, meta_key, parse_mpls_frame
 from afxdp_proxy.lab.frames import ether, ipv4_tcp, mpls_frame
@@ -143,7 +143,7 @@ ALL_CONFIGS = [
     Cfg(k, t, m, s)
     for k, t, m, s in itertools.product(("hash", "meta"), ("inline", "attached"), ("pass", "drop"), (False, True))
 ] + [Cfg("hash", "attached", "last")]
-PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx")
+PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx", "axp_xdp_rx_tx")
 
 
 @dataclass(frozen=True)
@@ -162,10 +162,12 @@ class Proxy:
     def __init__(self, cfg: Cfg) -> None:
         self.cfg = cfg
         try:
-            self.obj = ProxyObject(cfg.proxy_config())  # the loader the proxy itself uses
+            # the loader the proxy itself uses; axp_xdp_rx_tx serves attached interfaces only
+            programs = PROGRAMS if cfg.topology == "attached" else ONE_ROLE_PROGRAMS
+            self.obj = ProxyObject(cfg.proxy_config(), programs=programs)
         except bpf.BpfError as e:  # show the verifier's words, not just the errno
             pytest.fail(f"{cfg}: {e}\n{e.log[-4000:]}", pytrace=False)
-        self.fds = {p: self.obj.prog_fd(p) for p in PROGRAMS}
+        self.fds = {p: self.obj.prog_fd(p) for p in self.obj.programs}
         self.cache = self.obj.cache
         self.counter_map = self.obj.counters
         self.sfs = self.obj.sfs
@@ -208,6 +210,10 @@ class Proxy:
 
     def xdp_tx(self, frame: bytes) -> bpf.RunResult:
         return bpf.test_run(self.fds["axp_xdp_tx"], frame)
+
+    def rx_tx(self, frame: bytes) -> bpf.RunResult:
+        """XDP on an interface that is net_in of one SF and from_sf of another."""
+        return bpf.test_run(self.fds["axp_xdp_rx_tx"], frame)
 
     def tx(self, frame: bytes, mark: int = 0) -> bpf.RunResult:
         """The TX program of the topology: TC egress inline, XDP on from_sf attached."""
@@ -421,6 +427,34 @@ def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
                                  "cache_inserts": 1, "cache_takes": 1, **also})
     assert 0 < dwell < time.monotonic_ns() - before
     assert px.entries() == {}, "TX must take the entry out of the cache"
+
+
+def _bare_ip(frame: bytes) -> bool:
+    return frame[12:14] in (b"\x08\x00", b"\x86\xdd")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if len(c.frame) >= ETH_HLEN], ids=lambda c: c.name)
+def test_both_xdp_roles_on_one_interface(make: Callable[..., Proxy], case: Case) -> None:
+    """axp_xdp_rx_tx (net_in of one SF and from_sf of another, attached) gives every frame of the
+    table exactly what the program of its role would: bare IP the TX path's verdict, bytes and
+    counters, all else the RX path's; a popped frame coming back takes the TX path."""
+    px = make(topology="attached")
+    ref = px.xdp_tx if _bare_ip(case.frame) else px.rx
+    want, want_counters = ref(case.frame), px.counters()
+    want_entries = {k: (e.labels, e.depth, e.sf) for k, e in px.entries().items()}
+    px.reset()
+    got = px.rx_tx(case.frame)
+    assert got.retval == want.retval
+    assert_frame(got.data, want.data)
+    assert px.counters().keys() == want_counters.keys()
+    assert {k: v for k, v in px.counters().items() if k != "tx_dwell_ns"} == \
+        {k: v for k, v in want_counters.items() if k != "tx_dwell_ns"}
+    assert {k: (e.labels, e.depth, e.sf) for k, e in px.entries().items()} == want_entries
+    if case.rx != Verdict.POP or _bare_ip(case.frame):
+        return
+    back = px.rx_tx(got.data)  # the bare packet back from the SF, on the same interface
+    assert (back.retval, back.data) == tx_expect(case, "attached")
+    assert px.entries() == {}
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])

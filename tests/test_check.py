@@ -187,6 +187,23 @@ def test_each_failure_gives_its_line_and_run_refuses_alike(tb: Testbed, tmp_path
 
 
 @pytest.mark.root
+def test_the_reverse_direction_is_checked_in_its_roles(tb: Testbed, tmp_path: Path) -> None:
+    """[sf.reverse] on this testbed, which classifies one direction only: its net_out (p_in) and
+    to_sf (p_sf_rx) are redirect targets whose peers (the sender's src_out, the SF's sf_out) run
+    no XDP program, so frames sent there would vanish: check names both by their reverse fields;
+    its net_in (p_out) gets the XDP checks of a net_in."""
+    r = _cli(tb, "check", config=tb.proxy_config(reverse=True), tmp_path=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    errors = sorted(line for status, line in _findings(r) if status == ERROR)
+    assert len(errors) == 2, r.stdout
+    assert errors[0].startswith("sf[0].reverse.net_out: frames redirected to p_in vanish: its veth peer src_out")
+    assert errors[1].startswith("sf[0].reverse.to_sf: frames redirected to p_sf_rx vanish: its veth peer sf_out")
+    oks = [line for status, line in _findings(r) if status == OK]
+    assert any(line.startswith("sf[0].reverse.net_in: native XDP on p_out") for line in oks), r.stdout
+    assert any(line.startswith("sf[0].reverse.sf_mac: ") for line in oks), r.stdout
+
+
+@pytest.mark.root
 def test_privileges_are_checked(tb: Testbed, tmp_path: Path) -> None:
     """Without CAP_PERFMON the verifier rejects the parser: check says so before run tries."""
     setpriv = shutil.which("setpriv")

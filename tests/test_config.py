@@ -110,6 +110,22 @@ def test_good_config_and_defaults() -> None:
         ({"proxy": {}, "sf": [{**GOOD["sf"][0], "vlan_in": 10},
                               {**GOOD["sf"][0], "vlan_in": 10, "name": "x", "from_sf": "y"}]}, "sf[1].label"),
         (_with(proxy={"backend": "static", "batch_size": 32}, sf={"static_stack": [2000]}), "proxy.batch_size"),
+        # the reverse direction: a table of its own, its own label, errors name its fields
+        (_with(sf={"reverse": 1001}), "sf[0].reverse"),
+        (_with(sf={"reverse": {}}), "sf[0].reverse.label"),
+        (_with(sf={"reverse": {"label": 1000}}), "sf[0].reverse.label"),  # the forward direction's
+        (_with(sf={"reverse": {"label": 1001, "colour": 1}}), "sf[0].reverse.colour"),
+        (_with(sf={"reverse": {"label": 1001, "reverse": {}}}), "sf[0].reverse.reverse"),
+        (_with(sf={"reverse": {"label": 1001, "name": "fw1"}}), "sf[0].reverse.name"),
+        (_with(sf={"reverse": {"label": 1001, "sf_mac": "02:00"}}), "sf[0].reverse.sf_mac"),
+        (_with(sf={"reverse": {"label": 1001, "from_sf": "p_sf_rx"}}), "sf[0].reverse.from_sf"),  # returns sf[0]
+        (_with(proxy={"backend": "static"}, sf={"static_stack": [2000], "reverse": {"label": 1001}}),
+         "sf[0].reverse.static_stack"),
+        ({"proxy": {"topology": "inline"}, "sf": [{"label": 1000, "net_in": "a", "net_out": "b",
+                                                   "reverse": {"label": 1001, "to_sf": "c"}}]},
+         "sf[0].reverse.to_sf"),
+        ({"proxy": {}, "sf": [{**GOOD["sf"][0], "name": f"s{i}", "label": 1000 + 2 * i, "from_sf": f"r{i}",
+                               "to_sf": f"t{i}", "reverse": {"label": 1001 + 2 * i}} for i in range(33)]}, "sf"),
     ],
 )
 def test_bad_field_is_named(data: dict, field: str) -> None:
@@ -133,6 +149,25 @@ def test_vlans_and_ttl() -> None:
     static = parse_config({"proxy": {"backend": "static", "on_ttl_expired": "pass"},
                            "sf": [{**GOOD["sf"][0], "static_stack": [2000], "vlan_out": 7}]})
     assert static.on_ttl_expired == "pass" and static.sfs[0].vlan_out == 7
+def test_reverse_direction_is_an_sf_with_the_interfaces_swapped() -> None:
+    cfg = parse_config(_with(sf={"reverse": {"label": 1001}}))
+    fwd, rev = cfg.sfs
+    assert (fwd.name, fwd.where, rev.name, rev.where) == ("fw1", "sf[0]", "fw1.reverse", "sf[0].reverse")
+    assert (rev.label, rev.net_in, rev.net_out, rev.to_sf, rev.from_sf) == (1001, "p_out", "p_in", "p_sf_rx", "p_sf_tx")
+    assert rev.sf_mac is None and rev.next_hop_mac is None  # the other side's MACs: learned, not inherited
+    assert rev.field("from_sf") == "sf[0].reverse.from_sf"
+    # each interface can be set apart, and the name too
+    cfg = parse_config(_with(sf={"reverse": {"label": 1001, "name": "fw1-back", "net_out": "p_back",
+                                             "sf_mac": "02:00:00:00:00:02"}}))
+    rev = cfg.sfs[1]
+    assert (rev.name, rev.net_in, rev.net_out, rev.sf_mac) == ("fw1-back", "p_out", "p_back", "02:00:00:00:00:02")
+    # inline: only net_in and net_out; static: its own stack; more SFs keep their order
+    cfg = parse_config({"proxy": {"backend": "static", "topology": "inline"},
+                        "sf": [{"label": 1000, "net_in": "a", "net_out": "b", "static_stack": [2000],
+                                "reverse": {"label": 1001, "static_stack": []}},
+                               {"name": "x", "label": 1002, "net_in": "a", "net_out": "b", "static_stack": [7]}]})
+    assert [(s.name, s.net_in, s.net_out, s.to_sf, s.static_stack) for s in cfg.sfs] == [
+        ("sf0", "a", "b", None, (2000,)), ("sf0.reverse", "b", "a", None, ()), ("x", "a", "b", None, (7,))]
 
 
 def test_cache_knobs() -> None:
@@ -212,5 +247,5 @@ def test_help_explains_counters() -> None:
     for word in ("rx_popped", "tx_miss", "--duration", "--config", "rx_key_full", "cache_inserts", "cache_takes",
                  "evictions", "expired", "in_flight", "max_dwell_ms", "max_per_key", "vlan_in", "vlan_out",
                  "rx_vlan_other", "rx_reserved_label", "rx_ttl_expired", "on_ttl_expired", "ttl_model", "tx_host",
-                 "tx_miss_last", "rx_redirect_err", "on_miss", "meta_mark_mask"):
+                 "tx_miss_last", "rx_redirect_err", "on_miss", "meta_mark_mask", "[sf.reverse]", ".reverse"):
         assert word in r.stdout

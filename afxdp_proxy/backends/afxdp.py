@@ -12,6 +12,11 @@ link-local traffic, the host's addresses: afxdp_proxy.hostaddrs keeps them
 current) never reaches a socket: axp_xsk_from_sf passes it to the kernel, as
 user space could not. A packet without a cache entry, on the other hand, is in
 user space already: on_miss = pass sends it on unlabelled to the next hop.
+An interface is opened once, with every role it has: a chain's reverse direction
+(an SF of its own, interfaces swapped) makes net_out an RX interface too, and
+to_sf one the SF returns on. One that is net_in of one SF and from_sf of another
+gets axp_xsk_rx_tx, and its worker splits each batch the way that program sorted
+it (bpf/include/role.shared.h): bare IP from the SF, all else from the network.
 
 One UMEM holds the frames of every socket of the instance, so a frame goes
 from the RX socket to the TX socket without a copy in user space. Each RX
@@ -295,14 +300,10 @@ class AfxdpProxy:
         for i, ifs in enumerate(ifaces):
             for key, role in roles:
                 iface = ifs[key]
-                port = by_index.setdefault(iface.index, _Port(iface, f"sf[{i}].{key}"))
+                port = by_index.setdefault(iface.index, _Port(iface, self.cfg.sfs[i].field(key, i)))
                 if role == ROLE_FROM_SF:
                     port.sf = i
                 port.roles |= role
-        for port in by_index.values():
-            if port.roles & ROLE_NET_IN and port.roles & ROLE_FROM_SF:
-                raise ConfigError(f"{port.field}: {port.iface.name} is both a net_in and a from_sf; "
-                                  "the afxdp backend needs them apart")
         return list(by_index.values())
 
     def _count_queues(self) -> int:
@@ -328,13 +329,16 @@ class AfxdpProxy:
 
     @staticmethod
     def _prog_of(port: _Port) -> str:
+        """The XDP program of an RX interface, by its RX roles."""
+        if port.roles & ROLE_NET_IN and port.roles & ROLE_FROM_SF:
+            return "axp_xsk_rx_tx"
         return "axp_xsk_from_sf" if port.roles & ROLE_FROM_SF else "axp_xsk_net_in"
 
     def _load_xdp(self, port: _Port, labels: dict[int, int]) -> bpf.BpfObject:
         """xsk.bpf.o for one RX interface; labels: its label map's keys (label_keys) -> SF index."""
         obj = bpf.BpfObject(self._obj_path or bpf.object_path("xsk"))
         try:
-            for prog in ("axp_xsk_net_in", "axp_xsk_from_sf"):
+            for prog in ("axp_xsk_net_in", "axp_xsk_from_sf", "axp_xsk_rx_tx"):
                 obj.set_autoload(prog, prog == self._prog_of(port))
             obj.set_max_entries("axp_xsks", self.queues)
             obj.set_rodata(config_struct(self.cfg))

@@ -9,6 +9,13 @@ Attached: XDP axp_xdp_rx on net_in redirects to to_sf, XDP axp_xdp_tx on
           counts the redirects the kernel refused (rx_redirect_err,
           tx_redirect_err).
 
+Programs go by interface role, not by SF: a chain's reverse direction is an SF
+of its own with the interfaces swapped, so an interface may be net_in of one SF
+and net_out of another (inline: XDP RX and TC egress TX on it), or to_sf of one
+and from_sf of another (attached: a redirect target with XDP TX on it). An
+interface with both XDP roles (net_in and an attached from_sf) gets
+axp_xdp_rx_tx, which sends bare IP down the TX path and all else down RX's.
+
 Links detach when their fd closes, so even a killed proxy leaves nothing
 attached. GRO is turned off on net_in while the proxy runs: GRO would merge
 packets whose stacks TX must restore one by one (TX counts and drops merged
@@ -34,7 +41,9 @@ from afxdp_proxy.mpls import make_stack
 
 log = logging.getLogger(__name__)
 
-PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx")  # what proxy.bpf.o holds
+PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx", "axp_xdp_rx_tx")  # what proxy.bpf.o holds
+# the XDP program of an interface by its XDP roles: RX (a net_in), TX (an attached from_sf)
+XDP_PROGRAM = {(True, False): "axp_xdp_rx", (False, True): "axp_xdp_tx", (True, True): "axp_xdp_rx_tx"}
 
 _KEY_MODE = {"hash": lib.AXP_KEY_MODE_HASH, "meta": lib.AXP_KEY_MODE_META}
 _TOPOLOGY = {"inline": lib.AXP_TOPO_INLINE, "attached": lib.AXP_TOPO_ATTACHED}
@@ -80,12 +89,24 @@ def config_struct(cfg: ProxyConfig) -> Any:
     })
 
 
-class ProxyObject:
-    """build/proxy.bpf.o loaded for one configuration, with its maps at hand."""
+# what an interface with both XDP roles needs, and nothing else: the verifier takes a while
+# over it (both paths), so it is loaded only on request
+BOTH_ROLES = "axp_xdp_rx_tx"
+ONE_ROLE_PROGRAMS = tuple(p for p in PROGRAMS if p != BOTH_ROLES)
 
-    def __init__(self, cfg: ProxyConfig, obj_path: str | None = None) -> None:
+
+class ProxyObject:
+    """build/proxy.bpf.o loaded for one configuration, with its maps at hand; of its
+    programs only `programs` (by default all but axp_xdp_rx_tx)."""
+
+    def __init__(self, cfg: ProxyConfig, obj_path: str | None = None,
+                 programs: tuple[str, ...] = ONE_ROLE_PROGRAMS) -> None:
         self.obj = bpf.BpfObject(obj_path or bpf.object_path("proxy"))
+        self.programs = programs
         try:
+            for prog in PROGRAMS:
+                if prog not in programs:
+                    self.obj.set_autoload(prog, False)
             self.obj.set_rodata(config_struct(cfg))
             # the static proxy caches nothing: one set keeps the map valid
             self.obj.set_max_entries("axp_cache", 1 if cfg.backend == "static" else cfg.cache_sets)
@@ -182,12 +203,12 @@ class KernelProxy:
     def _resolve(self, ipr: IPRoute) -> list[dict[str, Iface]]:
         out = []
         for i, sf in enumerate(self.cfg.sfs):
-            ifs = {"net_in": resolve(ipr, sf.net_in, f"sf[{i}].net_in"),
-                   "net_out": resolve(ipr, sf.net_out, f"sf[{i}].net_out")}
+            ifs = {"net_in": resolve(ipr, sf.net_in, sf.field("net_in", i)),
+                   "net_out": resolve(ipr, sf.net_out, sf.field("net_out", i))}
             if self.cfg.topology == "attached":
                 assert sf.to_sf and sf.from_sf
-                ifs["to_sf"] = resolve(ipr, sf.to_sf, f"sf[{i}].to_sf")
-                ifs["from_sf"] = resolve(ipr, sf.from_sf, f"sf[{i}].from_sf")
+                ifs["to_sf"] = resolve(ipr, sf.to_sf, sf.field("to_sf", i))
+                ifs["from_sf"] = resolve(ipr, sf.from_sf, sf.field("from_sf", i))
             out.append(ifs)
         return out
 
@@ -203,11 +224,11 @@ class KernelProxy:
             s.to_sf_mac = mac_bytes(ifs["to_sf"].mac)
             sf_mac = sf.sf_mac or learn_mac(ipr, ifs["to_sf"])
             if not sf_mac:
-                raise ConfigError(f"sf[{i}].sf_mac: cannot learn the SF's MAC behind {sf.to_sf} "
+                raise ConfigError(f"{sf.field('sf_mac', i)}: cannot learn the SF's MAC behind {sf.to_sf} "
                                   "(no single neighbour there); set sf_mac")
             hop = sf.next_hop_mac or learn_mac(ipr, ifs["net_out"])
             if not hop:
-                raise ConfigError(f"sf[{i}].next_hop_mac: cannot learn the next hop's MAC behind "
+                raise ConfigError(f"{sf.field('next_hop_mac', i)}: cannot learn the next hop's MAC behind "
                                   f"{sf.net_out} (no single neighbour there); set next_hop_mac")
             s.sf_mac = mac_bytes(sf_mac)
             s.next_hop_mac = mac_bytes(hop)
@@ -230,7 +251,9 @@ class KernelProxy:
             ifaces = self._resolve(ipr)
             sf_structs = [self._sf_struct(ipr, i, sf, ifaces[i]) for i, sf in enumerate(cfg.sfs)]
 
-        obj = ProxyObject(cfg, self._obj_path)
+        xdp = self._xdp_programs(ifaces)
+        both = any(prog == BOTH_ROLES for _, prog in xdp)
+        obj = ProxyObject(cfg, self._obj_path, PROGRAMS if both else ONE_ROLE_PROGRAMS)
         self._undo.callback(obj.close)
         self.obj = obj
         self.counter_map = obj.counters
@@ -238,23 +261,21 @@ class KernelProxy:
         for i, s in enumerate(sf_structs):
             obj.add_sf(i, s, ifaces[i]["from_sf" if cfg.topology == "attached" else "net_out"].index)
 
-        rx_fd = obj.prog_fd("axp_xdp_rx")
+        if cfg.topology == "attached":
+            # the host's addresses first: from the first frame on, what the SF sends the host is passed
+            addrs = hostaddrs.HostAddresses([obj.host_addrs]).start()
+            self._undo.callback(addrs.stop)
+        for iface, prog in xdp:
+            self._attach(bpf.Link.xdp(obj.prog_fd(prog), iface.index))
         net_ins = {ifs["net_in"].index: ifs["net_in"] for ifs in ifaces}
-        for iface in net_ins.values():
-            self._attach(bpf.Link.xdp(rx_fd, iface.index))
-            if cfg.key == "meta":
+        if cfg.key == "meta":
+            for iface in net_ins.values():
                 self._attach(bpf.Link.tcx(obj.prog_fd("axp_tc_meta"), iface.index, egress=False))
         if cfg.topology == "inline":
             outs = {ifs["net_out"].index: ifs["net_out"] for ifs in ifaces}
             for iface in outs.values():
                 self._attach(bpf.Link.tcx(obj.prog_fd("axp_tc_tx"), iface.index, egress=True))
         else:
-            # the host's addresses first: from the first frame on, what the SF sends the host is passed
-            addrs = hostaddrs.HostAddresses([obj.host_addrs]).start()
-            self._undo.callback(addrs.stop)
-            tx_fd = obj.prog_fd("axp_xdp_tx")
-            for ifs in ifaces:
-                self._attach(bpf.Link.xdp(tx_fd, ifs["from_sf"].index))
             self._count_redirect_errors(obj, ifaces)
         # after attaching: veth may turn GRO on for XDP's sake
         for iface in net_ins.values():
@@ -267,12 +288,18 @@ class KernelProxy:
         """Attached: the redirects to to_sf (RX) and net_out (TX) the kernel refuses are counted
         in the SF's row; without the tracer (no kernel BTF, say) they are not, and the log says so."""
         rx, tx = obj.obj.prog_id("axp_xdp_rx"), obj.obj.prog_id("axp_xdp_tx")
+        rxs, txs = [rx], [tx]
+        if BOTH_ROLES in obj.programs:  # its redirects are the RX path's or the TX path's, by target
+            rxs.append(obj.obj.prog_id(BOTH_ROLES))
+            txs.append(obj.obj.prog_id(BOTH_ROLES))
         slots = {(rx, 0, 0): (counters.NONE_ROW, lib.AXP_CNT_RX_REDIRECT_ERR),
                  (tx, 0, 0): (counters.NONE_ROW, lib.AXP_CNT_TX_REDIRECT_ERR)}
         for i, ifs in enumerate(ifaces):
             # SFs behind one net_in and to_sf share a key: the first one's row counts
-            slots.setdefault((rx, ifs["net_in"].index, ifs["to_sf"].index), (i, lib.AXP_CNT_RX_REDIRECT_ERR))
-            slots[(tx, ifs["from_sf"].index, ifs["net_out"].index)] = (i, lib.AXP_CNT_TX_REDIRECT_ERR)
+            for p in rxs:
+                slots.setdefault((p, ifs["net_in"].index, ifs["to_sf"].index), (i, lib.AXP_CNT_RX_REDIRECT_ERR))
+            for p in txs:
+                slots[(p, ifs["from_sf"].index, ifs["net_out"].index)] = (i, lib.AXP_CNT_TX_REDIRECT_ERR)
         assert self.counter_map is not None
         try:
             self.redirects = RedirectErrors(self.counter_map.fd, slots)
@@ -286,6 +313,18 @@ class KernelProxy:
         if self.redirects is not None:
             self.redirects.close()
             self.redirects = None
+
+    @staticmethod
+    def _xdp_programs(ifaces: list[dict[str, Iface]]) -> list[tuple[Iface, str]]:
+        """Every interface with an XDP role and its program: RX on a net_in, TX on a from_sf
+        (attached; inline has none), axp_xdp_rx_tx on an interface that is both."""
+        roles: dict[int, tuple[Iface, bool, bool]] = {}
+        for ifs in ifaces:
+            for key in ("net_in", "from_sf"):
+                if key in ifs:
+                    iface, rx, tx = roles.get(ifs[key].index, (ifs[key], False, False))
+                    roles[iface.index] = (iface, rx or key == "net_in", tx or key == "from_sf")
+        return [(iface, XDP_PROGRAM[rx, tx]) for iface, rx, tx in roles.values()]
 
     def _attach(self, link: bpf.Link) -> None:
         self._undo.callback(link.close)
@@ -314,7 +353,7 @@ class KernelProxy:
 
     def state(self) -> dict[str, object]:
         assert self.obj and self.counter_map and self.cache_map
-        progs = [self.obj.obj.prog_id(p) for p in PROGRAMS]  # all loaded, attached or not
+        progs = [self.obj.obj.prog_id(p) for p in self.obj.programs]  # all loaded, attached or not
         if self.redirects is not None:
             progs.append(self.redirects.prog_id)
         return {"maps": {"counters": self.counter_map.id, "cache": self.cache_map.id}, "progs": progs}
