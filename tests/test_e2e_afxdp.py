@@ -446,7 +446,7 @@ def test_ipv6_through_an_sf_that_finds_its_neighbours(beds: Callable[..., Testbe
     check = tb.check_chain(family=6)
     assert check.compared >= 500
     assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
-    assert check.arrived == {tuple(e.encode() for e in s[1:]) for s in stacks}
+    assert check.arrived == {tx_words([e.encode() for e in s]) for s in stacks}
     assert all(p.ok for p in to_host), "the SF must reach the proxy host's own addresses"
     assert c["tx_host"] >= 5 and _drops(c) == {}
     assert harness.learned(tb, "sf", tb.sf_out or "", P_SF_RX.ip6)
@@ -469,7 +469,7 @@ def test_a_masquerading_sf(beds: Callable[..., Testbed], on_miss: str) -> None:
     arrived = list(tb.received().values())
     assert len(arrived) >= 500
     if on_miss == "last":
-        assert set(arrived) == {tuple(e.encode() for e in stack[1:])}, "every packet with the chain's stack"
+        assert set(arrived) == {tx_words([e.encode() for e in stack])}, "every packet with the chain's stack"
         assert c["tx_miss_last"] >= len(arrived) and c["tx_pushed"] == 0
     else:
         assert set(arrived) == {()}, "a NAT without on_miss = last: the chain is lost"
