@@ -39,6 +39,7 @@ EXIT_ERROR = 2
 
 ETH_HLEN = 14
 STACK_BYTES = 4 * MAX_LABELS  # the deepest stack the proxy pops or pushes
+TAG_BYTES = 4 * 2  # the most VLAN tags the proxy reads in front of a stack (802.1ad over 802.1Q)
 XDP_HEADROOM = 256  # XDP_PACKET_HEADROOM: where AF_XDP puts a frame's first byte in its UMEM chunk
 # A veth takes native XDP (without multi-buffer support, which the proxy's programs do not
 # declare) only while its peer's MTU leaves a frame in one page after XDP's headroom and the
@@ -485,15 +486,18 @@ def check_frame_size(cfg: ProxyConfig, ifs: list[_If]) -> Finding | None:
         return None
     big = max(sized, key=lambda x: x.iface.mtu if x.iface else 0)
     assert big.iface is not None
-    need = XDP_HEADROOM + ETH_HLEN + big.iface.mtu + STACK_BYTES
+    # VLAN tags sit outside the MTU (like the Ethernet header) but inside the chunk
+    tags = TAG_BYTES if any(sf.vlan_in or sf.vlan_out for sf in cfg.sfs) else 0
+    head = ETH_HLEN + tags
+    need = XDP_HEADROOM + head + big.iface.mtu + STACK_BYTES
     if cfg.frame_size >= need:
         return Finding("frame_size", "proxy.frame_size", OK, f"{cfg.frame_size} bytes hold {XDP_HEADROOM} of headroom "
-                       f"and the largest frame ({big.name}'s MTU {big.iface.mtu} + {ETH_HLEN} + {STACK_BYTES})")
-    most = cfg.frame_size - XDP_HEADROOM - ETH_HLEN - STACK_BYTES
+                       f"and the largest frame ({big.name}'s MTU {big.iface.mtu} + {head} + {STACK_BYTES})")
+    most = cfg.frame_size - XDP_HEADROOM - head - STACK_BYTES
     fix = "set frame_size = 4096" if cfg.frame_size < 4096 else "lower the MTU"
     return Finding("frame_size", "proxy.frame_size", ERROR,
                    f"{cfg.frame_size} bytes cannot hold {XDP_HEADROOM} of headroom and a frame of {big.name}'s MTU "
-                   f"{big.iface.mtu} + {ETH_HLEN} + {STACK_BYTES} for the deepest stack ({need} bytes): such frames "
+                   f"{big.iface.mtu} + {head} + {STACK_BYTES} for the deepest stack ({need} bytes): such frames "
                    "are dropped", f"{fix}, or lower {big.name}'s MTU to {most} or less")
 
 

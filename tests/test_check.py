@@ -169,6 +169,9 @@ FAILURES: dict[str, tuple[Callable[[Testbed], contextlib.AbstractContextManager]
                ("2 TX queues", "1 RX queue", "ENOSPC", "ethtool -L src_out tx 1")),
     "frame_size": (lambda tb: _mtu(tb, "p_in", 1800), {"backend": "afxdp", "frame_size": 2048},
                    "proxy.frame_size: 2048 bytes", ("MTU 1800", "2134", "frame_size = 4096")),
+    # an SF on a VLAN: two tags' room more (1710 + 14 + 8 + 64 + 256 = 2052 > 2048; untagged, 2044, fits)
+    "frame_size_vlan": (lambda tb: _mtu(tb, "p_in", 1710), {"backend": "afxdp", "frame_size": 2048, "vlan_in": 10},
+                        "proxy.frame_size: 2048 bytes", ("MTU 1710", "+ 22 +", "2052")),
 }
 
 
