@@ -24,6 +24,7 @@ from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.key import parse_mpls_frame
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
+from afxdp_proxy.lab.proxyproc import ProxyProcess
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
@@ -120,6 +121,29 @@ def sf_nat(tb: Testbed) -> Iterator[None]:
         yield
     finally:
         tb.set_sf(before)
+
+
+def check_nat_sf(tb: Testbed, proxy: Callable[[], ProxyProcess], on_miss: str, sf_label: int) -> None:
+    """(attached) A static chain through the testbed's masquerading NAT SF: no packet finds its
+    entry at TX. With on_miss = "last" each gets the stack RX last sent to the SF (tx_miss_last);
+    with "pass" every packet leaves unlabelled (tx_miss_pass)."""
+    stack = make_stack([sf_label, 2000, 3000], [1, 2, 3])
+    tb.set_stacks([stack])
+    with sf_nat(tb), proxy() as px:
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=2, bitrate="20M")
+        ping6 = tb.ping(tb.dst_ip6, count=3)
+        tb.set_recording(False, clear=False)
+        c = px.counters()
+    assert res.bits_per_second > 5e6 and ping6.ok
+    arrived = list(tb.received().values())
+    assert len(arrived) >= 500
+    if on_miss == "last":
+        assert set(arrived) == {tx_words([e.encode() for e in stack])}, "every packet with the chain's stack"
+        assert c["tx_miss_last"] >= len(arrived) and c["tx_pushed"] == 0
+    else:
+        assert set(arrived) == {()}, "a NAT without on_miss = last: the chain is lost"
+        assert c["tx_miss_pass"] >= len(arrived)
 
 
 @contextlib.contextmanager

@@ -459,20 +459,4 @@ def test_a_masquerading_sf(beds: Callable[..., Testbed], on_miss: str) -> None:
     """An nftables NAT in the SF: with on_miss = last the static chain survives (the engine's
     per-SF last stack); with pass the packets go on unlabelled, straight to the next hop."""
     tb = beds(1, sf_nd=True)
-    stack = make_stack([SF, 2000, 3000], [1, 2, 3])
-    tb.set_stacks([stack])
-    with harness.sf_nat(tb), _proxy(tb, on_miss=on_miss) as proxy:
-        tb.set_recording(True)
-        res = tb.iperf3(seconds=2, bitrate="20M")
-        ping6 = tb.ping(tb.dst_ip6, count=3)
-        tb.set_recording(False, clear=False)
-        c = proxy.counters()
-    assert res.bits_per_second > 5e6 and ping6.ok
-    arrived = list(tb.received().values())
-    assert len(arrived) >= 500
-    if on_miss == "last":
-        assert set(arrived) == {tx_words([e.encode() for e in stack])}, "every packet with the chain's stack"
-        assert c["tx_miss_last"] >= len(arrived) and c["tx_pushed"] == 0
-    else:
-        assert set(arrived) == {()}, "a NAT without on_miss = last: the chain is lost"
-        assert c["tx_miss_pass"] >= len(arrived)
+    harness.check_nat_sf(tb, lambda: _proxy(tb, on_miss=on_miss), on_miss, SF)
