@@ -47,6 +47,12 @@ every --log-interval seconds. Log records go to stderr: started, warnings,
 counters, stopped with the final counters; --log-format json writes one JSON
 object a line (time, level, message and the record's fields).
 
+afxdp backend: bind_mode = "auto" (default) binds the AF_XDP sockets in
+zero-copy mode where the driver has it and in copy mode otherwise (veth);
+"zerocopy" refuses to start on a driver without it (one line naming the
+interface and driver), "copy" forces copy mode. The mode in use is in the
+start log line and in `stats`.
+
 metrics: with a [metrics] table in the config (listen = "127.0.0.1:9464") run
 serves every counter, per SF, and the SF's dwell-time histogram in the
 Prometheus text format at http://<listen>/metrics, read from the data path at
@@ -238,12 +244,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
         bounds = counters.dwell_bounds_ns()
         dwell = {sf: dict(zip([*map(str, bounds), "+Inf"], snap.dwell_hist(i), strict=True))
                  for i, sf in enumerate(sf_names)}
+        extra = {"xsk": info["xsk"]} if "xsk" in info else {}
         print(json.dumps({"name": name, "backend": info["backend"], "key": info["key"],
-                          "topology": info["topology"], "pid": info["pid"], "in_flight": in_flight,
+                          "topology": info["topology"], "pid": info["pid"], **extra, "in_flight": in_flight,
                           "counters": total, "sfs": per_sf, "dwell_histogram_ns": dwell}, indent=1))
     else:
+        xsk = info.get("xsk")
+        mode = f", AF_XDP {xsk['mode']}" if isinstance(xsk, dict) and "mode" in xsk else ""
         print(f"{name}: {info['backend']} backend, key {info['key']}, topology {info['topology']}, "
-              f"pid {info['pid']}")
+              f"pid {info['pid']}{mode}")
         print(summary(total, in_flight))
         print(sf_table(per_sf))
     return 0

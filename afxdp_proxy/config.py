@@ -40,7 +40,9 @@ _REMOVED = {
                    "aged by max_dwell_ms); remove it",
 }
 # AF_XDP backend knobs; the defaults are enum axp_xsk_defaults in native/axp_xsk.h (a test compares)
-XSK_KEYS = ("queues", "ring_size", "frame_size", "batch_size")
+XSK_KEYS = ("queues", "ring_size", "frame_size", "batch_size", "bind_mode")
+# how the AF_XDP sockets bind: auto (zero-copy where the driver has it, else copy), or forced
+BIND_MODES = ("auto", "zerocopy", "copy")
 DEFAULT_QUEUES = 0  # RX queues served (one socket per interface and one worker each); 0: all of net_in's
 DEFAULT_RING_SIZE = 2048  # entries of every RX, TX, fill and completion ring
 DEFAULT_FRAME_SIZE = 4096  # UMEM frame: 256 bytes of headroom (room to push a stack), then the frame
@@ -104,6 +106,7 @@ class ProxyConfig:
     ring_size: int = DEFAULT_RING_SIZE
     frame_size: int = DEFAULT_FRAME_SIZE
     batch_size: int = DEFAULT_BATCH_SIZE
+    bind_mode: str = "auto"
     metrics: MetricsConfig | None = None  # [metrics]; None: no metrics server
     meta_mark_mask: int = DEFAULT_META_MARK_MASK
 
@@ -365,8 +368,8 @@ def meta_mark_layout(mask: int, ncpus: int) -> tuple[int, int]:
     return shift, mask.bit_count() - ncpus.bit_length()
 
 
-def _xsk_knobs(proxy: dict[str, Any], backend: str) -> dict[str, int]:
-    """queues, ring_size, frame_size, batch_size: afxdp only."""
+def _xsk_knobs(proxy: dict[str, Any], backend: str) -> dict[str, Any]:
+    """queues, ring_size, frame_size, batch_size, bind_mode: afxdp only."""
     if backend != "afxdp":
         for key in XSK_KEYS:
             if key in proxy:
@@ -383,6 +386,7 @@ def _xsk_knobs(proxy: dict[str, Any], backend: str) -> dict[str, int]:
         "ring_size": ring,
         "frame_size": frame,
         "batch_size": _int(proxy, "proxy", "batch_size", 1, ring, DEFAULT_BATCH_SIZE),
+        "bind_mode": _choice(proxy, "proxy", "bind_mode", BIND_MODES, "auto"),
     }
 
 

@@ -3,6 +3,7 @@ ethtool features and channels, XDP features, and what can be seen of a veth's ot
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -239,6 +240,20 @@ class Peer:
     def cmd(self, argv: str) -> str:
         """A shell command to run where the peer is: "ip netns exec NS ethtool ..."."""
         return f"ip netns exec {self.netns} {argv}" if self.netns and not self.same_netns else argv
+
+
+def driver_of(iface: Iface) -> str:
+    """The device's driver as `ethtool -i` names it (sysfs), or its link kind ("veth", ...) for a
+    virtual device without one, or "unknown"."""
+    try:
+        return os.path.basename(os.readlink(f"/sys/class/net/{iface.name}/device/driver"))
+    except OSError:
+        pass
+    with contextlib.suppress(Exception), IPRoute() as ipr:
+        kind = link_kind(ipr, iface.index)
+        if kind:
+            return str(kind)
+    return "unknown"
 
 
 def link_kind(ipr: IPRoute, index: int) -> str | None:

@@ -97,6 +97,8 @@ def test_good_config_and_defaults() -> None:
         (_with(proxy={"backend": "afxdp", "batch_size": 0}), "proxy.batch_size"),
         (_with(proxy={"backend": "afxdp", "ring_size": 64, "batch_size": 65}), "proxy.batch_size"),
         (_with(proxy={"queues": 2}), "proxy.queues"),  # kernel backend
+        (_with(proxy={"bind_mode": "copy"}), "proxy.bind_mode"),  # kernel backend
+        (_with(proxy={"backend": "afxdp", "bind_mode": "zero-copy"}), "proxy.bind_mode"),
         # what real SR-MPLS links carry: VLANs, TTL
         (_with(proxy={"ttl_model": "short-pipe"}), "proxy.ttl_model"),
         (_with(proxy={"on_ttl_expired": "reply"}), "proxy.on_ttl_expired"),

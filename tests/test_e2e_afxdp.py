@@ -361,7 +361,8 @@ def _run_cli(tb: Testbed, toml: str) -> subprocess.CompletedProcess:
     ({"queues": 2}, "proxy.queues"),
     ({"topology": "inline", "to_sf": None, "from_sf": None, "sf_mac": None}, "proxy.topology"),
     ({"ring_size": 1000}, "proxy.ring_size"),
-], ids=["no_interface", "queues", "inline", "ring_size"])
+    ({"bind_mode": "zerocopy"}, "proxy.bind_mode"),  # veth has no zero-copy
+], ids=["no_interface", "queues", "inline", "ring_size", "zerocopy_on_veth"])
 def test_errors_are_one_line_naming_the_field(beds: Callable[[int], Testbed], override: dict, field: str) -> None:
     tb = beds(1)
     r = _run_cli(tb, tb.proxy_config(backend="afxdp", **override))
@@ -369,6 +370,26 @@ def test_errors_are_one_line_naming_the_field(beds: Callable[[int], Testbed], ov
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"afxdp-proxy: error: {field}:"), r.stderr
     harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
+
+
+def test_zerocopy_refusal_names_interface_and_driver(beds: Callable[[int], Testbed]) -> None:
+    tb = beds(1)
+    r = _run_cli(tb, tb.proxy_config(backend="afxdp", bind_mode="zerocopy"))
+    assert r.returncode == 2
+    assert "(driver veth) has no AF_XDP zero-copy support" in r.stderr and 'bind_mode = "auto"' in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["auto", "copy"])
+def test_bind_mode_in_use_is_logged_and_in_stats(beds: Callable[[int], Testbed], mode: str) -> None:
+    """auto falls back to copy on veth; copy forces it: the start line and `stats` say which."""
+    tb = beds(1)
+    proxy = ProxyProcess(tb.ns_proxy, tb.proxy_config(backend="afxdp", bind_mode=mode), name=f"{tb.prefix}-bind",
+                         quiet=False)
+    with proxy:
+        out = netns.run(tb.ns_proxy, [sys.executable, "-m", "afxdp_proxy", "stats", "--name", proxy.name])
+        info = state.running()[proxy.name]
+    assert f"AF_XDP sockets in copy mode (bind_mode = {mode})" in proxy.output
+    assert "AF_XDP copy" in out.stdout.splitlines()[0] and info["xsk"]["mode"] == "copy"
 
 
 def test_inline_topology_is_refused_in_process() -> None:

@@ -49,13 +49,17 @@ from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.backends.kernel import KernelProxy, config_struct, label_keys, warn_vlan_stripping
 from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig
-from afxdp_proxy.iface import Iface, keep_vlan_tags
+from afxdp_proxy.iface import Iface, driver_of, keep_vlan_tags
 
 log = logging.getLogger(__name__)
 
 HEADROOM = 256  # XDP_PACKET_HEADROOM: where AF_XDP puts received data in a frame
 STOP_TIMEOUT = 2.0  # seconds a worker gets to return after stop (it needs microseconds)
 VERDICT_DROP, VERDICT_PASS, VERDICT_TX = lib.AXP_VERDICT_DROP, lib.AXP_VERDICT_PASS, lib.AXP_VERDICT_TX
+# bind flags by proxy.bind_mode (include/uapi/linux/if_xdp.h); with neither, the kernel tries
+# zero-copy and falls back to copy (xp_assign_dev)
+XDP_COPY, XDP_ZEROCOPY = 1 << 1, 1 << 2
+BIND_FLAGS = {"auto": 0, "zerocopy": XDP_ZEROCOPY, "copy": XDP_COPY}
 ROLE_NET_IN, ROLE_FROM_SF = lib.AXP_PORT_NET_IN, lib.AXP_PORT_FROM_SF
 ROLE_TO_SF, ROLE_NET_OUT = lib.AXP_PORT_TO_SF, lib.AXP_PORT_NET_OUT
 NSLOTS = counters.ROWS * counters.XSK_SLOTS  # one queue's counters: a row per SF, then NONE_ROW's
@@ -269,7 +273,7 @@ class AfxdpProxy:
     """Sockets, UMEM, XDP programs and worker threads for one configuration; stop() undoes all."""
 
     def __init__(self, cfg: ProxyConfig, obj_path: str | None = None, spin: int | None = None,
-                 bind_flags: int = 0) -> None:
+                 bind_flags: int | None = None) -> None:
         if cfg.topology != "attached":
             raise ConfigError('proxy.topology: the afxdp backend needs topology = "attached" '
                               "(AF_XDP sends out of an interface, it cannot hand packets to the local stack)")
@@ -277,7 +281,7 @@ class AfxdpProxy:
         self.name = "afxdp"
         self._obj_path = obj_path
         self._spin = lib.AXP_XSK_DEFAULT_SPIN if spin is None else spin
-        self._bind_flags = bind_flags
+        self._bind_flags = BIND_FLAGS[cfg.bind_mode] if bind_flags is None else bind_flags
         self.queues = cfg.queues  # 0 until start() counts the interfaces' queues
         self._undo = ExitStack()
         self.engine: Engine | None = None
@@ -425,11 +429,18 @@ class AfxdpProxy:
             raise self._open_error(-err[0], text)
         self._xsk = x
         self.zerocopy = bool(lib.axp_xsk_zerocopy(x))
+        log.info("AF_XDP sockets in %s mode (bind_mode = %s)", "zero-copy" if self.zerocopy else "copy",
+                 cfg.bind_mode)
 
     def _open_error(self, err: int, text: str) -> Exception:
         """One line naming the config field: the interface's, or proxy.backend for the kernel's lack."""
         if err in (errno.EAFNOSUPPORT, errno.ENOPROTOOPT):
             return ConfigError(f"proxy.backend: afxdp needs AF_XDP sockets: {text}")
+        if err == errno.EOPNOTSUPP and self._bind_flags & XDP_ZEROCOPY:
+            port = next((p for p in self._ports if text.startswith(p.iface.name + " ")), None)
+            where = f"{port.iface.name} (driver {driver_of(port.iface)})" if port else "an interface"
+            return ConfigError(f'proxy.bind_mode: "zerocopy", but {where} has no AF_XDP zero-copy support; set '
+                               'bind_mode = "auto" (zero-copy where the driver has it, else copy) or "copy"')
         for port in self._ports:
             if text.startswith(port.iface.name + " "):
                 return ConfigError(f"{port.field}: {text}")
