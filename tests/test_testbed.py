@@ -238,6 +238,13 @@ def test_state_survives_the_process_and_cli(uid: str, capsys: pytest.CaptureFixt
         assert tb.ping(count=2, timeout=0.3).received == 0
         tb.set_stacks([])
         assert tb.ping(count=2).ok
+        # and from the CLI: labelled (no proxy: the proxy namespace's kernel drops them), then plain
+        assert "pushes 1000/2001, -, rotating" in cli("stacks", "1000/2001", "-")
+        assert tb.ping(count=4, timeout=0.3).received == 2  # every other one plain
+        assert "none: plain IP" in cli("stacks")
+        assert tb.ping(count=2).ok
+        bad = parser.parse_args(["testbed", "stacks", "1000/x", "--prefix", prefix])
+        assert bad.func(bad) == 2 and "1000/x" in capsys.readouterr().err
         assert "src/src_cls/tc: program" in cli("status")
         assert 'topology = "inline"' in cli("config")
         assert "sf_mac" not in cli("config")
