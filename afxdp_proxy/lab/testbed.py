@@ -904,11 +904,26 @@ def parse_stack(text: str) -> list[Lse]:
 
 def _cmd(args: Any) -> int:
     if args.action == "up":
-        tb = Testbed(args.topology, prefix=args.prefix, ipv6=not args.no_ipv6, sf=args.sf,
-                     bidirectional=args.bidirectional, sf_nd=args.sf_nd).up()
+        if args.prefix and args.prefix in Testbed.saved():
+            print(f"afxdp-proxy: error: --prefix: a testbed {args.prefix!r} is up already; take it down first "
+                  f"(afxdp-proxy testbed down --prefix {args.prefix}) or pick another prefix", file=sys.stderr)
+            return 2
+        try:
+            tb = Testbed(args.topology, prefix=args.prefix, ipv6=not args.no_ipv6, sf=args.sf,
+                         bidirectional=args.bidirectional, sf_nd=args.sf_nd)
+        except ValueError as e:  # options that do not go together
+            print(f"afxdp-proxy: error: {e}", file=sys.stderr)
+            return 2
+        try:
+            tb.up()
+        except FileExistsError as e:  # namespaces of that prefix, without a state file
+            print(f"afxdp-proxy: error: --prefix: {e}", file=sys.stderr)
+            return 2
         both = ", both directions classified" if tb.bidirectional else ""
         print(f"testbed {tb.prefix} ({tb.topology}, SF {tb.sf}{both}) is up: namespaces {', '.join(tb.namespaces)}")
-        print(f"  sender {tb.ns_src} {tb.src_if} {tb.src_ip}, receiver {tb.ns_dst} {tb.dst_if} {tb.dst_ip}")
+        v6 = f" {tb.src_ip6}" if tb.ipv6 else ""
+        v6_dst = f" {tb.dst_ip6}" if tb.ipv6 else ""
+        print(f"  sender {tb.ns_src} {tb.src_if} {tb.src_ip}{v6}, receiver {tb.ns_dst} {tb.dst_if} {tb.dst_ip}{v6_dst}")
         print(f"  proxy config: afxdp-proxy testbed config --prefix {tb.prefix} > proxy.toml")
         return 0
     if args.action == "down":
@@ -971,7 +986,7 @@ def register_cli(sub: Any) -> None:
     p = sub.add_parser(
         "testbed",
         help="bring the namespace testbed up or down, show its state",
-        description="The namespace testbed (see DESIGN.md): it stays up between commands; "
+        description="The namespace testbed (README, section Testbed, demo, tests): it stays up between commands; "
         "its state lives in /run/afxdp-proxy/testbed-<prefix>.json.",
     )
     p.add_argument("action", choices=("up", "down", "status", "config", "stacks"))
