@@ -191,6 +191,10 @@ class BpfObject:
     def set_autoload(self, prog: str, autoload: bool) -> None:
         check(lib.axp_obj_set_autoload(self._obj, prog.encode(), int(autoload)), f"autoload {prog}")
 
+    def set_pin_path(self, map_name: str, path: Path | str) -> None:
+        """Before load: reuse the map pinned at path, or create it and pin it there."""
+        check(lib.axp_obj_set_pin_path(self._obj, map_name.encode(), str(path).encode()), f"pin path of {map_name}")
+
     def load(self) -> None:
         lib.axp_log_clear()
         check(lib.axp_obj_load(self._obj), f"load {self.path.name}")
@@ -217,6 +221,16 @@ class BpfObject:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def obj_get(path: Path | str) -> int:
+    """An fd of the object pinned at path (the caller closes it)."""
+    return check(lib.axp_obj_get(str(path).encode()), f"open pinned {path}")
+
+
+def mount_bpffs(path: Path | str) -> None:
+    """Mount a bpffs instance on the directory path."""
+    check(lib.axp_mount_bpffs(str(path).encode()), f"mount bpffs on {path}")
 
 
 @dataclass
