@@ -32,10 +32,8 @@ def tb() -> Iterator[Testbed]:
     keep.ensure_pinfs()
     bed = Testbed("attached").up()
     yield bed
-    for name in keep.kept():
-        if name.startswith(bed.prefix):
-            keep.forget(name)
     assert bed.down() == []
+    assert not [n for n in keep.kept() if n.startswith(bed.prefix)], "testbed down forgets what its proxies kept"
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +110,9 @@ def _restart_through_delay_sf(tb: Testbed, proxy: ProxyProcess, sig: int, delay:
     return Restart(inside, wrong, restored, t_attached - t_signal, lost, unlabelled)
 
 
-@pytest.mark.parametrize("backend", ["kernel", "afxdp"])
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize(("backend", "sig"), [("kernel", signal.SIGTERM), ("kernel", signal.SIGKILL),
+                                              ("afxdp", signal.SIGKILL)], ids=["kernel-sigterm", "kernel-sigkill",
+                                                                              "afxdp-sigkill"])
 def test_restart_keeps_the_stacks_of_packets_inside_the_sf(tb: Testbed, delay: float, sig: int, backend: str) -> None:
     proxy = _proxy(tb, f"keep-{backend}-{sig}", backend=backend, args=("--keep-cache",))
     try:
@@ -230,3 +229,50 @@ def test_reload_adds_and_removes_an_sf_while_traffic_flows(tb: Testbed, backend:
     early = [i for i, t in enumerate(stream.sent_at) if not is_fw1[i] and t < t_added - 1]
     assert early and not any(stream.keys[i] in got for i in early)
     assert st["sfs"]["fw2"]["rx_popped"] >= len(served) and st["sfs"]["fw1"]["tx_pushed"] > 0, st["sfs"]
+
+
+@pytest.mark.parametrize("backend", ["kernel", "afxdp"])
+def test_a_kept_cache_of_another_layout_is_replaced_and_forget_drops_one(tb: Testbed, backend: str) -> None:
+    import sys
+
+    proxy = _proxy(tb, f"layout-{backend}", backend=backend, args=("--keep-cache",))
+    name = proxy.name
+    kept = (lambda: (keep.pin_dir(name) / "axp_cache").exists()) if backend == "kernel" else \
+        (lambda: keep.file_path(name, "cache").exists())
+    forget = [sys.executable, "-m", "afxdp_proxy", "forget", name]
+    try:
+        proxy.start()
+        proxy.stop(signal.SIGTERM, keep_config=True)
+        assert kept() and keep.read(name)["layout"]["sets"] == 8192
+        # another cache size: what was kept does not fit, and is replaced
+        proxy.write_config(tb.proxy_config(backend=backend, cache_entries=1024, max_dwell_ms=60_000))
+        proxy.start()
+        line = proxy.wait_for("does not fit")
+        assert "(sets 8192 -> 128)" in line and "starting with an empty cache" in line, line
+        # forget is refused while a proxy of the name runs
+        r = tb.run("proxy", forget)
+        assert r.returncode == 1 and "is running" in r.stderr, r.stderr
+        info = state.running()[name]
+        proxy.stop(signal.SIGTERM, keep_config=True)
+        assert kept() and keep.read(name)["layout"]["sets"] == 128
+        r = tb.run("proxy", forget)
+        assert r.returncode == 0 and r.stdout.startswith(f"{name}: forgot "), r.stdout + r.stderr
+        assert not kept() and keep.read(name) is None and name not in keep.kept()
+        if backend == "kernel":
+            harness.wait_maps_freed(info["maps"].values())  # the pins held the last references
+    finally:
+        proxy.stop()
+        keep.forget(name)
+
+
+def test_keep_cache_without_the_bpffs_warns_and_runs(tb: Testbed, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AXP_PIN_DIR", str(tmp_path))  # a directory, no bpffs: as under `ip netns exec` alone
+    proxy = _proxy(tb, "nopinfs", args=("--keep-cache",))
+    try:
+        proxy.start()
+        line = proxy.wait_for("--keep-cache")
+        assert line.startswith("afxdp-proxy: warning: --keep-cache: no bpffs mounted at ") and "pinfs" in line, line
+        assert tb.ping(count=2).ok
+    finally:
+        proxy.stop()
+    assert keep.read(proxy.name) is None and not list(tmp_path.iterdir())
