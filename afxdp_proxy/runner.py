@@ -98,11 +98,13 @@ def run(
     try:
         backend.start()
         started = time.time()
-        state.write(name, _state(cfg, config_path, backend, started))
-        log.info("%s backend, key %s, topology %s, %d SF(s) attached as %r%s", cfg.backend, cfg.key, cfg.topology,
-                 len(cfg.sfs), name, "; Ctrl-C to stop" if live else "",
+        info = _state(cfg, config_path, backend, started)
+        state.write(name, info)
+        kept = f"; the cache is kept in {info['kept']} for the next proxy of this name" if info.get("kept") else ""
+        log.info("%s backend, key %s, topology %s, %d SF(s) attached as %r%s%s", cfg.backend, cfg.key, cfg.topology,
+                 len(cfg.sfs), name, kept, "; Ctrl-C to stop" if live else "",
                  extra=fields(event="started", name=name, backend=cfg.backend, key=cfg.key, topology=cfg.topology,
-                              sfs=len(cfg.sfs), config=config_path, pid=os.getpid()))
+                              sfs=len(cfg.sfs), config=config_path, pid=os.getpid(), kept=info.get("kept")))
         if ready:
             ready(backend)
         t_start = time.monotonic()
