@@ -287,14 +287,17 @@ class KernelProxy:
         for name, vtype, entries in (("axp_cache", "struct axp_cache_set", self.cfg.cache_sets),
                                      ("axp_counters", "uint64_t", lib.AXP_CNT_ROWS * lib.AXP_CNT_MAX)):
             try:
-                m = bpf.Map(bpf.obj_get(pins / name), "uint32_t", vtype, owned=True)
-            except (OSError, ValueError) as e:
+                fd = bpf.obj_get(pins / name)
+            except OSError as e:
                 return f"{name}: {e}"
             try:
+                m = bpf.Map(fd, "uint32_t", vtype)
                 if m.max_entries != entries:
                     return f"{name}: {m.max_entries} entries, not {entries}"
+            except ValueError as e:  # another value size
+                return f"{name}: {e}"
             finally:
-                m.close()
+                bpf.lib.axp_close_fd(fd)
         return None
 
     def _write_record(self) -> None:
