@@ -103,7 +103,7 @@ def assign_slots(sfs: Sequence[SfConfig], rows: Sequence[str], busy: Iterable[in
             out[sf.name] = last[sf.name]
             taken.add(last[sf.name])
     fresh = [i for i in range(MAX_SFS) if i >= len(rows) or not rows[i]]
-    # every slot used once: the ones of SFs that are gone, longest unused first is unknown; lowest first
+    # once every slot has been used: those of SFs that are gone, lowest first
     reused = [i for i in range(min(len(rows), MAX_SFS)) if rows[i] and rows[i] not in out]
     free = [i for i in fresh + reused if i not in taken]
     for sf in sfs:
