@@ -63,6 +63,8 @@ def sf_diff(old: SfConfig, new: SfConfig) -> list[str]:
     """``field old -> new`` for every field of an SF that differs."""
     out = []
     for f in dataclasses.fields(SfConfig):
+        if not f.compare:
+            continue
         a, b = getattr(old, f.name), getattr(new, f.name)
         if a != b:
             out.append(f"{f.name} {_show(a)} -> {_show(b)}")

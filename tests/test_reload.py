@@ -72,6 +72,10 @@ def test_changes_name_what_a_reload_does() -> None:
     assert done[1].line() == "SF fw1 changed: label 1000 -> 1005; next_hop_mac (none) -> 02:00:00:00:02:01"
     assert done[0].line().startswith("SF fw2 removed: label 1001, net_in p_in")
     assert changes([fw1], [fw1], {"fw1": 0}, {"fw1": 0}) == []
+    # an SF that only moves in the file (another removed before it) is not changed
+    moved = replace(fw2, where="sf[0]")
+    assert changes([replace(fw1, where="sf[0]"), replace(fw2, where="sf[1]")], [moved],
+                   {"fw1": 0, "fw2": 1}, {"fw2": 1}) == [SfChange("removed", 0, replace(fw1, where="sf[0]"), None)]
 
 
 def test_a_kept_layout_that_differs_says_how() -> None:
