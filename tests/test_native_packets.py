@@ -171,6 +171,46 @@ def test_ext_limit_is_counted_only_for_a_popped_packet() -> None:
         e.close()
 
 
+def test_an_sf_table_set_by_a_reload_chooses_as_add_sf_does(make: Callable[..., Engine]) -> None:
+    """axp_engine_set_sf (a reload) keys an SF by (vlan_in, label) as axp_engine_add_sf does:
+    an engine whose table a reload filled, each SF in another slot, sends every frame of the
+    table to the same SF (label 100 untagged and on VLAN 10 are two SFs)."""
+    slot = {idx: 9 + idx for idx in SFS}
+    e = Engine(config_struct(ProxyConfig(backend="afxdp", cache_entries=1024)))
+    try:
+        for idx, sf in SFS.items():
+            e.set_sf(slot[idx], sf.struct())
+        ref = make()
+        for case in CASES:
+            if case.settings:
+                continue
+            want, got = ref.rx(case.frame), e.rx(case.frame)
+            assert (got.verdict, got.data) == (want.verdict, want.data), case.name
+            assert got.sf == (slot[want.sf] if want.sf >= 0 else -1), case.name
+    finally:
+        e.close()
+
+
+def test_a_reload_refuses_an_sf_key_twice_and_frees_a_dropped_one() -> None:
+    e = make_engine()
+    try:
+        dup = SFS[2].struct()  # (VLAN 10, label 100)
+        with pytest.raises(bpf.BpfError) as err:
+            e.set_sf(20, dup)
+        assert err.value.errno == errno.EEXIST
+        e.set_sf(2, dup, serve=False)  # draining: its key is served no more
+        e.set_sf(20, dup)
+        e.drop_sf(2)
+        for field, value in (("vlan_in", 4096), ("label", 1 << 20)):
+            bad = SFS[0].struct()
+            setattr(bad, field, value)
+            with pytest.raises(bpf.BpfError) as err:
+                e.set_sf(21, bad)
+            assert err.value.errno == errno.EINVAL, field
+    finally:
+        e.close()
+
+
 @pytest.mark.parametrize("case", POPPED, ids=lambda c: c.name)
 def test_table_pipe_ttl(make: Callable[..., Engine], case: Case) -> None:
     """ttl_model = "pipe" (RFC 3443 §3.3): every entry TX pushes keeps the TTL it arrived with."""
