@@ -185,6 +185,8 @@ int axp_engine_drop_sf(struct axp_engine *e, uint32_t index)
 	axp_engine_unlabel(e, index);
 	e->have_sf[index] = 0;
 	memset(&e->sfs[index], 0, sizeof(e->sfs[index]));
+	/* on_miss = last: an SF given this slot later starts without this one's stack */
+	memset(&e->last[index], 0, sizeof(e->last[index]));
 	return 0;
 }
 

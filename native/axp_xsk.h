@@ -81,8 +81,8 @@ int axp_engine_add_sf(struct axp_engine *e, uint32_t index, const struct axp_sf 
 /*
  * A reload: SF index takes sf (added or changed); serve 0 keeps it for the packets in flight
  * (its return path, its entries) but takes no new ones (its label is no longer served).
- * axp_engine_drop_sf forgets it. While sockets run, call these between axp_xsk_pause and
- * axp_xsk_resume only.
+ * axp_engine_drop_sf forgets it (and the stack on_miss = last kept for it). While sockets run,
+ * call these between axp_xsk_pause and axp_xsk_resume only.
  */
 int axp_engine_set_sf(struct axp_engine *e, uint32_t index, const struct axp_sf *sf, int serve);
 int axp_engine_drop_sf(struct axp_engine *e, uint32_t index);

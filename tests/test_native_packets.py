@@ -380,6 +380,23 @@ def test_on_miss_last_pushes_the_stack_last_sent_to_the_sf(make: Callable[..., E
                         "tx_miss_last": 3, "tx_pushed": 1, "cache_takes": 1})
 
 
+def test_a_dropped_sf_leaves_its_slot_no_last_stack() -> None:
+    """on_miss = last across a reload that removes an SF and gives its slot to another: a miss
+    of the new SF before any stack went to it leaves unlabelled, not with the old one's stack."""
+    e = make_engine(on_miss="last")
+    try:
+        out = (SFS[0].next_hop_mac, SFS[0].net_out_mac)
+        f1, bare1, s1 = frame_for(1, 0)
+        e.rx(f1)
+        assert_frame(tx_of(e, nat(bare1))[1], with_macs(labelled(nat(bare1), tx_stack(s1)), *out))
+        e.drop_sf(0)
+        e.set_sf(0, SFS[0].struct())
+        assert_frame(tx_of(e, nat(bare1))[1], with_macs(nat(bare1), *out))
+        assert e.counters()["tx_miss_last"] == 1 and e.counters()["tx_miss_pass"] == 1
+    finally:
+        e.close()
+
+
 def test_the_last_stack_is_never_torn() -> None:
     """Two workers: one sends stacks of depth 3 and 9 to the SF by turns, the other takes NATed
     misses meanwhile; every pushed stack is one of the two, whole (depth and labels agree)."""

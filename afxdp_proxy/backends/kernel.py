@@ -146,6 +146,8 @@ class ProxyObject:
         self.labels = self.obj.map("axp_labels", "uint32_t", "uint32_t")
         self.tx_sf = self.obj.map("axp_tx_sf", "uint32_t", "uint32_t")
         self.host_addrs = self.obj.map("axp_host_addrs", "struct axp_host_addr", "uint8_t")
+        # struct axp_last_stack (proxy.bpf.h, BPF only): its lock, depth and labels; zeroed only
+        self.last = self.obj.map("axp_last", "uint32_t", f"uint8_t[{4 * (2 + lib.AXP_MAX_LABELS)}]")
 
     def cache_sets(self) -> list[CacheSet]:
         """Every set of the cache, each copied under its bpf_spin_lock (BPF_F_LOCK)."""
@@ -570,9 +572,10 @@ class KernelProxy:
             obj.tx_sf.delete(ifindex)
         for key in self._links.keys() - want.keys():
             self._links.pop(key).close()
-        zero = ffi.new("struct axp_sf *")
+        zero, no_stack = ffi.new("struct axp_sf *"), ffi.new(f"uint8_t[{obj.last.value_size}]")
         for slot in self._sfs.keys() - sfs.keys():
             obj.sfs.update(slot, zero)
+            obj.last.update(slot, no_stack, bpf.BPF_F_LOCK)  # on_miss = last: the slot's next SF starts afresh
         self._sfs, self._labels, self._tx = dict(sfs), labels, tx
         if self.redirects is not None:
             self.redirects.set_slots(self._redirect_slots(sfs))
