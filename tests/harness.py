@@ -25,7 +25,7 @@ from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.key import parse_mpls_frame
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
-from afxdp_proxy.lab.testbed import P_OUT, SF_OUT, Testbed, dynamic_stacks
+from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 RELEASE_TIMEOUT = 10.0  # seconds; the kernel needs milliseconds, a loaded 2-core CI box more
@@ -114,23 +114,15 @@ def sf_drops(tb: Testbed, dport: int = LOST_PORT) -> Iterator[None]:
 def sf_nat(tb: Testbed) -> Iterator[None]:
     """(attached) A masquerading NAT in the SF: what leaves sf_out takes sf_out's address as its
     source (and conntrack another port when it must), so the packet's key no longer finds its
-    stack. The receiver gets a route back to that address (through the proxy, then the SF,
-    whose conntrack turns the replies back towards the sender)."""
+    stack. The receiver routes replies to that address back through the proxy, then the SF,
+    whose conntrack turns them back towards the sender: every attached testbed has that route."""
     assert tb.ns_sf and tb.sf_out
     table = "axp_nat"
     nft(tb.ns_sf, f"table inet {table} {{\n  chain post {{\n    type nat hook postrouting priority srcnat;\n"
                   f'    oifname "{tb.sf_out}" masquerade\n  }}\n}}\n')
-    dst = tb.ns("dst")
-    routes = [(f"10.0.{SF_OUT.net}.0/24", P_OUT.ip4)]
-    if tb.ipv6:
-        routes.append((f"fd00:0:0:{SF_OUT.net}::/64", P_OUT.ip6))
-    for net, via in routes:
-        dst.add_route(net, via=via, dev=tb.dst_if)
     try:
         yield
     finally:
-        for net, via in routes:
-            dst.ipr.route("del", family=socket.AF_INET6 if ":" in net else socket.AF_INET, dst=net, gateway=via)
         netns.run(tb.ns_sf, ["nft", "delete", "table", "inet", table])
 
 
