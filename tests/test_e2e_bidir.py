@@ -23,7 +23,7 @@ from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ether, ipv4_tcp, mpls_frame
 from afxdp_proxy.lab.proxyproc import ProxyProcess
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
-from afxdp_proxy.mpls import make_stack
+from afxdp_proxy.mpls import make_stack, tx_words
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -65,7 +65,9 @@ def _sf(tb: Testbed, kind: str) -> Iterator[None]:
 
 
 def _arrived(stacks: list) -> set[tuple[int, ...]]:
-    return {tuple(e.encode() for e in s[1:]) for s in stacks}
+    """The stacks a dynamic chain's packets leave with: below the SF label, the TTL on top by the
+    uniform model."""
+    return {tx_words([e.encode() for e in s]) for s in stacks}
 
 
 def _rows_add_up(st: dict) -> tuple[dict[str, int], dict[str, int]]:
@@ -207,7 +209,7 @@ def test_an_interface_with_both_xdp_roles(beds: Callable[[str], Testbed], backen
         st = proxy.stats()
         tb.set_recording(False, clear=False)
     got = tb.received(reverse=True)
-    assert {k: got[k] for k in back} == {k: tuple(e.encode() for e in s[1:]) for k, s in back.items()}
+    assert {k: got[k] for k in back} == {k: tx_words([e.encode() for e in s]) for k, s in back.items()}
     assert {tb.received()[k] for k in out} == {()}
     fwd, rev = st["sfs"]["fw1"], st["sfs"]["fw1.reverse"]
     assert (rev["rx_popped"], rev["tx_pushed"]) == (n, n), rev
