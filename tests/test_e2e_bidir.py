@@ -1,7 +1,8 @@
 """End to end, both directions of a chain through one SF ([sf.reverse]): iperf3 through an
 nftables stateful firewall for every backend, each packet of each direction with its own
 stack, counters per direction; the same firewall without the reverse direction fails; the
-masquerading NAT with on_miss = "pass"; an interface with both XDP roles.
+masquerading NAT with on_miss = "pass"; an interface with both XDP roles; the reverse
+direction added and removed by SIGHUP, and kept across a restart with --keep-cache.
 
 One bidirectional testbed per topology for the module (the receiver's replies classified
 and recorded too), its SF a stateful firewall unless a test says otherwise.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ from pathlib import Path
 import harness
 import pytest
 
-from afxdp_proxy import bpf, state
+from afxdp_proxy import bpf, keep, state
 from afxdp_proxy.key import derive_key
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ether, ipv4_tcp, mpls_frame
@@ -299,3 +301,32 @@ def test_afxdp_refuses_a_reload_that_changes_an_interfaces_roles(beds: Callable[
         line = proxy.reload(tb.proxy_config(backend="afxdp"))
         assert re.search(r"reload refused: sf\[0\]\.reverse\.\w+: \S+ changes roles", line), line
         assert "restart" in line and state.running()[proxy.name]["sfs"] == ["fw1"]
+
+
+@pytest.mark.parametrize("backend", ["kernel", "afxdp"])
+def test_a_restart_with_keep_cache_keeps_both_directions(beds: Callable[[str], Testbed], backend: str) -> None:
+    """run --keep-cache with [sf.reverse]: the next proxy of the name reuses the cache, each
+    direction in the slot it had, and TCP flows both ways with each packet's own stack."""
+    tb = beds("attached")
+    keep.ensure_pinfs()
+    proxy = ProxyProcess(tb.ns_proxy, tb.proxy_config(backend=backend), name=f"{tb.prefix}-keep-{backend}",
+                         quiet=False, args=("--keep-cache",))
+    try:
+        proxy.start()
+        assert state.running()[proxy.name]["sfs"] == ["fw1", "fw1.reverse"]
+        proxy.stop(signal.SIGTERM, keep_config=True)
+        assert keep.read(proxy.name)["rows"] == ["fw1", "fw1.reverse"]
+        proxy.start()
+        proxy.wait_for("reusing the cache")
+        assert state.running()[proxy.name]["sfs"] == ["fw1", "fw1.reverse"]
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=1, bitrate="20M")
+        tb.set_recording(False, clear=False)
+        st = proxy.stats()
+    finally:
+        proxy.stop()
+        keep.forget(proxy.name)
+    assert res.stalls == 0 and res.bits_per_second > 5e6, res.interval_bits
+    for check in (tb.check_chain(), tb.check_chain(reverse=True)):
+        assert check.compared >= 50 and not check.wrong, check.compared
+    _rows_add_up(st)
