@@ -112,18 +112,15 @@ def sf_drops(tb: Testbed, dport: int = LOST_PORT) -> Iterator[None]:
 
 @contextlib.contextmanager
 def sf_nat(tb: Testbed) -> Iterator[None]:
-    """(attached) A masquerading NAT in the SF: what leaves sf_out takes sf_out's address as its
-    source (and conntrack another port when it must), so the packet's key no longer finds its
-    stack. The receiver routes replies to that address back through the proxy, then the SF,
-    whose conntrack turns them back towards the sender: every attached testbed has that route."""
-    assert tb.ns_sf and tb.sf_out
-    table = "axp_nat"
-    nft(tb.ns_sf, f"table inet {table} {{\n  chain post {{\n    type nat hook postrouting priority srcnat;\n"
-                  f'    oifname "{tb.sf_out}" masquerade\n  }}\n}}\n')
+    """(attached) The testbed's masquerading NAT SF (lab/sfs.py) for a while: what leaves sf_out
+    takes sf_out's address as its source, so the packet's key no longer finds its stack; the
+    receiver routes replies to that address back through the proxy and the SF."""
+    before = tb.sf
+    tb.set_sf("nat")
     try:
         yield
     finally:
-        netns.run(tb.ns_sf, ["nft", "delete", "table", "inet", table])
+        tb.set_sf(before)
 
 
 @contextlib.contextmanager

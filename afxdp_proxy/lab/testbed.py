@@ -763,13 +763,24 @@ class Testbed:
         sums = self._percpu_sums("tb_depths", reverse)
         return {d: n for d, n in enumerate(sums[: _tb().TB_HIST_NOT_IP]) if n}
 
-    def delivery_drops(self) -> int:
-        """Frames the link from the proxy to the receiver dropped so far (p_out's tx_dropped,
-        dst0's rx_dropped): a veth whose peer runs XDP queues frames in a 256-slot ring and
-        drops when it is full (drivers/net/veth.c), after the proxy counted them pushed."""
-        return self.ns("proxy").link_stats(P_OUT.ifname).get("tx_dropped", 0) + self.ns("dst").link_stats(
-            DST0.ifname
+    def link_drops(self, a: End, b: End) -> int:
+        """Frames the veth from a to b dropped so far (a's tx_dropped, b's rx_dropped): a veth
+        whose peer runs XDP queues frames in a 256-slot ring and drops when it is full
+        (drivers/net/veth.c), after the program that sent them counted them sent on."""
+        return self.ns(a.role).link_stats(a.ifname).get("tx_dropped", 0) + self.ns(b.role).link_stats(
+            b.ifname
         ).get("rx_dropped", 0)
+
+    def delivery_drops(self) -> int:
+        """link_drops from the proxy to the receiver (p_out to dst0)."""
+        return self.link_drops(P_OUT, DST0)
+
+    def sf_drops(self) -> int:
+        """link_drops on the way to the SF and back (attached; 0 inline, where the proxy's
+        kernel is the SF)."""
+        if self.topology != "attached":
+            return 0
+        return self.link_drops(P_SF_TX, SF_IN) + self.link_drops(SF_OUT, P_SF_RX)
 
     def counters(self, reverse: bool = False) -> dict[str, int]:
         """Classifier counters plus the decapsulator's non-IP and unparsable counts."""
