@@ -20,6 +20,7 @@ EPILOG = """\
 examples:
   ip netns exec proxy afxdp-proxy check --config proxy.toml
   ip netns exec proxy afxdp-proxy run --config proxy.toml
+  kill -HUP <pid>                      # reload proxy.toml: SFs added, removed, changed
   ip netns exec proxy afxdp-proxy stats --json
   systemctl start afxdp-proxy@proxy    # /etc/afxdp-proxy/proxy.toml in namespace proxy
   afxdp-proxy testbed up --topology attached && afxdp-proxy testbed status
@@ -31,9 +32,24 @@ examples:
 RUN_HELP = """\
 Attach the proxy described by --config to the interfaces of the current network
 namespace (run it with `ip netns exec NS ...`, or from the systemd unit), and
-detach everything on SIGINT/SIGTERM/SIGHUP, after --duration, or on any error.
+detach everything on SIGINT/SIGTERM, after --duration, or on any error.
 Programs are attached through BPF links, so even a killed proxy leaves nothing
 attached.
+
+SIGHUP reloads --config: SFs ([[sf]] tables, known by name) are added, removed
+or changed without detaching the others and without touching the cache, so
+packets in flight keep their stacks; a removed SF takes no new packets, and
+its return path stays for max_dwell_ms for the packets inside it. Each change
+is logged. A file with an error, or a change that cannot apply live (anything
+outside [[sf]]: backend, key, topology, cache size, rings, ...), is refused
+with one line naming the field, and the running configuration stays.
+
+--keep-cache keeps the cache (kernel: pinned in the bpffs at
+/run/afxdp-proxy/bpf, which `afxdp-proxy pinfs` mounts; afxdp: a file under
+/run/afxdp-proxy/kept) when the proxy stops or dies, for the next proxy of the
+same name: packets inside an SF during a restart come back with their own
+stacks. A kept cache of another layout is replaced (one log line says why);
+`afxdp-proxy forget NAME` drops one. Without --keep-cache nothing is left.
 
 Before attaching anything, run makes the checks of `afxdp-proxy check` and
 refuses to start, with exit status 2 and one line per problem
@@ -205,7 +221,34 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.log(level, "%s", f.line(), extra=fields(event="check", check=f.check, subject=f.subject,
                                                          status=f.status))
     live = args.live if args.live is not None else sys.stdout.isatty() and not args.quiet
-    run(cfg, args.config, duration=args.duration, live=live, log_interval=args.log_interval)
+    run(cfg, args.config, duration=args.duration, live=live, log_interval=args.log_interval,
+        keep_cache=args.keep_cache)
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from afxdp_proxy import keep, state
+
+    names = sorted(keep.kept()) if args.all else args.names
+    if not names:
+        print("nothing is kept" if args.all else "name a proxy, or --all")
+        return 0 if args.all else 2
+    live, code = state.running(), 0
+    for name in names:
+        if name in live:
+            log.error("%s is running (pid %s): stop it first", name, live[name]["pid"])
+            code = 1
+            continue
+        removed = keep.forget(name)
+        print(f"{name}: {'forgot ' + ', '.join(removed) if removed else 'nothing kept'}")
+    return code
+
+
+def cmd_pinfs(args: argparse.Namespace) -> int:
+    from afxdp_proxy import keep
+
+    mounted = keep.ensure_pinfs()
+    print(f"{keep.PIN_ROOT}: {'mounted a bpffs' if mounted else 'a bpffs is mounted already'}")
     return 0
 
 
@@ -245,7 +288,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         bounds = counters.dwell_bounds_ns()
         dwell = {sf: dict(zip([*map(str, bounds), "+Inf"], snap.dwell_hist(i), strict=True))
-                 for i, sf in enumerate(sf_names)}
+                 for i, sf in enumerate(sf_names) if sf}
         extra = {"xsk": info["xsk"]} if "xsk" in info else {}
         print(json.dumps({"name": name, "backend": info["backend"], "key": info["key"],
                           "topology": info["topology"], "pid": info["pid"], **extra, "in_flight": in_flight,
@@ -292,7 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=FORMATS, default="text",
                      help="text: one line a record; json: one JSON object a line (default text)")
     run.add_argument("--quiet", "-q", action="store_true", help="log only warnings and errors, no live line")
+    run.add_argument("--keep-cache", action="store_true",
+                     help="keep the cache when the proxy stops or dies, for the next proxy of the same name "
+                          "(kernel: needs the bpffs of `afxdp-proxy pinfs`)")
     run.set_defaults(func=cmd_run)
+
+    forget = sub.add_parser("forget", help="drop the cache a stopped proxy kept (run --keep-cache)",
+                            description="Remove what `run --keep-cache` kept for the next proxy of a name: the "
+                            "kernel backend's pins under /run/afxdp-proxy/bpf/NAME, the afxdp backend's files "
+                            "under /run/afxdp-proxy/kept. Refused while a proxy of that name runs.")
+    forget.add_argument("names", nargs="*", metavar="NAME", help="instance name (proxy.name, or netns-<inode>)")
+    forget.add_argument("--all", action="store_true", help="every name with something kept")
+    forget.set_defaults(func=cmd_forget)
+
+    pinfs = sub.add_parser("pinfs", help="mount the bpffs in which --keep-cache pins the kernel backend's cache",
+                           description="Mount a bpffs at /run/afxdp-proxy/bpf unless one is there. Run it in the "
+                           "host's mount namespace (not under `ip netns exec`, whose mounts die with it), before "
+                           "`run --keep-cache`: the systemd unit does, as root (ExecStartPre=+).")
+    pinfs.set_defaults(func=cmd_pinfs)
 
     check = sub.add_parser("check", help="check that this host and namespace can run a configuration",
                            description=CHECK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)

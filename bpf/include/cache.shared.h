@@ -57,6 +57,12 @@
 #endif
 
 #define AXP_CACHE_WAYS 8          /* runs per set */
+/*
+ * The meaning of a set's bytes (and of the key and hash they depend on): a cache kept across
+ * a restart (`run --keep-cache`) is reused only by a proxy built with the same number. Bump
+ * it whenever the layout, the hash or the key derivation changes in a way sizes do not show.
+ */
+#define AXP_CACHE_LAYOUT 2 /* 2: an entry holds the SF label and the tags it arrived with */
 #define AXP_CACHE_MAX_PER_KEY 255 /* a run's count is a __u8 */
 
 /* One way: the key and stack of a run. e.rx_ns is the RX time of its first packet. */
