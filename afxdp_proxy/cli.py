@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -252,23 +254,33 @@ def cmd_pinfs(args: argparse.Namespace) -> int:
     return 0
 
 
+def pick_instance(live: dict[str, dict], name: str | None, netns_id: str) -> str:
+    """The proxy `stats` reports on: the one named, else the one of this network namespace
+    (by its state file's netns, whatever proxy.name says), else the only one running.
+    LookupError says why none."""
+    if name:
+        if name not in live:
+            raise LookupError(f"no running proxy named {name!r} (running: {', '.join(live) or 'none'})")
+        return name
+    here = [n for n, info in live.items() if n == netns_id or info.get("netns") == netns_id]
+    if len(here) == 1:
+        return here[0]
+    if len(live) == 1:
+        return next(iter(live))
+    if not live:
+        raise LookupError("no proxy is running")
+    raise LookupError(f"several proxies run ({', '.join(here or live)}); pick one with --name")
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from afxdp_proxy import bpf, counters, state
     from afxdp_proxy.runner import summary
 
     live = state.running()
-    if args.name:
-        if args.name not in live:
-            return _err(f"no running proxy named {args.name!r} (running: {', '.join(live) or 'none'})", 1)
-        name = args.name
-    elif state.netns_id() in live:
-        name = state.netns_id()
-    elif len(live) == 1:
-        name = next(iter(live))
-    elif not live:
-        return _err("no proxy is running", 1)
-    else:
-        return _err(f"several proxies run ({', '.join(live)}); pick one with --name", 1)
+    try:
+        name = pick_instance(live, args.name, state.netns_id())
+    except LookupError as e:
+        return _err(str(e), 1)
     info = live[name]
     sf_names = list(info.get("sfs", []))
     if info["backend"] == "afxdp":
@@ -379,7 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from afxdp_proxy.bpf import BpfError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "action", None) == "stacks" and not any(a.startswith("-") for a in extra):
+        args.stacks += extra  # `testbed stacks --prefix P S1 S2`: argparse hands out the positionals early
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     quiet = getattr(args, "quiet", False)
     setup_log(getattr(args, "log_format", "text"), logging.WARNING if quiet else logging.INFO)
     try:
@@ -396,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         return _err(str(e), 1)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `stats | head`: the reader is gone, and so is the point of writing
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

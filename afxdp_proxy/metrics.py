@@ -221,6 +221,21 @@ class Exporter:
             self._thread = None
 
 
+def listen_problem(mcfg: MetricsConfig) -> str | None:
+    """Why the endpoint could not listen on mcfg.listen (as `run` would say it), or None: the
+    address resolved and a TCP socket bound to it, with SO_REUSEADDR as the HTTP server binds,
+    then closed again. For `check`."""
+    try:
+        infos = socket.getaddrinfo(mcfg.host, mcfg.port, type=socket.SOCK_STREAM)
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(addr)
+    except OSError as e:
+        return f"cannot listen on {mcfg.listen}: {_why(e)}"
+    return None
+
+
 def _why(e: OSError) -> str:
     if isinstance(e, socket.gaierror):
         return f"{e.strerror}; use an address, or a name this host resolves"

@@ -116,6 +116,7 @@ def run(
         t_start = time.monotonic()
         deadline = t_start + duration if duration else None
         before, t_before = backend.counters(), t_start
+        first = before  # a kept cache brings its counters along: rates count from here
         logged, t_logged = before, t_start
         while not term.is_set():
             wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
@@ -154,7 +155,7 @@ def run(
         elapsed = time.monotonic() - t_start
         if live:
             print(summary(final, in_flight), file=out, flush=True)
-        log.info("stopped after %.1f s: %s", elapsed, live_line(final, {}, elapsed, in_flight),
+        log.info("stopped after %.1f s: %s", elapsed, live_line(final, first, elapsed, in_flight),
                  extra=fields(event="stopped", name=name, seconds=round(elapsed, 3), in_flight=in_flight,
                               **final))
         return final
