@@ -254,6 +254,8 @@ def test_twenty_start_stop_cycles_leave_nothing(beds: Callable[[int], Testbed]) 
         assert px.worker_results() == {0: 0}
         assert queue_threads() == []
         harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
+    # a joined thread leaves /proc/self/task a moment after join() returns: polled, not checked once
+    netns.wait_until(lambda: _process_state() == (fds, tasks, threads), harness.RELEASE_TIMEOUT, raise_=False)
     assert _process_state() == (fds, tasks, threads)
     grown = _rss_kib() - rss
     assert grown < 2048, f"RSS grew by {grown} KiB over 20 cycles"
