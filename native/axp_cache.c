@@ -9,13 +9,7 @@
 #include <sys/mman.h>
 
 #include "axp_cache.h"
-
-static inline void axp_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#endif
-}
+#include "axp_internal.h"
 
 /* The C side of a set's lock: the word BPF's bpf_spin_lock uses, taken with atomics. */
 static inline void axp_set_lock(const struct axp_cache *c, struct axp_cache_set *s)
