@@ -139,6 +139,9 @@ def test_markdown_and_plots(quick: tuple[Path, dict[str, Any], float]) -> None:
         if info["unavailable"]:
             assert f"| {name} | 1 | unavailable (" in md, name
     assert "Header fidelity" in md and "Headline numbers" in md
+    fidelity = md.split("## Header fidelity")[1].split("## Headline numbers")[0]
+    for name, info in doc["variants"].items():
+        assert (f"| {name} |" in fidelity) == info["labelled"], name  # a floor's plain IP has no stacks
     if not doc["variants"]["afxdp"]["unavailable"]:
         assert "- afxdp / afxdp-null, TCP by labels: " in md
     for png in ("throughput.png", "overview.png", "fidelity.png"):

@@ -259,7 +259,7 @@ def markdown(doc: dict[str, Any]) -> str:
         if e:
             n = [x["detail"]["compared"] for x in doc["samples"] if x["variant"] == v and x["metric"] == "fidelity"]
             lines.append(f"| {v} | {_pct(e)} | {sum(n)} |")
-        elif doc["variants"][v]["baseline"] != v:
+        elif doc["variants"][v].get("labelled", doc["variants"][v]["baseline"] != v):
             lines.append(f"| {v} | unavailable ({_reasons(doc, v, DYN) or 'no sample'}) | |")
     lines += ["", "## Headline numbers", "", *_headline_lines(head)]
     shared = [p for p in doc.get("points", []) if p.get("others", {}).get("foreign_namespaces")]
