@@ -215,7 +215,7 @@ class CacheModel:
 
 
 def decode_set(s: Any) -> CacheSet:
-    """A cffi ``struct axp_cache_set`` (a BPF_F_LOCK lookup of the kernel backend's map, or a
+    """A cffi ``struct axp_cache_set`` (a lookup in the kernel backend's map, or a
     copy out of the C cache) as the model's CacheSet."""
     from afxdp_proxy._native import ffi
 

@@ -17,20 +17,23 @@ static inline void axp_cpu_relax(void)
 #endif
 }
 
-/* The C side of a set's lock: the word BPF's bpf_spin_lock uses, taken with atomics. */
+/*
+ * A set's lock field, taken with C atomics (the BPF programs take it with the set's
+ * next_seq in one 64-bit compare-and-swap, proxy.bpf.h: the same field, the same values).
+ */
 static inline void axp_set_lock(const struct axp_cache *c, struct axp_cache_set *s)
 {
 	if (!c->shared)
 		return;
-	while (__atomic_exchange_n(&s->lock.val, 1, __ATOMIC_ACQUIRE))
-		while (__atomic_load_n(&s->lock.val, __ATOMIC_RELAXED))
+	while (__atomic_exchange_n(&s->lock, 1, __ATOMIC_ACQUIRE))
+		while (__atomic_load_n(&s->lock, __ATOMIC_RELAXED))
 			axp_cpu_relax();
 }
 
 static inline void axp_set_unlock(const struct axp_cache *c, struct axp_cache_set *s)
 {
 	if (c->shared)
-		__atomic_store_n(&s->lock.val, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&s->lock, 0, __ATOMIC_RELEASE);
 }
 
 struct axp_cache *axp_cache_new(uint32_t sets, uint32_t max_per_key, uint64_t max_dwell_ns,
@@ -133,7 +136,7 @@ int axp_cache_copy_set(struct axp_cache *c, uint32_t index, struct axp_cache_set
 	axp_set_lock(c, s);
 	*out = *s;
 	axp_set_unlock(c, s);
-	out->lock.val = 0; /* as a BPF_F_LOCK lookup returns it */
+	out->lock = 0; /* a copy holds no lock */
 	return 0;
 }
 

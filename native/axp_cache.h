@@ -5,8 +5,8 @@
  * memory of its own, allocated once.
  *
  * With shared != 0 several threads may use the cache at once: each set is
- * locked by a spin lock on its own lock word (struct bpf_spin_lock, driven by
- * C atomics here); without, it takes no locks.
+ * locked by a spin lock on its own lock word (the word the BPF programs take
+ * with their atomics, taken with C atomics here); without, it takes no locks.
  * Also fed to cffi's cdef (see axp_native.h): plain declarations only.
  */
 #ifndef AXP_CACHE_H

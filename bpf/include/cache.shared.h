@@ -42,19 +42,15 @@
  * and "newest" above mean largest and smallest age; ties go to the lowest way.
  *
  * Locking: the functions below work on one set and take no lock; the caller
- * holds the set's lock around each (proxy.bpf.h: bpf_spin_lock, under which
- * the verifier allows no helper and no call, hence all of this is
- * always_inline; axp_cache.c: a spin lock on the same word with C atomics).
- * They report what happened in struct axp_cache_outcome, and the caller counts
- * after unlocking.
+ * holds the set's lock around each: the set's own lock word, taken with a
+ * compare-and-swap and released with an exchange (proxy.bpf.h with BPF
+ * atomics, axp_cache.c with C atomics). They report what happened in struct
+ * axp_cache_outcome, and the caller counts after unlocking.
  */
 #ifndef AXP_CACHE_SHARED_H
 #define AXP_CACHE_SHARED_H
 
 #include "proxy.shared.h"
-#ifndef AXP_CDEF
-#include <linux/bpf.h> /* struct bpf_spin_lock: the lock word of a set, in BPF and in C */
-#endif
 
 #define AXP_CACHE_WAYS 8          /* runs per set */
 #define AXP_CACHE_MAX_PER_KEY 255 /* a run's count is a __u8 */
@@ -67,7 +63,7 @@ struct axp_cache_slot {
 
 /* One set: the map value of the BPF array, and an element of the C cache's array. */
 struct axp_cache_set {
-	struct bpf_spin_lock lock;
+	__u32 lock;                    /* 0: free; 1: held. With next_seq one 64-bit word (see proxy.bpf.h) */
 	__u32 next_seq;                /* arrival number of the set's next insert */
 	__u32 tag[AXP_CACHE_WAYS];     /* key hash tag of the way's run; 0: the way is free */
 	__u32 seq[AXP_CACHE_WAYS];     /* arrival number of the run's newest packet */
@@ -111,7 +107,8 @@ struct axp_cache_outcome {
 _Static_assert(sizeof(struct axp_key) % 8 == 0, "struct axp_key is hashed and compared as 64-bit words");
 _Static_assert(sizeof(((struct axp_entry *)0)->labels) % 8 == 0, "stacks are compared as 64-bit words");
 _Static_assert(sizeof(struct axp_cache_slot) % 8 == 0, "ways stay 8-byte aligned");
-_Static_assert(__builtin_offsetof(struct axp_cache_set, lock) == 0, "bpf_spin_lock leads the map value");
+_Static_assert(__builtin_offsetof(struct axp_cache_set, lock) == 0 &&
+	       __builtin_offsetof(struct axp_cache_set, next_seq) == 4, "the lock word leads a set");
 
 #define AXP_CACHE_P1 0x9e3779b97f4a7c15ull /* 2^64 / golden ratio: per-word salt */
 #define AXP_CACHE_P2 0xbf58476d1ce4e5b9ull /* splitmix64's multipliers */
