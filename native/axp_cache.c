@@ -52,7 +52,11 @@ struct axp_cache *axp_cache_new(uint32_t sets, uint32_t max_per_key, uint64_t ma
 	c->max_dwell_ns = max_dwell_ns;
 	c->shared = !!shared;
 	c->map_size = (size_t)sets * sizeof(struct axp_cache_set);
-	/* anonymous memory: zeroed (every way free, every lock open), returned to the system on free */
+	/*
+	 * anonymous memory: zeroed (every way free, every lock open), page-aligned (so
+	 * every set starts on a cache line, as cache.shared.h lays it out), returned to
+	 * the system on free
+	 */
 	mem = mmap(NULL, c->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED) {
 		free(c);

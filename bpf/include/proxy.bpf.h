@@ -11,9 +11,15 @@
 /* Set by the loader before load (libbpf .rodata). */
 const volatile struct axp_config axp_cfg = {};
 
-/* the cache (cache.shared.h): one set per element, each with its own lock word */
+/*
+ * The cache (cache.shared.h): one set per element, each with its own lock word.
+ * Mmapable only for where that puts the values: from the start of a page, so
+ * every set starts on a cache line and its lines are the ones cache.shared.h
+ * lays out.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 8192); /* resized to axp_cfg.cache_sets before load */
 	__type(key, __u32);
 	__type(value, struct axp_cache_set);
