@@ -17,7 +17,7 @@ STAMP_DEPS := $(BUILD)/.deps
 STAMP_VENV := $(VENV)/.installed
 NATIVE_STAMP := $(BUILD)/.native
 
-.PHONY: all deps bpf native dist demo test bench bench-quick bench-native lint clean
+.PHONY: all deps bpf native dist demo test fuzz bench bench-quick bench-native lint clean
 all: bpf native
 
 deps: $(STAMP_DEPS) $(STAMP_VENV)
@@ -53,6 +53,15 @@ demo: all
 test: all
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
+
+# differential fuzzing: generated frames through BPF (every configuration), the AF_XDP engine's C and
+# the Python reference (tests/differential.py); failing frames go to FUZZ_OUT, FUZZ_REPLAY runs them again
+FUZZ_FRAMES ?= 100000
+FUZZ_SEED ?= 1
+FUZZ_OUT ?= $(BUILD)/fuzz-failures.txt
+fuzz: all
+	cd tests && $(abspath $(PY)) differential.py --frames $(FUZZ_FRAMES) --seed $(FUZZ_SEED) --out $(abspath $(FUZZ_OUT)) \
+		$(if $(FUZZ_REPLAY),--replay $(abspath $(FUZZ_REPLAY)))
 
 bench: all
 	$(PY) -m afxdp_proxy bench

@@ -67,12 +67,6 @@ def object_path(name: str) -> Path:
                             "run `make bpf` in a checkout, or point AXP_BPF_DIR at the objects")
 
 
-def counter_names() -> list[str]:
-    """Counter names in slot order, from ``enum axp_counter`` (AXP_CNT_RX_POPPED -> rx_popped)."""
-    items = ffi.typeof("enum axp_counter").elements
-    return [items[i].removeprefix("AXP_CNT_").lower() for i in range(lib.AXP_CNT_MAX)]
-
-
 NCPUS = lib.axp_num_possible_cpus()
 
 
@@ -137,6 +131,16 @@ class Map:
         # a struct or array is returned as the owning pointer: val[0] would not keep the buffer alive
         return val if ffi.typeof(self.value_type).kind in ("struct", "union", "array") else val[0]
 
+    def lookup_range(self, first: int, n: int) -> list[Any]:
+        """Values of keys first..first+n-1 of an array map in one syscall (BPF_MAP_LOOKUP_BATCH);
+        a per-CPU map gives a list per key."""
+        per = NCPUS if self.percpu else 1
+        vals = ffi.new(f"{self.value_type}[]", n * per)
+        check(lib.axp_map_lookup_range(self.fd, first, n, vals), f"map batch lookup {first}..{first + n - 1}")
+        if self.percpu:
+            return [list(vals[i * per:(i + 1) * per]) for i in range(n)]
+        return [vals[i] for i in range(n)]
+
     def update(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         if isinstance(value, int):
             value = ffi.new(f"{self.value_type} *", value)
@@ -196,6 +200,10 @@ class BpfObject:
 
     def set_autoload(self, prog: str, autoload: bool) -> None:
         check(lib.axp_obj_set_autoload(self._obj, prog.encode(), int(autoload)), f"autoload {prog}")
+
+    def reuse_map(self, map_name: str, fd: int) -> None:
+        """Before load: the object's map `map_name` is the existing map `fd` (shared state)."""
+        check(lib.axp_obj_reuse_map(self._obj, map_name.encode(), fd), f"reuse map {map_name}")
 
     def load(self) -> None:
         lib.axp_log_clear()
@@ -338,6 +346,11 @@ class Link:
         where = "egress" if egress else "ingress"
         return cls(check(lib.axp_link_tcx(prog_fd, ifindex, int(egress)),
                          f"attach TC {where} to ifindex {ifindex}"), f"tcx-{where}@{ifindex}")
+
+    @classmethod
+    def raw_tp(cls, prog_fd: int, what: str) -> Link:
+        """A tp_btf program on the tracepoint it names."""
+        return cls(check(lib.axp_link_raw_tp(prog_fd), f"attach to tracepoint {what}"), f"tp-{what}")
 
     def close(self) -> None:
         if self.fd >= 0:

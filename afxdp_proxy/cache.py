@@ -29,12 +29,6 @@ _M64, _M32, _M16 = (1 << 64) - 1, (1 << 32) - 1, (1 << 16) - 1
 _P1, _P2, _P3 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
-def in_flight_of(counters: dict[str, int]) -> int:
-    """Packets whose stacks the cache holds, from counters alone (exact for both backends)."""
-    c = counters.get
-    return c("cache_inserts", 0) - c("cache_takes", 0) - c("evictions", 0) - c("expired", 0)
-
-
 # ---------------------------------------------------------------------- hash, set, tag
 
 
@@ -77,15 +71,17 @@ def is_stale(rx_ns: int, now: int, max_dwell_ns: int) -> bool:
 
 @dataclass(frozen=True)
 class Entry:
-    """struct axp_entry: the stack (labels as stored, 16 big-endian words), depth, SF, RX time."""
+    """struct axp_entry: the stack (labels as stored, 16 big-endian words), depth, SF, RX time,
+    and the VLAN tags the packet arrived with (struct axp_vlans' 6 bytes as stored)."""
 
     labels: bytes
     depth: int
     sf: int
     rx_ns: int = 0
+    vlans: bytes = bytes(6)
 
     def same_stack(self, other: Entry) -> bool:
-        return (self.labels, self.depth, self.sf) == (other.labels, other.depth, other.sf)
+        return (self.labels, self.depth, self.sf, self.vlans) == (other.labels, other.depth, other.sf, other.vlans)
 
 
 @dataclass(frozen=True)
@@ -225,7 +221,8 @@ def decode_set(s: Any) -> CacheSet:
             ways.append(None)
             continue
         way, meta = s.way[w], s.meta[w]
-        entry = Entry(bytes(ffi.buffer(way.labels)), int(meta.depth), int(meta.sf), int(meta.rx_ns))
+        entry = Entry(bytes(ffi.buffer(way.labels)), int(meta.depth), int(meta.sf), int(meta.rx_ns),
+                      bytes(ffi.buffer(ffi.addressof(meta, "vlans"), ffi.sizeof(meta.vlans))))
         ways.append(Run(bytes(ffi.buffer(ffi.addressof(way, "key"), ffi.sizeof(way.key))), entry,
                         int(s.count[w]), int(s.seq[w]), int(s.rx_ns[w])))
     return CacheSet(ways, int(s.next_seq))
@@ -247,6 +244,7 @@ def encode_set(out: Any, s: CacheSet) -> None:
         ffi.memmove(ffi.addressof(way, "key"), run.key, len(run.key))
         ffi.memmove(way.labels, run.entry.labels, len(run.entry.labels))
         meta.depth, meta.sf, meta.rx_ns = run.entry.depth, run.entry.sf, run.entry.rx_ns
+        ffi.memmove(ffi.addressof(meta, "vlans"), run.entry.vlans, len(run.entry.vlans))
 
 
 def tags_agree(s: Any) -> bool:

@@ -24,7 +24,7 @@ import os
 import resource
 import socket
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -39,6 +39,7 @@ EXIT_ERROR = 2
 
 ETH_HLEN = 14
 STACK_BYTES = 4 * MAX_LABELS  # the deepest stack the proxy pops or pushes
+TAG_BYTES = 4 * 2  # the most VLAN tags the proxy reads in front of a stack (802.1ad over 802.1Q)
 XDP_HEADROOM = 256  # XDP_PACKET_HEADROOM: where AF_XDP puts a frame's first byte in its UMEM chunk
 # A veth takes native XDP (without multi-buffer support, which the proxy's programs do not
 # declare) only while its peer's MTU leaves a frame in one page after XDP's headroom and the
@@ -206,22 +207,28 @@ class _If:
     name: str
     field: str
     roles: set[str]
+    role_fields: dict[str, str] = field(default_factory=dict)  # role -> the first field naming it so
     link: Any = None
     iface: ifc.Iface | None = None
     peer: ifc.Peer | None = None
     kind: str | None = None
     features: dict[str, bool] | None = None
+    fixed: set[str] = field(default_factory=set)  # features that cannot be changed
     xdp: int | None = None  # NETDEV_XDP_ACT_* bits; None: the kernel cannot tell
     channels: tuple[int, int] | None = None
 
 
 def _interfaces(cfg: ProxyConfig) -> list[_If]:
+    """Every configured interface with all its roles; a reverse direction ([sf.reverse]) is an
+    SF of its own, so an interface may be net_in of one direction and net_out of the other."""
     out: dict[str, _If] = {}
     for i, sf in enumerate(cfg.sfs):
         for role in ("net_in", "net_out", "to_sf", "from_sf"):
             name = getattr(sf, role)
             if name:
-                out.setdefault(name, _If(name, f"sf[{i}].{role}", set())).roles.add(role)
+                x = out.setdefault(name, _If(name, sf.field(role, i), set()))
+                x.roles.add(role)
+                x.role_fields.setdefault(role, sf.field(role, i))
     return list(out.values())
 
 
@@ -270,13 +277,13 @@ def check_macs(ipr: IPRoute, cfg: ProxyConfig, ifs: dict[str, _If]) -> Iterator[
             if x is None or x.iface is None:
                 continue  # the missing interface has its own line
             if mac:
-                yield Finding("mac", f"sf[{i}].{key}", OK, f"{mac} (configured)")
+                yield Finding("mac", sf.field(key, i), OK, f"{mac} (configured)")
                 continue
             learned = ifc.learn_mac(ipr, x.iface)
             if learned:
-                yield Finding("mac", f"sf[{i}].{key}", OK, f"{learned} (learned behind {behind})")
+                yield Finding("mac", sf.field(key, i), OK, f"{learned} (learned behind {behind})")
             else:
-                yield Finding("mac", f"sf[{i}].{key}", ERROR,
+                yield Finding("mac", sf.field(key, i), ERROR,
                               f"cannot learn {what} MAC behind {behind} (no single neighbour there)", f"set {key}")
 
 
@@ -313,7 +320,9 @@ def check_xdp_rx(cfg: ProxyConfig, x: _If) -> Iterator[Finding]:
         if x.xdp is not None and not x.xdp & ifc.XDP_ACT_BASIC:
             yield Finding("xdp", x.field, WARN, f"the driver of {x.name} has no native XDP: generic XDP runs "
                           "instead, far slower", "use an interface whose driver supports XDP")
-        if x.features is not None and x.features.get("rx-vlan-hw-parse"):
+        if "net_in" in x.roles and x.features is not None:
+            yield check_vlan_stripping(cfg, x)
+        elif x.features is not None and x.features.get("rx-vlan-hw-parse"):
             yield Finding("vlan", x.field, WARN, f"{x.name} strips VLAN tags before XDP sees the frame "
                           "(rx-vlan-offload on): a tagged frame would leave without its tag",
                           f"ethtool -K {x.name} rxvlan off")
@@ -325,6 +334,26 @@ def check_xdp_rx(cfg: ProxyConfig, x: _If) -> Iterator[Finding]:
                           "differ", "run turns it off while it runs and back on when it stops")
         else:
             yield Finding("gro", x.field, OK, f"{x.name} has GRO off")
+
+
+def check_vlan_stripping(cfg: ProxyConfig, x: _If) -> Finding:
+    """A device that strips VLAN tags (rx-vlan-offload) hands XDP the frame without them: run
+    turns that off on net_in while it runs. Where the device cannot, tagged frames would be taken
+    for untagged ones (another VLAN's SR-MPLS for ours) and leave untagged: an error when an SF
+    on it names a VLAN, a warning otherwise (a link that never carries tags loses nothing)."""
+    assert x.features is not None
+    on = [f for f in ifc.VLAN_STRIPPING if x.features.get(f)]
+    if not on:
+        return Finding("vlan", x.field, OK, f"{x.name} leaves VLAN tags in the frame")
+    fixed = [f for f in on if f in x.fixed]
+    if not fixed:
+        return Finding("vlan", x.field, FIXED, f"{x.name} strips VLAN tags before XDP sees the frame "
+                       "(rx-vlan-offload on)", "run turns it off while it runs and back on when it stops")
+    vlans = any(sf.vlan_in or sf.vlan_out for sf in cfg.sfs if sf.net_in == x.name)
+    return Finding("vlan", x.field, ERROR if vlans else WARN,
+                   f"{x.name} strips VLAN tags before XDP sees the frame and cannot stop ({', '.join(fixed)} "
+                   "fixed on): tagged frames would be proxied as untagged and leave without their tags",
+                   "use a NIC or driver that can turn VLAN stripping off (ethtool -K DEV rxvlan off)")
 
 
 def _peer_offloads(x: _If, peer: ifc.Peer) -> Iterator[Finding]:
@@ -457,15 +486,18 @@ def check_frame_size(cfg: ProxyConfig, ifs: list[_If]) -> Finding | None:
         return None
     big = max(sized, key=lambda x: x.iface.mtu if x.iface else 0)
     assert big.iface is not None
-    need = XDP_HEADROOM + ETH_HLEN + big.iface.mtu + STACK_BYTES
+    # VLAN tags sit outside the MTU (like the Ethernet header) but inside the chunk
+    tags = TAG_BYTES if any(sf.vlan_in or sf.vlan_out for sf in cfg.sfs) else 0
+    head = ETH_HLEN + tags
+    need = XDP_HEADROOM + head + big.iface.mtu + STACK_BYTES
     if cfg.frame_size >= need:
         return Finding("frame_size", "proxy.frame_size", OK, f"{cfg.frame_size} bytes hold {XDP_HEADROOM} of headroom "
-                       f"and the largest frame ({big.name}'s MTU {big.iface.mtu} + {ETH_HLEN} + {STACK_BYTES})")
-    most = cfg.frame_size - XDP_HEADROOM - ETH_HLEN - STACK_BYTES
+                       f"and the largest frame ({big.name}'s MTU {big.iface.mtu} + {head} + {STACK_BYTES})")
+    most = cfg.frame_size - XDP_HEADROOM - head - STACK_BYTES
     fix = "set frame_size = 4096" if cfg.frame_size < 4096 else "lower the MTU"
     return Finding("frame_size", "proxy.frame_size", ERROR,
                    f"{cfg.frame_size} bytes cannot hold {XDP_HEADROOM} of headroom and a frame of {big.name}'s MTU "
-                   f"{big.iface.mtu} + {ETH_HLEN} + {STACK_BYTES} for the deepest stack ({need} bytes): such frames "
+                   f"{big.iface.mtu} + {head} + {STACK_BYTES} for the deepest stack ({need} bytes): such frames "
                    "are dropped", f"{fix}, or lower {big.name}'s MTU to {most} or less")
 
 
@@ -486,6 +518,7 @@ def run_checks(cfg: ProxyConfig) -> Report:
             if x.iface is not None:
                 present.append(x)
                 x.features = _features(x.name)
+                x.fixed = _fixed(x.name)
                 x.channels = ifc.get_channels(x.name)
                 x.xdp = ifc.xdp_features(x.iface.index)
             add(f)
@@ -500,10 +533,14 @@ def run_checks(cfg: ProxyConfig) -> Report:
         report.findings[:0] = host
         report.findings.extend(check_macs(ipr, cfg, ifs))
     for x in present:
+        # each finding named by the role it is about: a chain's two directions swap
+        # interfaces, so p_out is the forward direction's net_out and the reverse one's net_in
         if _xdp_rx(cfg, x):
-            report.findings.extend(check_xdp_rx(cfg, x))
+            role = "net_in" if "net_in" in x.roles else "from_sf"
+            report.findings.extend(replace(f, subject=x.role_fields[role]) for f in check_xdp_rx(cfg, x))
         if _redirect_target(cfg, x):
-            add(check_redirect_target(x))
+            role = "to_sf" if "to_sf" in x.roles else "net_out"
+            add(replace(check_redirect_target(x), subject=x.role_fields[role]))
         if x.roles & {"net_in", "net_out"}:
             f = check_headroom(cfg, x, ifs)
             if f is not None:
@@ -523,3 +560,10 @@ def _features(name: str) -> dict[str, bool] | None:
         return ifc.ethtool_features(name)
     except (OSError, EthtoolError):
         return None
+
+
+def _fixed(name: str) -> set[str]:
+    try:
+        return ifc.fixed_features(name)
+    except (OSError, EthtoolError):
+        return set()

@@ -23,6 +23,7 @@ examples:
   ip netns exec proxy afxdp-proxy stats --json
   systemctl start afxdp-proxy@proxy    # /etc/afxdp-proxy/proxy.toml in namespace proxy
   afxdp-proxy testbed up --topology attached && afxdp-proxy testbed status
+  afxdp-proxy testbed up --sf firewall --bidirectional   # replies through the SF too
   afxdp-proxy demo
   afxdp-proxy bench --quick
 """
@@ -37,14 +38,36 @@ attached.
 Before attaching anything, run makes the checks of `afxdp-proxy check` and
 refuses to start, with exit status 2 and one line per problem
 (afxdp-proxy: error: <field or interface>: <problem>; <fix>), when one would
-make it fail or lose packets. It says what it puts right itself (GRO on net_in)
-and warns of the rest.
+make it fail or lose packets. It says what it puts right itself (GRO and VLAN
+tag stripping on net_in) and warns of the rest.
 
 On a terminal (or with --live) it prints a line of live counters every second
 and the whole table at the end. Otherwise (a service) it logs a counters record
 every --log-interval seconds. Log records go to stderr: started, warnings,
 counters, stopped with the final counters; --log-format json writes one JSON
 object a line (time, level, message and the record's fields).
+
+afxdp backend: bind_mode = "auto" (default) binds the AF_XDP sockets in
+zero-copy mode where the driver has it and in copy mode otherwise (veth);
+"zerocopy" refuses to start on a driver without it (one line naming the
+interface and driver), "copy" forces copy mode. The mode in use is in the
+start log line and in `stats`.
+
+metrics: with a [metrics] table in the config (listen = "127.0.0.1:9464") run
+serves every counter, per SF, and the SF's dwell-time histogram in the
+Prometheus text format at http://<listen>/metrics, read from the data path at
+each scrape (the numbers `stats` shows). An address it cannot listen on (in
+use, not in this namespace) is an error naming metrics.listen, exit status 2,
+before anything is attached. Metric names: README, section Metrics.
+both directions through one SF (stateful SFs: firewalls, NATs, IDSs):
+  an [sf.reverse] table under an [[sf]] gives the chain's reverse direction its own
+  label (label = ..., required); it arrives on net_out, reaches the SF on from_sf,
+  comes back on to_sf and leaves on net_in (each interface can be set apart there,
+  and sf_mac, next_hop_mac, static_stack, name). It is an SF of its own, named
+  <name>.reverse: its own counters and `stats` column. Programs go by interface
+  role (XDP RX on net_in, XDP TX on from_sf or TC egress TX on an inline net_out);
+  an interface that is net_in of one SF and from_sf of another sends bare IP down
+  the TX path and all else down the RX path.
 
 the cache (kernel and afxdp backends alike):
   RX caches each packet's stack under its key, TX takes it back. Packets with one
@@ -56,34 +79,45 @@ the cache (kernel and afxdp backends alike):
   reclaims it, and an identical retry replaces it. At most max_per_key (default 64)
   packets with one key are in flight; past that RX drops (rx_key_full).
 
-counters (also in `afxdp-proxy stats`):
-  rx_popped            stack popped, cached, bare packet sent on to the SF
-  rx_not_mpls          passed: not SR-MPLS (ARP, plain IP)
-  rx_other_label       passed: top label addresses no SF of this proxy
-  rx_malformed         dropped: truncated Ethernet/MPLS/IP/L4 header
-  rx_too_many_labels   dropped: no bottom of stack within 16 labels
-  rx_not_ip            dropped: no IPv4/IPv6 packet below the stack
-  rx_key_full          dropped: max_per_key packets with this key in flight, or
-                       every entry of its set holds this key
-  cache_inserts        packets cached at RX
-  cache_takes          packets whose stack TX took back out
-  evictions            packets of entries pushed out of a full set by newer ones
-  expired              packets of entries older than max_dwell_ms: presumed lost
+what RX reads in front of the SF label, and what TX puts back:
+  VLAN tags: one or two (802.1Q 0x8100, 802.1ad 0x88A8). The SF is chosen by
+  (VLAN of the tag nearest the stack, top label): [[sf]] vlan_in = 1..4094
+  (default: untagged; a priority tag, VID 0, counts as untagged). Tags are removed
+  before the SF (SFs are VLAN-unaware) and kept in the packet's cache entry; the
+  frame leaves with one 802.1Q tag of the SF's vlan_out (PCP and DEI of the tag it
+  came with), or with the tags it arrived with. Tagged frames on a VLAN no SF names,
+  or not SR-MPLS, pass (rx_vlan_other). Run turns VLAN stripping off on net_in.
+  Reserved labels on top of the SF label: explicit null (0, 2) and an entropy label
+  indicator (7) with its entropy label are removed (at most 3 removals) and not
+  restored; any other reserved label on top (router alert, GAL, OAM alert) passes
+  to the host (rx_reserved_label).
+  TTL: an SF label with TTL <= 1 never reaches the SF: on_ttl_expired = "drop"
+  (default, rx_ttl_expired) or "pass" to the host (rx_ttl_expired_pass).
+  ttl_model (RFC 3443): "uniform" (default) gives the label TX exposes on top the
+  SF label's TTL minus one, so a loop through the proxy ends; "pipe" keeps its own.
+the proxy in a network:
+  On from_sf (attached) only the SF's output for the network is proxied: what the SF
+  sends the proxy host (neighbour discovery, multicast and broadcast, link-local
+  addresses, the host's own addresses, ARP) goes to the host's kernel untouched
+  (tx_host, tx_not_ip). The host's addresses are read at start and every second.
+  A packet without a cache entry follows on_miss (config): "pass" hands it to the
+  kernel, which routes it on unlabelled (afxdp: sent on unlabelled to the next hop;
+  inline: it leaves as it is, like the host's own traffic), "drop" drops it, "last"
+  (attached) pushes the stack RX last sent to its SF: for SFs that rewrite the key's
+  fields (NAT), at the price of per-packet stacks through them (tx_miss_last).
+  key = "meta" keeps its key in the meta_mark_mask bits of skb->mark (config,
+  default 0xffff0000: 16 or more contiguous bits) and leaves the others to the SF.
+  Redirects the kernel refuses (a target without XDP support) count as drops in
+  rx_redirect_err and tx_redirect_err, besides the frame's reason.
+
+counters (also in `afxdp-proxy stats`, per SF; "-" is the row of frames of no SF).
+Every frame counts once in rx_packets/tx_packets and once in one reason:
+{counters}
   in_flight            cache_inserts - cache_takes - evictions - expired: packets
                        in the SF right now (exact, from the counters)
-  rx_key_ext_limit     popped all the same: IPv6 with more than 6 extension
-                       headers, keyed on what follows the sixth
-  tx_pushed            cache hit, stack minus its top label pushed
-  tx_plain             cache hit, no label left: sent as plain IP
-  tx_miss_pass/_drop   packet from the SF without a cache entry (on_miss)
-  tx_not_ip            passed: not IP
-  tx_gso_drop          dropped: merged (GSO) skb, cannot carry per-packet stacks
-  tx_dwell_ns          sum of RX-to-TX times of hits (shown as the mean dwell)
 
 afxdp backend only:
-  xdp_no_socket        dropped: frame on a queue without a socket
-  tx_ring_full         dropped: a TX ring stayed full
-  xsk_rx_ring_full...  the kernel's AF_XDP socket statistics
+{xsk_counters}
 """
 
 
@@ -112,7 +146,9 @@ checks:
   queues         a veth peer sends on no more TX queues than we have RX
                  queues; afxdp: proxy.queues against the interfaces' queues
   checksum, vlan the sender fills in TX checksums and keeps VLAN tags in the
-  offloads       frame (a veth's peer; a NIC's own VLAN stripping)
+  offloads       frame (a veth's peer); VLAN stripping on net_in (run turns it
+                 off while it runs; an error where it is fixed and an SF names
+                 a VLAN)
   gro            GRO on net_in (run turns it off while it runs)
   redirect       XDP_REDIRECT targets (attached: to_sf, net_out) take XDP
                  frames: a veth only while its peer runs XDP or GRO
@@ -172,9 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from afxdp_proxy import bpf, state
-    from afxdp_proxy.backends.kernel import read_counters
-    from afxdp_proxy.cache import in_flight_of
+    from afxdp_proxy import bpf, counters, state
     from afxdp_proxy.runner import summary
 
     live = state.running()
@@ -191,27 +225,45 @@ def cmd_stats(args: argparse.Namespace) -> int:
     else:
         return _err(f"several proxies run ({', '.join(live)}); pick one with --name", 1)
     info = live[name]
+    sf_names = list(info.get("sfs", []))
     if info["backend"] == "afxdp":
         # the workers' counters live in the proxy process, shared through a mapped file
-        from afxdp_proxy.backends.afxdp import read_stats
+        from afxdp_proxy.backends.afxdp import read_snapshot
 
-        counters, in_flight = read_stats(info)
+        snap = read_snapshot(info)
     else:
         counters_map = bpf.Map.from_id(info["maps"]["counters"], "uint32_t", "uint64_t")
         try:
-            counters = read_counters(counters_map)
+            snap = counters.read_map(counters_map, counters.rows_of(len(sf_names)))
         finally:
             counters_map.close()
-        in_flight = in_flight_of(counters)
+    total = snap.total()
+    in_flight = counters.in_flight_of(total)
+    per_sf = snap.by_sf(sf_names)
     if args.json:
+        bounds = counters.dwell_bounds_ns()
+        dwell = {sf: dict(zip([*map(str, bounds), "+Inf"], snap.dwell_hist(i), strict=True))
+                 for i, sf in enumerate(sf_names)}
+        extra = {"xsk": info["xsk"]} if "xsk" in info else {}
         print(json.dumps({"name": name, "backend": info["backend"], "key": info["key"],
-                          "topology": info["topology"], "pid": info["pid"], "in_flight": in_flight,
-                          "counters": counters}, indent=1))
+                          "topology": info["topology"], "pid": info["pid"], **extra, "in_flight": in_flight,
+                          "counters": total, "sfs": per_sf, "dwell_histogram_ns": dwell}, indent=1))
     else:
+        xsk = info.get("xsk")
+        mode = f", AF_XDP {xsk['mode']}" if isinstance(xsk, dict) and "mode" in xsk else ""
         print(f"{name}: {info['backend']} backend, key {info['key']}, topology {info['topology']}, "
-              f"pid {info['pid']}")
-        print(summary(counters, in_flight))
+              f"pid {info['pid']}{mode}")
+        print(summary(total, in_flight))
+        print(sf_table(per_sf))
     return 0
+
+
+def sf_table(per_sf: dict[str, dict[str, int]]) -> str:
+    """The counters that are not zero for some SF, one column per SF ("-": frames of no SF)."""
+    rows = [n for n in next(iter(per_sf.values()), {}) if any(c.get(n) for c in per_sf.values())]
+    head = f"{'per SF':22} " + " ".join(f"{sf:>12}" for sf in per_sf)
+    return "\n".join([head] + [f"{n:22} " + " ".join(f"{c.get(n, 0):>12}" for c in per_sf.values())
+                               for n in rows])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,7 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the proxy in the foreground", description=RUN_HELP,
+    from afxdp_proxy import counters
+
+    run_help = RUN_HELP.format(counters=counters.help_text(), xsk_counters=counters.help_text(afxdp_only=True))
+    run = sub.add_parser("run", help="run the proxy in the foreground", description=run_help,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", "-c", required=True, help="proxy TOML file (see README)")
     run.add_argument("--duration", "-d", type=float, metavar="S", help="stop after S seconds")

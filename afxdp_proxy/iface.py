@@ -3,12 +3,14 @@ ethtool features and channels, XDP features, and what can be seen of a veth's ot
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
 import os
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -98,6 +100,30 @@ def set_feature(name: str, feature: str, on: bool) -> bool | None:
                 if e.errno != errno.EOPNOTSUPP:
                     raise
         return before
+
+
+# Hardware VLAN tag stripping (ethtool -k: rx-vlan-offload, rx-vlan-stag-hw-parse): a stripped
+# tag travels beside the frame, where XDP does not see it and a redirect does not take it along
+VLAN_STRIPPING = ("rx-vlan-hw-parse", "rx-vlan-stag-hw-parse")
+
+
+def fixed_features(name: str) -> set[str]:
+    """The device's features that cannot be changed (ethtool -k: "[fixed]")."""
+    with Ethtool() as eth:
+        return {k for k, v in eth.get_features(name).features.items() if k and not v.available}
+
+
+def keep_vlan_tags(name: str, undo: ExitStack) -> list[str]:
+    """Turn VLAN tag stripping off on a device the proxy receives on, with the undo on `undo`
+    (its state as it was, on exit). Returns the stripping features that stay on: fixed ones."""
+    left = []
+    for feature in VLAN_STRIPPING:
+        before = set_feature(name, feature, False)
+        if before:
+            undo.callback(set_feature, name, feature, True)
+        if before and get_feature(name, feature):
+            left.append(feature)
+    return left
 
 
 def ethtool_features(name: str) -> dict[str, bool]:
@@ -214,6 +240,20 @@ class Peer:
     def cmd(self, argv: str) -> str:
         """A shell command to run where the peer is: "ip netns exec NS ethtool ..."."""
         return f"ip netns exec {self.netns} {argv}" if self.netns and not self.same_netns else argv
+
+
+def driver_of(iface: Iface) -> str:
+    """The device's driver as `ethtool -i` names it (sysfs), or its link kind ("veth", ...) for a
+    virtual device without one, or "unknown"."""
+    try:
+        return os.path.basename(os.readlink(f"/sys/class/net/{iface.name}/device/driver"))
+    except OSError:
+        pass
+    with contextlib.suppress(Exception), IPRoute() as ipr:
+        kind = link_kind(ipr, iface.index)
+        if kind:
+            return str(kind)
+    return "unknown"
 
 
 def link_kind(ipr: IPRoute, index: int) -> str | None:

@@ -1,6 +1,6 @@
 """Python reference of the cache key: the test oracle for the BPF and the C parser.
 
-Mirrors ``axp_derive_key`` and ``axp_parse_mpls_frame`` in ``bpf/include/parse.shared.h``
+Mirrors ``axp_derive_key``, ``axp_parse_head`` and ``axp_parse_mpls_frame`` in ``bpf/include/parse.shared.h``
 line for line, and produces the 64 bytes of ``struct axp_key`` exactly as C lays them
 out. Packet fields are kept in network order (as the C reads them with memcpy), so the
 bytes are the same whatever the host byte order.
@@ -17,12 +17,19 @@ from enum import IntEnum, IntFlag
 MAX_LABELS = 16  # AXP_MAX_LABELS
 KEY_WORDS = 5  # AXP_KEY_WORDS
 MAX_EXT_HDRS = 6  # AXP_MAX_EXT_HDRS
+MAX_VLANS = 2  # AXP_MAX_VLANS
+MAX_REMOVED = 3  # AXP_MAX_REMOVED
 ETH_HLEN = 14
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 ETH_P_MPLS_UC = 0x8847
+ETH_P_8021Q = 0x8100
+ETH_P_8021AD = 0x88A8
 ETH_P_TEB = 0x6558
 MPLS_BOS = 0x100
+VID_MASK = 0x0FFF
+LABEL_IPV4_NULL, LABEL_IPV6_NULL, LABEL_ELI = 0, 2, 7  # removed above the SF label (RFC 3032, RFC 6790)
+LABEL_MIN_UNRESERVED = 16
 IPPROTO_HOPOPTS = 0
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -78,6 +85,7 @@ class ParseResult(IntEnum):
     MALFORMED = 2
     TOO_MANY_LABELS = 3
     NOT_IP = 4
+    RESERVED = 5
 
 
 # struct axp_key: kind family proto flags | ident | saddr[16] | daddr[16] | sport dport | w[5]
@@ -400,26 +408,79 @@ def derive_key(ip: bytes) -> tuple[ParseResult, bytes | None]:
 
 @dataclass
 class ParsedFrame:
-    """What ``axp_parse_mpls_frame`` reports for one Ethernet frame."""
+    """What ``axp_parse_mpls_frame`` reports for one Ethernet frame (``struct axp_frame``)."""
 
     result: ParseResult
-    labels: list[int]  # LSEs read, outermost first (as C fills labels[], also on failure)
+    labels: list[int]  # LSEs read from the deciding entry down (as C fills labels[], also on failure)
     depth: int = 0  # set once a bottom of stack is found, as struct axp_frame
     l3_off: int = 0
     l3_proto: int = 0  # ETH_P_IP / ETH_P_IPV6 when an IP packet follows
     key: bytes | None = None  # the 64 key bytes when result is OK
+    vid: int = 0  # VID of the tag nearest the stack; 0: untagged
+    top_off: int = 0  # offset of the deciding entry (labels[0]); 0: none read
+    removed: int = 0  # explicit null, ELI and EL entries removed above it
+    tags: list[tuple[int, int]] = field(default_factory=list)  # (TPID, TCI) in front of the stack, outermost first
+
+
+def parse_head(b: bytes, out: ParsedFrame) -> tuple[ParseResult, int]:
+    """``axp_parse_head``: tags, the MPLS ethertype, explicit null and ELI + EL removed above the
+    label that decides. Returns the result and that label's offset (0 when none was read)."""
+    if len(b) < ETH_HLEN:
+        return ParseResult.MALFORMED, 0
+    p = 12
+    for _ in range(MAX_VLANS):
+        if p + 2 > len(b):
+            return ParseResult.MALFORMED, 0
+        tpid = _u16(b, p)
+        if tpid not in (ETH_P_8021Q, ETH_P_8021AD):
+            break
+        if p + 6 > len(b):
+            return ParseResult.MALFORMED, 0
+        out.tags.append((tpid, _u16(b, p + 2)))
+        out.vid = _u16(b, p + 2) & VID_MASK
+        p += 4
+    if p + 2 > len(b):
+        return ParseResult.MALFORMED, 0
+    if _u16(b, p) != ETH_P_MPLS_UC:
+        return ParseResult.NOT_MPLS, 0
+    p += 2
+    for _ in range(MAX_REMOVED):
+        if p + 4 > len(b):
+            return ParseResult.MALFORMED, 0
+        lse = _u32(b, p)
+        if lse & MPLS_BOS:
+            break
+        if lse >> 12 == LABEL_ELI:
+            if p + 8 > len(b):
+                return ParseResult.MALFORMED, 0
+            if _u32(b, p + 4) & MPLS_BOS:
+                break
+            p += 8
+            out.removed += 2
+        elif lse >> 12 in (LABEL_IPV4_NULL, LABEL_IPV6_NULL):
+            p += 4
+            out.removed += 1
+        else:
+            break
+    if p + 4 > len(b):
+        return ParseResult.MALFORMED, 0
+    out.labels.append(_u32(b, p))
+    out.top_off = p
+    if _u32(b, p) >> 12 < LABEL_MIN_UNRESERVED:
+        return ParseResult.RESERVED, p
+    return ParseResult.OK, p
 
 
 def parse_mpls_frame(frame: bytes) -> ParsedFrame:
-    """Parse an SR-MPLS frame: label stack, where the IP packet starts, and its key."""
+    """Parse an SR-MPLS frame: tags, label stack, where the IP packet starts, and its key."""
     b = bytes(frame)
     out = ParsedFrame(ParseResult.MALFORMED, [])
-    if len(b) < ETH_HLEN:
+    res, top = parse_head(b, out)
+    if res != ParseResult.OK:
+        out.result = res
         return out
-    if _u16(b, 12) != ETH_P_MPLS_UC:
-        out.result = ParseResult.NOT_MPLS
-        return out
-    p = ETH_HLEN
+    out.labels = []
+    p = top
     for i in range(MAX_LABELS):
         if p + 4 > len(b):
             out.result = ParseResult.MALFORMED

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 LABEL_MAX = (1 << 20) - 1
 # 0-15 are reserved special-purpose labels; an SF label must be a plain one
@@ -52,3 +53,19 @@ def parse_stack(data: bytes) -> list[Lse]:
         if e.bos:
             break
     return out
+
+
+def tx_stack(stack: Sequence[Lse], ttl_model: str = "uniform") -> list[Lse]:
+    """What the caching proxy pushes at TX for a packet that arrived with `stack` (its SF label
+    first, explicit null and ELI + EL above it already removed): the entries below the SF label,
+    label, TC and S as they came; the TTL of the one exposed on top is the SF label's minus one
+    under the uniform model (RFC 3443 §3.1), its own under pipe (§3.3)."""
+    rest = list(stack[1:])
+    if rest and ttl_model == "uniform":
+        rest[0] = replace(rest[0], ttl=max(stack[0].ttl - 1, 0))
+    return rest
+
+
+def tx_words(words: Sequence[int], ttl_model: str = "uniform") -> tuple[int, ...]:
+    """tx_stack on label stack entries as ints (Lse.encode())."""
+    return tuple(e.encode() for e in tx_stack([Lse.decode(w) for w in words], ttl_model))

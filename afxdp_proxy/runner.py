@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from afxdp_proxy import signals, state
+from afxdp_proxy import metrics, signals, state
 from afxdp_proxy.backends import Backend, make_backend
-from afxdp_proxy.cache import in_flight_of
 from afxdp_proxy.config import ProxyConfig
+from afxdp_proxy.counters import DROPS, in_flight_of
 from afxdp_proxy.log import LOGGER as log
 from afxdp_proxy.log import fields
 
@@ -23,8 +23,6 @@ LIVE = (
     ("tx_miss_pass", "miss"), ("tx_miss_drop", "miss-drop"), ("rx_key_full", "key-full"),
     ("evictions", "evicted"), ("expired", "expired"),
 )
-DROPS = ("rx_malformed", "rx_too_many_labels", "rx_not_ip", "rx_cache_error", "rx_pop_failed",
-         "tx_malformed", "tx_gso_drop", "tx_push_failed")
 
 
 def live_line(now: dict[str, int], before: dict[str, int], dt: float, in_flight: int) -> str:
@@ -80,10 +78,14 @@ def run(
     if threading.current_thread() is threading.main_thread():
         old_handlers = signals.install(lambda *_: stop.set(), (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
     backend = make_backend(cfg)
+    exporter = metrics.Exporter(None)
     try:
+        exporter = metrics.Exporter(cfg.metrics)  # [metrics]: bound before anything attaches
         backend.start()
+        exporter.watch(backend, cfg, name)
         state.write(name, {"kind": "proxy", "pid": os.getpid(), "backend": cfg.backend,
                            "key": cfg.key, "topology": cfg.topology, "config": config_path,
+                           "sfs": [sf.name for sf in cfg.sfs],
                            "netns": state.netns_id(), "started": time.time(), **backend.state()})
         log.info("%s backend, key %s, topology %s, %d SF(s) attached as %r%s", cfg.backend, cfg.key, cfg.topology,
                  len(cfg.sfs), name, "; Ctrl-C to stop" if live else "",
@@ -119,6 +121,7 @@ def run(
                               **final))
         return final
     finally:
+        exporter.close()  # before the backend closes what a scrape reads
         backend.stop()
         state.remove(name)
         signals.restore(old_handlers)

@@ -5,61 +5,95 @@
  *
  *   axp_xdp_rx   XDP on net_in: pop the stack, cache it, pass (inline) or
  *                redirect to the SF (attached)
- *   axp_tc_meta  TC ingress on net_in, meta mode: XDP metadata -> skb->mark
+ *   axp_tc_meta  TC ingress on net_in, meta mode: XDP metadata -> the
+ *                meta_mark_mask bits of skb->mark
  *   axp_tc_tx    TC egress on net_out (inline): look up, push
- *   axp_xdp_tx   XDP on from_sf (attached): look up, push, redirect to net_out
+ *   axp_xdp_tx   XDP on from_sf (attached): frames for the proxy host pass to
+ *                its kernel (host.bpf.h); the rest: look up, push, redirect
+ *                to net_out; a miss passes to the kernel, which routes it
+ *   axp_xdp_rx_tx  XDP on an interface that is net_in of one SF and from_sf of
+ *                another (attached): bare IP takes axp_xdp_tx's path, all else
+ *                axp_xdp_rx's (role.shared.h)
+ *
+ * An interface's XDP roles are known at attach time: the loader attaches the
+ * program of its roles, so one-role interfaces pay nothing for the dispatch.
  */
 #include <linux/pkt_cls.h>
 #include "proxy.bpf.h"
+#include "role.shared.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-SEC("xdp")
-int axp_xdp_rx(struct xdp_md *ctx)
+static __always_inline int axp_xdp_rx_path(struct xdp_md *ctx)
 {
 	__u8 *data = (void *)(long)ctx->data;
 	__u8 *end = (void *)(long)ctx->data_end;
 	int want_key = !axp_cfg.static_mode && axp_cfg.key_mode == AXP_KEY_MODE_HASH;
 	struct axp_entry entry = {};
 	struct axp_frame f = {};
-	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
+	struct axp_key key AXP_CACHE_KEY_ALIGN = {}, *keyp;
 	struct axp_sf *sf = NULL;
 	__u8 eth[AXP_ETH_HLEN];
-	__u32 label, sf_idx, mark = 0;
+	__u32 label, sf_idx, mark = 0, row = AXP_SF_NONE;
 	__u32 *idx = NULL;
 	int res;
 
-	axp_count(AXP_CNT_RX_PACKETS);
-	res = axp_parse_mpls_frame(data, end, entry.labels, &f, want_key ? &key : NULL);
-	if (res == AXP_PARSE_NOT_MPLS) {
-		axp_count(AXP_CNT_RX_NOT_MPLS);
-		return XDP_PASS;
-	}
+	keyp = want_key ? &key : NULL;
 	/*
-	 * The top label decides first: another node's traffic (a pseudowire, a deep
-	 * stack) passes untouched whatever it carries. labels[0] is filled as soon as
-	 * one label entry fits in the frame.
+	 * Opaque to the compiler: knowing the key 8-byte aligned, it would address
+	 * key->family as (key | 1), and the verifier refuses ALU on pointers but add.
 	 */
-	if (data + AXP_ETH_HLEN + 4 <= end) {
-		label = axp_label_of(entry.labels[0]);
-		idx = bpf_map_lookup_elem(&axp_labels, &label);
-		if (!idx) {
-			axp_count(AXP_CNT_RX_OTHER_LABEL);
+	axp_barrier_var(keyp);
+	res = axp_parse_mpls_frame(data, end, entry.labels, &f, keyp);
+	/* another VLAN's traffic passes untouched whatever it carries */
+	if (f.vlans.n) {
+		label = axp_sf_key(f.vid, 0);
+		if (!bpf_map_lookup_elem(&axp_labels, &label)) {
+			axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_VLAN_OTHER);
 			return XDP_PASS;
 		}
 	}
+	if (res == AXP_PARSE_NOT_MPLS) {
+		axp_count_frame(row, AXP_CNT_RX_PACKETS,
+				f.vlans.n ? AXP_CNT_RX_VLAN_OTHER : AXP_CNT_RX_NOT_MPLS);
+		return XDP_PASS;
+	}
+	if (res == AXP_PARSE_RESERVED) {
+		axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_RESERVED_LABEL);
+		return XDP_PASS;
+	}
+	/*
+	 * The top label decides first, on its VLAN: another node's traffic (a
+	 * pseudowire, a deep stack) passes untouched whatever it carries.
+	 * labels[0] is filled as soon as the deciding entry fits in the frame.
+	 */
+	if (f.top_off) {
+		label = axp_sf_key(f.vid, axp_label_of(entry.labels[0]));
+		idx = bpf_map_lookup_elem(&axp_labels, &label);
+		if (!idx) {
+			axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_OTHER_LABEL);
+			return XDP_PASS;
+		}
+		row = *idx;
+		/* RFC 3032 §2.4.2: never on with a TTL that would reach 0 here */
+		if (axp_ttl_of(entry.labels[0]) <= 1) {
+			if (axp_cfg.on_ttl_expired == AXP_TTL_PASS) {
+				axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_TTL_EXPIRED_PASS);
+				return XDP_PASS;
+			}
+			axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_TTL_EXPIRED);
+			return XDP_DROP;
+		}
+	}
 	if (res != AXP_PARSE_OK || !idx) {
-		axp_count(axp_parse_counter(res));
+		axp_count_frame(row, AXP_CNT_RX_PACKETS, axp_parse_counter(res));
 		return XDP_DROP;
 	}
-	/* proxied all the same; the count tells how often such chains come by */
-	if (key.flags & AXP_KEYF_EXT_LIMIT)
-		axp_count(AXP_CNT_RX_KEY_EXT_LIMIT);
 	sf_idx = *idx;
 	if (axp_cfg.topology == AXP_TOPO_ATTACHED) {
 		sf = bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 		if (!sf) {
-			axp_count(AXP_CNT_RX_OTHER_LABEL);
+			axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_OTHER_LABEL);
 			return XDP_PASS;
 		}
 	}
@@ -67,9 +101,10 @@ int axp_xdp_rx(struct xdp_md *ctx)
 	if (!axp_cfg.static_mode && axp_cfg.key_mode == AXP_KEY_MODE_META) {
 		mark = axp_next_meta_key();
 		axp_meta_key(&key, mark);
+		axp_meta_reclaim(&key, row);
 	}
 
-	/* pop: keep the Ethernet header, drop the stack in front of the IP packet */
+	/* pop: keep the Ethernet header, drop tags and stack in front of the IP packet */
 	__builtin_memcpy(eth, data, AXP_ETH_HLEN);
 	*(__be16 *)&eth[12] = axp_htons(f.l3_proto);
 	if (sf) {
@@ -100,17 +135,26 @@ int axp_xdp_rx(struct xdp_md *ctx)
 	if (!axp_cfg.static_mode) {
 		entry.depth = f.depth;
 		entry.sf = sf_idx;
+		entry.vlans = f.vlans;
 		entry.rx_ns = axp_now();
-		if (axp_cache_insert(&key, &entry))
+		res = axp_cache_insert(&key, &entry);
+		if (res) {
+			axp_count_frame(row, AXP_CNT_RX_PACKETS,
+					res == -2 ? AXP_CNT_RX_KEY_FULL : AXP_CNT_RX_CACHE_ERROR);
 			return XDP_DROP;
+		}
+		axp_last_note(sf_idx, &entry);
 	}
-	axp_count(AXP_CNT_RX_POPPED);
+	axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POPPED);
+	/* proxied all the same; the count tells how often such chains come by */
+	if (key.flags & AXP_KEYF_EXT_LIMIT)
+		axp_count(row, AXP_CNT_RX_KEY_EXT_LIMIT);
 	if (sf)
 		return bpf_redirect(sf->to_sf_ifindex, 0);
 	return XDP_PASS;
 
 pop_failed:
-	axp_count(AXP_CNT_RX_POP_FAILED);
+	axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POP_FAILED);
 	return XDP_DROP;
 }
 
@@ -119,11 +163,12 @@ int axp_tc_meta(struct __sk_buff *skb)
 {
 	__u8 *meta = (void *)(long)skb->data_meta;
 	__u8 *data = (void *)(long)skb->data;
-	__u32 mark;
+	__u32 mark, mask = axp_cfg.meta_mark_mask;
 
+	/* only the key's bits: whatever else the mark holds stays for the SF */
 	if (meta + sizeof(mark) <= data) {
 		__builtin_memcpy(&mark, meta, sizeof(mark));
-		skb->mark = mark;
+		skb->mark = (skb->mark & ~mask) | (mark & mask);
 	}
 	return TC_ACT_OK;
 }
@@ -132,8 +177,16 @@ int axp_tc_meta(struct __sk_buff *skb)
 static __always_inline int axp_tx_key(const __u8 *data, const __u8 *end, __u32 mark,
 				      struct axp_key *key)
 {
+	if (axp_cfg.static_mode) {
+		/* the static proxy pushes onto whatever IP comes back: no key, nothing else to check */
+		if (data + AXP_ETH_HLEN + 1 > end ||
+		    (data[AXP_ETH_HLEN] >> 4 != 4 && data[AXP_ETH_HLEN] >> 4 != 6))
+			return AXP_PARSE_NOT_IP;
+		return AXP_PARSE_OK;
+	}
 	if (axp_cfg.key_mode == AXP_KEY_MODE_META) {
-		axp_meta_key(key, mark);
+		/* the SF's own bits of the mark are none of the key's business */
+		axp_meta_key(key, mark & axp_cfg.meta_mark_mask);
 		return AXP_PARSE_OK;
 	}
 	if (data + AXP_ETH_HLEN > end)
@@ -141,14 +194,12 @@ static __always_inline int axp_tx_key(const __u8 *data, const __u8 *end, __u32 m
 	return axp_derive_key(data + AXP_ETH_HLEN, end, key);
 }
 
-static __always_inline int axp_tx_miss_drops(void)
+/* The counter row of a TX frame without a cache entry: the SF of its TX interface, if one. */
+static __always_inline __u32 axp_tx_row(__u32 ifindex)
 {
-	if (axp_cfg.on_miss == AXP_MISS_DROP) {
-		axp_count(AXP_CNT_TX_MISS_DROP);
-		return 1;
-	}
-	axp_count(AXP_CNT_TX_MISS_PASS);
-	return 0;
+	__u32 *idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
+
+	return idx ? *idx : AXP_SF_NONE;
 }
 
 /*
@@ -159,17 +210,21 @@ static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 i
 						    struct axp_entry *entry)
 {
 	__u32 sf_idx, *idx;
+	__u64 dwell;
 
 	if (axp_cfg.static_mode) {
 		idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
 		if (!idx)
 			return NULL;
 		sf_idx = *idx;
+		entry->sf = sf_idx; /* the counter row */
 		return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 	}
 	if (axp_cache_take(key, entry))
 		return NULL;
-	axp_count_add(AXP_CNT_TX_DWELL_NS, axp_now() - entry->rx_ns);
+	dwell = axp_now() - entry->rx_ns;
+	axp_count_add(entry->sf, AXP_CNT_TX_DWELL_NS, dwell);
+	axp_count(entry->sf, AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell));
 	sf_idx = entry->sf;
 	return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 }
@@ -180,15 +235,15 @@ int axp_tc_tx(struct __sk_buff *skb)
 	struct axp_entry entry = {};
 	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
 	const __be32 *labels = NULL;
-	__be16 mpls = axp_htons(AXP_ETH_P_MPLS_UC);
+	__be32 tags[AXP_MAX_VLANS] = {};
 	struct axp_sf *sf;
 	__u8 *data, *end;
-	__u32 n, pull;
+	__u32 n, t, pull, row = AXP_SF_NONE;
+	__be16 proto;
 	int res;
 
-	axp_count(AXP_CNT_TX_PACKETS);
 	if (skb->protocol != axp_htons(AXP_ETH_P_IP) && skb->protocol != axp_htons(AXP_ETH_P_IPV6)) {
-		axp_count(AXP_CNT_TX_NOT_IP);
+		axp_count_frame(axp_tx_row(skb->ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 		return TC_ACT_OK;
 	}
 	data = (void *)(long)skb->data;
@@ -201,7 +256,7 @@ int axp_tc_tx(struct __sk_buff *skb)
 	 * XDP at RX saw the whole frame.
 	 */
 	pull = skb->len < AXP_KEY_PULL_LEN ? skb->len : AXP_KEY_PULL_LEN;
-	if (data + pull > end &&
+	if (data + pull > end && !axp_cfg.static_mode &&
 	    (res == AXP_PARSE_MALFORMED ||
 	     (res == AXP_PARSE_OK && key.kind != AXP_KEY_TCP && key.kind != AXP_KEY_META))) {
 		bpf_skb_pull_data(skb, pull);
@@ -210,51 +265,54 @@ int axp_tc_tx(struct __sk_buff *skb)
 				 &key);
 	}
 	if (res == AXP_PARSE_NOT_IP) {
-		axp_count(AXP_CNT_TX_NOT_IP);
+		axp_count_frame(axp_tx_row(skb->ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 		return TC_ACT_OK;
 	}
 	if (res != AXP_PARSE_OK) {
-		axp_count(AXP_CNT_TX_MALFORMED);
+		axp_count_frame(axp_tx_row(skb->ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return TC_ACT_SHOT;
 	}
 	sf = axp_tx_lookup(&key, skb->ifindex, &entry);
+	/* the host's own traffic has no entry either: it leaves as it came (on_miss = pass) */
 	if (!sf)
-		return axp_tx_miss_drops() ? TC_ACT_SHOT : TC_ACT_OK;
+		return axp_tx_miss(axp_tx_row(skb->ifindex), &entry, 0) == AXP_MISS_DROP ? TC_ACT_SHOT
+											  : TC_ACT_OK;
+	row = entry.sf;
 	/* one skb, many packets (GRO upstream): one stack cannot be right for all */
 	if (skb->gso_segs > 1) {
-		axp_count(AXP_CNT_TX_GSO_DROP);
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_GSO_DROP);
 		return TC_ACT_SHOT;
 	}
 	res = axp_tx_stack(&entry, sf, &labels);
 	if (res < 0) {
-		axp_count(AXP_CNT_TX_MALFORMED);
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return TC_ACT_SHOT;
 	}
 	n = res;
-	if (!n) {
-		axp_count(AXP_CNT_TX_PLAIN);
+	t = axp_vlans_out(sf, &entry.vlans, tags);
+	if (!n && !t) {
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PLAIN);
 		return TC_ACT_OK;
 	}
-	/* one adjust for the whole stack: it needs skb->protocol to still be IP */
-	if (bpf_skb_adjust_room(skb, n * 4, BPF_ADJ_ROOM_MAC, 0) ||
-	    bpf_skb_store_bytes(skb, AXP_ETH_HLEN, labels, n * 4, 0))
+	proto = n ? axp_htons(AXP_ETH_P_MPLS_UC) : (__be16)skb->protocol;
+	/* one adjust for tags and stack: it needs skb->protocol to still be IP */
+	if (t > AXP_MAX_VLANS || bpf_skb_adjust_room(skb, (t + n) * 4, BPF_ADJ_ROOM_MAC, 0) ||
+	    (n && bpf_skb_store_bytes(skb, AXP_ETH_HLEN + t * 4, labels, n * 4, 0)))
 		goto push_failed;
-	/* the Ethernet header is linear after the adjust: a plain store beats a helper call */
+	/* the Ethernet header and tags are linear after the adjust: plain stores beat helper calls */
 	data = (void *)(long)skb->data;
 	end = (void *)(long)skb->data_end;
-	if (data + AXP_ETH_HLEN > end)
+	if (axp_write_tags(data, end, tags, t, proto))
 		goto push_failed;
-	__builtin_memcpy(data + 12, &mpls, sizeof(mpls));
-	axp_count(AXP_CNT_TX_PUSHED);
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
 	return TC_ACT_OK;
 
 push_failed:
-	axp_count(AXP_CNT_TX_PUSH_FAILED);
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED);
 	return TC_ACT_SHOT;
 }
 
-SEC("xdp")
-int axp_xdp_tx(struct xdp_md *ctx)
+static __always_inline int axp_xdp_tx_path(struct xdp_md *ctx)
 {
 	__u8 *data = (void *)(long)ctx->data;
 	__u8 *end = (void *)(long)ctx->data_end;
@@ -262,81 +320,124 @@ int axp_xdp_tx(struct xdp_md *ctx)
 	struct axp_entry entry = {};
 	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
 	const __be32 *labels = NULL;
+	__be32 tags[AXP_MAX_VLANS] = {};
 	struct axp_sf *sf;
-	__u32 i, n, ifindex = ctx->ingress_ifindex;
+	__u32 i, n, t = 0, ifindex = ctx->ingress_ifindex, row, reason = 0;
 	int res;
 
-	axp_count(AXP_CNT_TX_PACKETS);
 	if (data + AXP_ETH_HLEN > end) {
-		axp_count(AXP_CNT_TX_MALFORMED);
+		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return XDP_DROP;
 	}
 	if (axp_load16(data + 12) != axp_htons(AXP_ETH_P_IP) &&
 	    axp_load16(data + 12) != axp_htons(AXP_ETH_P_IPV6)) {
-		axp_count(AXP_CNT_TX_NOT_IP);
+		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
+		return XDP_PASS;
+	}
+	/* the SF talking to the proxy host (neighbour discovery, ...), not to the network */
+	if (axp_for_host(data, end)) {
+		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_HOST);
 		return XDP_PASS;
 	}
 	res = axp_tx_key(data, end, 0, &key);
 	if (res == AXP_PARSE_NOT_IP) {
-		axp_count(AXP_CNT_TX_NOT_IP);
+		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 		return XDP_PASS;
 	}
 	if (res != AXP_PARSE_OK) {
-		axp_count(AXP_CNT_TX_MALFORMED);
+		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return XDP_DROP;
 	}
 	sf = axp_tx_lookup(&key, ifindex, &entry);
-	if (!sf) {
-		__u32 *idx;
-
-		if (axp_tx_miss_drops())
-			return XDP_DROP;
-		/* pass: the SF's output goes on unlabelled, like the kernel would route it */
-		idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
-		if (!idx)
+	if (sf) {
+		row = entry.sf;
+	} else {
+		/*
+		 * A miss: drop; or pass to the kernel, which routes (or delivers) it as
+		 * it would without the proxy; or the SF's last stack (on_miss = last).
+		 */
+		row = axp_tx_row(ifindex);
+		res = axp_tx_miss(row, &entry, 1);
+		if (res != AXP_MISS_LAST)
+			return res == AXP_MISS_DROP ? XDP_DROP : XDP_PASS;
+		sf = bpf_map_lookup_elem(&axp_sfs, &row);
+		if (!sf) {
+			axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
 			return XDP_PASS;
-		i = *idx;
-		sf = bpf_map_lookup_elem(&axp_sfs, &i);
-		if (!sf)
-			return XDP_PASS;
-		proto = axp_load16(data + 12);
-		n = 0;
-		goto out;
+		}
+		reason = AXP_CNT_TX_MISS_LAST;
 	}
 	res = axp_tx_stack(&entry, sf, &labels);
 	if (res < 0) {
-		axp_count(AXP_CNT_TX_MALFORMED);
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return XDP_DROP;
 	}
 	n = res;
-	if (!n) {
-		proto = axp_load16(data + 12);
-		axp_count(AXP_CNT_TX_PLAIN);
-		goto out;
-	}
-	if (bpf_xdp_adjust_head(ctx, -(int)(n * 4)))
+	t = axp_vlans_out(sf, &entry.vlans, tags);
+	if (!n)
+		proto = axp_load16(data + 12); /* plain IP, behind the tags if there are any */
+	if (t > AXP_MAX_VLANS)
 		goto push_failed;
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	for (i = 0; i < AXP_MAX_LABELS; i++) {
-		__u8 *p = data + AXP_ETH_HLEN + i * 4;
-
-		if (i >= n)
-			break;
-		if (p + 4 > end)
+	if (n + t) {
+		if (bpf_xdp_adjust_head(ctx, -(int)((n + t) * 4)))
 			goto push_failed;
-		__builtin_memcpy(p, &labels[i], 4);
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		for (i = 0; i < AXP_MAX_LABELS; i++) {
+			__u8 *p = data + AXP_ETH_HLEN + (t + i) * 4;
+
+			if (i >= n)
+				break;
+			if (p + 4 > end)
+				goto push_failed;
+			__builtin_memcpy(p, &labels[i], 4);
+		}
 	}
-	axp_count(AXP_CNT_TX_PUSHED);
-out:
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, reason ? reason : n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
 	if (data + AXP_ETH_HLEN > end)
 		goto push_failed;
 	__builtin_memcpy(data, sf->next_hop_mac, 6);
 	__builtin_memcpy(data + 6, sf->net_out_mac, 6);
-	__builtin_memcpy(data + 12, &proto, sizeof(proto));
+	if (axp_write_tags(data, end, tags, t, proto))
+		goto push_failed;
 	return bpf_redirect(sf->net_out_ifindex, 0);
 
 push_failed:
-	axp_count(AXP_CNT_TX_PUSH_FAILED);
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED);
 	return XDP_DROP;
+}
+
+SEC("xdp")
+int axp_xdp_rx(struct xdp_md *ctx)
+{
+	return axp_xdp_rx_path(ctx);
+}
+
+SEC("xdp")
+int axp_xdp_tx(struct xdp_md *ctx)
+{
+	return axp_xdp_tx_path(ctx);
+}
+
+/*
+ * The two paths as subprograms of their own (BPF-to-BPF calls): each is verified
+ * as it is in its one-role program, and neither's register pressure leaks into
+ * the other's code. The one-role programs above inline them instead.
+ */
+static __noinline int axp_xdp_rx_call(struct xdp_md *ctx)
+{
+	return axp_xdp_rx_path(ctx);
+}
+
+static __noinline int axp_xdp_tx_call(struct xdp_md *ctx)
+{
+	return axp_xdp_tx_path(ctx);
+}
+
+SEC("xdp")
+int axp_xdp_rx_tx(struct xdp_md *ctx)
+{
+	if (axp_frame_from_sf((void *)(long)ctx->data, (void *)(long)ctx->data_end))
+		return axp_xdp_tx_call(ctx);
+	return axp_xdp_rx_call(ctx);
 }

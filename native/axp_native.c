@@ -7,6 +7,7 @@
 #include <net/if.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -23,18 +24,52 @@ static char axp_log_buf[AXP_LOG_SIZE];
 static size_t axp_log_len;
 static int axp_log_debug;
 
+/*
+ * Keep the *end* of what libbpf says: a verifier log runs to thousands of lines
+ * and its verdict is the last one. When a message does not fit, the older half
+ * of the buffer goes.
+ */
+static void axp_log_append(const char *text, size_t n)
+{
+	static const char cut[] = "[... earlier lines dropped ...]\n";
+	size_t keep;
+
+	/* a message longer than the buffer (a whole verifier log) keeps its end: the verdict */
+	if (n > AXP_LOG_SIZE / 2) {
+		text += n - AXP_LOG_SIZE / 2;
+		n = AXP_LOG_SIZE / 2;
+	}
+	if (axp_log_len + n >= AXP_LOG_SIZE) {
+		keep = AXP_LOG_SIZE / 2 - sizeof(cut);
+		memmove(axp_log_buf + sizeof(cut) - 1, axp_log_buf + axp_log_len - keep, keep);
+		memcpy(axp_log_buf, cut, sizeof(cut) - 1);
+		axp_log_len = sizeof(cut) - 1 + keep;
+	}
+	memcpy(axp_log_buf + axp_log_len, text, n);
+	axp_log_len += n;
+}
+
 static int axp_log_print(enum libbpf_print_level level, const char *fmt, va_list args)
 {
+	char line[4096], *big;
+	va_list again;
 	int n;
 
 	if (level == LIBBPF_DEBUG && !axp_log_debug)
 		return 0;
-	if (axp_log_len >= AXP_LOG_SIZE - 1)
-		return 0;
-	n = vsnprintf(axp_log_buf + axp_log_len, AXP_LOG_SIZE - axp_log_len, fmt, args);
-	if (n > 0)
-		axp_log_len += (size_t)n < AXP_LOG_SIZE - axp_log_len ? (size_t)n
-								      : AXP_LOG_SIZE - 1 - axp_log_len;
+	va_copy(again, args);
+	n = vsnprintf(line, sizeof(line), fmt, args);
+	if (n > 0 && (size_t)n < sizeof(line)) {
+		axp_log_append(line, n);
+	} else if (n > 0) {
+		big = malloc((size_t)n + 1);
+		if (big && vsnprintf(big, (size_t)n + 1, fmt, again) == n)
+			axp_log_append(big, n);
+		else
+			axp_log_append(line, sizeof(line) - 1);
+		free(big);
+	}
+	va_end(again);
 	return n;
 }
 
@@ -120,6 +155,15 @@ int axp_obj_set_autoload(struct bpf_object *obj, const char *name, int autoload)
 	if (!prog)
 		return -ENOENT;
 	return bpf_program__set_autoload(prog, autoload);
+}
+
+int axp_obj_reuse_map(struct bpf_object *obj, const char *name, int fd)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(obj, name);
+
+	if (!map)
+		return -ENOENT;
+	return bpf_map__reuse_fd(map, fd);
 }
 
 int axp_obj_load(struct bpf_object *obj)
@@ -241,6 +285,14 @@ int axp_link_tcx(int prog_fd, int ifindex, int egress)
 	return fd < 0 ? -errno : fd;
 }
 
+int axp_link_raw_tp(int prog_fd)
+{
+	/* a tp_btf program names its tracepoint itself (attach_btf_id) */
+	int fd = bpf_raw_tracepoint_open(NULL, prog_fd);
+
+	return fd < 0 ? -errno : fd;
+}
+
 int axp_link_detach(int link_fd)
 {
 	int err = bpf_link_detach(link_fd);
@@ -252,6 +304,22 @@ int axp_link_detach(int link_fd)
 int axp_map_lookup(int fd, const void *key, void *value, uint64_t flags)
 {
 	return axp_err(bpf_map_lookup_elem_flags(fd, key, value, flags));
+}
+
+int axp_map_lookup_range(int fd, uint32_t first, uint32_t n, void *values)
+{
+	uint32_t *keys, in = first - 1, out = 0, count = n;
+	int err;
+
+	/* an array's batch resumes after the key it is given: none for key 0 */
+	keys = calloc(n ? n : 1, sizeof(*keys));
+	if (!keys)
+		return -ENOMEM;
+	err = bpf_map_lookup_batch(fd, first ? &in : NULL, &out, keys, values, &count, NULL);
+	free(keys);
+	if (err && errno != ENOENT)
+		return axp_err(err);
+	return count == n ? 0 : -ERANGE;
 }
 
 int axp_map_update(int fd, const void *key, const void *value, uint64_t flags)
@@ -374,21 +442,21 @@ int axp_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *
 	return 0;
 }
 
-int axp_parse_frame(const uint8_t *frame, uint32_t len, uint32_t *labels, uint32_t *depth,
-		    uint32_t *l3_off, struct axp_key *key)
+int axp_parse_frame(const uint8_t *frame, uint32_t len, uint32_t *labels, struct axp_frame *f,
+		    struct axp_key *key)
 {
-	struct axp_frame f = {};
-	int res;
-
 	memset(key, 0, sizeof(*key));
-	res = axp_parse_mpls_frame(frame, frame + len, labels, &f, key);
-	*depth = f.depth;
-	*l3_off = f.l3_off;
-	return res;
+	memset(f, 0, sizeof(*f));
+	return axp_parse_mpls_frame(frame, frame + len, labels, f, key);
 }
 
 int axp_key_of_ip(const uint8_t *l3, uint32_t len, struct axp_key *key)
 {
 	memset(key, 0, sizeof(*key));
 	return axp_derive_key(l3, l3 + len, key);
+}
+
+uint32_t axp_dwell_bucket_of(uint64_t ns)
+{
+	return axp_dwell_bucket(ns);
 }

@@ -44,6 +44,8 @@ struct bpf_object *axp_obj_open(const char *path, int *err);
 int axp_obj_set_rodata(struct bpf_object *obj, const void *data, size_t size);
 int axp_obj_set_max_entries(struct bpf_object *obj, const char *map, uint32_t n);
 int axp_obj_set_autoload(struct bpf_object *obj, const char *prog, int autoload);
+/* before load: the object's map `map` is the existing map fd (shared with another object) */
+int axp_obj_reuse_map(struct bpf_object *obj, const char *map, int fd);
 int axp_obj_load(struct bpf_object *obj);
 void axp_obj_close(struct bpf_object *obj);
 int axp_obj_prog_fd(struct bpf_object *obj, const char *prog);
@@ -63,10 +65,14 @@ int axp_tc_query(int ifindex, int egress, uint32_t *prog_id);
  */
 int axp_link_xdp(int prog_fd, int ifindex);
 int axp_link_tcx(int prog_fd, int ifindex, int egress);
+/* a tp_btf program on its tracepoint (a raw tracepoint fd: closing it detaches) */
+int axp_link_raw_tp(int prog_fd);
 int axp_link_detach(int link_fd);
 
 /* maps and programs by fd; flags BPF_F_LOCK copies a value with a bpf_spin_lock under that lock */
 int axp_map_lookup(int fd, const void *key, void *value, uint64_t flags);
+/* entries first..first+n-1 of an array map in one BPF_MAP_LOOKUP_BATCH (per-CPU: n x CPUs values) */
+int axp_map_lookup_range(int fd, uint32_t first, uint32_t n, void *values);
 int axp_map_update(int fd, const void *key, const void *value, uint64_t flags);
 int axp_map_delete(int fd, const void *key);
 int axp_map_next_key(int fd, const void *key, void *next_key);
@@ -87,8 +93,10 @@ int axp_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in, void *
 		      uint32_t *duration_ns);
 
 /* the shared parser on plain buffers (tests compare it with BPF and Python) */
-int axp_parse_frame(const uint8_t *frame, uint32_t len, uint32_t *labels, uint32_t *depth,
-		    uint32_t *l3_off, struct axp_key *key);
+int axp_parse_frame(const uint8_t *frame, uint32_t len, uint32_t *labels, struct axp_frame *f,
+		    struct axp_key *key);
 int axp_key_of_ip(const uint8_t *l3, uint32_t len, struct axp_key *key);
+/* the dwell histogram's bucket of a time in ns (axp_dwell_bucket, proxy.shared.h) */
+uint32_t axp_dwell_bucket_of(uint64_t ns);
 
 #endif /* AXP_NATIVE_H */

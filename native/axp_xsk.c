@@ -28,6 +28,8 @@
 
 #include "axp_xsk.h"
 #include "parse.shared.h"
+#include "push.shared.h"
+#include "role.shared.h"
 
 #ifndef SOL_XDP
 #define SOL_XDP 283
@@ -43,14 +45,28 @@
  * Layer 1: the engine and the per-packet functions
  * ====================================================================== */
 
+/*
+ * on_miss = last: the stack RX most recently sent to one SF, shared by the
+ * workers. Writers (RX, only when the stack changes) take the lock and make
+ * seq odd while they write; readers (TX misses) copy without a lock and retry
+ * while seq was odd or moved, so they never see half of two stacks.
+ */
+struct axp_last_stack {
+	uint32_t lock;
+	uint32_t seq;
+	uint32_t depth; /* 0: no stack went to the SF yet */
+	uint32_t labels[AXP_MAX_LABELS];
+} __attribute__((aligned(64)));
+
 struct axp_engine {
 	struct axp_config cfg;
 	struct axp_cache *cache;
 	uint32_t nlabels;
-	uint32_t labels[AXP_MAX_SFS]; /* top labels served, scanned in order: a handful at most */
+	uint32_t labels[AXP_MAX_SFS]; /* axp_sf_key(VLAN, top label) served, scanned in order: a handful at most */
 	uint8_t label_sf[AXP_MAX_SFS];
 	uint8_t have_sf[AXP_MAX_SFS];
 	struct axp_sf sfs[AXP_MAX_SFS];
+	struct axp_last_stack last[AXP_MAX_SFS];
 };
 
 uint64_t axp_now_ns(void)
@@ -75,7 +91,9 @@ struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t threads
 		*err = -EINVAL;
 		return NULL;
 	}
-	e = calloc(1, sizeof(*e));
+	e = aligned_alloc(64, sizeof(*e));
+	if (e)
+		memset(e, 0, sizeof(*e));
 	if (!e) {
 		*err = -ENOMEM;
 		return NULL;
@@ -92,16 +110,17 @@ struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t threads
 
 int axp_engine_add_sf(struct axp_engine *e, uint32_t index, const struct axp_sf *sf)
 {
-	uint32_t i;
+	uint32_t i, key = axp_sf_key(sf->vlan_in, sf->label);
 
-	if (index >= AXP_MAX_SFS || e->have_sf[index])
+	if (index >= AXP_MAX_SFS || e->have_sf[index] || sf->vlan_in > AXP_VID_MASK ||
+	    sf->label >> AXP_VLAN_KEY_SHIFT)
 		return -EINVAL;
 	for (i = 0; i < e->nlabels; i++)
-		if (e->labels[i] == sf->label)
+		if (e->labels[i] == key)
 			return -EEXIST;
 	e->sfs[index] = *sf;
 	e->have_sf[index] = 1;
-	e->labels[e->nlabels] = sf->label;
+	e->labels[e->nlabels] = key;
 	e->label_sf[e->nlabels] = index;
 	e->nlabels++;
 	return 0;
@@ -120,14 +139,79 @@ void axp_engine_free(struct axp_engine *e)
 	free(e);
 }
 
-static inline int axp_sf_of_label(const struct axp_engine *e, uint32_t label)
+/* The SF of a top label on a VLAN (axp_sf_key), or -1. */
+static inline int axp_sf_of_key(const struct axp_engine *e, uint32_t key)
 {
 	uint32_t i;
 
 	for (i = 0; i < e->nlabels; i++)
-		if (e->labels[i] == label)
+		if (e->labels[i] == key)
 			return e->label_sf[i];
 	return -1;
+}
+
+/* 1 when some SF is served on VLAN vid (0: untagged). */
+static inline int axp_vlan_served(const struct axp_engine *e, uint32_t vid)
+{
+	uint32_t i;
+
+	for (i = 0; i < e->nlabels; i++)
+		if (e->labels[i] >> AXP_VLAN_KEY_SHIFT == vid)
+			return 1;
+	return 0;
+}
+
+static inline void axp_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+/* RX, on_miss = last: the stack in e just went to its SF; keep it if it differs from the last. */
+static inline void axp_last_note(struct axp_last_stack *l, const struct axp_entry *e)
+{
+	uint32_t i, same, seq;
+
+	/* a racy look first: while the stack stays the same (a static chain) nothing is written */
+	same = __atomic_load_n(&l->depth, __ATOMIC_RELAXED) == e->depth;
+	for (i = 0; i < AXP_MAX_LABELS; i++)
+		same &= __atomic_load_n(&l->labels[i], __ATOMIC_RELAXED) == e->labels[i];
+	if (same)
+		return;
+	while (__atomic_exchange_n(&l->lock, 1, __ATOMIC_ACQUIRE))
+		axp_cpu_relax();
+	seq = l->seq;
+	__atomic_store_n(&l->seq, seq + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n(&l->depth, e->depth, __ATOMIC_RELAXED);
+	for (i = 0; i < AXP_MAX_LABELS; i++)
+		__atomic_store_n(&l->labels[i], e->labels[i], __ATOMIC_RELAXED);
+	__atomic_store_n(&l->seq, seq + 2, __ATOMIC_RELEASE);
+	__atomic_store_n(&l->lock, 0, __ATOMIC_RELEASE);
+}
+
+/* TX, on_miss = last: the SF's last stack into *e. Returns 0, or -1 while there is none. */
+static inline int axp_last_take(struct axp_last_stack *l, struct axp_entry *e)
+{
+	uint32_t i, s0, s1;
+
+	for (;;) {
+		s0 = __atomic_load_n(&l->seq, __ATOMIC_ACQUIRE);
+		if (s0 & 1) {
+			axp_cpu_relax();
+			continue;
+		}
+		e->depth = (uint8_t)__atomic_load_n(&l->depth, __ATOMIC_RELAXED);
+		for (i = 0; i < AXP_MAX_LABELS; i++)
+			e->labels[i] = __atomic_load_n(&l->labels[i], __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		s1 = __atomic_load_n(&l->seq, __ATOMIC_RELAXED);
+		if (s0 == s1)
+			break;
+	}
+	e->rx_ns = 0;
+	return e->depth ? 0 : -1;
 }
 
 static inline void axp_write_eth(uint8_t *eth, const uint8_t *dst, const uint8_t *src,
@@ -156,36 +240,67 @@ struct axp_job {
 #define AXP_CHUNK 16     /* frames between step 1 and step 2 */
 #define AXP_PENDING 0xff /* verdict slot: step 2 still to run */
 
+/* The counter row of SF sf in cnt (AXP_CNT_ROWS rows of AXP_XCNT_MAX); any other sf: AXP_SF_NONE's. */
+static inline uint64_t *axp_row(uint64_t *cnt, uint32_t sf)
+{
+	return cnt + (size_t)(sf < AXP_MAX_SFS ? sf : AXP_SF_NONE) * AXP_XCNT_MAX;
+}
+
+/* One frame seen in a direction (AXP_CNT_RX_PACKETS or AXP_CNT_TX_PACKETS) and its reason. */
+static inline void axp_count_frame(uint64_t *cnt, uint32_t sf, uint32_t seen, uint32_t reason)
+{
+	uint64_t *row = axp_row(cnt, sf);
+
+	row[seen]++;
+	row[reason]++;
+}
+
 /* RX step 1: returns an enum axp_verdict, or AXP_PENDING when the frame goes on to the cache. */
 static inline int axp_rx_parse(const struct axp_engine *e, uint64_t *cnt, const uint8_t *frame,
 			       uint32_t len, struct axp_job *j)
 {
 	int res, idx = -1;
 
-	cnt[AXP_CNT_RX_PACKETS]++;
 	memset(&j->entry, 0, sizeof(j->entry));
 	memset(&j->key, 0, sizeof(j->key));
 	memset(&j->f, 0, sizeof(j->f));
 	res = axp_parse_mpls_frame(frame, frame + len, j->entry.labels, &j->f, &j->key);
-	if (res == AXP_PARSE_NOT_MPLS) {
-		cnt[AXP_CNT_RX_NOT_MPLS]++;
+	/* the decisions of proxy.bpf.c's axp_xdp_rx, in its order */
+	if (j->f.vlans.n && !axp_vlan_served(e, j->f.vid)) {
+		axp_count_frame(cnt, AXP_SF_NONE, AXP_CNT_RX_PACKETS, AXP_CNT_RX_VLAN_OTHER);
 		return AXP_VERDICT_PASS;
 	}
-	/* the top label decides first: other nodes' traffic passes whatever it carries */
-	if (len >= AXP_ETH_HLEN + 4) {
-		idx = axp_sf_of_label(e, axp_label_of(j->entry.labels[0]));
+	if (res == AXP_PARSE_NOT_MPLS) {
+		axp_count_frame(cnt, AXP_SF_NONE, AXP_CNT_RX_PACKETS,
+				j->f.vlans.n ? AXP_CNT_RX_VLAN_OTHER : AXP_CNT_RX_NOT_MPLS);
+		return AXP_VERDICT_PASS;
+	}
+	if (res == AXP_PARSE_RESERVED) {
+		axp_count_frame(cnt, AXP_SF_NONE, AXP_CNT_RX_PACKETS, AXP_CNT_RX_RESERVED_LABEL);
+		return AXP_VERDICT_PASS;
+	}
+	/* the top label decides first, on its VLAN: other nodes' traffic passes whatever it carries */
+	if (j->f.top_off) {
+		idx = axp_sf_of_key(e, axp_sf_key(j->f.vid, axp_label_of(j->entry.labels[0])));
 		if (idx < 0) {
-			cnt[AXP_CNT_RX_OTHER_LABEL]++;
+			axp_count_frame(cnt, AXP_SF_NONE, AXP_CNT_RX_PACKETS, AXP_CNT_RX_OTHER_LABEL);
 			return AXP_VERDICT_PASS;
+		}
+		if (axp_ttl_of(j->entry.labels[0]) <= 1) {
+			/* as axp_xdp_rx; with pass, xsk.bpf.c hands them to the host before a socket sees them */
+			if (e->cfg.on_ttl_expired == AXP_TTL_PASS) {
+				axp_count_frame(cnt, idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_TTL_EXPIRED_PASS);
+				return AXP_VERDICT_PASS;
+			}
+			axp_count_frame(cnt, idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_TTL_EXPIRED);
+			return AXP_VERDICT_DROP;
 		}
 	}
 	if (res != AXP_PARSE_OK || idx < 0) {
-		cnt[axp_parse_counter(res)]++;
+		axp_count_frame(cnt, idx < 0 ? AXP_SF_NONE : (uint32_t)idx, AXP_CNT_RX_PACKETS,
+				axp_parse_counter(res));
 		return AXP_VERDICT_DROP;
 	}
-	/* proxied all the same; the count tells how often such chains come by */
-	if (j->key.flags & AXP_KEYF_EXT_LIMIT)
-		cnt[AXP_CNT_RX_KEY_EXT_LIMIT]++;
 	j->idx = idx;
 	j->hash = axp_cache_hash(&j->key);
 	axp_cache_prefetch(e->cache, j->hash);
@@ -197,25 +312,33 @@ static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 				uint64_t now, struct axp_job *j, struct axp_pkt *out)
 {
 	const struct axp_sf *sf = &e->sfs[j->idx];
+	uint64_t *row = axp_row(cnt, j->idx);
 	struct axp_cache_outcome o;
 	uint32_t pop;
 
 	j->entry.depth = j->f.depth;
 	j->entry.sf = j->idx;
+	j->entry.vlans = j->f.vlans;
 	j->entry.rx_ns = now;
 	axp_cache_insert_hashed(e->cache, &j->key, j->hash, &j->entry, &o);
-	cnt[AXP_CNT_EXPIRED] += o.expired;
-	cnt[AXP_CNT_EVICTIONS] += o.evicted;
+	/* the runs freed or pushed out are counted in the row of the SF whose insert did it */
+	row[AXP_CNT_EXPIRED] += o.expired;
+	row[AXP_CNT_EVICTIONS] += o.evicted;
 	if (o.result == AXP_CACHE_KEY_FULL) {
-		cnt[AXP_CNT_RX_KEY_FULL]++;
+		axp_count_frame(cnt, j->idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_KEY_FULL);
 		return AXP_VERDICT_DROP;
 	}
-	cnt[AXP_CNT_CACHE_INSERTS]++;
+	row[AXP_CNT_CACHE_INSERTS]++;
+	if (e->cfg.on_miss == AXP_MISS_LAST)
+		axp_last_note(&e->last[j->idx], &j->entry);
 
 	/* pop: an Ethernet header towards the SF right in front of the IP header */
 	pop = j->f.l3_off - AXP_ETH_HLEN;
 	axp_write_eth(frame + pop, sf->sf_mac, sf->to_sf_mac, axp_htons(j->f.l3_proto));
-	cnt[AXP_CNT_RX_POPPED]++;
+	axp_count_frame(cnt, j->idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POPPED);
+	/* proxied all the same; the count tells how often such chains come by */
+	if (j->key.flags & AXP_KEYF_EXT_LIMIT)
+		row[AXP_CNT_RX_KEY_EXT_LIMIT]++;
 	out->off = (int32_t)pop;
 	out->len = len - pop;
 	out->sf = j->idx;
@@ -253,28 +376,27 @@ int axp_rx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t l
 
 /* TX step 1: returns an enum axp_verdict, or AXP_PENDING when the frame goes on to the cache. */
 static inline int axp_tx_parse(const struct axp_engine *e, uint64_t *cnt, const uint8_t *frame,
-			       uint32_t len, struct axp_job *j)
+			       uint32_t len, uint32_t sf, struct axp_job *j)
 {
 	int res;
 
-	cnt[AXP_CNT_TX_PACKETS]++;
 	if (len < AXP_ETH_HLEN) {
-		cnt[AXP_CNT_TX_MALFORMED]++;
+		axp_count_frame(cnt, sf, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return AXP_VERDICT_DROP;
 	}
 	memcpy(&j->proto, frame + 12, 2);
 	if (j->proto != axp_htons(AXP_ETH_P_IP) && j->proto != axp_htons(AXP_ETH_P_IPV6)) {
-		cnt[AXP_CNT_TX_NOT_IP]++;
+		axp_count_frame(cnt, sf, AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 		return AXP_VERDICT_PASS;
 	}
 	memset(&j->key, 0, sizeof(j->key));
 	res = axp_derive_key(frame + AXP_ETH_HLEN, frame + len, &j->key);
 	if (res == AXP_PARSE_NOT_IP) {
-		cnt[AXP_CNT_TX_NOT_IP]++;
+		axp_count_frame(cnt, sf, AXP_CNT_TX_PACKETS, AXP_CNT_TX_NOT_IP);
 		return AXP_VERDICT_PASS;
 	}
 	if (res != AXP_PARSE_OK) {
-		cnt[AXP_CNT_TX_MALFORMED]++;
+		axp_count_frame(cnt, sf, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return AXP_VERDICT_DROP;
 	}
 	j->hash = axp_cache_hash(&j->key);
@@ -290,48 +412,75 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	const struct axp_sf *sf;
 	struct axp_cache_outcome o;
 	uint16_t proto = j->proto;
-	uint32_t n;
+	uint64_t *row, dwell;
+	uint32_t n, t = 0, reason = 0;
+	__be32 tags[AXP_MAX_VLANS];
+	int known = sf_idx < AXP_MAX_SFS && e->have_sf[sf_idx];
 
 	if (axp_cache_take_hashed(e->cache, &j->key, j->hash, &j->entry, &o) != AXP_CACHE_HIT) {
 		if (e->cfg.on_miss == AXP_MISS_DROP) {
-			cnt[AXP_CNT_TX_MISS_DROP]++;
+			axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP);
 			return AXP_VERDICT_DROP;
 		}
-		/* pass: on unlabelled to the next hop of the SF the packet came back from */
-		cnt[AXP_CNT_TX_MISS_PASS]++;
-		if (sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx])
+		/* the tags a miss leaves with: the SF's vlan_out, if it names one */
+		memset(&j->entry.vlans, 0, sizeof(j->entry.vlans));
+		/* last: the stack RX most recently sent to the SF the packet came back from */
+		if (e->cfg.on_miss == AXP_MISS_LAST && known &&
+		    !axp_last_take(&e->last[sf_idx], &j->entry)) {
+			j->entry.sf = sf_idx;
+			reason = AXP_CNT_TX_MISS_LAST;
+			goto push;
+		}
+		/*
+		 * pass: user space cannot hand the packet to the kernel to route, so it
+		 * goes on unlabelled to the next hop of the SF it came back from
+		 */
+		if (!known) {
+			axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
 			return AXP_VERDICT_PASS;
+		}
 		n = 0;
-		goto out;
+		reason = AXP_CNT_TX_MISS_PASS;
+		goto tag;
 	}
-	cnt[AXP_CNT_CACHE_TAKES]++;
+	sf_idx = j->entry.sf;
+	row = axp_row(cnt, sf_idx);
+	row[AXP_CNT_CACHE_TAKES]++;
 	/* another worker may have stamped the entry after this batch read the clock */
-	cnt[AXP_CNT_TX_DWELL_NS] += now > j->entry.rx_ns ? now - j->entry.rx_ns : 0;
+	dwell = now > j->entry.rx_ns ? now - j->entry.rx_ns : 0;
+	row[AXP_CNT_TX_DWELL_NS] += dwell;
+	row[AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell)]++;
+push:
 	n = j->entry.depth;
 	sf_idx = j->entry.sf;
 	if (n < 1 || n > AXP_MAX_LABELS || sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx]) {
-		cnt[AXP_CNT_TX_MALFORMED]++; /* an entry no RX could have written */
+		/* an entry no RX could have written */
+		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return AXP_VERDICT_DROP;
 	}
+	if (n > 1 && e->cfg.ttl_model == AXP_TTL_UNIFORM)
+		axp_ttl_uniform(&j->entry);
 	n--; /* without the top label, which addressed this SF */
-	if (!n) {
-		cnt[AXP_CNT_TX_PLAIN]++;
-		goto out;
-	}
-	if (n * 4 > headroom) {
-		cnt[AXP_CNT_TX_PUSH_FAILED]++;
+tag:
+	sf = &e->sfs[sf_idx];
+	t = axp_vlans_out(sf, &j->entry.vlans, tags);
+	if ((n + t) * 4 > headroom) {
+		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED);
 		return AXP_VERDICT_DROP;
 	}
-	/* push in place: the labels end where the IP header starts, the Ethernet header precedes them */
-	frame -= n * 4;
-	len += n * 4;
-	memcpy(frame + AXP_ETH_HLEN, &j->entry.labels[1], n * 4);
-	proto = axp_htons(AXP_ETH_P_MPLS_UC);
-	cnt[AXP_CNT_TX_PUSHED]++;
-out:
-	sf = &e->sfs[sf_idx];
-	axp_write_eth(frame, sf->next_hop_mac, sf->net_out_mac, proto);
-	out->off = -(int32_t)(n * 4);
+	/* push in place: the labels end where the IP header starts, tags and MACs precede them */
+	frame -= (n + t) * 4;
+	len += (n + t) * 4;
+	memcpy(frame + AXP_ETH_HLEN + t * 4, &j->entry.labels[1], n * 4);
+	if (n)
+		proto = axp_htons(AXP_ETH_P_MPLS_UC);
+	axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS,
+			reason ? reason : n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
+	memcpy(frame, sf->next_hop_mac, 6);
+	memcpy(frame + 6, sf->net_out_mac, 6);
+	memcpy(frame + 12, tags, t * 4);
+	memcpy(frame + 12 + t * 4, &proto, 2);
+	out->off = -(int32_t)((n + t) * 4);
 	out->len = len;
 	out->sf = sf_idx;
 	return AXP_VERDICT_TX;
@@ -349,7 +498,8 @@ void axp_tx_batch(struct axp_engine *e, uint64_t *cnt, uint8_t *const *frames,
 	for (base = 0; base < n; base += m) {
 		m = n - base < AXP_CHUNK ? n - base : AXP_CHUNK;
 		for (i = 0; i < m; i++)
-			verdicts[base + i] = axp_tx_parse(e, cnt, frames[base + i], lens[base + i], &jobs[i]);
+			verdicts[base + i] = axp_tx_parse(e, cnt, frames[base + i], lens[base + i], sf,
+							  &jobs[i]);
 		for (i = 0; i < m; i++)
 			if (verdicts[base + i] == AXP_PENDING)
 				verdicts[base + i] = axp_tx_commit(e, cnt, frames[base + i], lens[base + i],
@@ -452,7 +602,8 @@ struct axp_sock {
 struct axp_worker {
 	struct axp_xsk *x;
 	uint32_t queue;
-	uint64_t *cnt;
+	uint64_t *cnt;          /* AXP_CNT_ROWS rows of AXP_XCNT_MAX: per-SF packet counters */
+	uint64_t *wcnt;         /* the AXP_SF_NONE row: where the worker's own counters go */
 	struct axp_sock *socks; /* one per port */
 	uint64_t *free;         /* free chunk addresses, a stack */
 	uint32_t nfree;
@@ -538,16 +689,16 @@ static void axp_kick_tx(struct axp_worker *w, struct axp_sock *s)
 		before = __atomic_load_n(s->tx.consumer, __ATOMIC_ACQUIRE);
 		if (before == *s->tx.producer)
 			return; /* nothing left to send */
-		w->cnt[AXP_XCNT_TX_KICKS]++;
+		w->wcnt[AXP_XCNT_TX_KICKS]++;
 		if (sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0)
 			continue;
 		if (errno == EBUSY) {
 			/* the device dropped one frame (its completion still comes): go on */
-			w->cnt[AXP_XCNT_TX_ERRORS]++;
+			w->wcnt[AXP_XCNT_TX_ERRORS]++;
 			continue;
 		}
 		if (errno != EAGAIN && errno != ENOBUFS) {
-			w->cnt[AXP_XCNT_TX_ERRORS]++;
+			w->wcnt[AXP_XCNT_TX_ERRORS]++;
 			return;
 		}
 		axp_drain_comp(w, s);
@@ -580,7 +731,7 @@ static void axp_flush_tx(struct axp_worker *w, struct axp_sock *s)
 		done += room;
 	}
 	for (i = done; i < n; i++) {
-		w->cnt[AXP_XCNT_TX_RING_FULL]++;
+		w->wcnt[AXP_XCNT_TX_RING_FULL]++;
 		axp_free_push(w, s->stage[i].addr);
 	}
 	s->nstage = 0;
@@ -596,7 +747,7 @@ static void axp_refill(struct axp_worker *w, struct axp_sock *s)
 	n = slots < w->nfree ? slots : w->nfree;
 	s->fill_short = n < slots;
 	if (s->fill_short)
-		w->cnt[AXP_XCNT_FILL_STARVED]++;
+		w->wcnt[AXP_XCNT_FILL_STARVED]++;
 	if (!n)
 		return;
 	xsk_ring_prod__reserve(&s->fill, n, &idx);
@@ -604,7 +755,7 @@ static void axp_refill(struct axp_worker *w, struct axp_sock *s)
 		*xsk_ring_prod__fill_addr(&s->fill, idx + i) = w->free[--w->nfree];
 	xsk_ring_prod__submit(&s->fill, n);
 	if (xsk_ring_prod__needs_wakeup(&s->fill)) {
-		w->cnt[AXP_XCNT_FILL_WAKEUPS]++;
+		w->wcnt[AXP_XCNT_FILL_WAKEUPS]++;
 		recvfrom(s->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	}
 }
@@ -628,31 +779,39 @@ static void axp_worker_stats(struct axp_worker *w)
 		sum[3] += st.rx_invalid_descs;
 		sum[4] += st.tx_invalid_descs;
 	}
-	w->cnt[AXP_XCNT_XSK_RX_DROPPED] = sum[0];
-	w->cnt[AXP_XCNT_XSK_RX_RING_FULL] = sum[1];
-	w->cnt[AXP_XCNT_XSK_FILL_RING_EMPTY] = sum[2];
-	w->cnt[AXP_XCNT_XSK_RX_INVALID] = sum[3];
-	w->cnt[AXP_XCNT_XSK_TX_INVALID] = sum[4];
+	w->wcnt[AXP_XCNT_XSK_RX_DROPPED] = sum[0];
+	w->wcnt[AXP_XCNT_XSK_RX_RING_FULL] = sum[1];
+	w->wcnt[AXP_XCNT_XSK_FILL_RING_EMPTY] = sum[2];
+	w->wcnt[AXP_XCNT_XSK_RX_INVALID] = sum[3];
+	w->wcnt[AXP_XCNT_XSK_TX_INVALID] = sum[4];
 }
 
-/* Step an RX batch through the per-packet functions, stage what leaves, free the rest. */
-static void axp_handle_batch(struct axp_worker *w, struct axp_sock *s, uint32_t n, uint64_t now)
+/*
+ * Step frames [first, first + n) of an RX batch through the per-packet functions
+ * of a role (rx: from a net_in; else from the SF returning on this socket), stage
+ * what leaves, free the rest.
+ */
+static void axp_handle_batch(struct axp_worker *w, struct axp_sock *s, uint32_t first, uint32_t n,
+			     int rx, uint64_t now)
 {
 	struct axp_xsk *x = w->x;
 	uint32_t i;
 
-	if (s->roles & AXP_PORT_NET_IN)
-		axp_rx_batch(x->e, w->cnt, w->ptrs, w->lens, n, now, w->pkts, w->verdicts);
+	if (!n)
+		return;
+	if (rx)
+		axp_rx_batch(x->e, w->cnt, w->ptrs + first, w->lens + first, n, now, w->pkts + first,
+			     w->verdicts + first);
 	else
-		axp_tx_batch(x->e, w->cnt, w->ptrs, w->lens, w->room, s->sf, n, now, w->pkts,
-			     w->verdicts);
-	for (i = 0; i < n; i++) {
+		axp_tx_batch(x->e, w->cnt, w->ptrs + first, w->lens + first, w->room + first, s->sf, n,
+			     now, w->pkts + first, w->verdicts + first);
+	for (i = first; i < first + n; i++) {
 		struct axp_pkt *pk = &w->pkts[i];
 		struct axp_sock *t;
 		int port = -1;
 
 		if (w->verdicts[i] == AXP_VERDICT_TX)
-			port = s->roles & AXP_PORT_NET_IN ? x->to_sf_port[pk->sf] : x->out_port[pk->sf];
+			port = rx ? x->to_sf_port[pk->sf] : x->out_port[pk->sf];
 		/* dropped, or passed (which the XDP program already does): the chunk is free again */
 		if (port < 0) {
 			axp_free_push(w, w->addrs[i]);
@@ -666,12 +825,29 @@ static void axp_handle_batch(struct axp_worker *w, struct axp_sock *s, uint32_t 
 	}
 }
 
+static inline void axp_batch_swap(struct axp_worker *w, uint32_t a, uint32_t b)
+{
+	uint64_t addr = w->addrs[a];
+	uint8_t *ptr = w->ptrs[a];
+	uint32_t len = w->lens[a], room = w->room[a];
+
+	w->addrs[a] = w->addrs[b];
+	w->ptrs[a] = w->ptrs[b];
+	w->lens[a] = w->lens[b];
+	w->room[a] = w->room[b];
+	w->addrs[b] = addr;
+	w->ptrs[b] = ptr;
+	w->lens[b] = len;
+	w->room[b] = room;
+}
+
 /* One pass over every ring of the worker. Returns the frames received. */
 static uint32_t axp_worker_round(struct axp_worker *w)
 {
 	struct axp_xsk *x = w->x;
-	uint32_t p, idx, n, i, total = 0;
+	uint32_t p, idx, n, i, j, lo, hi, total = 0;
 	uint64_t now = 0;
+	int both;
 
 	for (p = 0; p < x->nports; p++) {
 		struct axp_sock *s = &w->socks[p];
@@ -687,20 +863,34 @@ static uint32_t axp_worker_round(struct axp_worker *w)
 		/* one clock read per batch: the RX stamp and the dwell time of its packets */
 		if (!now)
 			now = axp_now_ns();
-		w->cnt[AXP_XCNT_RX_BATCHES]++;
+		w->wcnt[AXP_XCNT_RX_BATCHES]++;
+		/*
+		 * A socket with both RX roles (net_in of one SF, from_sf of another) gets both
+		 * kinds of frame, told apart as its XDP program told them (role.shared.h): the
+		 * network's fill the batch from the front, the SF's from the back.
+		 */
+		both = (s->roles & AXP_RX_ROLES) == AXP_RX_ROLES;
+		lo = 0;
+		hi = n;
 		for (i = 0; i < n; i++) {
 			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, idx + i);
+			uint8_t *data = xsk_umem__get_data(x->umem_area, d->addr);
+			uint32_t k = both && axp_frame_from_sf(data, data + d->len) ? --hi : lo++;
 
-			w->addrs[i] = d->addr;
-			w->ptrs[i] = xsk_umem__get_data(x->umem_area, d->addr);
+			w->addrs[k] = d->addr;
+			w->ptrs[k] = data;
 			/* the kernel wrote the frame on another CPU: start fetching its headers now */
-			__builtin_prefetch(w->ptrs[i]);
-			w->lens[i] = d->len;
-			w->room[i] = (uint32_t)(d->addr & ~x->chunk_mask); /* headroom to push into */
+			__builtin_prefetch(data);
+			w->lens[k] = d->len;
+			w->room[k] = (uint32_t)(d->addr & ~x->chunk_mask); /* headroom to push into */
 		}
 		/* the chunks are ours until they go back on a fill ring: release the slots now */
 		xsk_ring_cons__release(&s->rx, n);
-		axp_handle_batch(w, s, n, now);
+		/* the SF's frames in arrival order again */
+		for (i = hi, j = n - 1; i < j; i++, j--)
+			axp_batch_swap(w, i, j);
+		axp_handle_batch(w, s, 0, lo, both || (s->roles & AXP_PORT_NET_IN), now);
+		axp_handle_batch(w, s, hi, n - hi, 0, now);
 		total += n;
 	}
 	for (p = 0; p < x->nports; p++) {
@@ -736,16 +926,9 @@ static void axp_worker_sleep(struct axp_worker *w)
 		if (w->socks[p].outstanding && w->nfree < w->x->o.ring_size)
 			timeout = 1;
 	axp_worker_stats(w);
-	w->cnt[AXP_XCNT_SLEEPS]++;
+	w->wcnt[AXP_XCNT_SLEEPS]++;
 	/* poll() also wakes a driver whose fill ring asked for it (need_wakeup) */
 	poll(w->pfds, w->npfds, timeout);
-}
-
-static inline void axp_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#endif
 }
 
 int axp_xsk_run(struct axp_xsk *x, uint32_t queue)
@@ -864,11 +1047,6 @@ static int axp_map_ports(struct axp_xsk *x, char *msg, uint32_t msglen)
 	for (p = 0; p < x->nports; p++) {
 		const struct axp_xsk_port *pt = &x->ports[p];
 
-		if ((pt->roles & AXP_RX_ROLES) == AXP_RX_ROLES) {
-			axp_msg(msg, msglen, "%s: net_in and from_sf at once is not supported",
-				pt->ifname);
-			return -EINVAL;
-		}
 		if ((pt->roles & AXP_RX_ROLES) && pt->xskmap_fd < 0) {
 			axp_msg(msg, msglen, "%s: no XSKMAP for an RX interface", pt->ifname);
 			return -EINVAL;
@@ -907,7 +1085,8 @@ static int axp_worker_init(struct axp_xsk *x, uint32_t q, uint64_t *counters, ui
 
 	w->x = x;
 	w->queue = q;
-	w->cnt = counters + (size_t)q * AXP_XCNT_MAX;
+	w->cnt = counters + (size_t)q * AXP_CNT_ROWS * AXP_XCNT_MAX;
+	w->wcnt = w->cnt + (size_t)AXP_SF_NONE * AXP_XCNT_MAX;
 	w->nframes = (uint32_t)(x->umem_size / x->o.frame_size / x->nworkers);
 	w->socks = calloc(x->nports, sizeof(*w->socks));
 	w->free = calloc(w->nframes, sizeof(*w->free));

@@ -28,7 +28,9 @@
 /*
  * Counters of the AF_XDP backend: every slot of enum axp_counter (same names
  * and meaning as the kernel backend's), then these. One array of
- * AXP_XCNT_MAX per queue; names are exported to Python from both enums.
+ * AXP_XCNT_MAX per row, AXP_CNT_ROWS rows (one per SF, then AXP_SF_NONE, where
+ * the worker's own counters go) per queue; names are exported to Python from
+ * both enums.
  */
 enum axp_xsk_counter {
 	AXP_XCNT_XDP_NO_SOCKET = AXP_CNT_MAX, /* drop (xsk.bpf.c): no socket on the frame's queue */
@@ -82,7 +84,7 @@ uint64_t axp_now_ns(void);
 /*
  * RX from net_in: the frame is at frame[0, len). On AXP_VERDICT_TX the stack
  * is popped and cached and the bare packet, addressed to the SF, starts
- * *out->off bytes later. cnt is an array of AXP_XCNT_MAX counters. now_ns 0
+ * *out->off bytes later. cnt is AXP_CNT_ROWS rows of AXP_XCNT_MAX counters. now_ns 0
  * reads the clock. Returns an enum axp_verdict.
  */
 int axp_rx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
@@ -161,7 +163,7 @@ struct axp_xsk;
 
 /*
  * Create the UMEM, open every port on every queue and enter each RX socket in
- * its XSKMAP. counters: queues x AXP_XCNT_MAX, zeroed by the caller (may be
+ * its XSKMAP. counters: queues x AXP_CNT_ROWS x AXP_XCNT_MAX, zeroed by the caller (may be
  * shared memory that another process reads). On failure returns NULL, *err
  * and a one-line message naming the interface and step in msg.
  */

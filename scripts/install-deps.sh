@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the system packages afxdp-proxy needs on Debian 12, only when missing
-# (systemd for systemd-analyze and util-linux for setpriv: the tests of the service unit).
+# (systemd for systemd-analyze and util-linux for setpriv: the tests of the service unit;
+# prometheus: the server the metrics test scrapes the proxy with).
 set -euo pipefail
 pkgs=(clang llvm libbpf-dev libxdp-dev bpftool iperf3 ethtool iproute2 libelf-dev zlib1g-dev
-      pkg-config gcc make python3-venv python3-dev nftables systemd util-linux)
+      pkg-config gcc make python3-venv python3-dev nftables systemd util-linux prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,7 +4,9 @@ Implementation-neutral: the BPF tests (BPF_PROG_TEST_RUN), the C extension tests
 oracle tests and the micro-benchmark all iterate over ``CASES``. A row says what the RX side
 does with the frame (pop and cache / pass / drop, and which named counter counts it), what the
 parser reports, what the cache entry holds, and what the TX side emits when the SF hands the
-bare packet back unchanged (inline topology: MACs as they came; attached backends rewrite them).
+bare packet back unchanged (inline topology: MACs as they came; attached backends rewrite them),
+under each TTL model (RFC 3443: uniform, the default, and pipe). A row may name proxy settings
+it needs (``config``, e.g. on_ttl_expired = "pass"); the others run with the defaults.
 
 Label stacks vary label, TC and TTL per entry, so a push that rebuilds entries instead of
 restoring them ("kept as they were") is caught.
@@ -21,6 +23,11 @@ from scapy.contrib.mpls import MPLS
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP, IPOption_Router_Alert, fragment
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
+    ICMPv6ND_NA,
+    ICMPv6ND_NS,
+    ICMPv6ND_RA,
+    ICMPv6ND_Redirect,
+    ICMPv6ND_RS,
     IPv6,
     IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
@@ -28,18 +35,23 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrRouting,
 )
 from scapy.layers.ipsec import AH
-from scapy.layers.l2 import ARP, Ether
+from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.rtp import RTP
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 
-from afxdp_proxy.key import MAX_EXT_HDRS, MAX_LABELS, KeyFlag, KeyKind, ParseResult
-from afxdp_proxy.mpls import Lse
+from afxdp_proxy.key import MAX_EXT_HDRS, MAX_LABELS, KeyFlag, KeyKind, ParseResult, parse_mpls_frame
+from afxdp_proxy.mpls import Lse, tx_stack
 
 SRC_MAC = "02:aa:00:00:00:01"  # the previous hop
 DST_MAC = "02:bb:00:00:00:02"  # the proxy's net_in
-SF_LABELS = {100: 0, 200: 1}  # top label -> SF index: the labels the proxy under test serves
+SF_LABELS = {100: 0, 200: 1}  # untagged top label -> SF index: the labels the proxy under test serves
+# every SF of the proxy under test by (VLAN it arrives on, 0: untagged; top label) -> SF index:
+# label 100 again on VLAN 10, and SFs that leave on a VLAN of their own (vlan_out)
+SF_KEYS = {(0, 100): 0, (0, 200): 1, (10, 100): 2, (20, 400): 3, (0, 500): 4}
+SF_VLAN_OUT = {3: 30, 4: 40}  # SF index -> vlan_out; the others leave as they arrived
 OTHER_LABEL = 300  # a label no SF of ours answers to
+C_TAG, S_TAG = 0x8100, 0x88A8  # TPIDs: IEEE 802.1Q, 802.1ad
 SRC4, DST4 = "10.1.0.1", "10.2.0.2"
 SRC6, DST6 = "fd00:1::1", "fd00:2::2"
 NO_FLAGS = KeyFlag(0)
@@ -67,10 +79,16 @@ class Case:
     pushed: bytes | None = None  # TX output for the popped frame coming back unchanged
     tx_counter: str | None = None  # tx_pushed, or tx_plain when only the SF's own label was there
     rx_also: tuple[str, ...] = ()  # further counters RX bumps once (besides rx_packets, rx_counter)
+    pushed_pipe: bytes | None = None  # TX output under ttl_model = "pipe" (pushed: "uniform", the default)
+    config: tuple[tuple[str, str], ...] = ()  # proxy settings the row needs, e.g. (("on_ttl_expired", "pass"),)
 
     @property
     def depth(self) -> int:
         return len(self.stack)
+
+    @property
+    def settings(self) -> dict[str, str]:
+        return dict(self.config)
 
 
 def stack_of(depth: int, top: int = 100) -> list[Lse]:
@@ -85,11 +103,30 @@ def _mpls(stack: list[Lse]) -> list[Packet]:
     return [MPLS(label=e.label, cos=e.tc, s=int(e.bos), ttl=e.ttl) for e in stack]
 
 
-def _frame(stack: list[Lse], payload: Packet | bytes, eth_type: int | None = None) -> Packet:
-    p: Packet = Ether(src=SRC_MAC, dst=DST_MAC) if eth_type is None else Ether(src=SRC_MAC, dst=DST_MAC, type=eth_type)
+def _eth(tags: tuple[tuple[int, int], ...] = ()) -> Packet:
+    """Ethernet from the previous hop to the proxy, with VLAN tags (TPID, TCI), outermost first."""
+    p: Packet = Ether(src=SRC_MAC, dst=DST_MAC)
+    for tpid, tci in tags:
+        p = p / (Dot1AD if tpid == S_TAG else Dot1Q)(prio=tci >> 13, dei=tci >> 12 & 1, vlan=tci & 0xFFF)
+    return p
+
+
+def _frame(stack: list[Lse], payload: Packet | bytes, eth_type: int | None = None,
+           tags: tuple[tuple[int, int], ...] = ()) -> Packet:
+    p = _eth(tags)
+    if eth_type is not None:
+        p.lastlayer().type = eth_type
     for m in _mpls(stack):
         p = p / m
     return p / (Raw(payload) if isinstance(payload, bytes) else payload)
+
+
+def _tags_out(sf: int, tags: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """The tags a frame of SF sf leaves with (push.shared.h, axp_vlans_out): one C-tag of its
+    vlan_out with the PCP and DEI of the tag nearest the stack, or the tags it arrived with."""
+    if sf in SF_VLAN_OUT:
+        return ((C_TAG, (tags[-1][1] & 0xF000 if tags else 0) | SF_VLAN_OUT[sf]),)
+    return tags
 
 
 def popping(
@@ -100,32 +137,46 @@ def popping(
     kind: KeyKind,
     flags: KeyFlag = NO_FLAGS,
     rx_also: tuple[str, ...] = (),
+    tags: tuple[tuple[int, int], ...] = (),
+    above: tuple[Lse, ...] = (),
 ) -> Case:
-    """A frame the proxy serves: pop and cache at RX, push the stack minus our label at TX."""
+    """A frame the proxy serves: pop tags, the reserved entries `above` the stack and the stack,
+    cache them, and at TX push the stack minus our label (TTL by the model) behind the tags the
+    SF leaves with. The SF is chosen by (VLAN of the tag nearest the stack, top label)."""
     ip = Raw(ip) if isinstance(ip, bytes) else ip
-    eth = Ether(src=SRC_MAC, dst=DST_MAC)
-    rest = stack[1:]
+    vid = tags[-1][1] & 0xFFF if tags else 0
+    sf = SF_KEYS[vid, stack[0].label]
+    out = _eth(_tags_out(sf, tags))
+
+    def leaving(rest: list[Lse]) -> bytes:
+        p = out
+        for m in _mpls(rest):
+            p = p / m
+        return bytes(p / ip)
+
     return Case(
         name=name,
         description=description,
-        frame=bytes(_frame(stack, ip)),
+        frame=bytes(_frame([*above, *stack], ip, tags=tags)),
         rx=Verdict.POP,
         rx_counter="rx_popped",
         parse=ParseResult.OK,
         kind=kind,
         flags=flags,
         stack=tuple(e.encode() for e in stack),
-        sf=SF_LABELS[stack[0].label],
-        popped=bytes(eth / ip),
-        pushed=bytes(_frame(rest, ip) if rest else eth / ip),
-        tx_counter="tx_pushed" if rest else "tx_plain",
+        sf=sf,
+        popped=bytes(Ether(src=SRC_MAC, dst=DST_MAC) / ip),
+        pushed=leaving(tx_stack(stack, "uniform")),
+        tx_counter="tx_pushed" if stack[1:] else "tx_plain",
         rx_also=rx_also,
+        pushed_pipe=leaving(tx_stack(stack, "pipe")),
     )
 
 
-def refused(name: str, description: str, frame: Packet | bytes, rx: Verdict, counter: str, parse: ParseResult) -> Case:
+def refused(name: str, description: str, frame: Packet | bytes, rx: Verdict, counter: str, parse: ParseResult,
+            config: tuple[tuple[str, str], ...] = ()) -> Case:
     """A frame the proxy does not pop: passed on untouched or dropped, and counted."""
-    return Case(name, description, bytes(frame), rx, counter, parse)
+    return Case(name, description, bytes(frame), rx, counter, parse, config=config)
 
 
 def _ip4(**kw: object) -> IP:
@@ -537,7 +588,7 @@ CASES: list[Case] = [
     refused(
         "labels16_no_bos",
         f"{MAX_LABELS} labels without bottom of stack, frame ends",
-        _frame([Lse(100 + i, i % 8, False, i) for i in range(MAX_LABELS)], b""),
+        _frame([Lse(100 + i, i % 8, False, 64 + i) for i in range(MAX_LABELS)], b""),
         Verdict.DROP,
         "rx_too_many_labels",
         ParseResult.TOO_MANY_LABELS,
@@ -545,7 +596,7 @@ CASES: list[Case] = [
     refused(
         "labels17_no_bos",
         f"{MAX_LABELS + 1} labels, none with bottom of stack, then IPv4",
-        _frame([Lse(100 + i, i % 8, False, i) for i in range(MAX_LABELS + 1)], TCP4),
+        _frame([Lse(100 + i, i % 8, False, 64 + i) for i in range(MAX_LABELS + 1)], TCP4),
         Verdict.DROP,
         "rx_too_many_labels",
         ParseResult.TOO_MANY_LABELS,
@@ -646,7 +697,328 @@ CASES: list[Case] = [
         "rx_malformed",
         ParseResult.MALFORMED,
     ),
+    # ---- VLAN tags in front of the stack (IEEE 802.1Q, 802.1ad) ------------------------------------
+    popping(
+        "vlan1",
+        "one C-tag (VLAN 10, PCP 5): label 100 there is SF 2's; the tag is removed before the SF, "
+        "restored at TX",
+        stack_of(3),
+        _ip4(id=0x1601) / _tcp(seq=0x1601),
+        KeyKind.TCP,
+        tags=((C_TAG, 5 << 13 | 10),),
+    ),
+    popping(
+        "vlan2_qinq",
+        "802.1ad S-tag 77 (DEI set) over C-tag 10: the tag nearest the stack chooses, both come back",
+        stack_of(2),
+        _ip6(fl=0x1602) / _tcp(seq=0x1602),
+        KeyKind.TCP,
+        tags=((S_TAG, 1 << 12 | 77), (C_TAG, 3 << 13 | 10)),
+    ),
+    popping(
+        "vlan1_stag",
+        "one 802.1ad S-tag (VLAN 10): restored with its TPID",
+        stack_of(2),
+        _ip4(id=0x1603) / _tcp(seq=0x1603),
+        KeyKind.TCP,
+        tags=((S_TAG, 10),),
+    ),
+    popping(
+        "vlan1_plain",
+        "one C-tag, only our label: TX sends plain IP behind the tag",
+        stack_of(1),
+        _ip4(id=0x1604) / _tcp(seq=0x1604),
+        KeyKind.TCP,
+        tags=((C_TAG, 10),),
+    ),
+    popping(
+        "vlan_prio_tag",
+        "a priority tag (VID 0, PCP 6): chooses as untagged (SF 0), restored as it came",
+        stack_of(2),
+        _ip4(id=0x1605) / _tcp(seq=0x1605),
+        KeyKind.TCP,
+        tags=((C_TAG, 6 << 13),),
+    ),
+    popping(
+        "vlan_out",
+        "VLAN 20 in, label 400 (SF 3, vlan_out 30): leaves with one C-tag 30, PCP 3 kept",
+        stack_of(3, top=400),
+        _ip4(id=0x1606) / _tcp(seq=0x1606),
+        KeyKind.TCP,
+        tags=((S_TAG, 99), (C_TAG, 3 << 13 | 20)),
+    ),
+    popping(
+        "vlan_out_untagged_in",
+        "untagged in, label 500 (SF 4, vlan_out 40): leaves tagged, PCP 0",
+        stack_of(2, top=500),
+        _ip4(id=0x1607) / _tcp(seq=0x1607),
+        KeyKind.TCP,
+    ),
+    refused(
+        "vlan_unserved",
+        "SR-MPLS on VLAN 99, where no SF is served: passed untouched, whatever its label",
+        _frame(stack_of(2), TCP4, tags=((C_TAG, 99),)),
+        Verdict.PASS,
+        "rx_vlan_other",
+        ParseResult.OK,
+    ),
+    refused(
+        "vlan_unserved_truncated",
+        "a truncated stack on VLAN 99: another VLAN's, passed untouched",
+        bytes(_frame([Lse(100, 1, False, 5)], b"", tags=((C_TAG, 99),))),
+        Verdict.PASS,
+        "rx_vlan_other",
+        ParseResult.MALFORMED,
+    ),
+    refused(
+        "vlan_not_mpls",
+        "tagged IPv4 on VLAN 10 (served): not SR-MPLS, passed and counted apart from rx_not_mpls",
+        _eth(((C_TAG, 10),)) / TCP4,
+        Verdict.PASS,
+        "rx_vlan_other",
+        ParseResult.NOT_MPLS,
+    ),
+    refused(
+        "vlan_other_sf_label",
+        "VLAN 10 with label 200, which is served untagged (SF 1): not ours on this VLAN, passed",
+        _frame(stack_of(2, top=200), TCP4, tags=((C_TAG, 10),)),
+        Verdict.PASS,
+        "rx_other_label",
+        ParseResult.OK,
+    ),
+    refused(
+        "vlan_missing_tag",
+        "untagged label 400, which is served on VLAN 20 (SF 3): not ours untagged, passed",
+        _frame(stack_of(2, top=400), TCP4),
+        Verdict.PASS,
+        "rx_other_label",
+        ParseResult.OK,
+    ),
+    refused(
+        "vlan3",
+        "three tags: the third is not read (at most two), passed",
+        bytes(_frame(stack_of(2), TCP4, tags=((S_TAG, 10), (C_TAG, 10), (C_TAG, 10)))),
+        Verdict.PASS,
+        "rx_vlan_other",
+        ParseResult.NOT_MPLS,
+    ),
+    refused(
+        "vlan_truncated",
+        "a C-tag cut after its TCI: truncated, dropped",
+        bytes(_eth())[:12] + bytes.fromhex("8100000a"),
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    # ---- reserved labels above ours (RFC 3032 §2.1, RFC 6790, RFC 7274) ---------------------------
+    popping(
+        "expnull4_top",
+        "IPv4 explicit null (0) on top of our label: removed, then our label decides; not restored",
+        stack_of(3),
+        _ip4(id=0x1701) / _tcp(seq=0x1701),
+        KeyKind.TCP,
+        above=(Lse(0, 0, False, 1),),
+    ),
+    popping(
+        "expnull6_top",
+        "IPv6 explicit null (2) on top of our label: removed",
+        stack_of(2),
+        _ip6(fl=0x1702) / _tcp(seq=0x1702),
+        KeyKind.TCP,
+        above=(Lse(2, 3, False, 9),),
+    ),
+    popping(
+        "eli_el_top",
+        "entropy label indicator (7) and entropy label on top of our label: both removed",
+        stack_of(3),
+        _ip4(id=0x1703) / _tcp(seq=0x1703),
+        KeyKind.TCP,
+        above=(Lse(7, 0, False, 0), Lse(0xABCDE, 0, False, 0)),
+    ),
+    popping(
+        "expnull_eli_el_top",
+        "explicit null, then ELI and EL, then our label on VLAN 10: all three removed",
+        stack_of(2),
+        _ip4(id=0x1704) / _tcp(seq=0x1704),
+        KeyKind.TCP,
+        tags=((C_TAG, 10),),
+        above=(Lse(0, 0, False, 64), Lse(7, 0, False, 64), Lse(0x12345, 0, False, 64)),
+    ),
+    refused(
+        "expnull_bos",
+        "explicit null at the bottom of the stack (IPv4 for this host): reserved, passed",
+        _frame([Lse(0, 0, True, 64)], TCP4),
+        Verdict.PASS,
+        "rx_reserved_label",
+        ParseResult.RESERVED,
+    ),
+    refused(
+        "eli_el_bos",
+        "ELI and an entropy label at the bottom of the stack: nothing of ours below, passed",
+        _frame([Lse(7, 0, False, 64), Lse(0x12345, 0, True, 64)], TCP4),
+        Verdict.PASS,
+        "rx_reserved_label",
+        ParseResult.RESERVED,
+    ),
+    refused(
+        "router_alert_top",
+        "router alert (1) on top of our label: for the host's kernel, passed",
+        _frame([Lse(1, 0, False, 64), *stack_of(2)], TCP4),
+        Verdict.PASS,
+        "rx_reserved_label",
+        ParseResult.RESERVED,
+    ),
+    refused(
+        "gal_top",
+        "GAL (13) on top of our label: passed",
+        _frame([Lse(13, 0, False, 64), *stack_of(2)], TCP4),
+        Verdict.PASS,
+        "rx_reserved_label",
+        ParseResult.RESERVED,
+    ),
+    refused(
+        "oam_alert_top",
+        "OAM alert (14) on top of our label: passed",
+        _frame([Lse(14, 0, False, 64), *stack_of(2)], TCP4),
+        Verdict.PASS,
+        "rx_reserved_label",
+        ParseResult.RESERVED,
+    ),
+    refused(
+        "expnull_router_alert",
+        "explicit null removed, then router alert on top: passed",
+        _frame([Lse(0, 0, False, 64), Lse(1, 0, False, 64), *stack_of(2)], TCP4),
+        Verdict.PASS,
+        "rx_reserved_label",
+        ParseResult.RESERVED,
+    ),
+    refused(
+        "expnull_other_label",
+        "explicit null removed, then another node's label: passed",
+        _frame([Lse(0, 0, False, 64), *stack_of(2, top=OTHER_LABEL)], TCP4),
+        Verdict.PASS,
+        "rx_other_label",
+        ParseResult.OK,
+    ),
+    refused(
+        "expnull_too_many",
+        "four explicit nulls: three are removed, the fourth decides (reserved), passed",
+        _frame([Lse(0, 0, False, 64)] * 4 + stack_of(2), TCP4),
+        Verdict.PASS,
+        "rx_reserved_label",
+        ParseResult.RESERVED,
+    ),
+    refused(
+        "eli_truncated",
+        "ELI, and the frame ends before its entropy label: truncated, dropped",
+        _frame([Lse(7, 0, False, 64)], b""),
+        Verdict.DROP,
+        "rx_malformed",
+        ParseResult.MALFORMED,
+    ),
+    # ---- the SF label's TTL (RFC 3032 §2.4) and the TTL TX exposes (RFC 3443) ----------------------
+    refused(
+        "ttl1_top",
+        "our label with TTL 1: never sent to the SF, dropped (on_ttl_expired = drop, the default)",
+        _frame([Lse(100, 2, False, 1), *stack_of(3)[1:]], TCP4),
+        Verdict.DROP,
+        "rx_ttl_expired",
+        ParseResult.OK,
+    ),
+    refused(
+        "ttl0_top",
+        "our label with TTL 0 on VLAN 10: dropped",
+        _frame([Lse(100, 0, True, 0)], TCP4, tags=((C_TAG, 10),)),
+        Verdict.DROP,
+        "rx_ttl_expired",
+        ParseResult.OK,
+    ),
+    refused(
+        "ttl1_top_pass",
+        "our label with TTL 1, on_ttl_expired = pass: to the host's kernel (an OAM responder), untouched",
+        _frame([Lse(100, 2, False, 1), *stack_of(3)[1:]], TCP4),
+        Verdict.PASS,
+        "rx_ttl_expired_pass",
+        ParseResult.OK,
+        config=(("on_ttl_expired", "pass"),),
+    ),
+    refused(
+        "ttl0_top_pass",
+        "our label with TTL 0 under explicit null, on_ttl_expired = pass: passed",
+        _frame([Lse(0, 0, False, 64), Lse(200, 0, True, 0)], TCP4),
+        Verdict.PASS,
+        "rx_ttl_expired_pass",
+        ParseResult.OK,
+        config=(("on_ttl_expired", "pass"),),
+    ),
+    refused(
+        "ttl1_other_label",
+        "another node's label with TTL 1: not ours to judge, passed",
+        _frame([Lse(OTHER_LABEL, 0, True, 1)], TCP4),
+        Verdict.PASS,
+        "rx_other_label",
+        ParseResult.OK,
+    ),
+    refused(
+        "ttl1_bad_below",
+        "our label with TTL 1 over a truncated IPv4 header: the TTL decides first",
+        _frame([Lse(100, 0, True, 1)], _ip4_bytes(TCP4, length=12)),
+        Verdict.DROP,
+        "rx_ttl_expired",
+        ParseResult.MALFORMED,
+    ),
+    popping(
+        "ttl2_top",
+        "our label with TTL 2: sent on; uniform exposes the next label with TTL 1, pipe with its own",
+        [Lse(100, 1, False, 2), Lse(1111, 2, False, 200), Lse(2222, 3, True, 100)],
+        _ip4(id=0x1801) / _tcp(seq=0x1801),
+        KeyKind.TCP,
+    ),
+    popping(
+        "ttl1_below",
+        "TTL 1 on the label below ours: only ours is judged; uniform gives it 63, pipe keeps 1",
+        [Lse(100, 1, False, 64), Lse(1111, 2, True, 1)],
+        _ip4(id=0x1802) / _tcp(seq=0x1802),
+        KeyKind.TCP,
+    ),
+    popping(
+        "expnull_ttl1",
+        "explicit null with TTL 1 over our label with TTL 64: removed; our label's TTL decides",
+        stack_of(2),
+        _ip4(id=0x1803) / _tcp(seq=0x1803),
+        KeyKind.TCP,
+        above=(Lse(0, 0, False, 1),),
+    ),
 ]
+
+_PARSE_COUNTER = {ParseResult.TOO_MANY_LABELS: "rx_too_many_labels", ParseResult.NOT_IP: "rx_not_ip"}
+
+
+def expected_rx(frame: bytes, on_ttl_expired: str = "drop") -> tuple[Verdict, str, int | None]:
+    """What RX does with a frame (hash keys) for the SFs of SF_KEYS: the verdict, the counter
+    besides rx_packets, the SF row. The decisions of axp_xdp_rx and axp_rx_parse in their order,
+    over the parser's oracle: another VLAN's frames pass whatever they carry; then not SR-MPLS,
+    a reserved label on top, another node's label pass; then our label's TTL; then the rest."""
+    f = parse_mpls_frame(frame)
+    if f.tags and f.vid not in {vid for vid, _ in SF_KEYS}:
+        return Verdict.PASS, "rx_vlan_other", None
+    if f.result == ParseResult.NOT_MPLS:
+        return Verdict.PASS, "rx_vlan_other" if f.tags else "rx_not_mpls", None
+    if f.result == ParseResult.RESERVED:
+        return Verdict.PASS, "rx_reserved_label", None
+    sf = None
+    if f.top_off:
+        sf = SF_KEYS.get((f.vid, f.labels[0] >> 12))
+        if sf is None:
+            return Verdict.PASS, "rx_other_label", None
+        if f.labels[0] & 0xFF <= 1:
+            if on_ttl_expired == "pass":
+                return Verdict.PASS, "rx_ttl_expired_pass", sf
+            return Verdict.DROP, "rx_ttl_expired", sf
+    if f.result != ParseResult.OK or sf is None:
+        return Verdict.DROP, _PARSE_COUNTER.get(f.result, "rx_malformed"), sf
+    return Verdict.POP, "rx_popped", sf
+
 
 BY_NAME = {c.name: c for c in CASES}
 assert len(BY_NAME) == len(CASES), "case names must be unique"
@@ -667,4 +1039,57 @@ def sf_rewrite(popped: bytes) -> bytes:
     layer = pkt[IP if IP in pkt else IPv6].payload
     if hasattr(layer, "chksum"):
         layer.chksum = 0x1234
+    return bytes(pkt)
+
+
+# ---- from the SF to the proxy host, not SF output (bpf/include/host.bpf.h) ---------------------------
+
+SF_MAC, FROM_SF_MAC = "02:5f:00:00:00:01", "02:f5:00:00:00:01"  # the SF's output side, the proxy's from_sf
+HOST4, HOST6 = "10.4.0.254", "fd00:4::fe"  # addresses of the proxy host (its from_sf), in its map in the tests
+
+
+def _to_proxy(dst_mac: str = FROM_SF_MAC) -> Ether:
+    return Ether(src=SF_MAC, dst=dst_mac)
+
+
+HOST_TX: list[tuple[str, bytes]] = [
+    # neighbour discovery: the SF resolving the proxy, its next hop, and answering the proxy
+    ("ns6_solicited_node", bytes(_to_proxy("33:33:ff:00:00:fe") / IPv6(src="fe80::5f", dst="ff02::1:ff00:fe", hlim=255)
+                                 / ICMPv6ND_NS(tgt=HOST6))),
+    ("ns6_nud_global", bytes(_to_proxy() / IPv6(src="fd00:4::1", dst="fd00:9::9", hlim=255) / ICMPv6ND_NS(tgt=HOST6))),
+    ("na6_global", bytes(_to_proxy() / IPv6(src="fd00:4::1", dst="fd00:9::9", hlim=255)
+                         / ICMPv6ND_NA(tgt="fd00:4::1"))),
+    ("rs6", bytes(_to_proxy("33:33:00:00:00:02") / IPv6(src="fe80::5f", dst="ff02::2", hlim=255) / ICMPv6ND_RS())),
+    ("ra6_unicast", bytes(_to_proxy() / IPv6(src="fd00:4::1", dst=DST6, hlim=255) / ICMPv6ND_RA())),
+    ("redirect6", bytes(_to_proxy() / IPv6(src="fd00:4::1", dst=DST6, hlim=255)
+                        / ICMPv6ND_Redirect(tgt="fd00:4::2", dst=DST6))),
+    # link-local, either end
+    ("ll6_src", bytes(_to_proxy() / IPv6(src="fe80::5f", dst=DST6) / UDP(sport=1, dport=2) / Raw(b"x" * 8))),
+    ("ll6_dst", bytes(_to_proxy() / IPv6(src=SRC6, dst="fe80::f5") / UDP(sport=1, dport=2) / Raw(b"x" * 8))),
+    ("ll4_src", bytes(_to_proxy() / IP(src="169.254.7.1", dst=DST4) / UDP(sport=1, dport=2) / Raw(b"x" * 8))),
+    ("ll4_dst", bytes(_to_proxy() / IP(src=SRC4, dst="169.254.0.1") / UDP(sport=1, dport=2) / Raw(b"x" * 8))),
+    # multicast and broadcast: routing protocols, DHCP, mDNS
+    ("ospf4", bytes(_to_proxy("01:00:5e:00:00:05") / IP(src="10.4.0.1", dst="224.0.0.5", proto=89) / Raw(bytes(40)))),
+    ("dhcp4", bytes(_to_proxy("ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255")
+                    / UDP(sport=68, dport=67) / Raw(bytes(240)))),
+    ("mdns6", bytes(_to_proxy("33:33:00:00:00:fb") / IPv6(src="fd00:4::1", dst="ff02::fb")
+                    / UDP(sport=5353, dport=5353) / Raw(bytes(12)))),
+    # the host's own addresses: ping, SSH to the proxy
+    ("ping_host4", bytes(_to_proxy() / IP(src="10.4.0.1", dst=HOST4) / ICMP(id=5, seq=1))),
+    ("ssh_host6", bytes(_to_proxy() / IPv6(src="fd00:4::1", dst=HOST6) / TCP(sport=40000, dport=22, flags="S"))),
+]
+
+
+def nat(bare: bytes) -> bytes:
+    """What a masquerading SF makes of a bare packet: its own source address and another source
+    port, so the packet's key no longer finds the stack RX cached (on_miss decides)."""
+    pkt = Ether(bare)
+    if IP in pkt:
+        pkt[IP].src = "10.4.0.1"
+        del pkt[IP].chksum
+    else:
+        pkt[IPv6].src = "fd00:4::1"
+    if TCP in pkt:
+        pkt[TCP].sport = 61000
+        del pkt[TCP].chksum
     return bytes(pkt)

@@ -10,19 +10,23 @@ So every "nothing is left" check polls with a deadline; none looks once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
+import struct
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from afxdp_proxy import bpf, state
-from afxdp_proxy.cache import decode_set, in_flight_of
+from afxdp_proxy.cache import decode_set
+from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.key import parse_mpls_frame
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
+from afxdp_proxy.lab.proxyproc import ProxyProcess
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
-from afxdp_proxy.mpls import Lse, make_stack
+from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 RELEASE_TIMEOUT = 10.0  # seconds; the kernel needs milliseconds, a loaded 2-core CI box more
 
@@ -41,15 +45,6 @@ def wait_programs_unloaded(ids: Iterable[int], timeout: float = RELEASE_TIMEOUT)
     ids = set(ids)
     netns.wait_until(lambda: not ids & set(bpf.loaded_programs()), timeout,
                      what=f"programs {sorted(ids)} to unload")
-
-
-def wait_new_programs_gone(before: dict[int, str], prefix: str = "axp_",
-                           timeout: float = RELEASE_TIMEOUT) -> None:
-    """Wait until no program named prefix* is loaded that was not loaded at `before`."""
-    def gone() -> bool:
-        return not {i for i in bpf.loaded_programs(prefix) if i not in before}
-
-    netns.wait_until(gone, timeout, what=f"{prefix}* programs loaded since the test began to unload")
 
 
 def wait_maps_freed(ids: Iterable[int], timeout: float = RELEASE_TIMEOUT) -> None:
@@ -92,23 +87,97 @@ def wait_file_gone(path: str, timeout: float = RELEASE_TIMEOUT) -> None:
 LOST_PORT = 9  # TCP port the SF drops (discard), for packets whose cache entries must age or be evicted
 
 
+def nft(ns: str, script: str) -> None:
+    """Load an nftables script in namespace ns."""
+    with tempfile.NamedTemporaryFile("w", suffix=".nft") as f:
+        f.write(script)
+        f.flush()
+        r = netns.run(ns, ["nft", "-f", f.name])
+    assert r.returncode == 0, f"nft: {r.stderr.strip()}"
+
+
 @contextlib.contextmanager
 def sf_drops(tb: Testbed, dport: int = LOST_PORT) -> Iterator[None]:
     """An nftables rule in the SF (its namespace attached; the proxy namespace's kernel inline)
     that drops forwarded TCP to dport: packets the proxy cached that never come back."""
     ns = tb.ns_sf or tb.ns_proxy
     table = f"axp_lost_{dport}"
-    script = (f"table inet {table} {{\n  chain lost {{\n    type filter hook forward priority 0;\n"
-              f"    tcp dport {dport} drop\n  }}\n}}\n")
-    with tempfile.NamedTemporaryFile("w", suffix=".nft") as f:
-        f.write(script)
-        f.flush()
-        r = netns.run(ns, ["nft", "-f", f.name])
-    assert r.returncode == 0, f"nft: {r.stderr.strip()}"
+    nft(ns, f"table inet {table} {{\n  chain lost {{\n    type filter hook forward priority 0;\n"
+            f"    tcp dport {dport} drop\n  }}\n}}\n")
     try:
         yield
     finally:
         netns.run(ns, ["nft", "delete", "table", "inet", table])
+
+
+@contextlib.contextmanager
+def sf_nat(tb: Testbed) -> Iterator[None]:
+    """(attached) The testbed's masquerading NAT SF (lab/sfs.py) for a while: what leaves sf_out
+    takes sf_out's address as its source, so the packet's key no longer finds its stack; the
+    receiver routes replies to that address back through the proxy and the SF."""
+    before = tb.sf
+    tb.set_sf("nat")
+    try:
+        yield
+    finally:
+        tb.set_sf(before)
+
+
+def check_nat_sf(tb: Testbed, proxy: Callable[[], ProxyProcess], on_miss: str, sf_label: int) -> None:
+    """(attached) A static chain through the testbed's masquerading NAT SF: no packet finds its
+    entry at TX. With on_miss = "last" each gets the stack RX last sent to the SF (tx_miss_last);
+    with "pass" every packet leaves unlabelled (tx_miss_pass)."""
+    stack = make_stack([sf_label, 2000, 3000], [1, 2, 3])
+    tb.set_stacks([stack])
+    with sf_nat(tb), proxy() as px:
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=2, bitrate="20M")
+        ping6 = tb.ping(tb.dst_ip6, count=3)
+        tb.set_recording(False, clear=False)
+        c = px.counters()
+    assert res.bits_per_second > 5e6 and ping6.ok
+    arrived = list(tb.received().values())
+    assert len(arrived) >= 500
+    if on_miss == "last":
+        assert set(arrived) == {tx_words([e.encode() for e in stack])}, "every packet with the chain's stack"
+        assert c["tx_miss_last"] >= len(arrived) and c["tx_pushed"] == 0
+    else:
+        assert set(arrived) == {()}, "a NAT without on_miss = last: the chain is lost"
+        assert c["tx_miss_pass"] >= len(arrived)
+
+
+@contextlib.contextmanager
+def without_xdp(tb: Testbed, role: str, ifname: str, prog: str) -> Iterator[None]:
+    """The testbed's XDP program `prog` off interface `ifname` of namespace `role` for a while
+    (GRO stays off there): a veth whose peer this is then cannot take redirected frames."""
+    fd = bpf.check(bpf.lib.axp_prog_fd_by_id(tb.prog_ids[prog]), prog)  # keeps it loaded meanwhile
+    index = tb.ifindex(role, ifname)
+    try:
+        with netns.enter(tb.nsname(role)):
+            # with the program's ID: axp_xdp_detach without one asks libbpf to replace "no program"
+            bpf.xdp_detach(index, prog_id=tb.prog_ids[prog], flags=bpf.XDP_FLAGS_DRV_MODE)
+        assert tb.ns(role).get_features(ifname)["rx-gro"] is False
+        yield
+    finally:
+        with netns.enter(tb.nsname(role)):
+            bpf.xdp_attach(index, fd)
+        bpf.lib.axp_close_fd(fd)
+
+
+def forget_sf_neighbours(tb: Testbed) -> None:
+    """(sf_nd) The SF and the proxy's SF-facing interfaces forget their neighbours: each must
+    find the other again, by neighbour discovery and ARP, from now on."""
+    for role, ifs in (("sf", (tb.sf_in, tb.sf_out)), ("proxy", (tb.to_sf, tb.from_sf))):
+        for ifname in ifs:
+            assert ifname
+            r = tb.run(role, ["ip", "neigh", "flush", "dev", ifname])
+            assert r.returncode == 0, r.stderr
+
+
+def learned(tb: Testbed, role: str, ifname: str, addr: str) -> bool:
+    """Namespace role has a neighbour entry for addr on ifname that it learned (not permanent)."""
+    out = tb.run(role, ["ip", "neigh", "show", "dev", ifname, "to", addr]).stdout
+    return "lladdr" in out and "PERMANENT" not in out
 
 
 def labelled_tcp(tb: Testbed, stack: list[Lse], n: int, dport: int = LOST_PORT, sport: int = 4242,
@@ -167,7 +236,7 @@ def check_lost_packets_then_chain(tb: Testbed, counters: Callable[[], dict[str, 
     check = tb.check_chain()
     assert check.compared >= 500, (len(tb.sent()), len(tb.received()))
     assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
-    assert check.arrived == {tuple(e.encode() for e in s[1:]) for s in stacks}
+    assert check.arrived == {tx_words([e.encode() for e in s]) for s in stacks}
     c = counters()
     assert c["evictions"] + c["expired"] >= n - entries
     assert_counters_add_up(c, bound=entries)
@@ -186,8 +255,9 @@ def check_retry_after_max_dwell(tb: Testbed, counters: Callable[[], dict[str, in
         send_behind_classifier(tb, [frame])
         time.sleep(0.05)
         send_behind_classifier(tb, [frame])
+        # the retry left within max_dwell_ms; reading the counters (a `stats` process) may take longer
+        assert time.monotonic() - t0 < max_dwell_ms / 1000, "too slow to test a retry within max_dwell_ms"
         netns.wait_until(lambda: counters()["rx_key_full"] >= 1, 5, what="the early retry to be refused")
-    assert time.monotonic() - t0 < max_dwell_ms / 1000, "too slow to test a retry within max_dwell_ms"
     c = counters()
     assert (c["rx_popped"], c["rx_key_full"], c["expired"]) == (1, 1, 0), c
     key = parse_mpls_frame(frame).key
@@ -195,7 +265,53 @@ def check_retry_after_max_dwell(tb: Testbed, counters: Callable[[], dict[str, in
     time.sleep(max(0.0, t0 + max_dwell_ms / 1000 + 0.2 - time.monotonic()))
     send_behind_classifier(tb, [frame])
     netns.wait_until(lambda: key in tb.received(), 5, what="the late retry to arrive")
-    assert tb.received()[key] == tuple(e.encode() for e in stack[1:])
+    assert tb.received()[key] == tx_words([e.encode() for e in stack])
     c = counters()
     assert (c["rx_popped"], c["rx_key_full"], c["expired"], c["cache_takes"]) == (2, 1, 1, 1), c
     assert assert_counters_add_up(c) == 0
+
+
+# ---- what real SR-MPLS links carry: VLAN tags, reserved labels on top, TTL --------------------------
+
+C_TAG, S_TAG = 0x8100, 0x88A8
+
+
+def tagged(frames: Iterable[bytes], tags: Sequence[tuple[int, int]]) -> list[bytes]:
+    """Ethernet frames with VLAN tags (TPID, TCI), outermost first, put in after their MACs."""
+    head = b"".join(struct.pack("!HH", tpid, tci) for tpid, tci in tags)
+    return [f[:12] + head + f[12:] for f in frames]
+
+
+def check_real_links(tb: Testbed, counters: Callable[[], dict[str, int]], sf_label: int, vlan: int,
+                     vlan_out: int = 0, on_ttl_expired: str = "drop") -> None:
+    """(A proxy whose one SF has vlan_in = vlan.) Tagged SR-MPLS sent behind the classifier, one
+    C-tag or an S-tag over it, some with explicit null and ELI + EL on top of the SF label, reaches
+    the receiver with the stack below the SF label (uniform TTL), behind the tags it came with or
+    one C-tag of vlan_out; interleaved with them, another VLAN's frames, a router alert on top, and
+    the SF label with TTL 1 and 0 are passed or dropped, and counted each in its counter."""
+    n = 6
+    stack = make_stack([sf_label, 2000, 3000], [1, 2, 3])
+    c_tag, qinq = [(C_TAG, 3 << 13 | vlan)], [(S_TAG, 77), (C_TAG, 5 << 13 | vlan)]
+    removed = [Lse(0), Lse(7), Lse(0x12345)]  # explicit null, ELI, entropy label
+    good = {1000: (c_tag, []), 2000: (qinq, []), 3000: (c_tag, removed)}
+    frames, want = [], {}
+    for first, (tags, above) in good.items():
+        sent = labelled_tcp(tb, [*above, *stack], n, first=first)
+        frames += tagged(sent, tags)
+        out = [(C_TAG, tags[-1][1] & 0xF000 | vlan_out)] if vlan_out else tags
+        want.update({parse_mpls_frame(f).key: (tx_words([e.encode() for e in stack]), tuple(out)) for f in sent})
+    other_vlan = tagged(labelled_tcp(tb, stack, n, first=4000), [(C_TAG, vlan + 1)])
+    router_alert = tagged(labelled_tcp(tb, [Lse(1), *stack], n, first=5000), c_tag)
+    expiring = [dataclasses.replace(stack[0], ttl=ttl) for ttl in (1, 0)]
+    expired = tagged([f for e in expiring for f in labelled_tcp(tb, [e, *stack[1:]], n // 2, first=6000 + 10 * e.ttl)],
+                     c_tag)
+    mixed = [f for group in zip(frames[:n], other_vlan, router_alert, expired, strict=True) for f in group]
+    tb.set_recording(True)
+    send_behind_classifier(tb, mixed + frames[n:])
+    netns.wait_until(lambda: want.keys() <= tb.received().keys(), 5, raise_=False)
+    received, tags = tb.received(), tb.received_tags()
+    tb.set_recording(False)
+    assert {k: (received.get(k), tags.get(k)) for k in want} == want
+    c = counters()
+    ttl = "rx_ttl_expired_pass" if on_ttl_expired == "pass" else "rx_ttl_expired"
+    assert (c["rx_popped"], c["rx_vlan_other"], c["rx_reserved_label"], c[ttl]) == (3 * n, n, n, n), c

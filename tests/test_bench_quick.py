@@ -39,11 +39,18 @@ SANE = {
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], float]:
     out = tmp_path_factory.mktemp("bench")
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "afxdp_proxy", "bench", "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=115)
+    p = subprocess.Popen([sys.executable, "-m", "afxdp_proxy", "bench", "--quick", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = p.communicate(timeout=115)
+    except subprocess.TimeoutExpired:
+        # SIGTERM unwinds the bench like Ctrl-C, so its testbeds and proxies go with it
+        p.terminate()
+        _, stderr = p.communicate(timeout=60)
+        pytest.fail(f"bench --quick took over 115 s; it said: {stderr[-2000:]}")
     took = time.monotonic() - t0
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "[" in r.stderr and "/" in r.stderr, "no progress bar on stderr"
+    assert p.returncode == 0, stderr[-3000:]
+    assert "[" in stderr and "/" in stderr, "no progress bar on stderr"
     return out, json.loads((out / "bench.json").read_text()), took
 
 

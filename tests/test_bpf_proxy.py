@@ -24,18 +24,33 @@ from dataclasses import dataclass
 
 import pytest
 from afxdp_proxy._native import ffi, lib
-from cases import CASES, POPPED, SF_LABELS, Case, Verdict, sf_rewrite, stack_of
+from cases import (
+    BY_NAME,
+    CASES,
+    HOST4,
+    HOST6,
+    HOST_TX,
+    POPPED,
+    SF_KEYS,
+    SF_VLAN_OUT,
+    Case,
+    Verdict,
+    expected_rx,
+    nat,
+    sf_rewrite,
+    stack_of,
+)
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from afxdp_proxy import bpf, cache
-from afxdp_proxy.backends.kernel import ProxyObject
-from afxdp_proxy.config import ProxyConfig
+from afxdp_proxy import bpf, cache, counters, hostaddrs
+from afxdp_proxy.backends.kernel import ONE_ROLE_PROGRAMS, ProxyObject, label_keys, meta_layout
+from afxdp_proxy.config import DEFAULT_META_MARK_MASK, ProxyConfig
 from afxdp_proxy.key import ETH_HLEN, KEY_SIZE, derive_key, format_key, meta_key, parse_mpls_frame
 from afxdp_proxy.lab.frames import ether, ipv4_tcp, mpls_frame
-from afxdp_proxy.mpls import Lse, stack_bytes
+from afxdp_proxy.mpls import Lse, stack_bytes, tx_stack
 
 pytestmark = pytest.mark.root
 
@@ -61,10 +76,13 @@ class Sf:
     static: tuple[Lse, ...]
     to_sf_ifindex: int
     net_out_ifindex: int
+    vlan_in: int = 0
+    vlan_out: int = 0
 
     def struct(self) -> object:
         s = ffi.new("struct axp_sf *")
         s.label = self.label
+        s.vlan_in, s.vlan_out = self.vlan_in, self.vlan_out
         s.to_sf_ifindex = self.to_sf_ifindex
         s.from_sf_ifindex = TX_IFINDEX
         s.net_out_ifindex = self.net_out_ifindex
@@ -75,17 +93,23 @@ class Sf:
         return s
 
 
-SFS = {
-    SF_LABELS[100]: Sf(
-        100, mac("02:5f:00:00:00:01"), mac("02:70:00:00:00:01"), mac("02:4e:00:00:00:01"),
-        mac("02:0e:00:00:00:01"), (Lse(500, 1, False, 33), Lse(600, 6, False, 44), Lse(700, 3, True, 55)),
-        11, 21,
-    ),
-    SF_LABELS[200]: Sf(
-        200, mac("02:5f:00:00:00:02"), mac("02:70:00:00:00:02"), mac("02:4e:00:00:00:02"),
-        mac("02:0e:00:00:00:02"), (), 12, 22,
-    ),
-}  # fmt: skip
+def _sf(n: int, vlan_in: int, label: int, static: tuple[Lse, ...] = ()) -> Sf:
+    """SF n of cases.SF_KEYS, with MACs and interfaces of its own (none need exist in test runs)."""
+    return Sf(label, mac(f"02:5f:00:00:00:{n + 1:02x}"), mac(f"02:70:00:00:00:{n + 1:02x}"),
+              mac(f"02:4e:00:00:00:{n + 1:02x}"), mac(f"02:0e:00:00:00:{n + 1:02x}"), static, 11 + n, 21 + n,
+              vlan_in, SF_VLAN_OUT.get(n, 0))
+
+
+SFS = {n: _sf(n, vlan, label) for (vlan, label), n in SF_KEYS.items()}
+SFS[0] = _sf(0, 0, 100, (Lse(500, 1, False, 33), Lse(600, 6, False, 44), Lse(700, 3, True, 55)))  # static stack
+
+
+def add_sfs(sf_map: bpf.Map, label_map: bpf.Map) -> None:
+    """The test SFs into a loaded object's SF table and label map, as the loaders put them."""
+    for idx, sf in SFS.items():
+        sf_map.update(idx, sf.struct())
+        for key in label_keys(sf.vlan_in, sf.label):
+            label_map.update(key, idx)
 
 
 @dataclass(frozen=True)
@@ -97,12 +121,16 @@ class Cfg:
     cache_entries: int = 1024
     max_dwell_ms: int = 1000
     max_per_key: int = 64
+    ttl_model: str = "uniform"
+    on_ttl_expired: str = "drop"
+    meta_mark_mask: int = DEFAULT_META_MARK_MASK
 
     def proxy_config(self) -> ProxyConfig:
         return ProxyConfig(
             backend="static" if self.static else "kernel", key=self.key_mode, topology=self.topology,
             cache_entries=self.cache_entries, on_miss=self.on_miss, max_dwell_ms=self.max_dwell_ms,
-            max_per_key=self.max_per_key,
+            max_per_key=self.max_per_key, ttl_model=self.ttl_model, on_ttl_expired=self.on_ttl_expired,
+            meta_mark_mask=self.meta_mark_mask,
         )
 
     def __str__(self) -> str:
@@ -110,11 +138,12 @@ class Cfg:
         return f"{self.key_mode}-{self.topology}-miss_{self.on_miss}-{mode}"
 
 
+# every mode the programs prune by .rodata; on_miss = last only where the config allows it
 ALL_CONFIGS = [
     Cfg(k, t, m, s)
     for k, t, m, s in itertools.product(("hash", "meta"), ("inline", "attached"), ("pass", "drop"), (False, True))
-]
-PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx")
+] + [Cfg("hash", "attached", "last")]
+PROGRAMS = ("axp_xdp_rx", "axp_tc_meta", "axp_tc_tx", "axp_xdp_tx", "axp_xdp_rx_tx")
 
 
 @dataclass(frozen=True)
@@ -133,28 +162,35 @@ class Proxy:
     def __init__(self, cfg: Cfg) -> None:
         self.cfg = cfg
         try:
-            self.obj = ProxyObject(cfg.proxy_config())  # the loader the proxy itself uses
+            # the loader the proxy itself uses; axp_xdp_rx_tx serves attached interfaces only
+            programs = PROGRAMS if cfg.topology == "attached" else ONE_ROLE_PROGRAMS
+            self.obj = ProxyObject(cfg.proxy_config(), programs=programs)
         except bpf.BpfError as e:  # show the verifier's words, not just the errno
             pytest.fail(f"{cfg}: {e}\n{e.log[-4000:]}", pytrace=False)
-        self.fds = {p: self.obj.prog_fd(p) for p in PROGRAMS}
+        self.fds = {p: self.obj.prog_fd(p) for p in self.obj.programs}
         self.cache = self.obj.cache
         self.counter_map = self.obj.counters
         self.sfs = self.obj.sfs
         self.labels = self.obj.labels
         self.tx_sf = self.obj.tx_sf
-        self.names = bpf.counter_names()
-        for idx, sf in SFS.items():
-            self.sfs.update(idx, sf.struct())
-            self.labels.update(sf.label, idx)
+        self.host_addrs = self.obj.host_addrs
+        self.last = self.obj.obj.map("axp_last", "uint32_t", "uint8_t[72]")  # struct axp_last_stack (BPF only)
+        self.rows = [*SFS, counters.NONE_ROW]  # the counter rows this configuration uses
+        add_sfs(self.sfs, self.labels)
 
     def reset(self) -> None:
         self.obj.clear_cache()
         self.obj.set_clock_skew(0)
         zeros = ffi.new("uint64_t[]", bpf.NCPUS)
-        for slot in range(len(self.names)):
-            self.counter_map.update(slot, zeros)
+        for row in self.rows:
+            for slot in range(counters.SLOTS):
+                self.counter_map.update(row * counters.SLOTS + slot, zeros)
         self.tx_sf.clear()
         self.tx_sf.update(TX_IFINDEX, 0)
+        self.host_addrs.clear()
+        zero = ffi.new(f"uint8_t[{self.last.value_size}]")
+        for sf in range(self.last.max_entries):
+            self.last.update(sf, zero)  # no stack went to any SF yet (the spin lock is not copied)
 
     def close(self) -> None:
         self.obj.close()
@@ -175,19 +211,21 @@ class Proxy:
     def xdp_tx(self, frame: bytes) -> bpf.RunResult:
         return bpf.test_run(self.fds["axp_xdp_tx"], frame)
 
+    def rx_tx(self, frame: bytes) -> bpf.RunResult:
+        """XDP on an interface that is net_in of one SF and from_sf of another."""
+        return bpf.test_run(self.fds["axp_xdp_rx_tx"], frame)
+
     def tx(self, frame: bytes, mark: int = 0) -> bpf.RunResult:
         """The TX program of the topology: TC egress inline, XDP on from_sf attached."""
         return self.tc_tx(frame, mark) if self.cfg.topology == "inline" else self.xdp_tx(frame)
 
     # -- state ----------------------------------------------------------------------------
+    def snapshot(self) -> counters.Snapshot:
+        return counters.read_map(self.counter_map, self.rows)
+
     def counters(self) -> dict[str, int]:
-        """Non-zero counters by name, summed over CPUs."""
-        out = {}
-        for slot, name in enumerate(self.names):
-            total = sum(self.counter_map.lookup(slot))
-            if total:
-                out[name] = total
-        return out
+        """Non-zero counters by name, summed over SFs and CPUs."""
+        return {k: v for k, v in self.snapshot().total().items() if v}
 
     def runs(self) -> list[cache.Run]:
         """Every run in the cache, set by set, way by way (read under the sets' locks)."""
@@ -324,7 +362,7 @@ def tx_expect(case: Case, topology: str) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("cfg", ALL_CONFIGS, ids=str)
 def test_every_configuration_loads_and_pops(make: Callable[..., Proxy], cfg: Cfg) -> None:
-    assert len(ALL_CONFIGS) == 16
+    assert len(ALL_CONFIGS) == 17
     px = make(**cfg.__dict__)  # a verifier rejection raises BpfError here, with the log
     assert all(fd >= 0 for fd in px.fds.values())
     case = POPPED[1]
@@ -337,9 +375,9 @@ def test_every_configuration_loads_and_pops(make: Callable[..., Proxy], cfg: Cfg
 
 
 def test_counter_names_cover_the_table() -> None:
-    names = bpf.counter_names()
-    assert len(names) == lib.AXP_CNT_MAX
-    assert names[0] == "rx_packets" and names[-1] == "rx_key_ext_limit"
+    names = counters.names()
+    assert len(names) == lib.AXP_CNT_TX_DWELL_HIST == lib.AXP_CNT_MAX - lib.AXP_DWELL_BUCKETS
+    assert names[0] == "rx_packets" and names[-1] == "tx_redirect_err"
     used = {c.rx_counter for c in CASES} | {c.tx_counter for c in POPPED} | {n for c in CASES for n in c.rx_also}
     assert used <= set(names)
 
@@ -355,7 +393,7 @@ def test_struct_sizes() -> None:
 @pytest.mark.parametrize("topology", ["inline", "attached"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
-    px = make(topology=topology)
+    px = make(topology=topology, **case.settings)
     if len(case.frame) < ETH_HLEN:
         with pytest.raises(bpf.BpfError) as err:
             px.rx(case.frame)
@@ -391,11 +429,77 @@ def test_table(make: Callable[..., Proxy], case: Case, topology: str) -> None:
     assert px.entries() == {}, "TX must take the entry out of the cache"
 
 
+def _bare_ip(frame: bytes) -> bool:
+    return frame[12:14] in (b"\x08\x00", b"\x86\xdd")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if len(c.frame) >= ETH_HLEN], ids=lambda c: c.name)
+def test_both_xdp_roles_on_one_interface(make: Callable[..., Proxy], case: Case) -> None:
+    """axp_xdp_rx_tx (net_in of one SF and from_sf of another, attached) gives every frame of the
+    table exactly what the program of its role would: bare IP the TX path's verdict, bytes and
+    counters, all else the RX path's; a popped frame coming back takes the TX path."""
+    px = make(topology="attached")
+    ref = px.xdp_tx if _bare_ip(case.frame) else px.rx
+    want, want_counters = ref(case.frame), px.counters()
+    want_entries = {k: (e.labels, e.depth, e.sf) for k, e in px.entries().items()}
+    px.reset()
+    got = px.rx_tx(case.frame)
+    assert got.retval == want.retval
+    assert_frame(got.data, want.data)
+    assert px.counters().keys() == want_counters.keys()
+    assert {k: v for k, v in px.counters().items() if k != "tx_dwell_ns"} == \
+        {k: v for k, v in want_counters.items() if k != "tx_dwell_ns"}
+    assert {k: (e.labels, e.depth, e.sf) for k, e in px.entries().items()} == want_entries
+    if case.rx != Verdict.POP or _bare_ip(case.frame):
+        return
+    back = px.rx_tx(got.data)  # the bare packet back from the SF, on the same interface
+    assert (back.retval, back.data) == tx_expect(case, "attached")
+    assert px.entries() == {}
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+@pytest.mark.parametrize("case", POPPED, ids=lambda c: c.name)
+def test_table_pipe_ttl(make: Callable[..., Proxy], case: Case, topology: str) -> None:
+    """ttl_model = "pipe" (RFC 3443 §3.3): every entry TX pushes keeps the TTL it arrived with."""
+    px = make(topology=topology, ttl_model="pipe")
+    r = px.rx(case.frame)
+    assert case.pushed_pipe is not None and case.sf is not None
+    t = px.tx(r.data)
+    want = case.pushed_pipe
+    if topology == "attached":
+        want = with_macs(want, SFS[case.sf].next_hop_mac, SFS[case.sf].net_out_mac)
+    assert_frame(t.data, want)
+    assert px.entries() == {}
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_counts_land_in_the_row_of_their_sf(make: Callable[..., Proxy], topology: str) -> None:
+    """A packet of the second SF counts in its row, RX and TX, with its dwell time in that row's
+    histogram; a frame of no SF (not SR-MPLS) in the last row."""
+    px = make(topology=topology)
+    case = BY_NAME["tcp4_sf1"]
+    assert case.sf == 1
+    t = px.tx(px.rx(case.frame).data)
+    assert t.retval in (bpf.TC_ACT_OK, bpf.XDP_REDIRECT)
+    px.rx(BY_NAME["ipv4_plain"].frame)
+    snap = px.snapshot()
+    nonzero = {r: {k: v for k, v in snap.row(r).items() if v and k != "tx_dwell_ns"} for r in px.rows}
+    assert nonzero == {
+        **{r: {} for r in SFS},
+        1: {"rx_packets": 1, "rx_popped": 1, "cache_inserts": 1, "tx_packets": 1, "tx_pushed": 1, "cache_takes": 1},
+        counters.NONE_ROW: {"rx_packets": 1, "rx_not_mpls": 1},
+    }
+    dwell = snap.row(1)["tx_dwell_ns"]
+    hist = snap.dwell_hist(1)
+    assert sum(hist) == 1 and hist[counters.dwell_bucket(dwell)] == 1
+    assert sum(snap.dwell_hist(0)) == sum(snap.dwell_hist(counters.NONE_ROW)) == 0
+
+
 @pytest.mark.parametrize("topology", ["inline", "attached"])
 def test_each_packet_gets_its_own_stack_back(make: Callable[..., Proxy], topology: str) -> None:
     """The caching property: one flow, three different stacks, returned out of order."""
     px = make(topology=topology)
-    stacks = [stack_of(2), stack_of(5), [Lse(100, 7, False, 1), Lse(42, 0, False, 2), Lse(43, 4, True, 3)]]
+    stacks = [stack_of(2), stack_of(5), [Lse(100, 7, False, 9), Lse(42, 0, False, 2), Lse(43, 4, True, 3)]]
     ips = [IP(src="10.9.0.1", dst="10.9.0.2", id=1) / TCP(sport=7, dport=8, seq=n) for n in range(3)]
     eth = Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b")
     popped = []
@@ -405,7 +509,7 @@ def test_each_packet_gets_its_own_stack_back(make: Callable[..., Proxy], topolog
     assert px.packets() == 3
     for i in (2, 0, 1):
         t = px.tx(popped[i])
-        want = labelled(bytes(eth / ips[i]), stacks[i][1:])
+        want = labelled(bytes(eth / ips[i]), tx_stack(stacks[i]))
         if topology == "attached":
             want = with_macs(want, SFS[0].next_hop_mac, SFS[0].net_out_mac)
         assert_frame(t.data, want)
@@ -424,7 +528,7 @@ def test_sf_rewrites_do_not_lose_the_entry(make: Callable[..., Proxy], topology:
         assert px.rx(case.frame).retval in (bpf.XDP_PASS, bpf.XDP_REDIRECT)
         rewritten = sf_rewrite(case.popped)
         assert rewritten[14:] != case.popped[14:]
-        want = labelled(rewritten, [Lse.decode(w) for w in case.stack[1:]])
+        want = labelled(rewritten, tx_stack([Lse.decode(w) for w in case.stack]))
         if topology == "attached":
             want = with_macs(want, SFS[0].next_hop_mac, SFS[0].net_out_mac)
         assert_frame(px.tx(rewritten).data, want)
@@ -451,15 +555,17 @@ def test_tc_miss(make: Callable[..., Proxy], on_miss: str) -> None:
     assert_counters(px, {"tx_packets": 1, f"tx_miss_{on_miss}": 1})
 
 
-@pytest.mark.parametrize("on_miss", ["pass", "drop"])
+@pytest.mark.parametrize("on_miss", ["pass", "drop", "last"])
 def test_xdp_miss(make: Callable[..., Proxy], on_miss: str) -> None:
+    """pass: to the host's kernel, which routes it; last, while no stack went to the SF yet: the same."""
     px = make(topology="attached", on_miss=on_miss)
     case = POPPED[2]
     assert case.popped is not None
     t = px.xdp_tx(case.popped)
-    if on_miss == "pass":  # unlabelled, but still on to the next hop of the interface's SF
-        assert t.retval == bpf.XDP_REDIRECT
-        assert_frame(t.data, with_macs(case.popped, SFS[0].next_hop_mac, SFS[0].net_out_mac))
+    if on_miss in ("pass", "last"):
+        assert t.retval == bpf.XDP_PASS
+        assert_frame(t.data, case.popped)
+        on_miss = "pass"
     else:
         assert t.retval == bpf.XDP_DROP
     assert_counters(px, {"tx_packets": 1, f"tx_miss_{on_miss}": 1})
@@ -562,6 +668,87 @@ def test_tx_refuses_frames_shorter_than_ethernet(make: Callable[..., Proxy]) -> 
     assert px.counters() == {}
 
 
+# ---- what the SF sends the proxy host, on from_sf ---------------------------------------------
+
+
+def host_addresses(m: bpf.Map) -> None:
+    """The proxy host's addresses in a from_sf program's map, as the loader puts them."""
+    for addr in (HOST4, HOST6):
+        m.update(hostaddrs.key_of(addr), 1)
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["cache", "static"])
+@pytest.mark.parametrize(("name", "frame"), HOST_TX, ids=[h[0] for h in HOST_TX])
+def test_what_the_sf_sends_the_host_goes_to_its_kernel(make: Callable[..., Proxy], name: str, frame: bytes,
+                                                       static: bool) -> None:
+    """Neighbour discovery, multicast, broadcast, link-local and the host's own addresses: the
+    host's kernel gets them untouched (XDP_PASS), counted tx_host; nothing is looked up or pushed."""
+    px = make(topology="attached", static=static)
+    host_addresses(px.host_addrs)
+    t = px.xdp_tx(frame)
+    assert t.retval == bpf.XDP_PASS
+    assert_frame(t.data, frame)
+    assert_counters(px, {"tx_packets": 1, "tx_host": 1})
+
+
+def test_an_address_the_host_does_not_hold_is_sf_output(make: Callable[..., Proxy]) -> None:
+    """The map decides: to an address not (or no longer) the host's, a unicast packet is the SF's
+    output for the network, looked up (here a miss: to the kernel, which routes it)."""
+    px = make(topology="attached")
+    frame = dict(HOST_TX)["ping_host4"]
+    t = px.xdp_tx(frame)
+    assert t.retval == bpf.XDP_PASS
+    assert_counters(px, {"tx_packets": 1, "tx_miss_pass": 1})
+    host_addresses(px.host_addrs)
+    px.xdp_tx(frame)
+    assert px.counters()["tx_host"] == 1
+
+
+@pytest.mark.parametrize(("name", "frame"), HOST_TX, ids=[h[0] for h in HOST_TX])
+def test_inline_the_hosts_own_traffic_leaves_as_it_is(make: Callable[..., Proxy], name: str, frame: bytes) -> None:
+    """TC egress on net_out sees what the host sends too: it has no entry, and leaves untouched."""
+    px = make(topology="inline")
+    host_addresses(px.host_addrs)
+    t = px.tc_tx(frame)
+    assert t.retval == bpf.TC_ACT_OK
+    assert_frame(t.data, frame)
+    assert_counters(px, {"tx_packets": 1, "tx_miss_pass": 1})
+
+
+# ---- on_miss = last: the NAT-tolerant fallback ----------------------------------------------------
+
+
+def test_on_miss_last_pushes_the_stack_last_sent_to_the_sf(make: Callable[..., Proxy]) -> None:
+    """A NAT rewrote the key: the packet gets the stack RX last sent to its SF (the one whose
+    from_sf it came back on), counted tx_miss_last; another SF's stacks do not count; a packet
+    the NAT left alone still finds its own stack in the cache."""
+    px = make(topology="attached", on_miss="last")
+    out = (SFS[0].next_hop_mac, SFS[0].net_out_mac)
+    f1, bare1, s1 = frame_for(1, 0)
+    t = px.xdp_tx(nat(bare1))  # no stack went to the SF yet: as on_miss = pass
+    assert t.retval == bpf.XDP_PASS
+    assert px.counters() == {"tx_packets": 1, "tx_miss_pass": 1}
+    px.rx(f1)
+    t = px.xdp_tx(nat(bare1))
+    assert t.retval == bpf.XDP_REDIRECT
+    assert_frame(t.data, with_macs(labelled(nat(bare1), tx_stack(s1)), *out))
+    f2, bare2, s2 = frame_for(2, 2)
+    px.rx(f2)
+    px.rx(BY_NAME["tcp4_sf1"].frame)  # SF 1's stack: SF 0's last stays s2
+    assert_frame(px.xdp_tx(nat(bare2)).data, with_macs(labelled(nat(bare2), tx_stack(s2)), *out))
+    assert_frame(px.xdp_tx(bare2).data, with_macs(labelled(bare2, tx_stack(s2)), *out))  # its own entry
+    plain = mpls_frame(stack_of(1), ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, 3, 0))
+    px.rx(plain)  # the SF's label alone: a miss leaves as plain IP
+    bare3 = ether(ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, 3, 0))
+    t = px.xdp_tx(nat(bare3))
+    assert_frame(t.data, with_macs(nat(bare3), *out))
+    c = px.counters()
+    c.pop("tx_dwell_ns")
+    assert c == {"rx_packets": 4, "rx_popped": 4, "cache_inserts": 4, "tx_packets": 5, "tx_miss_pass": 1,
+                 "tx_miss_last": 3, "tx_pushed": 1, "cache_takes": 1}
+    assert px.packets() == 3  # the NATed packets' own entries stay behind, to age out
+
+
 # ---- one key in flight more than once, ageing, eviction ---------------------------------------
 # (the rules are in bpf/include/cache.shared.h; tests/test_cache.py holds them to the model)
 
@@ -569,7 +756,7 @@ SECOND = 1_000_000_000
 
 
 def _tx_want(bare: bytes, stack: list[Lse] | tuple[Lse, ...], topology: str, sf: int = 0) -> bytes:
-    want = labelled(bare, stack[1:])
+    want = labelled(bare, tx_stack(stack))
     return with_macs(want, SFS[sf].next_hop_mac, SFS[sf].net_out_mac) if topology == "attached" else want
 
 
@@ -604,7 +791,36 @@ def test_same_key_other_stacks_leave_in_arrival_order(make: Callable[..., Proxy]
     t = px.tx(bare)  # nothing left for the key: a miss, unlabelled
     assert_counters(px, {"rx_packets": 4, "rx_popped": 4, "cache_inserts": 4, "tx_packets": 5, "tx_pushed": 4,
                          "cache_takes": 4, "tx_miss_pass": 1})
-    assert t.retval in (bpf.TC_ACT_OK, bpf.XDP_REDIRECT)
+    assert t.retval == (bpf.TC_ACT_OK if topology == "inline" else bpf.XDP_PASS)
+
+
+def tagged_frames(prios: list[int]) -> tuple[list[bytes], list[bytes], bytes]:
+    """One packet (one key, one stack) on VLAN 10 (SF 2) with each PCP: (frames, the frames TX
+    sends for them, uniform TTL, before the MACs are rewritten), and the bare packet."""
+    stack = stack_of(3)
+    ip = IP(src="10.9.0.1", dst="10.9.0.2", id=1) / TCP(sport=7, dport=8, seq=99)
+    eth = Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b")
+
+    def tagged(prio: int, lses: list[Lse]) -> bytes:
+        return bytes(eth / Dot1Q(prio=prio, vlan=10, type=0x8847)) + stack_bytes(lses) + bytes(ip)
+
+    return [tagged(p, stack) for p in prios], [tagged(p, tx_stack(stack)) for p in prios], bytes(eth / ip)
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_same_key_other_tags_keep_their_tags(make: Callable[..., Proxy], topology: str) -> None:
+    """The tags come back from the cache entry with the stack: two packets with one key and one
+    stack but other PCPs are two runs, and each leaves with its own tag, in arrival order."""
+    px = make(topology=topology)
+    frames, wants, bare = tagged_frames([1, 5, 5])
+    for f in frames:
+        assert px.rx(f).retval != bpf.XDP_DROP
+    assert [r.count for r in px.runs()] == [1, 2]
+    for want in wants:
+        if topology == "attached":
+            want = with_macs(want, SFS[2].next_hop_mac, SFS[2].net_out_mac)
+        assert_frame(px.tx(bare).data, want)
+    assert px.runs() == []
 
 
 def test_max_per_key_bounds_one_key(make: Callable[..., Proxy]) -> None:
@@ -638,7 +854,7 @@ def test_a_lost_packets_retry_gets_through_after_max_dwell(make: Callable[..., P
     assert_frame(px.tx(bare).data, _tx_want(bare, stack, topology))
     c = px.counters()
     assert (c["expired"], c["rx_key_full"], c["cache_inserts"], c["cache_takes"]) == (1, 1, 2, 1)
-    assert cache.in_flight_of(c) == px.packets() == 0
+    assert counters.in_flight_of(c) == px.packets() == 0
     dwell = c["tx_dwell_ns"]
     assert 0 < dwell < SECOND  # measured on the skewed clock on both sides
 
@@ -658,7 +874,7 @@ def test_stale_runs_go_before_younger_ones_are_evicted(make: Callable[..., Proxy
     for n in range(100, 100 + cache.WAYS):
         _, bare, stack = frame_for(n, 1)
         assert_frame(px.tx(bare).data, _tx_want(bare, stack, "inline"))
-    assert cache.in_flight_of(px.counters()) == px.packets() == 0
+    assert counters.in_flight_of(px.counters()) == px.packets() == 0
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])
@@ -666,7 +882,7 @@ def test_a_full_cache_evicts_exactly_one_run_per_insert(make: Callable[..., Prox
     """64 entries (8 sets), 200 distinct packets: each insert into a full set evicts one run
     (the LRU map evicted in batches), counted; an evicted packet misses at TX and leaves
     unlabelled, never with another packet's stack; every survivor gets its own."""
-    px = make(topology=topology, cache_entries=64)
+    px = make(topology=topology, cache_entries=64, max_dwell_ms=3_600_000)  # evictions, not ageing
     n = 200
     for i in range(n):
         before = px.counters().get("evictions", 0)
@@ -688,19 +904,22 @@ def test_a_full_cache_evicts_exactly_one_run_per_insert(make: Callable[..., Prox
             assert_frame(t.data, _tx_want(bare, stack, topology))
             hits += 1
         else:
-            want = with_macs(bare, SFS[0].next_hop_mac, SFS[0].net_out_mac) if topology == "attached" else bare
-            assert_frame(t.data, want)  # the miss: unlabelled (on_miss = pass)
+            assert_frame(t.data, bare)  # the miss: unlabelled (on_miss = pass), routed by the kernel
     c = px.counters()
     assert hits == len(survivors) == c["tx_pushed"] and c["tx_miss_pass"] == n - hits
-    assert cache.in_flight_of(c) == px.packets() == 0
+    assert counters.in_flight_of(c) == px.packets() == 0
 
 
 # ---- meta keys -----------------------------------------------------------------------------
 
 
-def test_meta_mode_inline(make: Callable[..., Proxy], one_cpu: int) -> None:
-    """RX hands the artificial key over in data_meta; TC finds the stack by skb->mark."""
-    px = make(key_mode="meta")
+@pytest.mark.parametrize("mask", [DEFAULT_META_MARK_MASK, 0x00FFFF00, 0xFFFFFFFF], ids=hex)
+def test_meta_mode_inline(make: Callable[..., Proxy], one_cpu: int, mask: int) -> None:
+    """RX hands the artificial key over in data_meta, within meta_mark_mask; TC finds the stack
+    by those bits of skb->mark alone: the SF's own bits around them do not matter."""
+    px = make(key_mode="meta", meta_mark_mask=mask)
+    shift, seq_bits = meta_layout(px.cfg.proxy_config())
+    assert (shift, seq_bits) == ((mask & -mask).bit_length() - 1, mask.bit_count() - bpf.NCPUS.bit_length())
     seq = None
     for case in POPPED[:4]:
         assert case.popped is not None and case.pushed is not None and case.sf is not None
@@ -710,15 +929,16 @@ def test_meta_mode_inline(make: Callable[..., Proxy], one_cpu: int) -> None:
         assert len(r.data) == 4 + len(case.popped)  # test-run output starts at data_meta
         assert_frame(r.data[4:], case.popped)
         mark = int.from_bytes(r.data[:4], sys.byteorder)
-        assert mark >> 24 == one_cpu + 1
+        assert mark & ~mask == 0 and mark >> shift >> seq_bits == one_cpu + 1
         if seq is not None:
-            assert mark & 0xFFFFFF == seq + 1, "sequence numbers must follow each other on one CPU"
-        seq = mark & 0xFFFFFF
+            assert (mark >> shift) & ((1 << seq_bits) - 1) == seq + 1, "sequence numbers follow each other on a CPU"
+        seq = (mark >> shift) & ((1 << seq_bits) - 1)
         assert_one_entry(px, meta_key(mark), case.stack, case.sf, before)
 
-        assert px.tc_tx(case.popped, mark=mark ^ 0x10).retval == bpf.TC_ACT_OK  # someone else's mark
+        assert px.tc_tx(case.popped, mark=mark ^ (1 << shift)).retval == bpf.TC_ACT_OK  # another key
         assert px.packets() == 1
-        t = px.tc_tx(case.popped, mark=mark)
+        theirs = ~mask & 0xC000C0DE  # bits an SF set for itself (kube-proxy's 0x4000, 0x8000, ...)
+        t = px.tc_tx(case.popped, mark=mark | theirs)
         assert t.retval == bpf.TC_ACT_OK
         assert_frame(t.data, case.pushed)
         assert px.entries() == {}
@@ -729,6 +949,35 @@ def test_meta_mode_inline(make: Callable[..., Proxy], one_cpu: int) -> None:
     for k in tx_kinds:
         want[k] = sum(1 for c in POPPED[:4] if c.tx_counter == k)
     assert_counters(px, want)
+
+
+def test_a_meta_key_that_comes_round_again_replaces_its_stale_run(make: Callable[..., Proxy], one_cpu: int) -> None:
+    """The SF dropped a packet; when its CPU's sequence comes round to that key again (after
+    2^meta_seq_bits packets: 2^14 with the default mask on 2 CPUs), the stale run goes
+    (expired) and the new packet gets its own stack, not the lost one's."""
+    px = make(key_mode="meta")
+    seq = px.obj.obj.map("axp_seq", "uint32_t", "uint32_t")
+    start = ffi.new("uint32_t[]", bpf.NCPUS)
+    for cpu in range(bpf.NCPUS):
+        start[cpu] = 41
+    seq.update(0, start)
+    lost, _, _ = frame_for(1, 0)
+    r = px.rx(lost)  # ... and the SF drops it
+    mark = int.from_bytes(r.data[:4], sys.byteorder)
+    _, seq_bits = meta_layout(px.cfg.proxy_config())
+    for cpu in range(bpf.NCPUS):
+        start[cpu] = 41 + (1 << seq_bits)  # a full round later
+    seq.update(0, start)
+    frame, bare, stack = frame_for(2, 1)
+    r = px.rx(frame)
+    assert int.from_bytes(r.data[:4], sys.byteorder) == mark
+    [run] = px.runs()
+    assert run.count == 1
+    t = px.tc_tx(bare, mark=mark)
+    assert_frame(t.data, labelled(bare, tx_stack(stack)))
+    c = px.counters()
+    assert (c["expired"], c["cache_inserts"], c["cache_takes"], c["tx_pushed"]) == (1, 2, 1, 1)
+    assert counters.in_flight_of(c) == px.packets() == 0
 
 
 def test_meta_mode_has_no_key_at_xdp_tx(make: Callable[..., Proxy]) -> None:
@@ -768,6 +1017,29 @@ def test_static_pushes_the_configured_stack(make: Callable[..., Proxy], case: Ca
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_static_pushes_onto_any_ip_it_popped(make: Callable[..., Proxy], topology: str) -> None:
+    """The static proxy keys nothing: a packet whose TCP header is cut short, which its RX pops
+    (it only checks that IP follows the stack), is pushed at TX too, not dropped as malformed."""
+    px = make(static=True, topology=topology)
+    ip = bytes(IP(src="10.9.0.1", dst="10.9.0.2") / TCP(sport=7, dport=8))[:30]
+    eth = bytes(Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b"))[:12] + b"\x08\x00"
+    r = px.rx(labelled(eth + ip, stack_of(2)))
+    t = px.tx(r.data)
+    assert t.retval == (bpf.XDP_REDIRECT if topology == "attached" else bpf.TC_ACT_OK)
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_pushed": 1})
+
+
+def test_ext_limit_is_counted_only_for_a_popped_packet(make: Callable[..., Proxy]) -> None:
+    """rx_key_ext_limit is a companion of rx_popped: a twin refused as rx_key_full is not counted."""
+    px = make(max_per_key=1)
+    frame = BY_NAME["ext6_limit"].frame
+    px.rx(frame)
+    px.rx(frame)
+    assert_counters(px, {"rx_packets": 2, "rx_popped": 1, "rx_key_full": 1, "rx_key_ext_limit": 1,
+                         "cache_inserts": 1})
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
 def test_static_empty_stack_sends_plain_ip(make: Callable[..., Proxy], topology: str) -> None:
     px = make(static=True, topology=topology)
     px.tx_sf.update(TX_IFINDEX, 1)  # SF 1 has no static stack
@@ -781,6 +1053,23 @@ def test_static_empty_stack_sends_plain_ip(make: Callable[..., Proxy], topology:
         assert t.retval == bpf.TC_ACT_OK
         assert_frame(t.data, case.popped)
     assert_counters(px, {"tx_packets": 1, "tx_plain": 1})
+
+
+@pytest.mark.parametrize("topology", ["inline", "attached"])
+def test_static_leaves_on_vlan_out(make: Callable[..., Proxy], topology: str) -> None:
+    """The static proxy keeps no entry, so no arriving tags: its frames leave with the one tag of
+    the TX interface's SF's vlan_out (PCP 0), here behind no configured stack."""
+    px = make(static=True, topology=topology)
+    px.tx_sf.update(TX_IFINDEX, 3)  # SF 3: vlan_out 30
+    case = BY_NAME["vlan_out"]
+    r = px.rx(case.frame)
+    assert r.retval == (bpf.XDP_REDIRECT if topology == "attached" else bpf.XDP_PASS)
+    t = px.tx(r.data)
+    want = r.data[:12] + bytes.fromhex("8100001e") + r.data[12:]
+    if topology == "attached":
+        want = with_macs(want, SFS[3].next_hop_mac, SFS[3].net_out_mac)
+    assert_frame(t.data, want)
+    assert_counters(px, {"rx_packets": 1, "rx_popped": 1, "tx_packets": 1, "tx_plain": 1})
 
 
 @pytest.mark.parametrize("on_miss", ["pass", "drop"])
@@ -832,39 +1121,57 @@ def test_bpf_key_equals_oracle_on_random_frames(make: Callable[..., Proxy]) -> N
 
     px = make()
     rng = random.Random(0xB9F)
-    ours = sorted(SF_LABELS)  # the served top labels
+    ours = sorted({label for _, label in SF_KEYS})  # the served top labels, on some VLAN
     kinds: dict[KeyKind, int] = {}
+    verdicts: dict[str, int] = {}
     ext_limit = 0
+
+    def count(name: str) -> int:  # one counter over the rows: cheaper than all of them, per frame
+        slot = counters.slot_of(name)
+        return sum(sum(px.counter_map.lookup(row * counters.SLOTS + slot) or []) for row in px.rows)
 
     def check(frame: bytearray) -> None:
         nonlocal ext_limit
-        px.reset()
         want = parse_mpls_frame(bytes(frame))
-        top = int.from_bytes(frame[14:18], "big") >> 12 if frame[12:14] == b"\x88\x47" else None
+        verdict, counter, _ = expected_rx(bytes(frame))
+        verdicts[counter] = verdicts.get(counter, 0) + 1
+        before, limit_before = count(counter), count("rx_key_ext_limit")
         r = px.rx(bytes(frame))
-        if top in ours and want.key is not None:
+        assert count(counter) == before + 1, (frame.hex(), counter, px.counters())
+        if verdict == Verdict.POP:
+            assert want.key is not None
             assert r.retval == bpf.XDP_PASS, frame.hex()
             assert list(px.entries()) == [want.key], (frame.hex(), format_key(want.key))
             key = Key.from_bytes(want.key)
             limit = int(bool(key.flags & KeyFlag.EXT_LIMIT))
-            assert px.counters().get("rx_key_ext_limit", 0) == limit, frame.hex()
+            assert count("rx_key_ext_limit") == limit_before + limit, frame.hex()
             assert px.tc_tx(r.data).retval == bpf.TC_ACT_OK
             assert px.entries() == {}, ("TC did not find the entry", frame.hex(), format_key(want.key))
             kinds[key.kind] = kinds.get(key.kind, 0) + 1
             ext_limit += limit
         else:
             assert px.entries() == {}, frame.hex()
-            assert r.retval == (bpf.XDP_DROP if top in ours else bpf.XDP_PASS), frame.hex()
+            assert r.retval == (bpf.XDP_DROP if verdict == Verdict.DROP else bpf.XDP_PASS), frame.hex()
 
     for _ in range(3000):
         frame = bytearray(random_frame(rng))
         if len(frame) < ETH_HLEN + 4:
             continue  # test runs refuse frames shorter than Ethernet
-        if frame[12:14] == b"\x88\x47" and rng.random() < 0.7:  # mostly our top label
-            frame[14:17] = ((rng.choice(ours) << 4) | (frame[16] & 0x0F)).to_bytes(3, "big")
+        head = parse_mpls_frame(bytes(frame))
+        top = head.top_off
+        if top and rng.random() < 0.7:  # mostly our top label, on a VLAN some SF is served on
+            frame[top : top + 3] = ((rng.choice(ours) << 4) | (frame[top + 2] & 0x0F)).to_bytes(3, "big")
+            if rng.random() < 0.05:
+                frame[top + 3] = rng.choice([0, 1])  # a TTL that ends here
+            if head.tags:
+                at = 12 + 4 * len(head.tags) - 2  # the TCI nearest the stack
+                vid = rng.choice([vid for vid, _ in SF_KEYS])
+                frame[at : at + 2] = ((frame[at] & 0xF0) << 8 | vid).to_bytes(2, "big")
         check(frame)
     for _ in range(1000):
         ip = bytes(IP(proto=17, id=rng.getrandbits(16))) if rng.random() < 0.5 else bytes(IPv6(nh=17))
         check(bytearray(labelled(bytes(Ether() / Raw(ip + _random_tunnel(rng))), stack_of(2))))
     # the generators reached the interesting paths often enough
     assert sum(kinds.values()) >= 1000 and ext_limit >= 3 and kinds[KeyKind.TUNNEL] >= 300, kinds
+    assert all(verdicts.get(c, 0) >= 10 for c in ("rx_vlan_other", "rx_reserved_label", "rx_other_label",
+                                                   "rx_ttl_expired")), verdicts

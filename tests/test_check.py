@@ -169,6 +169,9 @@ FAILURES: dict[str, tuple[Callable[[Testbed], contextlib.AbstractContextManager]
                ("2 TX queues", "1 RX queue", "ENOSPC", "ethtool -L src_out tx 1")),
     "frame_size": (lambda tb: _mtu(tb, "p_in", 1800), {"backend": "afxdp", "frame_size": 2048},
                    "proxy.frame_size: 2048 bytes", ("MTU 1800", "2134", "frame_size = 4096")),
+    # an SF on a VLAN: two tags' room more (1710 + 14 + 8 + 64 + 256 = 2052 > 2048; untagged, 2044, fits)
+    "frame_size_vlan": (lambda tb: _mtu(tb, "p_in", 1710), {"backend": "afxdp", "frame_size": 2048, "vlan_in": 10},
+                        "proxy.frame_size: 2048 bytes", ("MTU 1710", "+ 22 +", "2052")),
 }
 
 
@@ -184,6 +187,23 @@ def test_each_failure_gives_its_line_and_run_refuses_alike(tb: Testbed, tmp_path
     # put back, the testbed passes again
     r = _cli(tb, "check", config=tb.proxy_config(backend=overrides.get("backend", "kernel")), tmp_path=tmp_path)
     assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.root
+def test_the_reverse_direction_is_checked_in_its_roles(tb: Testbed, tmp_path: Path) -> None:
+    """[sf.reverse] on this testbed, which classifies one direction only: its net_out (p_in) and
+    to_sf (p_sf_rx) are redirect targets whose peers (the sender's src_out, the SF's sf_out) run
+    no XDP program, so frames sent there would vanish: check names both by their reverse fields;
+    its net_in (p_out) gets the XDP checks of a net_in."""
+    r = _cli(tb, "check", config=tb.proxy_config(reverse=True), tmp_path=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    errors = sorted(line for status, line in _findings(r) if status == ERROR)
+    assert len(errors) == 2, r.stdout
+    assert errors[0].startswith("sf[0].reverse.net_out: frames redirected to p_in vanish: its veth peer src_out")
+    assert errors[1].startswith("sf[0].reverse.to_sf: frames redirected to p_sf_rx vanish: its veth peer sf_out")
+    oks = [line for status, line in _findings(r) if status == OK]
+    assert any(line.startswith("sf[0].reverse.net_in: native XDP on p_out") for line in oks), r.stdout
+    assert any(line.startswith("sf[0].reverse.sf_mac: ") for line in oks), r.stdout
 
 
 @pytest.mark.root
@@ -244,6 +264,27 @@ def test_report_lines_and_exit_code() -> None:
     bad = Report([*ok.findings, f])
     assert bad.exit_code == 2 and bad.as_dict()["ok"] is False
     assert bad.text().splitlines()[2] == "error   " + f.line()
+
+
+@pytest.mark.parametrize(("features", "fixed", "vlan_in", "want"), [
+    ({"rx-vlan-hw-parse": False, "rx-vlan-stag-hw-parse": False}, set(), 0, OK),
+    ({"rx-vlan-hw-parse": True, "rx-vlan-stag-hw-parse": False}, set(), 10, FIXED),
+    ({"rx-vlan-hw-parse": True}, {"rx-vlan-hw-parse"}, 0, WARN),
+    ({"rx-vlan-hw-parse": False, "rx-vlan-stag-hw-parse": True}, {"rx-vlan-stag-hw-parse"}, 10, ERROR),
+], ids=["off", "run_turns_it_off", "fixed_no_vlans", "fixed_with_vlans"])
+def test_vlan_stripping_on_net_in(features: dict[str, bool], fixed: set[str], vlan_in: int, want: str) -> None:
+    """A NIC that strips VLAN tags on net_in: run turns it off; where the driver cannot, an error
+    when an SF names a VLAN, a warning otherwise, one line naming the interface."""
+    from afxdp_proxy.check import _If, check_vlan_stripping
+    from afxdp_proxy.config import parse_config
+
+    sf = {"label": 1000, "net_in": "eth1", "net_out": "eth2", **({"vlan_in": vlan_in} if vlan_in else {})}
+    cfg = parse_config({"proxy": {"topology": "inline"}, "sf": [sf]})
+    f = check_vlan_stripping(cfg, _If("eth1", "sf[0].net_in", {"net_in"}, features=features, fixed=fixed))
+    assert f.status == want and f.subject == "sf[0].net_in" and "\n" not in f.line()
+    if want in (WARN, ERROR):
+        assert f.line().startswith(f"sf[0].net_in: eth1 strips VLAN tags before XDP sees the frame and cannot stop "
+                                   f"({next(iter(fixed))} fixed on)")
 
 
 def test_check_help_lists_every_check() -> None:

@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from afxdp_proxy.config import ConfigError, load_config, parse_config
+from afxdp_proxy.config import ConfigError, load_config, meta_mark_layout, parse_config
 
 GOOD = {
     "proxy": {"backend": "kernel", "key": "hash", "topology": "attached"},
     "sf": [{"name": "fw1", "label": 1000, "net_in": "p_in", "net_out": "p_out",
             "to_sf": "p_sf_tx", "from_sf": "p_sf_rx", "sf_mac": "02:00:00:00:00:01"}],
 }
+
+
+def _meta(mask: object) -> dict:
+    return {"proxy": {"key": "meta", "topology": "inline", "meta_mark_mask": mask},
+            "sf": [{"label": 1000, "net_in": "a", "net_out": "b"}]}
 
 
 def _with(proxy: dict | None = None, sf: dict | None = None, drop: str | None = None) -> dict:
@@ -43,6 +48,17 @@ def test_good_config_and_defaults() -> None:
         (_with(proxy={"cache_entries": 0}), "proxy.cache_entries"),
         (_with(proxy={"cache_entries": "many"}), "proxy.cache_entries"),
         (_with(proxy={"on_miss": "ignore"}), "proxy.on_miss"),
+        # last: attached (inline the host's own traffic has no entry either), caching backends only
+        ({"proxy": {"topology": "inline", "on_miss": "last"}, "sf": [{"label": 1000, "net_in": "a", "net_out": "b"}]},
+         "proxy.on_miss"),
+        (_with(proxy={"backend": "static", "on_miss": "last"}, sf={"static_stack": [2000]}), "proxy.on_miss"),
+        # meta_mark_mask: meta keys only, one contiguous run of 16 bits or more
+        (_with(proxy={"meta_mark_mask": 0xFFFF0000}), "proxy.meta_mark_mask"),
+        (_meta(0x0000F000), "proxy.meta_mark_mask"),
+        (_meta(0xFF00FF00), "proxy.meta_mark_mask"),
+        (_meta(0), "proxy.meta_mark_mask"),
+        (_meta(1 << 32), "proxy.meta_mark_mask"),
+        (_meta("0xffff0000"), "proxy.meta_mark_mask"),
         (_with(proxy={"on_conflict": "drop"}), "proxy.on_conflict"),  # removed: the message says what replaced it
         (_with(proxy={"max_dwell_ms": 0}), "proxy.max_dwell_ms"),
         (_with(proxy={"max_dwell_ms": 3_600_001}), "proxy.max_dwell_ms"),
@@ -81,7 +97,37 @@ def test_good_config_and_defaults() -> None:
         (_with(proxy={"backend": "afxdp", "batch_size": 0}), "proxy.batch_size"),
         (_with(proxy={"backend": "afxdp", "ring_size": 64, "batch_size": 65}), "proxy.batch_size"),
         (_with(proxy={"queues": 2}), "proxy.queues"),  # kernel backend
+        (_with(proxy={"bind_mode": "copy"}), "proxy.bind_mode"),  # kernel backend
+        (_with(proxy={"backend": "afxdp", "bind_mode": "zero-copy"}), "proxy.bind_mode"),
+        # what real SR-MPLS links carry: VLANs, TTL
+        (_with(proxy={"ttl_model": "short-pipe"}), "proxy.ttl_model"),
+        (_with(proxy={"on_ttl_expired": "reply"}), "proxy.on_ttl_expired"),
+        ({"proxy": {"backend": "static", "ttl_model": "pipe"},
+          "sf": [{**GOOD["sf"][0], "static_stack": [2000]}]}, "proxy.ttl_model"),
+        (_with(sf={"vlan_in": 0}), "sf[0].vlan_in"),
+        (_with(sf={"vlan_in": 4095}), "sf[0].vlan_in"),
+        (_with(sf={"vlan_in": "10"}), "sf[0].vlan_in"),
+        (_with(sf={"vlan_out": 5000}), "sf[0].vlan_out"),
+        (_with(sf={"vlan_out": True}), "sf[0].vlan_out"),
+        ({"proxy": {}, "sf": [{**GOOD["sf"][0], "vlan_in": 10},
+                              {**GOOD["sf"][0], "vlan_in": 10, "name": "x", "from_sf": "y"}]}, "sf[1].label"),
         (_with(proxy={"backend": "static", "batch_size": 32}, sf={"static_stack": [2000]}), "proxy.batch_size"),
+        # the reverse direction: a table of its own, its own label, errors name its fields
+        (_with(sf={"reverse": 1001}), "sf[0].reverse"),
+        (_with(sf={"reverse": {}}), "sf[0].reverse.label"),
+        (_with(sf={"reverse": {"label": 1000}}), "sf[0].reverse.label"),  # the forward direction's
+        (_with(sf={"reverse": {"label": 1001, "colour": 1}}), "sf[0].reverse.colour"),
+        (_with(sf={"reverse": {"label": 1001, "reverse": {}}}), "sf[0].reverse.reverse"),
+        (_with(sf={"reverse": {"label": 1001, "name": "fw1"}}), "sf[0].reverse.name"),
+        (_with(sf={"reverse": {"label": 1001, "sf_mac": "02:00"}}), "sf[0].reverse.sf_mac"),
+        (_with(sf={"reverse": {"label": 1001, "from_sf": "p_sf_rx"}}), "sf[0].reverse.from_sf"),  # returns sf[0]
+        (_with(proxy={"backend": "static"}, sf={"static_stack": [2000], "reverse": {"label": 1001}}),
+         "sf[0].reverse.static_stack"),
+        ({"proxy": {"topology": "inline"}, "sf": [{"label": 1000, "net_in": "a", "net_out": "b",
+                                                   "reverse": {"label": 1001, "to_sf": "c"}}]},
+         "sf[0].reverse.to_sf"),
+        ({"proxy": {}, "sf": [{**GOOD["sf"][0], "name": f"s{i}", "label": 1000 + 2 * i, "from_sf": f"r{i}",
+                               "to_sf": f"t{i}", "reverse": {"label": 1001 + 2 * i}} for i in range(33)]}, "sf"),
     ],
 )
 def test_bad_field_is_named(data: dict, field: str) -> None:
@@ -90,6 +136,40 @@ def test_bad_field_is_named(data: dict, field: str) -> None:
     msg = str(e.value)
     assert msg.startswith(f"{field}:"), msg
     assert "\n" not in msg
+
+
+def test_vlans_and_ttl() -> None:
+    cfg = parse_config(GOOD)
+    assert (cfg.ttl_model, cfg.on_ttl_expired) == ("uniform", "drop")
+    assert (cfg.sfs[0].vlan_in, cfg.sfs[0].vlan_out) == (0, 0)  # untagged in, out as it came
+    # one label on two VLANs (and untagged): three SFs
+    sfs = [{**GOOD["sf"][0], "name": f"fw{i}", "from_sf": f"r{i}", **vlan}
+           for i, vlan in enumerate([{}, {"vlan_in": 10}, {"vlan_in": 4094, "vlan_out": 1}])]
+    cfg = parse_config({"proxy": {"ttl_model": "pipe", "on_ttl_expired": "pass"}, "sf": sfs})
+    assert (cfg.ttl_model, cfg.on_ttl_expired) == ("pipe", "pass")
+    assert [(sf.vlan_in, sf.vlan_out, sf.label) for sf in cfg.sfs] == [(0, 0, 1000), (10, 0, 1000), (4094, 1, 1000)]
+    static = parse_config({"proxy": {"backend": "static", "on_ttl_expired": "pass"},
+                           "sf": [{**GOOD["sf"][0], "static_stack": [2000], "vlan_out": 7}]})
+    assert static.on_ttl_expired == "pass" and static.sfs[0].vlan_out == 7
+def test_reverse_direction_is_an_sf_with_the_interfaces_swapped() -> None:
+    cfg = parse_config(_with(sf={"reverse": {"label": 1001}}))
+    fwd, rev = cfg.sfs
+    assert (fwd.name, fwd.where, rev.name, rev.where) == ("fw1", "sf[0]", "fw1.reverse", "sf[0].reverse")
+    assert (rev.label, rev.net_in, rev.net_out, rev.to_sf, rev.from_sf) == (1001, "p_out", "p_in", "p_sf_rx", "p_sf_tx")
+    assert rev.sf_mac is None and rev.next_hop_mac is None  # the other side's MACs: learned, not inherited
+    assert rev.field("from_sf") == "sf[0].reverse.from_sf"
+    # each interface can be set apart, and the name too
+    cfg = parse_config(_with(sf={"reverse": {"label": 1001, "name": "fw1-back", "net_out": "p_back",
+                                             "sf_mac": "02:00:00:00:00:02"}}))
+    rev = cfg.sfs[1]
+    assert (rev.name, rev.net_in, rev.net_out, rev.sf_mac) == ("fw1-back", "p_out", "p_back", "02:00:00:00:00:02")
+    # inline: only net_in and net_out; static: its own stack; more SFs keep their order
+    cfg = parse_config({"proxy": {"backend": "static", "topology": "inline"},
+                        "sf": [{"label": 1000, "net_in": "a", "net_out": "b", "static_stack": [2000],
+                                "reverse": {"label": 1001, "static_stack": []}},
+                               {"name": "x", "label": 1002, "net_in": "a", "net_out": "b", "static_stack": [7]}]})
+    assert [(s.name, s.net_in, s.net_out, s.to_sf, s.static_stack) for s in cfg.sfs] == [
+        ("sf0", "a", "b", None, (2000,)), ("sf0.reverse", "b", "a", None, ()), ("x", "a", "b", None, (7,))]
 
 
 def test_cache_knobs() -> None:
@@ -110,6 +190,16 @@ def test_static_and_inline_meta_are_valid() -> None:
     cfg = parse_config({"proxy": {"key": "meta", "topology": "inline"},
                         "sf": [{"label": 1000, "net_in": "a", "net_out": "b"}]})
     assert cfg.key == "meta"
+
+
+def test_on_miss_last_and_meta_mark_mask() -> None:
+    assert parse_config(_with(proxy={"on_miss": "last"})).on_miss == "last"
+    assert parse_config(_with(proxy={"backend": "afxdp", "on_miss": "last"})).on_miss == "last"
+    assert parse_config(_meta(0xFFFF0000)).meta_mark_mask == 0xFFFF0000 == parse_config(GOOD).meta_mark_mask
+    for mask in (0x00FFFF00, 0xFFFFFFFF, 0x0001FFFE):
+        assert parse_config(_meta(mask)).meta_mark_mask == mask
+    assert meta_mark_layout(0x00FFFF00, 2) == (8, 14)  # 2 bits number CPUs 1..2, 14 count packets
+    assert meta_mark_layout(0xFFFFFFFF, 64) == (0, 25)
 
 
 def test_afxdp_knobs_and_defaults() -> None:
@@ -157,5 +247,7 @@ def test_help_explains_counters() -> None:
     r = _cli("run", "--help")
     assert r.returncode == 0
     for word in ("rx_popped", "tx_miss", "--duration", "--config", "rx_key_full", "cache_inserts", "cache_takes",
-                 "evictions", "expired", "in_flight", "max_dwell_ms", "max_per_key"):
+                 "evictions", "expired", "in_flight", "max_dwell_ms", "max_per_key", "vlan_in", "vlan_out",
+                 "rx_vlan_other", "rx_reserved_label", "rx_ttl_expired", "on_ttl_expired", "ttl_model", "tx_host",
+                 "tx_miss_last", "rx_redirect_err", "on_miss", "meta_mark_mask", "[sf.reverse]", ".reverse"):
         assert word in r.stdout

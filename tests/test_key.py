@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 from afxdp_proxy._native import ffi, lib  # not importorskip: a missing build must fail
-from cases import BY_NAME, CASES, POPPED, Case
+from cases import BY_NAME, CASES, POPPED, Case, Verdict, expected_rx
 from scapy.contrib.geneve import GENEVE
 from scapy.contrib.gtp import GTP_U_Header
 from scapy.contrib.mpls import MPLS
@@ -39,6 +39,8 @@ from afxdp_proxy.key import (
     KEY_WORDS,
     MAX_EXT_HDRS,
     MAX_LABELS,
+    MAX_REMOVED,
+    MAX_VLANS,
     Key,
     KeyFlag,
     KeyKind,
@@ -55,12 +57,14 @@ from afxdp_proxy.key import (
 def c_parse(frame: bytes) -> ParsedFrame:
     """axp_parse_frame, reported like the oracle (labels: all MAX_LABELS slots C may write)."""
     labels = ffi.new("uint32_t[]", MAX_LABELS)
-    depth, l3_off = ffi.new("uint32_t *"), ffi.new("uint32_t *")
+    f = ffi.new("struct axp_frame *")
     key = ffi.new("struct axp_key *")
-    res = ParseResult(lib.axp_parse_frame(frame, len(frame), labels, depth, l3_off, key))
+    res = ParseResult(lib.axp_parse_frame(frame, len(frame), labels, f, key))
     words = list(struct.unpack(f"!{MAX_LABELS}I", bytes(ffi.buffer(labels))))
     raw = bytes(ffi.buffer(key))
-    return ParsedFrame(res, words, depth[0], l3_off[0], 0, raw if res == ParseResult.OK else None)
+    tags = [(0x88A8 if f.vlans.ad >> i & 1 else 0x8100, socket.ntohs(f.vlans.tci[i])) for i in range(f.vlans.n)]
+    return ParsedFrame(res, words, f.depth, f.l3_off, f.l3_proto, raw if res == ParseResult.OK else None,
+                       f.vid, f.top_off, f.removed, tags)
 
 
 def c_key_of_ip(ip: bytes) -> tuple[ParseResult, bytes | None]:
@@ -75,6 +79,9 @@ def assert_same(frame: bytes) -> ParsedFrame:
     what = f"frame {frame.hex()}"
     assert c.result == py.result, what
     assert (c.depth, c.l3_off) == (py.depth, py.l3_off), what
+    assert (c.vid, c.top_off, c.removed, c.tags) == (py.vid, py.top_off, py.removed, py.tags), what
+    if py.result == ParseResult.OK:
+        assert c.l3_proto == py.l3_proto, what
     # C writes labels[] as it reads them, also on failure: every entry it read must match
     assert c.labels[: len(py.labels)] == py.labels, what
     if py.result == ParseResult.OK:
@@ -92,6 +99,7 @@ def test_oracle_constants_match_the_c_headers() -> None:
     assert flags == {f.value: f.name for f in KeyFlag}
     assert (lib.AXP_MAX_LABELS, lib.AXP_KEY_WORDS, lib.AXP_MAX_EXT_HDRS, ffi.sizeof("struct axp_key")) == (
         MAX_LABELS, KEY_WORDS, MAX_EXT_HDRS, KEY_SIZE)  # fmt: skip
+    assert (lib.AXP_MAX_VLANS, lib.AXP_MAX_REMOVED) == (MAX_VLANS, MAX_REMOVED)
     assert KEY_SIZE == 64  # 8 x u64: hash maps and the extension's hash read whole words
     fields = (("flags", 3), ("ident", 4), ("saddr", 8), ("daddr", 24), ("sport", 40), ("dport", 42), ("w", 44))
     for name, off in fields:
@@ -111,10 +119,20 @@ def test_oracle_agrees_with_table(case: Case) -> None:
     if case.stack:
         assert tuple(got.labels) == case.stack
         assert got.depth == case.depth
-        assert got.l3_off == 14 + 4 * case.depth
+        assert got.l3_off == got.top_off + 4 * case.depth == 14 + 4 * (len(got.tags) + got.removed + case.depth)
         assert case.popped is not None
         # the key of the frame is the key of the bare packet the SF gets
         assert derive_key(case.popped[14:]) == (ParseResult.OK, got.key)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_table_rows_follow_the_decision_order(case: Case) -> None:
+    """Each row's verdict and counter are what the decisions of RX make of its frame (cases.expected_rx):
+    the table is consistent with itself, and the random tests can lean on expected_rx."""
+    verdict, counter, sf = expected_rx(case.frame, **case.settings)
+    assert (verdict, counter) == (case.rx, case.rx_counter)
+    if case.rx == Verdict.POP:
+        assert sf == case.sf
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -128,7 +146,7 @@ def test_c_key_of_ip_agrees(case: Case) -> None:
     ip = case.popped[14:]
     assert c_key_of_ip(ip) == derive_key(ip)
     # TX sees the packet the SF returned: same key as at RX
-    assert derive_key(case.pushed[14 + 4 * (case.depth - 1) :]) == derive_key(ip)
+    assert derive_key(case.pushed[len(case.pushed) - len(ip):]) == derive_key(ip)
 
 
 # ---- known answers (the oracle against the layout comment, not against C) -----------------
@@ -372,6 +390,24 @@ def _random_ip6(rng: random.Random, depth: int = 0) -> bytes:
     return bytes(hdr) + chain + _random_l4(rng, last, depth)
 
 
+def _random_above(rng: random.Random) -> list[int]:
+    """Reserved entries above a stack: explicit null, ELI + EL (removed), or others (decide)."""
+    out: list[int] = []
+    for _ in range(rng.choice([1, 1, 2, 3, MAX_REMOVED + 1])):
+        label = rng.choice([0, 2, 7, 7, 0, 1, 13, 14, 3, 15])
+        out.append(label << 12 | rng.getrandbits(12) & ~0x100)
+        if label == 7:  # its entropy label
+            out.append(rng.getrandbits(32) & ~0x100)
+    return out
+
+
+def _random_tags(rng: random.Random) -> bytes:
+    """VLAN tags: one, two, or one more than the parser reads, C- or S-tags, sometimes cut short."""
+    tags = b"".join(rng.choice([0x8100, 0x88A8]).to_bytes(2, "big") + rng.getrandbits(16).to_bytes(2, "big")
+                    for _ in range(rng.choice([1, 1, 2, 2, MAX_VLANS + 1])))
+    return tags[: rng.randrange(len(tags))] if rng.random() < 0.05 else tags
+
+
 def random_frame(rng: random.Random) -> bytes:
     depth = rng.choice([1, 1, 2, 3, 5, 8, 15, 16, 17, 18, 0])
     lses = [rng.getrandbits(32) & ~0x100 for _ in range(depth)]
@@ -379,9 +415,13 @@ def random_frame(rng: random.Random) -> bytes:
         lses[-1] |= 0x100
     if lses and rng.random() < 0.05:  # a stray bottom-of-stack bit early
         lses[rng.randrange(len(lses))] |= 0x100
+    if rng.random() < 0.15:
+        lses = _random_above(rng) + lses
+        depth = len(lses)
     ethertype = rng.choice([0x8847] * 12 + [0x0800, 0x86DD, 0x8848, rng.getrandbits(16)])
+    tags = _random_tags(rng) if rng.random() < 0.2 else b""
     l3 = rng.choice([_random_ip4, _random_ip4, _random_ip6, lambda r: r.randbytes(r.randrange(30))])(rng)
-    frame = rng.randbytes(12) + ethertype.to_bytes(2, "big") + struct.pack(f"!{depth}I", *lses) + l3
+    frame = rng.randbytes(12) + tags + ethertype.to_bytes(2, "big") + struct.pack(f"!{depth}I", *lses) + l3
     if rng.random() < 0.25:
         frame = frame[: rng.randrange(len(frame) + 1)]
     if rng.random() < 0.1:  # a flipped bit anywhere
@@ -396,9 +436,11 @@ def test_random_frames_agree() -> None:
     results: Counter[ParseResult] = Counter()
     kinds: Counter[int] = Counter()
     flags: Counter[KeyFlag] = Counter()
+    heads: Counter[str] = Counter()
     for _ in range(6000):
         got = assert_same(random_frame(rng))
         results[got.result] += 1
+        heads.update(["tags"] * bool(got.tags) + ["qinq"] * (len(got.tags) == 2) + ["removed"] * bool(got.removed))
         if got.key is not None:
             kinds[got.key[0]] += 1
             flags.update(f for f in KeyFlag if got.key[3] & f)
@@ -406,6 +448,7 @@ def test_random_frames_agree() -> None:
     assert set(results) == set(ParseResult), results
     assert set(kinds) == set(KeyKind) - {KeyKind.NONE, KeyKind.META}, kinds
     assert set(flags) == set(KeyFlag), flags
+    assert heads["tags"] >= 500 and heads["qinq"] >= 100 and heads["removed"] >= 200, heads
 
 
 def test_random_ip_packets_agree() -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from afxdp_proxy._native import ffi, lib
-from cases import CASES, POPPED, SF_LABELS, Case, Verdict, sf_rewrite, stack_of
+from cases import BY_NAME, CASES, HOST_TX, POPPED, Case, Verdict, nat, sf_rewrite, stack_of
 from test_bpf_proxy import (
     BAD_TX,
     SFS,
@@ -26,37 +26,41 @@ from test_bpf_proxy import (
     assert_frame,
     entry_labels,
     frame_for,
+    host_addresses,
     labelled,
     rx_expect,
+    tagged_frames,
     tx_expect,
     with_macs,
 )
 
-from afxdp_proxy import bpf, cache, config
+from afxdp_proxy import bpf, cache, config, counters
 from afxdp_proxy.backends.afxdp import (
     HEADROOM,
     NSLOTS,
     VERDICT_DROP,
     VERDICT_PASS,
     VERDICT_TX,
+    XDP_SLOTS,
     Engine,
-    counter_names,
+    snapshot_of,
+    xdp_row,
 )
-from afxdp_proxy.backends.kernel import config_struct
-from afxdp_proxy.cache import in_flight_of
+from afxdp_proxy.backends.kernel import config_struct, label_keys
 from afxdp_proxy.config import ProxyConfig
+from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.key import MAX_LABELS, derive_key, parse_mpls_frame
-from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
-from afxdp_proxy.mpls import Lse
+from afxdp_proxy.lab.frames import ether, ipv4_tcp, mpls_frame
+from afxdp_proxy.mpls import Lse, tx_stack
 
 XDP_OF = {VERDICT_DROP: bpf.XDP_DROP, VERDICT_PASS: bpf.XDP_PASS, VERDICT_TX: bpf.XDP_REDIRECT}
-BASE = set(bpf.counter_names())
+BASE = set(counters.names())
 
 
 def make_engine(on_miss: str = "pass", cache_entries: int = 1024, threads: int = 1, max_dwell_ms: int = 1000,
-                max_per_key: int = 64) -> Engine:
+                max_per_key: int = 64, ttl_model: str = "uniform", on_ttl_expired: str = "drop") -> Engine:
     cfg = ProxyConfig(backend="afxdp", on_miss=on_miss, cache_entries=cache_entries, max_dwell_ms=max_dwell_ms,
-                      max_per_key=max_per_key)
+                      max_per_key=max_per_key, ttl_model=ttl_model, on_ttl_expired=on_ttl_expired)
     e = Engine(config_struct(cfg), threads)
     for idx, sf in SFS.items():
         e.add_sf(idx, sf.struct())
@@ -118,7 +122,7 @@ def tx_of(e: Engine, frame: bytes, sf: int = 0) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_table(make: Callable[..., Engine], case: Case) -> None:
-    e = make()
+    e = make(**case.settings)
     before = time.monotonic_ns()
     r = e.rx(case.frame)
     want_verdict, want_frame = rx_expect(case, "attached")
@@ -154,16 +158,62 @@ def test_table(make: Callable[..., Engine], case: Case) -> None:
     assert (c["cache_inserts"], c["cache_takes"], c["evictions"]) == (1, 1, 0)
 
 
+def test_ext_limit_is_counted_only_for_a_popped_packet() -> None:
+    """As in the BPF tests: a twin refused as rx_key_full is not counted in rx_key_ext_limit."""
+    e = make_engine(max_per_key=1)
+    try:
+        frame = BY_NAME["ext6_limit"].frame
+        e.rx(frame)
+        e.rx(frame)
+        assert_counters(e, {"rx_packets": 2, "rx_popped": 1, "rx_key_full": 1, "rx_key_ext_limit": 1,
+                            "cache_inserts": 1})
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("case", POPPED, ids=lambda c: c.name)
+def test_table_pipe_ttl(make: Callable[..., Engine], case: Case) -> None:
+    """ttl_model = "pipe" (RFC 3443 §3.3): every entry TX pushes keeps the TTL it arrived with."""
+    e = make(ttl_model="pipe")
+    r = e.rx(case.frame)
+    assert case.pushed_pipe is not None and case.sf is not None
+    verdict, data = tx_of(e, r.data, case.sf)
+    assert verdict == bpf.XDP_REDIRECT
+    assert_frame(data, with_macs(case.pushed_pipe, SFS[case.sf].next_hop_mac, SFS[case.sf].net_out_mac))
+    assert entries(e) == {}
+
+
+def test_counts_land_in_the_row_of_their_sf(make: Callable[..., Engine]) -> None:
+    """As in the BPF tests: the second SF's packet counts in its row, a frame of no SF in the last."""
+    e = make()
+    case = BY_NAME["tcp4_sf1"]
+    r = e.rx(case.frame, now_ns=1_000_000)
+    assert r.verdict == VERDICT_TX
+    t = e.tx(r.data, sf=1, now_ns=1_000_000 + 5_000)
+    assert t.verdict == VERDICT_TX
+    e.rx(BY_NAME["ipv4_plain"].frame)
+    snap = e.snapshot()
+    nonzero = {r: {k: v for k, v in snap.row(r).items() if v} for r in snap.rows}
+    assert nonzero == {
+        1: {"rx_packets": 1, "rx_popped": 1, "cache_inserts": 1, "tx_packets": 1, "tx_pushed": 1, "cache_takes": 1,
+            "tx_dwell_ns": 5_000},
+        counters.NONE_ROW: {"rx_packets": 1, "rx_not_mpls": 1},
+    }
+    hist = snap.dwell_hist(1)
+    assert sum(hist) == 1 and hist[counters.dwell_bucket(5_000)] == 1 == hist[3]  # [4096, 8192) ns
+
+
 def test_each_packet_gets_its_own_stack_back(make: Callable[..., Engine]) -> None:
     e = make()
-    stacks = [stack_of(2), stack_of(5), [Lse(100, 7, False, 1), Lse(42, 0, False, 2), Lse(43, 4, True, 3)]]
+    stacks = [stack_of(2), stack_of(5), [Lse(100, 7, False, 9), Lse(42, 0, False, 2), Lse(43, 4, True, 3)]]
     ips = [ipv4_tcp("10.9.0.1", "10.9.0.2", 1, 7, 8, n, 0) for n in range(3)]
     popped = [e.rx(mpls_frame(s, ip)).data for s, ip in zip(stacks, ips, strict=True)]
     assert e.in_flight() == 3
     for i in (2, 0, 1):
         verdict, data = tx_of(e, popped[i])
         assert verdict == bpf.XDP_REDIRECT
-        want = with_macs(labelled(mpls_frame([], ips[i]), stacks[i][1:]), SFS[0].next_hop_mac, SFS[0].net_out_mac)
+        want = with_macs(labelled(mpls_frame([], ips[i]), tx_stack(stacks[i])), SFS[0].next_hop_mac,
+                         SFS[0].net_out_mac)
         assert_frame(data, want)
     assert_counters(e, {"rx_packets": 3, "rx_popped": 3, "tx_packets": 3, "tx_pushed": 3, "cache_inserts": 3,
                         "cache_takes": 3})
@@ -177,7 +227,7 @@ def test_sf_rewrites_do_not_lose_the_entry(make: Callable[..., Engine]) -> None:
         assert case.popped is not None
         assert e.rx(case.frame).verdict == VERDICT_TX
         rewritten = sf_rewrite(case.popped)
-        want = with_macs(labelled(rewritten, [Lse.decode(w) for w in case.stack[1:]]),
+        want = with_macs(labelled(rewritten, tx_stack([Lse.decode(w) for w in case.stack])),
                          SFS[0].next_hop_mac, SFS[0].net_out_mac)
         assert_frame(tx_of(e, rewritten)[1], want)
     n = len(names)
@@ -190,11 +240,14 @@ def test_the_whole_table_as_one_batch(make: Callable[..., Engine]) -> None:
     """What the socket loop calls: axp_rx_batch / axp_tx_batch over many frames at once (parsed,
     hashed and prefetched in chunks before any touches the cache) agree with frame-by-frame.
     Rows whose key an earlier row holds (duplicate ACKs differing only in SACK blocks) are left
-    out: two packets with one key in flight are the cache's business, tested apart."""
+    out: two packets with one key in flight are the cache's business, tested apart; so are rows
+    that need settings of their own (case.config)."""
     e = make()
     held: set[bytes | None] = set()
     cases = []
     for case in CASES:
+        if case.config:
+            continue
         key = parse_mpls_frame(case.frame).key if case.rx == Verdict.POP else None
         if key is None or key not in held:
             cases.append(case)
@@ -264,6 +317,59 @@ def test_miss_from_an_unknown_sf_passes(make: Callable[..., Engine]) -> None:
     assert_counters(e, {"tx_packets": 1, "tx_miss_pass": 1})
 
 
+def test_on_miss_last_pushes_the_stack_last_sent_to_the_sf(make: Callable[..., Engine]) -> None:
+    """As in the BPF tests: a NATed packet gets the stack RX last sent to the SF it came back from
+    (tx_miss_last), nothing before the first one (then as on_miss = pass: on unlabelled)."""
+    e = make(on_miss="last")
+    out = (SFS[0].next_hop_mac, SFS[0].net_out_mac)
+    f1, bare1, s1 = frame_for(1, 0)
+    assert_frame(tx_of(e, nat(bare1))[1], with_macs(nat(bare1), *out))
+    e.rx(f1)
+    verdict, data = tx_of(e, nat(bare1))
+    assert verdict == bpf.XDP_REDIRECT
+    assert_frame(data, with_macs(labelled(nat(bare1), tx_stack(s1)), *out))
+    f2, bare2, s2 = frame_for(2, 2)
+    e.rx(f2)
+    e.rx(BY_NAME["tcp4_sf1"].frame)  # SF 1's stack: SF 0's last stays s2
+    assert_frame(tx_of(e, nat(bare2))[1], with_macs(labelled(nat(bare2), tx_stack(s2)), *out))
+    assert_frame(tx_of(e, bare2)[1], with_macs(labelled(bare2, tx_stack(s2)), *out))  # its own entry
+    ip = ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, 3, 0)
+    e.rx(mpls_frame(stack_of(1), ip))  # the SF's label alone: a miss leaves as plain IP
+    assert_frame(tx_of(e, nat(ether(ip)))[1], with_macs(nat(ether(ip)), *out))
+    assert_counters(e, {"rx_packets": 4, "rx_popped": 4, "cache_inserts": 4, "tx_packets": 5, "tx_miss_pass": 1,
+                        "tx_miss_last": 3, "tx_pushed": 1, "cache_takes": 1})
+
+
+def test_the_last_stack_is_never_torn() -> None:
+    """Two workers: one sends stacks of depth 3 and 9 to the SF by turns, the other takes NATed
+    misses meanwhile; every pushed stack is one of the two, whole (depth and labels agree)."""
+    e = make_engine(on_miss="last", threads=2)
+    stacks = [stack_of(3), stack_of(9)]
+    frames = [mpls_frame(s, ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, 5, 0)) for s in stacks]
+    bare = nat(ether(ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, 5, 0)))
+    want = {with_macs(labelled(bare, tx_stack(s)), SFS[0].next_hop_mac, SFS[0].net_out_mac) for s in stacks}
+    e.rx(frames[0])
+    stop = threading.Event()
+    cnt = ffi.new("uint64_t[]", NSLOTS)
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            buf = ffi.new("uint8_t[]", frames[i % 2])
+            lib.axp_rx_frame(e.ptr, cnt, buf, len(frames[i % 2]), 0, ffi.new("struct axp_pkt *"))
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        got = {tx_of(e, bare)[1] for _ in range(3000)}
+    finally:
+        stop.set()
+        t.join()
+        e.close()
+    assert got <= want and got
+
+
 @pytest.mark.parametrize("depth", [0, MAX_LABELS + 1])
 def test_tx_refuses_an_impossible_entry(make: Callable[..., Engine], depth: int) -> None:
     e = make()
@@ -313,7 +419,7 @@ OUT_MACS = (SFS[0].next_hop_mac, SFS[0].net_out_mac)
 
 
 def _tx_want(bare: bytes, stack: list[Lse]) -> bytes:
-    return with_macs(labelled(bare, stack[1:]), *OUT_MACS)
+    return with_macs(labelled(bare, tx_stack(stack)), *OUT_MACS)
 
 
 def test_same_key_and_stack_share_a_run(make: Callable[..., Engine]) -> None:
@@ -339,6 +445,18 @@ def test_same_key_other_stacks_leave_in_arrival_order(make: Callable[..., Engine
     assert_frame(tx_of(e, bare)[1], with_macs(bare, *OUT_MACS))  # nothing left: a miss, unlabelled
     assert_counters(e, {"rx_packets": 4, "rx_popped": 4, "cache_inserts": 4, "tx_packets": 5, "tx_pushed": 4,
                         "cache_takes": 4, "tx_miss_pass": 1})
+
+
+def test_same_key_other_tags_keep_their_tags(make: Callable[..., Engine]) -> None:
+    """As in the BPF tests: one key, one stack, other PCPs: two runs, each packet its own tag."""
+    e = make()
+    frames, wants, bare = tagged_frames([1, 5, 5])
+    for f in frames:
+        assert e.rx(f, now_ns=10 * MS).verdict == VERDICT_TX
+    assert sorted(r.count for s in e.sets() for r in s.ways if r) == [1, 2]
+    for want in wants:
+        assert_frame(tx_of(e, bare, sf=2)[1], with_macs(want, SFS[2].next_hop_mac, SFS[2].net_out_mac))
+    assert entries(e) == {}
 
 
 def test_max_per_key_bounds_one_key(make: Callable[..., Engine]) -> None:
@@ -420,7 +538,7 @@ def test_a_full_cache_evicts_exactly_one_run_per_insert() -> None:
     """Packets the SF dropped cannot fill the cache: an insert into a full set evicts exactly
     one run, the oldest, counted; an evicted packet misses at TX (unlabelled, never with
     another packet's stack); the newest packets still find theirs."""
-    e = make_engine(cache_entries=16)
+    e = make_engine(cache_entries=16, max_dwell_ms=3_600_000)  # evictions, not ageing
     try:
         cap = lib.axp_cache_capacity(e.cache)
         assert cap == 16
@@ -478,8 +596,7 @@ def test_workers_share_the_cache_safely() -> None:
         for t in threads:
             t.join()
         assert results == [0, 0]
-        names = counter_names()
-        total = {name: sum(int(c[i]) for c in cnts) for i, name in enumerate(names)}
+        total = snapshot_of(cnts).total()
         assert total["rx_popped"] == total["tx_pushed"] == 2 * n * rounds
         assert total["cache_inserts"] == total["cache_takes"] == 2 * n * rounds
         assert e.in_flight() == 0
@@ -491,13 +608,14 @@ def test_workers_share_the_cache_safely() -> None:
 
 
 def test_counter_names() -> None:
-    names = counter_names()
-    assert len(names) == len(set(names)) == lib.AXP_XCNT_MAX
-    assert names[: lib.AXP_CNT_MAX] == bpf.counter_names()
-    assert names[lib.AXP_XCNT_XDP_NO_SOCKET] == "xdp_no_socket"
+    names = counters.names(afxdp=True)
+    slots = counters.slot_names(afxdp=True)
+    assert len(names) == len(set(names)) == lib.AXP_XCNT_MAX - lib.AXP_DWELL_BUCKETS
+    assert names[: lib.AXP_CNT_TX_DWELL_HIST] == counters.names()
+    assert slots[lib.AXP_XCNT_XDP_NO_SOCKET] == "xdp_no_socket"
     assert {"evictions", "expired", "tx_ring_full", "tx_errors", "cache_inserts", "cache_takes"} <= set(names)
     # the cache counters are the kernel backend's, counted the same way
-    assert {"cache_inserts", "cache_takes", "evictions", "expired", "rx_key_full"} <= set(bpf.counter_names())
+    assert {"cache_inserts", "cache_takes", "evictions", "expired", "rx_key_full"} <= set(counters.names())
 
 
 def test_config_defaults_are_the_c_defaults() -> None:
@@ -510,72 +628,119 @@ def test_config_defaults_are_the_c_defaults() -> None:
 # ---- the XDP program in front of the sockets (root: BPF_PROG_TEST_RUN) ---------------------------
 
 
+XskProgs = Callable[..., tuple[int, bpf.Map]]
+
+
 @pytest.fixture(scope="module")
-def xsk_progs() -> Iterator[dict[str, tuple[int, bpf.Map]]]:
-    """build/xsk.bpf.o loaded twice, as for net_in (serving labels 100 and 200) and for from_sf."""
-    objs = {}
-    for role in ("net_in", "from_sf"):
-        obj = bpf.BpfObject(bpf.object_path("xsk"))
-        obj.set_max_entries("axp_xsks", 2)
-        obj.load()
-        labels = obj.map("axp_xsk_labels", "uint32_t", "uint32_t")
-        for label, sf in SF_LABELS.items():
-            labels.update(label, sf)
-        objs[role] = obj
-    yield {role: (obj.prog_fd(f"axp_xsk_{role}"), obj.map("axp_counters", "uint32_t", "uint64_t"))
-           for role, obj in objs.items()}
+def xsk_progs() -> Iterator[XskProgs]:
+    """xsk_progs(role, on_ttl_expired="drop") -> (prog fd, counters map): build/xsk.bpf.o loaded as
+    the AF_XDP backend loads it for net_in (serving the test SFs) or for from_sf (the proxy host's
+    addresses in its map), loaded on first use."""
+    objs: dict[tuple[str, str], bpf.BpfObject] = {}
+
+    def get(role: str, on_ttl_expired: str = "drop") -> tuple[int, bpf.Map]:
+        if (role, on_ttl_expired) not in objs:
+            obj = bpf.BpfObject(bpf.object_path("xsk"))
+            obj.set_max_entries("axp_xsks", 2)
+            obj.set_rodata(config_struct(ProxyConfig(backend="afxdp", on_ttl_expired=on_ttl_expired)))
+            obj.load()
+            objs[role, on_ttl_expired] = obj
+            labels = obj.map("axp_xsk_labels", "uint32_t", "uint32_t")
+            for idx, sf in SFS.items():
+                for key in label_keys(sf.vlan_in, sf.label):
+                    labels.update(key, idx)
+            host_addresses(obj.map("axp_host_addrs", "struct axp_host_addr", "uint8_t"))
+        obj = objs[role, on_ttl_expired]
+        return obj.prog_fd(f"axp_xsk_{role}"), obj.map("axp_counters", "uint32_t", "uint64_t")
+
+    yield get
     for obj in objs.values():
         obj.close()
 
 
 def _xdp_counts(m: bpf.Map) -> dict[str, int]:
-    names = counter_names()
-    out = {}
-    for slot in range(m.max_entries):
-        total = int(sum(m.lookup(slot) or []))
-        if total:
-            out[names[slot]] = total
-        m.update(slot, ffi.new("uint64_t[]", bpf.NCPUS))
+    """The XDP program's counters by name, summed over the rows the test SFs use; then zeroed."""
+    names = counters.slot_names(afxdp=True)
+    out: dict[str, int] = {}
+    zeros = ffi.new("uint64_t[]", bpf.NCPUS)
+    for row in counters.rows_of(len(SFS)):
+        for slot, total in enumerate(xdp_row(m, row)):
+            if total:
+                out[names[slot]] = out.get(names[slot], 0) + total
+                m.update(row * XDP_SLOTS + slot, zeros)
     return out
 
 
 @pytest.mark.root
 @pytest.mark.parametrize("case", [c for c in CASES if len(c.frame) >= 14], ids=lambda c: c.name)
-def test_xdp_program_passes_what_the_proxy_does_not_want(xsk_progs: dict[str, tuple[int, bpf.Map]],
-                                                          case: Case) -> None:
+def test_xdp_program_passes_what_the_proxy_does_not_want(xsk_progs: XskProgs, case: Case) -> None:
     """On net_in, what the table passes is passed and counted in BPF, as the kernel backend counts
-    it; everything else goes to the queue's socket (here none is bound: dropped and counted)."""
-    fd, counters = xsk_progs["net_in"]
-    _xdp_counts(counters)
+    it, in the same row; everything else goes to the queue's socket (here none is bound: dropped
+    and counted)."""
+    fd, counters_map = xsk_progs("net_in", **case.settings)
+    _xdp_counts(counters_map)
     r = bpf.test_run(fd, case.frame)
     if case.rx == Verdict.PASS:
         assert r.retval == bpf.XDP_PASS
-        assert _xdp_counts(counters) == {"rx_packets": 1, case.rx_counter: 1}
+        assert _xdp_counts(counters_map) == {"rx_packets": 1, case.rx_counter: 1}
     else:
         assert r.retval == bpf.XDP_DROP
-        assert _xdp_counts(counters) == {"xdp_no_socket": 1}
+        assert _xdp_counts(counters_map) == {"xdp_no_socket": 1}
     assert_frame(r.data, case.frame)
+
+
+@pytest.mark.root
+def test_xdp_program_counts_a_passed_ttl_in_the_row_of_its_sf(xsk_progs: XskProgs) -> None:
+    """The frames the XDP program passes for an SF (TTL <= 1, on_ttl_expired = pass) count in that
+    SF's row, as axp_xdp_rx counts them; the others in the row of no SF."""
+    fd, counters_map = xsk_progs("net_in", on_ttl_expired="pass")
+    _xdp_counts(counters_map)
+    for name in ("ttl0_top_pass", "ttl1_top_pass", "arp"):
+        assert bpf.test_run(fd, BY_NAME[name].frame).retval == bpf.XDP_PASS
+    names = counters.slot_names(afxdp=True)
+    rows = {row: {names[i]: v for i, v in enumerate(xdp_row(counters_map, row)) if v}
+            for row in counters.rows_of(len(SFS))}
+    assert {r: c for r, c in rows.items() if c} == {
+        0: {"rx_packets": 1, "rx_ttl_expired_pass": 1},
+        1: {"rx_packets": 1, "rx_ttl_expired_pass": 1},
+        counters.NONE_ROW: {"rx_packets": 1, "rx_not_mpls": 1},
+    }
+    _xdp_counts(counters_map)
 
 
 @pytest.mark.root
 @pytest.mark.parametrize(("name", "frame", "what"), [*BAD_TX, *SHORT_IP_TX, ("ok", TCP4_BARE, "ok")],
                          ids=[b[0] for b in [*BAD_TX, *SHORT_IP_TX]] + ["ok"])
-def test_xdp_program_on_from_sf(xsk_progs: dict[str, tuple[int, bpf.Map]], name: str, frame: bytes,
-                                what: str) -> None:
+def test_xdp_program_on_from_sf(xsk_progs: XskProgs, name: str, frame: bytes, what: str) -> None:
     """On from_sf, non-IP passes (tx_not_ip, as axp_xdp_tx counts it); IP goes to the socket."""
-    fd, counters = xsk_progs["from_sf"]
-    _xdp_counts(counters)
+    fd, counters_map = xsk_progs("from_sf")
+    _xdp_counts(counters_map)
     r = bpf.test_run(fd, frame)
     if what == "not_ip":
         assert r.retval == bpf.XDP_PASS
-        assert _xdp_counts(counters) == {"tx_packets": 1, "tx_not_ip": 1}
+        assert _xdp_counts(counters_map) == {"tx_packets": 1, "tx_not_ip": 1}
     else:
         assert r.retval == bpf.XDP_DROP
-        assert _xdp_counts(counters) == {"xdp_no_socket": 1}
+        assert _xdp_counts(counters_map) == {"xdp_no_socket": 1}
 
 
 @pytest.mark.root
-def test_xdp_counter_slots_match_the_extension(xsk_progs: dict[str, tuple[int, bpf.Map]]) -> None:
-    """xsk.bpf.c counts frames without a socket in the slot after enum axp_counter's."""
-    _, counters = xsk_progs["net_in"]
-    assert counters.max_entries == lib.AXP_XCNT_XDP_NO_SOCKET + 1
+@pytest.mark.parametrize(("name", "frame"), HOST_TX, ids=[h[0] for h in HOST_TX])
+def test_xdp_program_passes_what_the_sf_sends_the_host(xsk_progs: XskProgs, name: str, frame: bytes) -> None:
+    """On from_sf, what the SF sends the proxy host never reaches a socket (user space could not hand it
+    back to the kernel): neighbour discovery, multicast, link-local, the host's addresses pass."""
+    fd, counters_map = xsk_progs("from_sf")
+    _xdp_counts(counters_map)
+    r = bpf.test_run(fd, frame)
+    assert r.retval == bpf.XDP_PASS
+    assert_frame(r.data, frame)
+    assert _xdp_counts(counters_map) == {"tx_packets": 1, "tx_host": 1}
+
+
+@pytest.mark.root
+def test_xdp_counter_slots_match_the_extension(xsk_progs: XskProgs) -> None:
+    """xsk.bpf.c counts frames without a socket in the slot after enum axp_counter's, in rows
+    like the extension's."""
+    _, counters_map = xsk_progs("net_in")
+    assert XDP_SLOTS == lib.AXP_XCNT_XDP_NO_SOCKET + 1
+    assert counters_map.max_entries == counters.ROWS * XDP_SLOTS

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "wheels"
 SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "afxdp_proxy", "bpf", "native", "contrib")
-OBJECTS = {"proxy", "xsk", "probe", "testbed", "gen", "floor"}
+OBJECTS = {"proxy", "xsk", "redirect", "probe", "testbed", "gen", "floor"}
 
 
 def _source_digest() -> str:

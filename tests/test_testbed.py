@@ -5,6 +5,8 @@ decapsulator do what the end-to-end tests rely on."""
 from __future__ import annotations
 
 import argparse
+import json
+import socket
 import subprocess
 import sys
 
@@ -13,7 +15,7 @@ from pyroute2 import IPRoute
 
 from afxdp_proxy import bpf
 from afxdp_proxy.key import Key, KeyKind, derive_key
-from afxdp_proxy.lab import netns
+from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ETH_P_MPLS_UC, ether, ipv4_tcp, mpls_frame
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks, register_cli
 from afxdp_proxy.lab.traffic import RawCapture, UdpSink, send_raw_frames, send_rtp
@@ -90,6 +92,24 @@ def test_plain_traffic_flows_without_proxy(topology: str, uid: str) -> None:
             sf = tb.ns("sf")
             stats = sf.ipr.get_links(sf.ifindex("sf_in"))[0].get("IFLA_STATS64")
             assert stats["rx_packets"] > 10000
+
+
+def test_sf_nd_links_learn_their_neighbours(uid: str) -> None:
+    """sf_nd: the SF's links have link-local addresses and no permanent neighbours; plain IPv4
+    and IPv6 through the SF (no proxy) find them by ARP and neighbour discovery. The other links
+    keep their permanent entries. The state file remembers the option."""
+    with pytest.raises(ValueError, match="attached"):
+        Testbed("inline", sf_nd=True)
+    with Testbed("attached", prefix=f"tbt-{uid}", sf_nd=True) as tb:
+        neigh = {role: tb.run(role, ["ip", "neigh", "show"]).stdout for role in ("sf", "proxy")}
+        assert "PERMANENT" not in neigh["sf"]
+        assert "p_sf_tx" not in neigh["proxy"] and "p_sf_rx" not in neigh["proxy"]
+        assert "PERMANENT" in neigh["proxy"]  # p_in, p_out
+        assert "fe80::" in tb.run("sf", ["ip", "-6", "addr", "show", "dev", "sf_out"]).stdout
+        assert tb.ping().ok and tb.ping(tb.dst_ip6).ok
+        learned = tb.run("sf", ["ip", "neigh", "show"]).stdout
+        assert "fd00:0:0:4::fe" in learned and "10.0.4.254" in learned, learned
+        assert json.loads(tb.state_file.read_text())["sf_nd"] is True  # what Testbed.load reads
 
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
@@ -224,3 +244,87 @@ def test_state_survives_the_process_and_cli(uid: str, capsys: pytest.CaptureFixt
     finally:
         cli("down")
     _assert_gone(tb)
+
+
+# ---- both directions and real SFs --------------------------------------------------------
+
+
+def _cli_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    return parser
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_bidirectional_firewall_testbed(topology: str, uid: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`testbed up --sf firewall --bidirectional`: the receiver's replies are classified and
+    recorded at the sender by programs of their own, plain traffic passes the firewall both
+    ways, new flows only from the sender; labelled replies need a proxy."""
+    prefix = f"tbt-{uid}"
+    parser = _cli_parser()
+
+    def cli(*argv: str) -> str:
+        args = parser.parse_args(["testbed", *argv, "--prefix", prefix])
+        assert args.func(args) == 0
+        return capsys.readouterr().out
+
+    assert "SF firewall, both directions classified" in cli("up", "--topology", topology, "--sf", "firewall",
+                                                             "--bidirectional")
+    try:
+        tb = Testbed.load(prefix)
+        assert (tb.sf, tb.bidirectional, tb.reverse_label) == ("firewall", True, tb.sf_label + 1)
+        hooks = tb.status()["programs"]
+        assert hooks["dst/dst_cls/tc"] == tb.prog_ids["reverse.tb_tc_classify"]
+        assert hooks["dst/dst_out/tc"] == tb.prog_ids["reverse.tb_tc_return"]
+        assert hooks["dst/dst_out/xdp"] == tb.prog_ids["tb_xdp_decap"]
+        assert hooks["src/src_out/xdp"] == tb.prog_ids["reverse.tb_xdp_decap"]
+        if topology == "attached":
+            assert hooks["sf/sf_out/xdp"] == tb.prog_ids["reverse.tb_xdp_pass"]
+        config = cli("config")
+        assert f"[sf.reverse]\nlabel = {tb.reverse_label}\n" in config
+        # plain IP through the firewall both ways; a new flow only from the sender's side
+        assert tb.ping().ok and tb.ping(tb.dst_ip6).ok
+        assert traffic.tcp_echo(tb.ns_src, tb.ns_dst, tb.dst_ip).ok
+        assert traffic.tcp_echo(tb.ns_src, tb.ns_dst, tb.dst_ip6).ok
+        assert not traffic.tcp_echo(tb.ns_dst, tb.ns_src, tb.src_ip, timeout=0.5).connected
+        assert tb.sf_dropped() >= 1
+        # the replies, recorded where they arrive (at the sender), plain
+        tb.set_recording(True)
+        assert tb.ping(count=3).ok
+        back = tb.check_chain(family=4, reverse=True)
+        assert back.compared >= 3 and back.arrived == {()} and not back.wrong
+        assert tb.depth_histogram(reverse=True)[0] >= 3
+        # labelled replies die in the proxy namespace without a proxy (no MPLS routing)
+        tb.set_stacks(dynamic_stacks(tb.reverse_label), reverse=True)
+        assert tb.ping(count=2, timeout=0.3).received == 0
+        assert tb.counters(reverse=True)["tc_pushed"] >= 2 and tb.counters()["tc_pushed"] == 0
+    finally:
+        cli("down")
+    _assert_gone(tb)
+
+
+def test_a_stateful_firewall_stalls_tcp_when_replies_bypass_it(uid: str) -> None:
+    """The problem a proxy without the reverse direction leaves (attached, replies routed
+    around the SF): the connection opens, and then the firewall, which saw only the SYN,
+    drops the flow's next packets as invalid."""
+    with Testbed("attached", prefix=f"tbt-{uid}", ipv6=False, sf="firewall") as tb:
+        ex = traffic.tcp_echo(tb.ns_src, tb.ns_dst, tb.dst_ip)
+        assert ex.connected and not ex.echoed, ex
+        assert tb.sf_dropped() >= 1
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_nat_sf_masquerades_both_ways(topology: str, uid: str) -> None:
+    """The masquerading NAT: the receiver sees the SF's address (recorded keys), replies are
+    turned back to the sender's."""
+    with Testbed(topology, prefix=f"tbt-{uid}", sf="nat", bidirectional=True) as tb:
+        assert traffic.tcp_echo(tb.ns_src, tb.ns_dst, tb.dst_ip).ok
+        assert traffic.tcp_echo(tb.ns_src, tb.ns_dst, tb.dst_ip6).ok
+        tb.set_recording(True)
+        assert tb.ping(count=3).ok
+        nat4 = "10.0.4.1" if topology == "attached" else "10.0.2.254"  # sf_out's / p_out's address
+        there, back = ([k for k in map(Key.from_bytes, tb.received(reverse=rev))
+                        if k.kind == KeyKind.ICMP and k.family == 4] for rev in (False, True))
+        assert len(there) >= 3 and {k.saddr[:4] for k in there} == {socket.inet_aton(nat4)}
+        assert len(back) >= 3 and {k.daddr[:4] for k in back} == {socket.inet_aton(tb.src_ip)}
+        assert "masquerade" in tb.status()["sf_ruleset"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from afxdp_proxy.config import ConfigError, ProxyConfig
+from afxdp_proxy.counters import Snapshot
 
 
 class Backend(Protocol):
@@ -15,6 +16,8 @@ class Backend(Protocol):
     def stop(self) -> None: ...
 
     def counters(self) -> dict[str, int]: ...
+
+    def snapshot(self) -> Snapshot: ...
 
     def in_flight(self) -> int: ...
 

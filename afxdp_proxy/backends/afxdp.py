@@ -4,8 +4,19 @@ C extension (native/axp_xsk.c) does the proxying in user space.
 Attached topology only (AF_XDP transmits out of an interface; it cannot hand a
 packet to the local stack)::
 
-  net_in  --XDP axp_xsk_rx--> socket --pop, cache--> socket on to_sf   --> SF
-  from_sf --XDP axp_xsk_rx--> socket --look up, push--> socket on net_out --> next hop
+  net_in  --XDP axp_xsk_net_in--> socket --pop, cache--> socket on to_sf   --> SF
+  from_sf --XDP axp_xsk_from_sf--> socket --look up, push--> socket on net_out --> next hop
+
+What the SF sends the proxy host itself (neighbour discovery, multicast,
+link-local traffic, the host's addresses: afxdp_proxy.hostaddrs keeps them
+current) never reaches a socket: axp_xsk_from_sf passes it to the kernel, as
+user space could not. A packet without a cache entry, on the other hand, is in
+user space already: on_miss = pass sends it on unlabelled to the next hop.
+An interface is opened once, with every role it has: a chain's reverse direction
+(an SF of its own, interfaces swapped) makes net_out an RX interface too, and
+to_sf one the SF returns on. One that is net_in of one SF and from_sf of another
+gets axp_xsk_rx_tx, and its worker splits each batch the way that program sorted
+it (bpf/include/role.shared.h): bare IP from the SF, all else from the network.
 
 One UMEM holds the frames of every socket of the instance, so a frame goes
 from the RX socket to the TX socket without a copy in user space. Each RX
@@ -33,28 +44,38 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.ethtool import Ethtool
 
-from afxdp_proxy import bpf, state
+from afxdp_proxy import bpf, counters, hostaddrs, state
 from afxdp_proxy._native import ffi, lib
-from afxdp_proxy.backends.kernel import KernelProxy, config_struct
-from afxdp_proxy.cache import CacheSet, decode_set, in_flight_of
+from afxdp_proxy.backends.kernel import KernelProxy, config_struct, label_keys, warn_vlan_stripping
+from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig
-from afxdp_proxy.iface import Iface
+from afxdp_proxy.iface import Iface, driver_of, keep_vlan_tags
 
 log = logging.getLogger(__name__)
 
 HEADROOM = 256  # XDP_PACKET_HEADROOM: where AF_XDP puts received data in a frame
 STOP_TIMEOUT = 2.0  # seconds a worker gets to return after stop (it needs microseconds)
 VERDICT_DROP, VERDICT_PASS, VERDICT_TX = lib.AXP_VERDICT_DROP, lib.AXP_VERDICT_PASS, lib.AXP_VERDICT_TX
+# bind flags by proxy.bind_mode (include/uapi/linux/if_xdp.h); with neither, the kernel tries
+# zero-copy and falls back to copy (xp_assign_dev)
+XDP_COPY, XDP_ZEROCOPY = 1 << 1, 1 << 2
+BIND_FLAGS = {"auto": 0, "zerocopy": XDP_ZEROCOPY, "copy": XDP_COPY}
 ROLE_NET_IN, ROLE_FROM_SF = lib.AXP_PORT_NET_IN, lib.AXP_PORT_FROM_SF
 ROLE_TO_SF, ROLE_NET_OUT = lib.AXP_PORT_TO_SF, lib.AXP_PORT_NET_OUT
-NSLOTS = lib.AXP_XCNT_MAX
+NSLOTS = counters.ROWS * counters.XSK_SLOTS  # one queue's counters: a row per SF, then NONE_ROW's
+XDP_SLOTS = lib.AXP_XCNT_XDP_NO_SOCKET + 1  # a row of xsk.bpf.c's counters: enum axp_counter, then no_socket
 
 
-def counter_names() -> list[str]:
-    """Slot names of a worker's counter array: enum axp_counter's, then enum axp_xsk_counter's."""
-    items = ffi.typeof("enum axp_xsk_counter").elements
-    extras = [items[i].removeprefix("AXP_XCNT_").lower() for i in range(lib.AXP_CNT_MAX, NSLOTS)]
-    return bpf.counter_names() + extras
+def snapshot_of(arrays: list[Any]) -> counters.Snapshot:
+    """Counter rows summed over per-queue arrays of NSLOTS (cffi arrays or lists)."""
+    snap = counters.Snapshot(afxdp=True)
+    width = counters.XSK_SLOTS
+    for arr in arrays:
+        for r in range(counters.ROWS):
+            row = arr[r * width:(r + 1) * width]
+            if any(row):
+                snap.add_to_row(r, row)
+    return snap
 
 
 # ---------------------------------------------------------------------- the engine, without sockets
@@ -81,7 +102,6 @@ class Engine:
             bpf.check(err[0], "AF_XDP engine")
         self.ptr = ptr
         self.cnt = ffi.new("uint64_t[]", NSLOTS)
-        self.names = counter_names()
 
     def add_sf(self, index: int, sf: Any) -> None:
         bpf.check(lib.axp_engine_add_sf(self.ptr, index, sf), f"SF {index}")
@@ -115,8 +135,12 @@ class Engine:
     def cache(self) -> Any:
         return lib.axp_engine_cache(self.ptr)
 
+    def snapshot(self) -> counters.Snapshot:
+        return snapshot_of([self.cnt])
+
     def counters(self) -> dict[str, int]:
-        return {name: int(self.cnt[i]) for i, name in enumerate(self.names)}
+        """Counters summed over rows (SFs)."""
+        return self.snapshot().total()
 
     def reset_counters(self) -> None:
         ffi.memmove(self.cnt, bytes(8 * NSLOTS), 8 * NSLOTS)
@@ -139,7 +163,8 @@ class Engine:
 
 
 class CounterFile:
-    """queues x NSLOTS uint64 in a file under /run/afxdp-proxy, mapped shared: the workers
+    """queues x NSLOTS uint64 (per queue: a row of counters per SF, then the row of frames of no
+    SF) in a file under /run/afxdp-proxy, mapped shared: the workers
     write, `afxdp-proxy stats` reads from another process."""
 
     def __init__(self, name: str, queues: int) -> None:
@@ -191,29 +216,30 @@ def read_counter_file(path: str | Path, queues: int) -> list[list[int]]:
     return [list(arr[q * NSLOTS:(q + 1) * NSLOTS]) for q in range(queues)]
 
 
-def _sum_counters(per_queue: list[list[int]], bpf_maps: list[bpf.Map]) -> dict[str, int]:
-    names = counter_names()
-    out = dict.fromkeys(names, 0)
-    for arr in per_queue:
-        for i, name in enumerate(names):
-            out[name] += int(arr[i])
-    # the XDP programs count what they pass (and frames for a queue without a socket)
+def xdp_row(m: bpf.Map, row: int) -> list[int]:
+    """One row of an XDP program's counters (xsk.bpf.c), summed over CPUs."""
+    return [int(sum(m.lookup(row * XDP_SLOTS + slot) or [])) for slot in range(XDP_SLOTS)]
+
+
+def _snapshot(per_queue: list[list[int]], bpf_maps: list[bpf.Map], nsfs: int) -> counters.Snapshot:
+    snap = snapshot_of(per_queue)
+    # the XDP programs count what they pass (and frames for a queue without a socket) in rows like
+    # the workers', in slots that line up with a row's (AXP_XCNT_XDP_NO_SOCKET follows AXP_CNT_MAX)
     for m in bpf_maps:
-        for slot in range(m.max_entries):
-            out[names[slot]] += int(sum(m.lookup(slot) or []))
-    return out
+        for row in counters.rows_of(nsfs):
+            snap.add_to_row(row, xdp_row(m, row))
+    return snap
 
 
-def read_stats(info: dict[str, Any]) -> tuple[dict[str, int], int]:
-    """(counters, in_flight) of a running afxdp proxy, from its state file entry."""
+def read_snapshot(info: dict[str, Any]) -> counters.Snapshot:
+    """The counter rows of a running afxdp proxy, from its state file entry."""
     per_queue = read_counter_file(info["counters_file"], int(info["queues"]))
     maps = [bpf.Map.from_id(i, "uint32_t", "uint64_t") for i in info["maps"]["xsk_counters"]]
     try:
-        counters = _sum_counters(per_queue, maps)
+        return _snapshot(per_queue, maps, len(info.get("sfs", [])))
     finally:
         for m in maps:
             m.close()
-    return counters, in_flight_of(counters)
 
 
 # ---------------------------------------------------------------------- the backend
@@ -247,7 +273,7 @@ class AfxdpProxy:
     """Sockets, UMEM, XDP programs and worker threads for one configuration; stop() undoes all."""
 
     def __init__(self, cfg: ProxyConfig, obj_path: str | None = None, spin: int | None = None,
-                 bind_flags: int = 0) -> None:
+                 bind_flags: int | None = None) -> None:
         if cfg.topology != "attached":
             raise ConfigError('proxy.topology: the afxdp backend needs topology = "attached" '
                               "(AF_XDP sends out of an interface, it cannot hand packets to the local stack)")
@@ -255,7 +281,7 @@ class AfxdpProxy:
         self.name = "afxdp"
         self._obj_path = obj_path
         self._spin = lib.AXP_XSK_DEFAULT_SPIN if spin is None else spin
-        self._bind_flags = bind_flags
+        self._bind_flags = BIND_FLAGS[cfg.bind_mode] if bind_flags is None else bind_flags
         self.queues = cfg.queues  # 0 until start() counts the interfaces' queues
         self._undo = ExitStack()
         self.engine: Engine | None = None
@@ -264,7 +290,7 @@ class AfxdpProxy:
         self._ports: list[_Port] = []
         self._threads: list[threading.Thread] = []
         self._results: dict[int, int] = {}
-        self._final: dict[str, int] = {}
+        self._final = counters.Snapshot(afxdp=True)
         self._final_queues: list[list[int]] = []
         self.zerocopy = False
 
@@ -278,14 +304,10 @@ class AfxdpProxy:
         for i, ifs in enumerate(ifaces):
             for key, role in roles:
                 iface = ifs[key]
-                port = by_index.setdefault(iface.index, _Port(iface, f"sf[{i}].{key}"))
+                port = by_index.setdefault(iface.index, _Port(iface, self.cfg.sfs[i].field(key, i)))
                 if role == ROLE_FROM_SF:
                     port.sf = i
                 port.roles |= role
-        for port in by_index.values():
-            if port.roles & ROLE_NET_IN and port.roles & ROLE_FROM_SF:
-                raise ConfigError(f"{port.field}: {port.iface.name} is both a net_in and a from_sf; "
-                                  "the afxdp backend needs them apart")
         return list(by_index.values())
 
     def _count_queues(self) -> int:
@@ -311,14 +333,19 @@ class AfxdpProxy:
 
     @staticmethod
     def _prog_of(port: _Port) -> str:
+        """The XDP program of an RX interface, by its RX roles."""
+        if port.roles & ROLE_NET_IN and port.roles & ROLE_FROM_SF:
+            return "axp_xsk_rx_tx"
         return "axp_xsk_from_sf" if port.roles & ROLE_FROM_SF else "axp_xsk_net_in"
 
     def _load_xdp(self, port: _Port, labels: dict[int, int]) -> bpf.BpfObject:
+        """xsk.bpf.o for one RX interface; labels: its label map's keys (label_keys) -> SF index."""
         obj = bpf.BpfObject(self._obj_path or bpf.object_path("xsk"))
         try:
-            for prog in ("axp_xsk_net_in", "axp_xsk_from_sf"):
+            for prog in ("axp_xsk_net_in", "axp_xsk_from_sf", "axp_xsk_rx_tx"):
                 obj.set_autoload(prog, prog == self._prog_of(port))
             obj.set_max_entries("axp_xsks", self.queues)
+            obj.set_rodata(config_struct(self.cfg))
             obj.load()
             label_map = obj.map("axp_xsk_labels", "uint32_t", "uint32_t")
             for label, sf in labels.items():
@@ -355,9 +382,15 @@ class AfxdpProxy:
 
         for port in self._ports:
             if port.roles & (ROLE_NET_IN | ROLE_FROM_SF):
-                labels = {sf.label: i for i, sf in enumerate(cfg.sfs) if ifaces[i]["net_in"].index == port.iface.index}
+                labels = {k: i for i, sf in enumerate(cfg.sfs) if ifaces[i]["net_in"].index == port.iface.index
+                          for k in label_keys(sf.vlan_in, sf.label)}
                 port.obj = self._load_xdp(port, labels)
                 self._undo.callback(port.obj.close)
+
+        host_maps = [p.obj.map("axp_host_addrs", "struct axp_host_addr", "uint8_t") for p in self._ports
+                     if p.obj is not None and p.roles & ROLE_FROM_SF]
+        addrs = hostaddrs.HostAddresses(host_maps).start()
+        self._undo.callback(addrs.stop)
 
         self._undo.callback(self._snapshot)  # runs after the sockets close, before the objects do
         self._open_sockets()
@@ -366,6 +399,8 @@ class AfxdpProxy:
             if port.obj is not None:
                 link = bpf.Link.xdp(port.obj.prog_fd(self._prog_of(port)), port.iface.index)
                 self._undo.callback(link.close)
+                if port.roles & ROLE_NET_IN:
+                    warn_vlan_stripping(port.iface.name, keep_vlan_tags(port.iface.name, self._undo))
         for q in range(self.queues):
             t = threading.Thread(target=self._work, args=(q,), name=f"axp-xsk-q{q}", daemon=True)
             t.start()
@@ -394,11 +429,18 @@ class AfxdpProxy:
             raise self._open_error(-err[0], text)
         self._xsk = x
         self.zerocopy = bool(lib.axp_xsk_zerocopy(x))
+        log.info("AF_XDP sockets in %s mode (bind_mode = %s)", "zero-copy" if self.zerocopy else "copy",
+                 cfg.bind_mode)
 
     def _open_error(self, err: int, text: str) -> Exception:
         """One line naming the config field: the interface's, or proxy.backend for the kernel's lack."""
         if err in (errno.EAFNOSUPPORT, errno.ENOPROTOOPT):
             return ConfigError(f"proxy.backend: afxdp needs AF_XDP sockets: {text}")
+        if err == errno.EOPNOTSUPP and self._bind_flags & XDP_ZEROCOPY:
+            port = next((p for p in self._ports if text.startswith(p.iface.name + " ")), None)
+            where = f"{port.iface.name} (driver {driver_of(port.iface)})" if port else "an interface"
+            return ConfigError(f'proxy.bind_mode: "zerocopy", but {where} has no AF_XDP zero-copy support; set '
+                               'bind_mode = "auto" (zero-copy where the driver has it, else copy) or "copy"')
         for port in self._ports:
             if text.startswith(port.iface.name + " "):
                 return ConfigError(f"{port.field}: {text}")
@@ -433,7 +475,7 @@ class AfxdpProxy:
         """The last counters, kept for counters() after stop."""
         if self._file is not None:
             self._final_queues = self._file.per_queue()
-            self._final = self._counters_now()
+            self._final = self._snapshot_now()
 
     def _close_file(self) -> None:
         if self._file is not None:
@@ -451,24 +493,27 @@ class AfxdpProxy:
     def _bpf_maps(self) -> list[bpf.Map]:
         return [p.obj.map("axp_counters", "uint32_t", "uint64_t") for p in self._ports if p.obj]
 
-    def _counters_now(self) -> dict[str, int]:
+    def _snapshot_now(self) -> counters.Snapshot:
         assert self._file is not None
-        return _sum_counters(self._file.per_queue(), self._bpf_maps())
+        return _snapshot(self._file.per_queue(), self._bpf_maps(), len(self.cfg.sfs))
+
+    def snapshot(self) -> counters.Snapshot:
+        """Counter rows, summed over queues and XDP programs (the last ones after stop)."""
+        if self._file is not None and any(p.obj for p in self._ports):
+            return self._snapshot_now()
+        return self._final
 
     def counters(self) -> dict[str, int]:
-        """Named counters, summed over queues and XDP programs (the last ones after stop)."""
-        if self._file is not None and any(p.obj for p in self._ports):
-            return self._counters_now()
-        return dict(self._final)
+        """Counters summed over SFs, queues and XDP programs (the last ones after stop)."""
+        return self.snapshot().total()
 
     def queue_counters(self) -> list[dict[str, int]]:
-        """The workers' own counters, one dict per queue (no XDP program counts)."""
+        """The workers' own counters, summed over SFs, one dict per queue (no XDP program counts)."""
         per_queue = self._file.per_queue() if self._file is not None else self._final_queues
-        names = counter_names()
-        return [dict(zip(names, arr, strict=True)) for arr in per_queue]
+        return [snapshot_of([arr]).total() for arr in per_queue]
 
     def in_flight(self) -> int:
-        return in_flight_of(self.counters())
+        return counters.in_flight_of(self.counters())
 
     def worker_results(self) -> dict[int, int]:
         """Return codes of the finished workers' loops by queue (0: stopped when asked)."""

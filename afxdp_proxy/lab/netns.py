@@ -144,20 +144,28 @@ def socket_in(name: str | None, family: int, type_: int, proto: int = 0) -> sock
         return socket.socket(family, type_, proto)
 
 
-def _preexec(fd: int, user_preexec: Callable[[], Any] | None) -> Callable[[], None]:
+PR_SET_PDEATHSIG = 1
+
+
+def _preexec(fd: int, user_preexec: Callable[[], Any] | None, die_with_parent: bool) -> Callable[[], None]:
     def go() -> None:
         _setns(fd)
+        if die_with_parent:
+            # SIGTERM when the thread that started us dies, even by SIGKILL: the child unwinds
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if user_preexec is not None:
             user_preexec()
 
     return go
 
 
-def popen(name: str | None, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
+def popen(name: str | None, argv: Sequence[str], die_with_parent: bool = False, **kw: Any) -> subprocess.Popen:
     """subprocess.Popen of argv inside namespace `name` (setns in the child).
 
     The child gets its own process group (``start_new_session``) unless told
-    otherwise, so it can be signalled with everything it spawned.
+    otherwise, so it can be signalled with everything it spawned. With
+    die_with_parent it gets SIGTERM when the calling thread dies, however it
+    dies (a killed test or benchmark leaves no proxy running behind it).
     """
     if name is None:
         return subprocess.Popen(list(argv), **kw)
@@ -165,7 +173,7 @@ def popen(name: str | None, argv: Sequence[str], **kw: Any) -> subprocess.Popen:
     try:
         kw.setdefault("start_new_session", True)
         # the child runs preexec_fn before it closes inherited fds: fd is still open there
-        kw["preexec_fn"] = _preexec(fd, kw.get("preexec_fn"))
+        kw["preexec_fn"] = _preexec(fd, kw.get("preexec_fn"), die_with_parent)
         return subprocess.Popen(list(argv), **kw)
     finally:
         os.close(fd)
@@ -316,6 +324,11 @@ class Namespace:
 
     def mac(self, ifname: str) -> str:
         return str(self.ipr.get_links(self.ifindex(ifname))[0].get("IFLA_ADDRESS"))
+
+    def link_stats(self, ifname: str) -> dict[str, int]:
+        """The interface's ``rtnl_link_stats64`` (``ip -s link``): rx_packets, tx_dropped, ..."""
+        stats = self.ipr.get_links(self.ifindex(ifname))[0].get("IFLA_STATS64")
+        return {k: int(v) for k, v in stats.items()} if stats else {}
 
     def operstate(self, ifname: str) -> str:
         return str(self.ipr.get_links(self.ifindex(ifname))[0].get("IFLA_OPERSTATE"))

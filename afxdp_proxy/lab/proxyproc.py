@@ -36,7 +36,8 @@ class ProxyProcess:
         argv = [sys.executable, "-m", "afxdp_proxy", "run", "--config", str(self.config_path)]
         if self.quiet:
             argv.append("--quiet")
-        self.proc = netns.popen(self.ns, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = netns.popen(self.ns, argv, die_with_parent=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
 
         def attached() -> bool:
             if self.proc is not None and self.proc.poll() is not None:

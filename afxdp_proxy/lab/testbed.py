@@ -19,6 +19,21 @@ Both can record key -> stack so a test compares what was sent with what
 arrived. The testbed attaches nothing to the proxy namespace's interfaces:
 those belong to the proxy under test.
 
+Bidirectional (``bidirectional=True``): the receiver's replies are classified
+too, by a second copy of the programs (maps of its own) mirrored at the other
+end: the receiver gets the same classifier hop (dst0─[dst_cls ⇒ dst_out]── p_out),
+its classifier pushes the reverse direction's stacks (top label: the reverse
+SF label), and the sender's decapsulator, on src_out, records what arrived::
+
+  src ns [src0]─[src_cls ⇒ src_out] ── [p_in] proxy ns [p_out] ── [dst_out ⇐ dst_cls]─[dst0] dst ns
+
+Plain replies pass the SF as well then (attached: a policy rule sends what
+enters on p_out through the SF namespace, in on sf_out, out on sf_in).
+
+The SF (``sf=``, see afxdp_proxy.lab.sfs) forwards, filters (an nftables
+stateful firewall) or masquerades (an nftables NAT), in the SF namespace, or
+inline in the proxy namespace's own kernel.
+
 Without a proxy, plain IP still flows (the baselines): in ``attached`` a policy
 rule sends what enters on p_in through the SF namespace, and the main table
 sends what comes back from it (and the return traffic) on by kernel routing.
@@ -27,6 +42,12 @@ has no MPLS routing): only a proxy gets them through.
 
 Every interface name and MAC is fixed (locally administered, derived from the
 subnet and host number), so the proxy configuration is deterministic.
+
+Neighbours are permanent entries on every link, except with ``sf_nd`` (attached):
+then the SF namespace and the proxy namespace's SF-facing interfaces (p_sf_tx,
+p_sf_rx) have link-local addresses and learn each other by neighbour discovery
+and ARP, as an SF that routes does; its solicitations for the proxy arrive on
+from_sf, where only the proxy's control-plane handling lets them through.
 """
 
 from __future__ import annotations
@@ -46,8 +67,8 @@ from typing import Any
 
 from afxdp_proxy import state
 from afxdp_proxy.config import DEFAULT_CACHE_ENTRIES
-from afxdp_proxy.lab import netns, traffic
-from afxdp_proxy.mpls import Lse, make_stack
+from afxdp_proxy.lab import netns, sfs, traffic
+from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +78,9 @@ LINK_MTU = 1600  # room for a deep stack on the links that carry labels
 ROUTE_MTU = 1500  # what the sender sizes packets for, before labels
 SF_MTU = ROUTE_MTU  # the SF's links carry bare packets (1600 >= 1500 + 16 labels of 4 bytes)
 TABLE_VIA_SF = 100  # attached: policy table for traffic that entered on p_in
+TABLE_BACK_VIA_SF = 101  # attached, bidirectional: policy table for traffic that entered on p_out
+SF_KINDS = sfs.KINDS
+REVERSE = "reverse."  # prefix of the reverse direction's programs and maps in map_ids / prog_ids
 
 
 def _tb() -> Any:
@@ -100,22 +124,33 @@ P_SF_TX = End("proxy", "p_sf_tx", 3, 254)
 SF_IN = End("sf", "sf_in", 3, 1)
 SF_OUT = End("sf", "sf_out", 4, 1)
 P_SF_RX = End("proxy", "p_sf_rx", 4, 254)
+# bidirectional: the receiver's classifier hop, dst0's peer and the veth facing p_out
+DST_CLS = End("dst", "dst_cls", 2, 2)
+DST_OUT = End("dst", "dst_out", 2, 3)
 
 # IP links: addresses on both ends, each end a permanent neighbour of the other
 LINKS = {
     "inline": [(SRC0, P_IN), (P_OUT, DST0)],
     "attached": [(SRC0, P_IN), (P_OUT, DST0), (P_SF_TX, SF_IN), (SF_OUT, P_SF_RX)],
 }
-# veth pairs: the same, except that src0 reaches p_in through the classifier hop
-WIRES = {topo: [(SRC0, SRC_CLS), (SRC_OUT, P_IN), *links[1:]] for topo, links in LINKS.items()}
+
+
+def wires(topology: str, bidirectional: bool) -> list[tuple[End, End]]:
+    """veth pairs: the IP links, except that src0 reaches p_in through the classifier hop,
+    and dst0 reaches p_out through one of its own when bidirectional."""
+    links = LINKS[topology]
+    dst = [(DST0, DST_CLS), (DST_OUT, P_OUT)] if bidirectional else [links[1]]
+    return [(SRC0, SRC_CLS), (SRC_OUT, P_IN), *dst, *links[2:]]
 
 
 @dataclass(frozen=True)
 class ChainCheck:
     """Packets recorded at both ends: {key: (stack pushed, stack received)}. A packet kept
-    its stack when it arrived with the pushed one minus the top (the SF's) label."""
+    its stack when it arrived with the pushed one minus the top (the SF's) label, the TTL of
+    the label exposed on top as the proxy's ttl_model says (mpls.tx_stack)."""
 
     pairs: dict[bytes, tuple[tuple[int, ...], tuple[int, ...]]]
+    ttl_model: str = "uniform"
 
     @property
     def compared(self) -> int:
@@ -123,7 +158,7 @@ class ChainCheck:
 
     @property
     def wrong(self) -> dict[bytes, tuple[tuple[int, ...], tuple[int, ...]]]:
-        return {k: (s, r) for k, (s, r) in self.pairs.items() if r != s[1:]}
+        return {k: (s, r) for k, (s, r) in self.pairs.items() if r != tx_words(s, self.ttl_model)}
 
     @property
     def kept(self) -> int:
@@ -161,6 +196,8 @@ def _toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, int):
         return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return json.dumps(str(v))  # a TOML basic string for plain ASCII
 
 
@@ -180,10 +217,19 @@ class Testbed:
         ipv6: bool = True,
         sf_label: int = 1000,
         queues: int | None = None,
+        sf_nd: bool = False,
+        sf: str = "forward",
+        bidirectional: bool = False,
+        reverse_label: int | None = None,
     ) -> None:
         if topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {TOPOLOGIES}, not {topology!r}")
+        if sf not in SF_KINDS:
+            raise ValueError(f"sf must be one of {SF_KINDS}, not {sf!r}")
         self.topology = topology
+        self.sf = sf  # what the SF does: sfs.KINDS
+        self.bidirectional = bidirectional
+        self.reverse_label = sf_label + 1 if reverse_label is None else reverse_label
         self.prefix = prefix or f"axp-{uuid.uuid4().hex[:6]}"
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.prefix):
             raise ValueError(f"bad prefix {self.prefix!r}")
@@ -192,8 +238,11 @@ class Testbed:
         if queues is not None and not 1 <= queues <= 64:
             raise ValueError(f"queues must be in 1..64, not {queues}")
         self.queues = queues  # RX and TX queues of every veth; None: the kernel's default
+        if sf_nd and topology != "attached":
+            raise ValueError("sf_nd needs the attached topology (the SF's own namespace)")
+        self.sf_nd = sf_nd  # the SF's links learn neighbours by ND / ARP, not permanent entries
         self.links = LINKS[topology]
-        self.wires = WIRES[topology]
+        self.wires = wires(topology, bidirectional)
         # namespace names, by role; no SF namespace inline (the proxy's kernel is the SF)
         self.ns_src = f"{self.prefix}-src"
         self.ns_proxy = f"{self.prefix}-proxy"
@@ -201,13 +250,17 @@ class Testbed:
         self.ns_dst = f"{self.prefix}-dst"
         # interfaces
         self.src_if, self.dst_if = SRC0.ifname, DST0.ifname
-        # the sender's wire side (peer of p_in): raw frames sent here skip the classifier
+        # the sender's wire side (peer of p_in): raw frames sent here skip the classifier;
+        # the receiver's (peer of p_out): dst_out when bidirectional, else dst0 itself
         self.src_wire = SRC_OUT.ifname
+        self.dst_wire = DST_OUT.ifname if bidirectional else DST0.ifname
         self.net_in, self.net_out = P_IN.ifname, P_OUT.ifname
         self.to_sf = P_SF_TX.ifname if topology == "attached" else None
         self.from_sf = P_SF_RX.ifname if topology == "attached" else None
         self.sf_in = SF_IN.ifname if topology == "attached" else None
         self.sf_out = SF_OUT.ifname if topology == "attached" else None
+        # where the SF's rules live: its own namespace, or the proxy's kernel inline
+        self.ns_sf_rules = self.ns_sf or self.ns_proxy
         self.macs = {e.ifname: e.mac for wire in self.wires for e in wire}
         # addresses
         self.src_ip, self.dst_ip = SRC0.ip4, DST0.ip4
@@ -291,9 +344,10 @@ class Testbed:
         for a, b in self.links:
             for end, peer in ((a, b), (b, a)):
                 self._configure_end(end, peer)
-        for end in (SRC_CLS, SRC_OUT):
+        for end in (SRC_CLS, SRC_OUT, *((DST_CLS, DST_OUT) if self.bidirectional else ())):
             self.ns(end.role).link_up(end.ifname)
         self._routes()
+        self._sf_rules()
         self._load_programs()
         for a, b in self.wires:
             self.ns(a.role).wait_up(a.ifname)
@@ -305,8 +359,9 @@ class Testbed:
         # index, which src_out's queue selection after the classifier's redirect reads as a
         # recorded RX queue (measured: nearly every flow then left by queue 0). From a
         # single-queue link, src_out spreads flows over its queues by hash, as RSS would.
+        # The same for the receiver's own link when it sends through a classifier too.
         mtu = SF_MTU if "sf" in (a.role, b.role) else LINK_MTU
-        if self.queues is None or a is SRC0:
+        if self.queues is None or a in (SRC0, DST0):
             netns.add_veth(self.ns(a.role), a.ifname, self.ns(b.role), b.ifname, a.mac, b.mac, mtu)
             return
         # netns.add_veth with both ends given N queues (IFLA_NUM_RX/TX_QUEUES)
@@ -348,18 +403,26 @@ class Testbed:
         # so every skb the peer sees is one packet, and one pushed stack labels one packet
         # (there is no MPLS GSO in this kernel to split a labelled GSO skb)
         feats = {"tx-checksum-ip-generic": False, "tx-generic-segmentation": False, "tx-vlan-hw-insert": False}
-        if end.ifname in (P_IN.ifname, SF_IN.ifname):
-            # GRO behind an XDP program (the proxy's on p_in, tb_xdp_pass on sf_in) would merge
-            # bare packets whose stacks differ; the TX side must relabel them one by one
+        if end in (P_IN, SF_IN) or (self.bidirectional and end in (P_OUT, SF_OUT)):
+            # GRO behind an XDP program (the proxy's on p_in, tb_xdp_pass on sf_in; on p_out
+            # and sf_out for the reverse direction) would merge bare packets whose stacks
+            # differ; the TX side must relabel them one by one
             feats["rx-gro"] = False
         self.ns(end.role).set_features(end.ifname, **feats)
 
     def _configure_end(self, end: End, peer: End) -> None:
         ns = self.ns(end.role)
+        learn = self.sf_nd and "sf" in (end.role, peer.role)
+        if learn and self.ipv6:
+            # a link-local address (EUI-64) when the link comes up: neighbour solicitations for
+            # forwarded packets need one to come from (the testbed's default is none)
+            ns.sysctl(f"net.ipv6.conf.{end.ifname}.addr_gen_mode", 0)
         ns.add_address(end.ifname, f"{end.ip4}/24")
         if self.ipv6:
             ns.add_address(end.ifname, f"{end.ip6}/64")
         ns.link_up(end.ifname)
+        if learn:
+            return  # neighbour discovery (IPv6) and ARP (IPv4) find the peer
         ns.add_neighbour(end.ifname, peer.ip4, peer.mac)
         if self.ipv6:
             ns.add_neighbour(end.ifname, peer.ip6, peer.mac)
@@ -385,38 +448,82 @@ class Testbed:
         if self.ipv6:
             proxy.add_rule(TABLE_VIA_SF, 100, iifname=P_IN.ifname, family=6)
         self._route(SF_OUT, DST0.net, P_SF_RX)
-        self._route(SF_IN, SRC0.net, P_SF_TX)  # for ICMP errors the SF sends back
+        self._route(SF_IN, SRC0.net, P_SF_TX)  # for replies, and ICMP errors the SF sends back
+        if self.bidirectional:
+            # the reverse direction: what enters on p_out goes through the SF the other way
+            self._route(P_SF_RX, SRC0.net, SF_OUT, table=TABLE_BACK_VIA_SF)
+            proxy.add_rule(TABLE_BACK_VIA_SF, 101, iifname=P_OUT.ifname, family=4)
+            if self.ipv6:
+                proxy.add_rule(TABLE_BACK_VIA_SF, 101, iifname=P_OUT.ifname, family=6)
+        # replies to the SF's own address (a NAT's, masquerading on sf_out) go back the way
+        # they came: the proxy namespace has that subnet connected on p_sf_rx
+        self._route(DST0, SF_OUT.net, P_OUT, mtu=ROUTE_MTU)
+
+    def set_sf(self, sf: str) -> None:
+        """Make the SF another kind (sfs.KINDS): its rules replaced at once, in place."""
+        if sf not in SF_KINDS:
+            raise ValueError(f"sf must be one of {SF_KINDS}, not {sf!r}")
+        if self.sf != "forward":
+            sfs.unload(self.ns_sf_rules)
+        self.sf = sf
+        self._sf_rules()
+        self.save_state()
+
+    def _sf_rules(self) -> None:
+        """The SF's nftables rules (sfs.py): in the SF namespace, or the proxy's inline."""
+        if self.sf == "firewall":
+            v6 = (f"fd00:0:0:{SRC0.net}::/64", f"fd00:0:0:{DST0.net}::/64") if self.ipv6 else (None, None)
+            sfs.load(self.ns_sf_rules, sfs.firewall_rules(f"10.0.{SRC0.net}.0/24", f"10.0.{DST0.net}.0/24", *v6))
+        elif self.sf == "nat":
+            sfs.load(self.ns_sf_rules, sfs.nat_rules(SF_OUT.ifname if self.ns_sf else P_OUT.ifname))
 
     def _load_programs(self) -> None:
-        from afxdp_proxy import bpf
-
-        with bpf.BpfObject(bpf.object_path("testbed")) as obj:
-            obj.load()
-            for name in ("tb_tc_classify", "tb_tc_return", "tb_xdp_decap", "tb_xdp_pass"):
-                self.prog_ids[name] = obj.prog_id(name)
-            # The classifier sits behind src0, not on its egress: TCP hands TC egress
-            # GSO skbs whatever the device's offloads (the kernel forces GSO on for TCP
-            # sockets), and a stack pushed there would be one stack for many packets
-            # that software segmentation cannot even parse. src0 segments in software (no TSO);
-            # src_cls's ingress then sees each packet, labels it and sends it on out
-            # of src_out; tb_tc_return brings the return traffic back to src0.
-            cfg = obj.map("tb_cfg", "uint32_t", "uint32_t")
-            cfg.update(_tb().TB_CFG_FWD_IFINDEX, self.ifindex("src", SRC_OUT.ifname))
-            cfg.update(_tb().TB_CFG_BACK_IFINDEX, self.ifindex("src", SRC_CLS.ifname))
-            with netns.enter(self.ns_src):
-                bpf.tc_attach(self.ifindex("src", SRC_CLS.ifname), obj.prog_fd("tb_tc_classify"), egress=False)
-                bpf.tc_attach(self.ifindex("src", SRC_OUT.ifname), obj.prog_fd("tb_tc_return"), egress=False)
-            with netns.enter(self.ns_dst):
-                bpf.xdp_attach(self.ifindex("dst", DST0.ifname), obj.prog_fd("tb_xdp_decap"))
-            if self.ns_sf:
-                # a veth delivers XDP_REDIRECTed frames only while its peer runs NAPI
-                with netns.enter(self.ns_sf):
-                    bpf.xdp_attach(self.ifindex("sf", SF_IN.ifname), obj.prog_fd("tb_xdp_pass"))
-            for name, kt, vt in self._map_types():
-                self.map_ids[name] = obj.map(name, kt, vt).id
+        # The classifier sits behind src0, not on its egress: TCP hands TC egress GSO skbs
+        # whatever the device's offloads (the kernel forces GSO on for TCP sockets), and a
+        # stack pushed there would be one stack for many packets that software segmentation
+        # cannot even parse. src0 segments in software (no TSO); src_cls's ingress then sees
+        # each packet, labels it and sends it on out of src_out; tb_tc_return brings the
+        # return traffic back to src0. Bidirectional, a second copy (maps of its own) does
+        # the same at the receiver, and its decapsulator sits on the sender's src_out.
+        # A veth delivers XDP_REDIRECTed frames only while its peer runs NAPI: tb_xdp_pass
+        # on the SF's side of the links the proxy redirects into (sf_in; sf_out in reverse).
+        dst_decap = (DST_OUT if self.bidirectional else DST0).ifname
+        sf_in = [("sf", SF_IN.ifname)] if self.ns_sf else []
+        self._load_direction("", ("src", SRC_CLS.ifname), ("src", SRC_OUT.ifname), ("dst", dst_decap), sf_in)
+        if self.bidirectional:
+            sf_out = [("sf", SF_OUT.ifname)] if self.ns_sf else []
+            self._load_direction(REVERSE, ("dst", DST_CLS.ifname), ("dst", DST_OUT.ifname),
+                                 ("src", SRC_OUT.ifname), sf_out)
         # the attached programs keep the maps alive; reopen them by id so this works
         # the same for a testbed loaded from its state file
         self._open_maps()
+
+    def _load_direction(self, prefix: str, classify: tuple[str, str], back: tuple[str, str],
+                        decap: tuple[str, str], napi: list[tuple[str, str]]) -> None:
+        """One copy of testbed.bpf.o for one direction: its classifier on TC ingress of the
+        sending end's classifier hop, sending on out of the wire side, whose TC ingress brings
+        the traffic coming back to the sender; its decapsulator on the receiving end; an
+        XDP_PASS on the interfaces (role, name) in napi."""
+        from afxdp_proxy import bpf
+
+        (cls_role, cls_if), (back_role, back_if), (decap_role, decap_if) = classify, back, decap
+        with bpf.BpfObject(bpf.object_path("testbed")) as obj:
+            obj.load()
+            for name in ("tb_tc_classify", "tb_tc_return", "tb_xdp_decap", "tb_xdp_pass"):
+                self.prog_ids[prefix + name] = obj.prog_id(name)
+            cfg = obj.map("tb_cfg", "uint32_t", "uint32_t")
+            cfg.update(_tb().TB_CFG_FWD_IFINDEX, self.ifindex(back_role, back_if))
+            cfg.update(_tb().TB_CFG_BACK_IFINDEX, self.ifindex(cls_role, cls_if))
+            with netns.enter(self.nsname(cls_role)):
+                bpf.tc_attach(self.ifindex(cls_role, cls_if), obj.prog_fd("tb_tc_classify"), egress=False)
+                bpf.tc_attach(self.ifindex(back_role, back_if), obj.prog_fd("tb_tc_return"), egress=False)
+            with netns.enter(self.nsname(decap_role)):
+                bpf.xdp_attach(self.ifindex(decap_role, decap_if), obj.prog_fd("tb_xdp_decap"))
+            for role, ifname in napi:
+                with netns.enter(self.nsname(role)):
+                    bpf.xdp_attach(self.ifindex(role, ifname), obj.prog_fd("tb_xdp_pass"))
+            for name, kt, vt in self._map_types():
+                self.map_ids[prefix + name] = obj.map(name, kt, vt).id
 
     @staticmethod
     def _map_types() -> list[tuple[str, str, str]]:
@@ -433,10 +540,15 @@ class Testbed:
     def _open_maps(self) -> None:
         from afxdp_proxy import bpf
 
-        for name, kt, vt in self._map_types():
-            m = bpf.Map.from_id(self.map_ids[name], kt, vt)
-            self._maps[name] = m
-            self._reg.defer(f"close map {name}", m.close)
+        for prefix in self._directions():
+            for name, kt, vt in self._map_types():
+                m = bpf.Map.from_id(self.map_ids[prefix + name], kt, vt)
+                self._maps[prefix + name] = m
+                self._reg.defer(f"close map {prefix}{name}", m.close)
+
+    def _directions(self) -> tuple[str, ...]:
+        """Map and program name prefixes of the directions classified: "", and REVERSE."""
+        return ("", REVERSE) if self.bidirectional else ("",)
 
     def down(self) -> list[str]:
         """Stop processes, remove namespaces (with their veths and programs) and the
@@ -474,6 +586,10 @@ class Testbed:
             "ipv6": self.ipv6,
             "sf_label": self.sf_label,
             "queues": self.queues,
+            "sf_nd": self.sf_nd,
+            "sf": self.sf,
+            "bidirectional": self.bidirectional,
+            "reverse_label": self.reverse_label,
             "namespaces": self.namespaces,
             "map_ids": self.map_ids,
             "prog_ids": self.prog_ids,
@@ -498,7 +614,8 @@ class Testbed:
         except FileNotFoundError:
             raise FileNotFoundError(f"no testbed {prefix!r}: {path} does not exist") from None
         tb = cls(data["topology"], prefix=data["prefix"], ipv6=data["ipv6"], sf_label=data["sf_label"],
-                 queues=data.get("queues"))
+                 queues=data.get("queues"), sf_nd=data.get("sf_nd", False), sf=data.get("sf", "forward"),
+                 bidirectional=data.get("bidirectional", False), reverse_label=data.get("reverse_label"))
         tb.map_ids = {k: int(v) for k, v in data["map_ids"].items()}
         tb.prog_ids = {k: int(v) for k, v in data["prog_ids"].items()}
         missing = [n for n in tb.namespaces if not netns.ns_exists(n)]
@@ -518,9 +635,11 @@ class Testbed:
         from afxdp_proxy import bpf
 
         hooks: dict[str, int] = {}
-        checks = [("src", SRC_CLS.ifname, "tc"), ("src", SRC_OUT.ifname, "tc"), ("dst", DST0.ifname, "xdp")]
+        checks = [("src", SRC_CLS.ifname, "tc"), ("src", SRC_OUT.ifname, "tc"), ("dst", self.dst_wire, "xdp")]
+        if self.bidirectional:
+            checks += [("dst", DST_CLS.ifname, "tc"), ("dst", DST_OUT.ifname, "tc"), ("src", SRC_OUT.ifname, "xdp")]
         if self.ns_sf:
-            checks.append(("sf", SF_IN.ifname, "xdp"))
+            checks += [("sf", SF_IN.ifname, "xdp")] + ([("sf", SF_OUT.ifname, "xdp")] if self.bidirectional else [])
         for role, ifname, kind in checks:
             name = self.nsname(role)
             if not netns.ns_exists(name):
@@ -530,31 +649,44 @@ class Testbed:
                 hooks[f"{role}/{ifname}/{kind}"] = (
                     bpf.tc_prog_id(idx, egress=False) if kind == "tc" else bpf.xdp_prog_id(idx)
                 )
-        return {
+        out = {
             "prefix": self.prefix,
             "topology": self.topology,
+            "sf": self.sf,
+            "bidirectional": self.bidirectional,
             "namespaces": {n: netns.ns_exists(n) for n in self.namespaces},
             "programs": hooks,
             "counters": self.counters() if self._maps else {},
             "depths": self.depth_histogram() if self._maps else {},
         }
+        if self.bidirectional:
+            out["reverse"] = {"counters": self.counters(reverse=True) if self._maps else {},
+                              "depths": self.depth_histogram(reverse=True) if self._maps else {}}
+        if self.sf != "forward" and netns.ns_exists(self.ns_sf_rules):
+            out["sf_ruleset"] = sfs.ruleset(self.ns_sf_rules)
+        return out
 
     # ------------------------------------------------------------------ classifier and records
+    # Every call takes reverse=True for the reverse direction of a bidirectional testbed: the
+    # receiver's classifier (its replies) and the sender's decapsulator.
 
-    def _map(self, name: str) -> Any:
-        if name not in self._maps:
+    def _map(self, name: str, reverse: bool = False) -> Any:
+        if reverse and not self.bidirectional:
+            raise ValueError("the reverse direction is classified only in a bidirectional testbed")
+        key = (REVERSE if reverse else "") + name
+        if key not in self._maps:
             raise RuntimeError("the testbed is not up")
-        return self._maps[name]
+        return self._maps[key]
 
-    def set_stacks(self, stacks: Sequence[Sequence[Lse]]) -> None:
-        """Stacks the sender's classifier pushes, rotating per packet from the first.
-        [] sends plain IP (the no-label baseline); an empty stack in the list sends
-        that packet plain."""
+    def set_stacks(self, stacks: Sequence[Sequence[Lse]], reverse: bool = False) -> None:
+        """Stacks the sender's classifier (reverse: the receiver's) pushes, rotating per
+        packet from the first. [] sends plain IP (the no-label baseline); an empty stack in
+        the list sends that packet plain."""
         from afxdp_proxy._native import ffi, lib
 
         if len(stacks) > lib.AXP_MAX_STACKS:
             raise ValueError(f"at most {lib.AXP_MAX_STACKS} stacks, got {len(stacks)}")
-        cfg, tbl, rr = self._map("tb_cfg"), self._map("tb_stacks"), self._map("tb_rr")
+        cfg, tbl, rr = (self._map(n, reverse) for n in ("tb_cfg", "tb_stacks", "tb_rr"))
         cfg.update(lib.TB_CFG_N_STACKS, 0)  # stop pushing while the table changes
         for i, stack in enumerate(stacks):
             if len(stack) > lib.AXP_MAX_LABELS:
@@ -568,14 +700,17 @@ class Testbed:
         cfg.update(lib.TB_CFG_N_STACKS, len(stacks))
 
     def set_recording(self, on: bool, clear: bool = True) -> None:
-        """Record key -> stack on the sender (tb_sent) and receiver (tb_received)."""
+        """Record key -> stack where each direction is classified (tb_sent) and where it
+        arrives (tb_received): both directions of a bidirectional testbed."""
         if clear:
             self.clear_records()
-        self._map("tb_cfg").update(_tb().TB_CFG_RECORD, int(on))
+        for prefix in self._directions():
+            self._map(prefix + "tb_cfg").update(_tb().TB_CFG_RECORD, int(on))
 
     def clear_records(self) -> None:
-        self._map("tb_sent").clear()
-        self._map("tb_received").clear()
+        for prefix in self._directions():
+            self._map(prefix + "tb_sent").clear()
+            self._map(prefix + "tb_received").clear()
 
     @staticmethod
     def _records(m: Any) -> dict[bytes, tuple[int, ...]]:
@@ -587,37 +722,69 @@ class Testbed:
             out[bytes(ffi.buffer(key))] = tuple(socket.ntohl(val.labels[i]) for i in range(depth))
         return out
 
-    def sent(self) -> dict[bytes, tuple[int, ...]]:
+    def sent(self, reverse: bool = False) -> dict[bytes, tuple[int, ...]]:
         """{struct axp_key bytes: label stack entries pushed (Lse.encode() ints), () for plain}."""
-        return self._records(self._map("tb_sent"))
+        return self._records(self._map("tb_sent", reverse))
 
-    def received(self) -> dict[bytes, tuple[int, ...]]:
+    def received(self, reverse: bool = False) -> dict[bytes, tuple[int, ...]]:
         """{struct axp_key bytes: label stack entries the packet arrived with, () for plain IP}."""
-        return self._records(self._map("tb_received"))
+        return self._records(self._map("tb_received", reverse))
 
-    def check_chain(self, family: int | None = None) -> ChainCheck:
-        """Compare what the sender pushed with what the receiver got (recording must have
+    def received_tags(self, reverse: bool = False) -> dict[bytes, tuple[tuple[int, int], ...]]:
+        """{struct axp_key bytes: the VLAN tags the packet arrived with, (TPID, TCI) outermost first}."""
+        from afxdp_proxy._native import ffi
+        from afxdp_proxy.key import ETH_P_8021AD, ETH_P_8021Q
+
+        out = {}
+        for key, val in self._map("tb_received", reverse).items():
+            v = val.vlans
+            out[bytes(ffi.buffer(key))] = tuple((ETH_P_8021AD if v.ad >> i & 1 else ETH_P_8021Q, socket.ntohs(v.tci[i]))
+                                                for i in range(min(int(v.n), len(v.tci))))
+        return out
+
+    def check_chain(self, family: int | None = None, ttl_model: str = "uniform", reverse: bool = False) -> ChainCheck:
+        """Compare what was pushed with what arrived, in one direction (recording must have
         been on); family 4 or 6 keeps only that IP version's packets."""
-        sent, received = self.sent(), self.received()
+        sent, received = self.sent(reverse), self.received(reverse)
         return ChainCheck({k: (sent[k], received[k]) for k in sent.keys() & received.keys()
-                           if family is None or k[1] == family})  # struct axp_key.family
+                           if family is None or k[1] == family}, ttl_model)  # struct axp_key.family
 
-    def _percpu_sums(self, name: str) -> list[int]:
-        m = self._map(name)
+    def _percpu_sums(self, name: str, reverse: bool = False) -> list[int]:
+        m = self._map(name, reverse)
         return [sum(m.lookup(i) or [0]) for i in range(m.max_entries)]
 
-    def depth_histogram(self) -> dict[int, int]:
-        """{stack depth: packets} seen by the receiver's decapsulator (0 = plain IP), nonzero only."""
-        sums = self._percpu_sums("tb_depths")
+    def depth_histogram(self, reverse: bool = False) -> dict[int, int]:
+        """{stack depth: packets} seen by the receiver's decapsulator (reverse: the sender's;
+        0 = plain IP), nonzero only."""
+        sums = self._percpu_sums("tb_depths", reverse)
         return {d: n for d, n in enumerate(sums[: _tb().TB_HIST_NOT_IP]) if n}
 
-    def counters(self) -> dict[str, int]:
+    def link_drops(self, a: End, b: End) -> int:
+        """Frames the veth from a to b dropped so far (a's tx_dropped, b's rx_dropped): a veth
+        whose peer runs XDP queues frames in a 256-slot ring and drops when it is full
+        (drivers/net/veth.c), after the program that sent them counted them sent on."""
+        return self.ns(a.role).link_stats(a.ifname).get("tx_dropped", 0) + self.ns(b.role).link_stats(
+            b.ifname
+        ).get("rx_dropped", 0)
+
+    def delivery_drops(self) -> int:
+        """link_drops from the proxy to the receiver (p_out to dst0)."""
+        return self.link_drops(P_OUT, DST0)
+
+    def sf_drops(self) -> int:
+        """link_drops on the way to the SF and back (attached; 0 inline, where the proxy's
+        kernel is the SF)."""
+        if self.topology != "attached":
+            return 0
+        return self.link_drops(P_SF_TX, SF_IN) + self.link_drops(SF_OUT, P_SF_RX)
+
+    def counters(self, reverse: bool = False) -> dict[str, int]:
         """Classifier counters plus the decapsulator's non-IP and unparsable counts."""
-        stats = self._percpu_sums("tb_stats")
+        stats = self._percpu_sums("tb_stats", reverse)
         lib = _tb()
         names = {getattr(lib, k): k.removeprefix("TB_STAT_").lower() for k in dir(lib) if k.startswith("TB_STAT_TC")}
         out = {names[i]: n for i, n in enumerate(stats) if i in names}
-        depths = self._percpu_sums("tb_depths")
+        depths = self._percpu_sums("tb_depths", reverse)
         out["decap_not_ip"] = depths[lib.TB_HIST_NOT_IP]
         out["decap_bad"] = depths[lib.TB_HIST_BAD]
         return out
@@ -626,16 +793,26 @@ class Testbed:
         from afxdp_proxy.bpf import NCPUS, ffi
 
         zeros = ffi.new("uint64_t[]", NCPUS)
-        for name in ("tb_depths", "tb_stats"):
-            m = self._map(name)
-            for i in range(m.max_entries):
-                m.update(i, zeros)
+        for prefix in self._directions():
+            for name in ("tb_depths", "tb_stats"):
+                m = self._map(prefix + name)
+                for i in range(m.max_entries):
+                    m.update(i, zeros)
+
+    # ------------------------------------------------------------------ the SF
+
+    def sf_dropped(self) -> int:
+        """Packets the firewall SF dropped (0 for the other kinds)."""
+        return sfs.dropped(self.ns_sf_rules) if self.sf == "firewall" else 0
 
     # ------------------------------------------------------------------ proxy configuration
 
-    def proxy_config(self, backend: str = "kernel", key: str = "hash", **overrides: Any) -> str:
+    def proxy_config(self, backend: str = "kernel", key: str = "hash",
+                     reverse: bool | dict[str, Any] | None = None, **overrides: Any) -> str:
         """TOML for the proxy serving this testbed's SF. Overrides of [[sf]] keys
-        (name, label, net_in, ...) go there, anything else into [proxy]."""
+        (name, label, net_in, ..., static_stack) go there, anything else into [proxy].
+        reverse: the [sf.reverse] table (True: this testbed's reverse label and MACs; a
+        dict: those with its keys overriding; False: none); by default when bidirectional."""
         if key == "meta" and self.topology != "inline":
             raise ValueError("key = meta needs the inline topology (skb->mark does not cross namespaces)")
         proxy: dict[str, Any] = {
@@ -649,13 +826,27 @@ class Testbed:
         if self.topology == "attached":
             sf.update(to_sf=self.to_sf, from_sf=self.from_sf, sf_mac=SF_IN.mac)
         sf["next_hop_mac"] = DST0.mac
-        sf_keys = {"name", "label", "net_in", "net_out", "to_sf", "from_sf", "sf_mac", "next_hop_mac"}
+        sf_keys = {"name", "label", "net_in", "net_out", "to_sf", "from_sf", "sf_mac", "next_hop_mac", "static_stack",
+                   "vlan_in", "vlan_out"}
         for k, v in overrides.items():
             (sf if k in sf_keys else proxy)[k] = v
+        if reverse is None:
+            reverse = self.bidirectional
+        back: dict[str, Any] = {}
+        if reverse is not False:
+            # the interfaces are the forward direction's, swapped (config.py); the MACs its own
+            back = {"label": self.reverse_label}
+            if self.topology == "attached":
+                back["sf_mac"] = SF_OUT.mac
+            back["next_hop_mac"] = SRC0.mac
+            back.update(reverse if isinstance(reverse, dict) else {})
         lines = ["[proxy]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in proxy.items() if v is not None]
         lines += ["", "[[sf]]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in sf.items() if v is not None]
+        if back:
+            lines += ["", "[sf.reverse]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in back.items() if v is not None]
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------ programs in namespaces
@@ -699,8 +890,10 @@ def _pick_prefix(prefix: str | None) -> str:
 
 def _cmd(args: Any) -> int:
     if args.action == "up":
-        tb = Testbed(args.topology, prefix=args.prefix, ipv6=not args.no_ipv6).up()
-        print(f"testbed {tb.prefix} ({tb.topology}) is up: namespaces {', '.join(tb.namespaces)}")
+        tb = Testbed(args.topology, prefix=args.prefix, ipv6=not args.no_ipv6, sf=args.sf,
+                     bidirectional=args.bidirectional, sf_nd=args.sf_nd).up()
+        both = ", both directions classified" if tb.bidirectional else ""
+        print(f"testbed {tb.prefix} ({tb.topology}, SF {tb.sf}{both}) is up: namespaces {', '.join(tb.namespaces)}")
         print(f"  sender {tb.ns_src} {tb.src_if} {tb.src_ip}, receiver {tb.ns_dst} {tb.dst_if} {tb.dst_ip}")
         print(f"  proxy config: afxdp-proxy testbed config --prefix {tb.prefix} > proxy.toml")
         return 0
@@ -730,13 +923,21 @@ def _cmd(args: Any) -> int:
     if args.json:
         print(json.dumps(st, indent=1))
     else:
-        print(f"testbed {st['prefix']} ({st['topology']})")
+        both = ", both directions classified" if st["bidirectional"] else ""
+        print(f"testbed {st['prefix']} ({st['topology']}, SF {st['sf']}{both})")
         for name, ok in st["namespaces"].items():
             print(f"  namespace {name}: {'present' if ok else 'MISSING'}")
         for hook, pid in st["programs"].items():
             print(f"  {hook}: {'program ' + str(pid) if pid else 'nothing attached'}")
         print("  classifier: " + ", ".join(f"{k}={v}" for k, v in st["counters"].items()))
         print("  received by depth: " + (", ".join(f"{d}:{n}" for d, n in st["depths"].items()) or "nothing"))
+        if "reverse" in st:
+            rev = st["reverse"]
+            print("  reverse classifier: " + ", ".join(f"{k}={v}" for k, v in rev["counters"].items()))
+            print("  reverse received by depth: "
+                  + (", ".join(f"{d}:{n}" for d, n in rev["depths"].items()) or "nothing"))
+        if st.get("sf_ruleset"):
+            print("  SF rules:\n" + "\n".join("    " + line for line in st["sf_ruleset"].splitlines()))
     return 0
 
 
@@ -752,6 +953,14 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--topology", choices=TOPOLOGIES, default="attached", help="for up (default: attached)")
     p.add_argument("--prefix", help="namespace name prefix (up: default random; others: the only testbed)")
     p.add_argument("--no-ipv6", action="store_true", help="for up: IPv4 only")
+    p.add_argument("--sf-nd", action="store_true",
+                   help="for up (attached): the SF's links learn neighbours by ND and ARP, not permanent entries")
+    p.add_argument("--sf", choices=SF_KINDS, default="forward",
+                   help="for up: what the SF does: forward (kernel routing), firewall (nftables, stateful: new "
+                   "flows only from sender to receiver), nat (nftables masquerade) (default: forward)")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="for up: classify the receiver's replies too (the reverse direction, label + 1), "
+                   "decapsulate and record them at the sender; config then adds [sf.reverse]")
     p.add_argument("--all", action="store_true", help="for down: every testbed")
     p.add_argument("--json", action="store_true", help="for status: machine-readable")
     p.add_argument("--backend", default="kernel", help="for config (default: kernel)")

@@ -1,6 +1,6 @@
 """Traffic inside namespaces: iperf3 (TCP/UDP throughput, retransmits, stalls),
-ping without the ping binary, an RTP-like UDP sender with a sink, and raw
-Ethernet frames for bad-input tests.
+ping without the ping binary, a one-shot TCP echo (opens? stalls?), an RTP-like
+UDP sender with a sink, and raw Ethernet frames for bad-input tests.
 
 Every function takes a namespace *name* (``tb.ns_src``; None means the current
 one), so it works with a :class:`~afxdp_proxy.lab.testbed.Testbed` or with any
@@ -281,6 +281,62 @@ def send_udp(ns: str | None, dst: str, port: int, payloads: Iterable[bytes], spo
             s.sendto(p, (dst, port))
             n += 1
     return n
+
+
+@dataclass
+class TcpExchange:
+    """One short TCP conversation: did the connection open, and did the data come back."""
+
+    connected: bool
+    echoed: bool
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.connected and self.echoed
+
+
+def tcp_echo(client_ns: str | None, server_ns: str | None, server_addr: str, port: int = 5301,
+             payload: bytes = b"afxdp-proxy", timeout: float = 1.0) -> TcpExchange:
+    """Connect from client_ns to an echo listener in server_ns, send payload, wait up to
+    `timeout` for it to come back. Tells a path that fails at once (no SYN-ACK: not
+    connected) from one that opens and then stalls (connected, nothing echoed), as a
+    stateful firewall that saw only half the handshake does; both in about `timeout`."""
+    fam = socket.AF_INET6 if ":" in server_addr else socket.AF_INET
+    with netns.socket_in(server_ns, fam, socket.SOCK_STREAM) as lsock, \
+            netns.socket_in(client_ns, fam, socket.SOCK_STREAM) as csock:
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", port))
+        lsock.listen(1)
+        lsock.setblocking(False)
+        csock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            csock.connect((server_addr, port))
+        except OSError as e:
+            return TcpExchange(False, False, str(e))
+        csock.sendall(payload)
+        got, conn = b"", None
+        try:
+            while len(got) < len(payload) and time.monotonic() < deadline:
+                if conn is None:
+                    with contextlib.suppress(BlockingIOError):
+                        conn, _ = lsock.accept()
+                        conn.setblocking(False)
+                if conn is not None:
+                    with contextlib.suppress(BlockingIOError):
+                        data = conn.recv(4096)
+                        if data:
+                            conn.sendall(data)
+                r, _, _ = select.select([csock], [], [], 0.01)
+                if r:
+                    got += csock.recv(4096)
+        except OSError as e:
+            return TcpExchange(True, False, str(e))
+        finally:
+            if conn is not None:
+                conn.close()
+        return TcpExchange(True, got == payload)
 
 
 class _Collector:

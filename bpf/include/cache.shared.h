@@ -12,8 +12,8 @@
  * what every insert and take scans (the lock, a 16-bit tag per way from the
  * key's hash, never 0, 0 = free way; the run's packet count and arrival
  * number), line 1 the RX time of each run's newest packet (inserts age the
- * set by it), lines 2-3 the rest of each run's stack (depth, SF, RX time of
- * its first packet), then each way's key on a line of its own and its labels
+ * set by it), lines 2-3 the rest of each run's stack (depth, SF, VLAN tags,
+ * RX time of its first packet), then each way's key on a line of its own and its labels
  * on the next. An insert reads lines 0 and 1 and writes the new run's meta,
  * key and labels lines; a take reads line 0, the matching key and that run's
  * meta and labels: 4 or 5 lines of 20. Sets start on a cache line (the BPF
@@ -35,8 +35,8 @@
  *     and stale space is used before anything younger is evicted.
  *  2. If max_per_key packets with this key are in flight, the packet is
  *     refused (key full).
- *  3. If the key's newest run has the same stack (labels, depth, SF), the
- *     packet joins it: consecutive duplicates share a way (joined).
+ *  3. If the key's newest run has the same stack (labels, depth, SF, VLAN
+ *     tags), the packet joins it: consecutive duplicates share a way (joined).
  *  4. Otherwise it opens a new run: in a free way, else in place of the
  *     oldest run of another key, exactly one, whose packets are reported as
  *     evicted; if every way holds this key, the packet is refused (key full).
@@ -65,10 +65,10 @@
 
 /* A run's stack but its labels (struct axp_entry without labels): 16 bytes, four to a line. */
 struct axp_cache_meta {
-	__u64 rx_ns; /* RX time of the run's first packet */
+	__u64 rx_ns;             /* RX time of the run's first packet */
 	__u8 depth;
 	__u8 sf;
-	__u8 _pad[6];
+	struct axp_vlans vlans;  /* the tags its packets arrived with */
 };
 
 /* A way's key and labels: a cache line each. */
@@ -129,6 +129,7 @@ _Static_assert(sizeof(((struct axp_entry *)0)->labels) == 64, "a stack's labels 
 _Static_assert(__builtin_offsetof(struct axp_cache_set, seq) + sizeof(((struct axp_cache_set *)0)->seq) <= 64,
 	       "what a scan reads is one cache line");
 _Static_assert(__builtin_offsetof(struct axp_cache_set, rx_ns) == 64, "the RX times are line 1");
+_Static_assert(sizeof(struct axp_cache_meta) == 16, "a run's meta: four to a line");
 _Static_assert(__builtin_offsetof(struct axp_cache_set, way) % 64 == 0, "keys and labels are whole lines");
 _Static_assert(sizeof(struct axp_cache_set) % 64 == 0, "sets start on a cache line");
 _Static_assert(__builtin_offsetof(struct axp_cache_set, lock) == 0 &&
@@ -221,11 +222,15 @@ AXP_CACHE_UNROLL
 	return axp_cache_is_zero(d);
 }
 
-/* 1 when way w's run has e's stack (labels, depth, SF) */
+/* 1 when way w's run has e's stack (labels, depth, SF, VLAN tags) */
 static __always_inline int axp_cache_same_stack(const struct axp_cache_set *s, __u32 w,
 						const struct axp_entry *e)
 {
-	__u64 d = (__u64)(s->meta[w].depth ^ e->depth) | (__u64)(s->meta[w].sf ^ e->sf);
+	/* the tags a packet arrived with are restored too: part of what must be the same */
+	__u64 d = (__u64)(s->meta[w].depth ^ e->depth) | (__u64)(s->meta[w].sf ^ e->sf) |
+		  (__u64)(s->meta[w].vlans.n ^ e->vlans.n) | (__u64)(s->meta[w].vlans.ad ^ e->vlans.ad) |
+		  (__u64)(s->meta[w].vlans.tci[0] ^ e->vlans.tci[0]) |
+		  (__u64)(s->meta[w].vlans.tci[1] ^ e->vlans.tci[1]);
 	__u32 i;
 
 AXP_CACHE_UNROLL
@@ -328,6 +333,7 @@ static __always_inline void axp_cache_open(struct axp_cache_set *s, __u32 vw, co
 	s->meta[vw].rx_ns = e->rx_ns;
 	s->meta[vw].depth = e->depth;
 	s->meta[vw].sf = e->sf;
+	s->meta[vw].vlans = e->vlans;
 	__builtin_memcpy(&s->way[vw].key, key, sizeof(*key));
 	__builtin_memcpy(s->way[vw].labels, e->labels, sizeof(e->labels));
 	out->result = AXP_CACHE_OPENED;
@@ -482,6 +488,7 @@ AXP_CACHE_UNROLL
 	e->rx_ns = s->meta[w].rx_ns;
 	e->depth = s->meta[w].depth;
 	e->sf = s->meta[w].sf;
+	e->vlans = s->meta[w].vlans;
 	if (--s->count[w] == 0)
 		s->tag[w] = 0;
 	out->result = AXP_CACHE_HIT;

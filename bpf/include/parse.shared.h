@@ -18,9 +18,19 @@
 #define AXP_ETH_P_IP 0x0800
 #define AXP_ETH_P_IPV6 0x86DD
 #define AXP_ETH_P_MPLS_UC 0x8847
+#define AXP_ETH_P_8021Q 0x8100      /* VLAN tag (C-tag), IEEE 802.1Q */
+#define AXP_ETH_P_8021AD 0x88A8     /* service VLAN tag (S-tag), IEEE 802.1ad */
 #define AXP_ETH_P_TEB 0x6558        /* transparent Ethernet bridging: Geneve's inner Ethernet */
 #define AXP_MPLS_BOS 0x00000100u    /* bottom-of-stack bit, host order */
 #define AXP_MPLS_LABEL_SHIFT 12
+#define AXP_MPLS_TTL_MASK 0x000000ffu /* host order */
+/* reserved labels (RFC 3032 §2.1, RFC 7274): 0..15 never name an SF */
+#define AXP_LABEL_IPV4_NULL 0       /* IPv4 explicit null */
+#define AXP_LABEL_IPV6_NULL 2       /* IPv6 explicit null */
+#define AXP_LABEL_ELI 7             /* entropy label indicator: the entropy label follows (RFC 6790) */
+#define AXP_LABEL_MIN_UNRESERVED 16
+/* the most bytes in front of the label that decides: Ethernet, tags, removed entries */
+#define AXP_HEAD_MAX_LEN (AXP_ETH_HLEN + 4 * AXP_MAX_VLANS + 8 * AXP_MAX_REMOVED)
 #define AXP_IPPROTO_HOPOPTS 0
 #define AXP_IPPROTO_ICMP 1
 #define AXP_IPPROTO_TCP 6
@@ -132,6 +142,17 @@ static __always_inline __u16 axp_load16(const __u8 *p)
 static __always_inline __u32 axp_label_of(__be32 lse)
 {
 	return axp_ntohl(lse) >> AXP_MPLS_LABEL_SHIFT;
+}
+
+static __always_inline __u32 axp_ttl_of(__be32 lse)
+{
+	return axp_ntohl(lse) & AXP_MPLS_TTL_MASK;
+}
+
+/* The key of an SF in the label maps: its VLAN and its label (AXP_VLAN_KEY_SHIFT). */
+static __always_inline __u32 axp_sf_key(__u32 vid, __u32 label)
+{
+	return vid << AXP_VLAN_KEY_SHIFT | label;
 }
 
 /* Copy up to n whole 32-bit words starting at p into w; missing words stay zero. */
@@ -512,44 +533,122 @@ static __always_inline int axp_parse_counter(int res)
 		return AXP_CNT_RX_TOO_MANY_LABELS;
 	case AXP_PARSE_NOT_IP:
 		return AXP_CNT_RX_NOT_IP;
+	case AXP_PARSE_RESERVED:
+		return AXP_CNT_RX_RESERVED_LABEL;
 	default:
 		return AXP_CNT_RX_MALFORMED;
 	}
 }
 
-/* Where the IP packet below a parsed label stack starts. */
-struct axp_frame {
-	__u32 depth;    /* labels in the stack */
-	__u32 l3_off;   /* offset of the IP header from the start of the frame */
-	__u16 l3_proto; /* AXP_ETH_P_IP or AXP_ETH_P_IPV6, host order */
-};
+/*
+ * The front of a frame, up to the label entry that decides: the Ethernet
+ * header, up to AXP_MAX_VLANS VLAN tags (802.1Q or 802.1ad, in any order; the
+ * VID of the one nearest the stack in f->vid), the MPLS ethertype, and the
+ * reserved entries removed above the SF label: explicit null (0, 2) and an
+ * entropy label indicator (7) with its entropy label (RFC 3032 §2.1, RFC 6790
+ * §4.2: both are consumed by the node the label below addresses), at most
+ * AXP_MAX_REMOVED removals. Such an entry at the bottom of the stack (or an
+ * ELI whose entropy label is) is not removed: nothing of ours follows it.
+ *
+ * Returns NOT_MPLS (after the tags), MALFORMED (cut short before the deciding
+ * entry: f->top_off stays 0), RESERVED (a reserved label decides: router
+ * alert, GAL, OAM alert, ...), or OK; with RESERVED and OK, *top holds the
+ * deciding entry and f->top_off its offset.
+ */
+static __always_inline int axp_parse_head(const __u8 *data, const __u8 *end, struct axp_frame *f,
+					  __be32 *top)
+{
+	const __u8 *p;
+	__be32 lse, el;
+	__be16 type;
+	__u32 i, label;
+
+	if (data + AXP_ETH_HLEN > end)
+		return AXP_PARSE_MALFORMED;
+	/* from an opaque offset, so checks on p teach the verifier nothing about data */
+	p = axp_rebase(data, data + 12, 12);
+	if (!p)
+		return AXP_PARSE_MALFORMED;
+	for (i = 0; i < AXP_MAX_VLANS; i++) {
+		if (p + 2 > end)
+			return AXP_PARSE_MALFORMED;
+		type = axp_load16(p);
+		if (type != axp_htons(AXP_ETH_P_8021Q) && type != axp_htons(AXP_ETH_P_8021AD))
+			break;
+		if (p + 6 > end)
+			return AXP_PARSE_MALFORMED; /* a tag cut short, or nothing after it */
+		f->vlans.tci[i] = axp_load16(p + 2);
+		if (type == axp_htons(AXP_ETH_P_8021AD))
+			f->vlans.ad |= 1 << i;
+		f->vlans.n = i + 1;
+		f->vid = axp_ntohs(f->vlans.tci[i]) & AXP_VID_MASK;
+		p += 4;
+	}
+	if (p + 2 > end)
+		return AXP_PARSE_MALFORMED;
+	if (axp_load16(p) != axp_htons(AXP_ETH_P_MPLS_UC))
+		return AXP_PARSE_NOT_MPLS; /* a third tag too: not ours to read */
+	p += 2;
+	for (i = 0; i < AXP_MAX_REMOVED; i++) {
+		if (p + 4 > end)
+			return AXP_PARSE_MALFORMED;
+		lse = axp_load32(p);
+		label = axp_label_of(lse);
+		if (lse & axp_htonl(AXP_MPLS_BOS))
+			break;
+		if (label == AXP_LABEL_ELI) {
+			if (p + 8 > end)
+				return AXP_PARSE_MALFORMED;
+			el = axp_load32(p + 4);
+			if (el & axp_htonl(AXP_MPLS_BOS))
+				break;
+			p += 8;
+			f->removed += 2;
+		} else if (label == AXP_LABEL_IPV4_NULL || label == AXP_LABEL_IPV6_NULL) {
+			p += 4;
+			f->removed += 1;
+		} else {
+			break;
+		}
+	}
+	if (p + 4 > end)
+		return AXP_PARSE_MALFORMED;
+	*top = axp_load32(p);
+	f->top_off = axp_offset_of(data, p);
+	if (axp_label_of(*top) < AXP_LABEL_MIN_UNRESERVED)
+		return AXP_PARSE_RESERVED;
+	return AXP_PARSE_OK;
+}
 
 /*
- * Parse an Ethernet frame carrying SR-MPLS: copy the label stack (outermost
- * first) into labels[] and describe it in *f. With key != NULL also derive the
- * hash-mode key of the packet below the stack (the caller zeroes *key);
- * without, only check that an IP packet follows.
+ * Parse an Ethernet frame carrying SR-MPLS: its head (axp_parse_head), then
+ * copy the label stack from the deciding entry down (outermost first) into
+ * labels[] and describe it in *f. labels[0] is the deciding entry whenever
+ * f->top_off is set. With key != NULL also derive the hash-mode key of the
+ * packet below the stack (the caller zeroes *key and *f); without, only check
+ * that an IP packet follows.
  */
 static __always_inline int axp_parse_mpls_frame(const __u8 *data, const __u8 *end,
 						__be32 *labels, struct axp_frame *f,
 						struct axp_key *key)
 {
-	const __u8 *p = data + AXP_ETH_HLEN;
+	const __u8 *top, *p;
 	__u64 off;
 	__u32 i;
+	int res;
 
-	if (p > end)
-		return AXP_PARSE_MALFORMED;
-	if (axp_load16(data + 12) != axp_htons(AXP_ETH_P_MPLS_UC))
-		return AXP_PARSE_NOT_MPLS;
+	res = axp_parse_head(data, end, f, &labels[0]);
+	if (res != AXP_PARSE_OK)
+		return res;
 	/*
 	 * Walk the stack from an opaque offset: bounds checks on p then teach the
 	 * verifier nothing about data, which callers keep, so frames of every
-	 * depth leave data in one state.
+	 * head and depth leave data in one state.
 	 */
-	p = axp_rebase(data, p, AXP_ETH_HLEN);
-	if (!p)
-		return AXP_PARSE_MALFORMED;
+	top = axp_rebase(data, data + f->top_off, AXP_HEAD_MAX_LEN);
+	if (!top)
+		return AXP_PARSE_MALFORMED; /* for the verifier only */
+	p = top;
 	for (i = 0; i < AXP_MAX_LABELS; i++) {
 		__be32 lse;
 
@@ -564,12 +663,12 @@ static __always_inline int axp_parse_mpls_frame(const __u8 *data, const __u8 *en
 	if (i == AXP_MAX_LABELS)
 		return AXP_PARSE_TOO_MANY_LABELS;
 	/* depth and offset from p, not from i: every depth goes on in one verifier state */
-	off = axp_offset_of(data, p);
-	if (off < AXP_ETH_HLEN + 4 || off > AXP_ETH_HLEN + AXP_MAX_LABELS * 4)
+	off = axp_offset_of(top, p);
+	if (off < 4 || off > AXP_MAX_LABELS * 4)
 		return AXP_PARSE_TOO_MANY_LABELS; /* for the verifier only */
-	f->depth = (off - AXP_ETH_HLEN) / 4;
-	f->l3_off = off;
-	p = data + off;
+	f->depth = off / 4;
+	f->l3_off = f->top_off + off;
+	p = top + off;
 	axp_barrier_var(p);
 	if (p + 1 > end)
 		return AXP_PARSE_NOT_IP;

@@ -6,7 +6,9 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "parse.shared.h"
+#include "push.shared.h"
 #include "cache.shared.h"
+#include "host.bpf.h"
 
 /* Set by the loader before load (libbpf .rodata). */
 const volatile struct axp_config axp_cfg = {};
@@ -36,9 +38,10 @@ struct {
 	__type(value, __u64);
 } axp_clock SEC(".maps");
 
+/* counters: AXP_CNT_ROWS rows of AXP_CNT_MAX slots, row = SF index or AXP_SF_NONE */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, AXP_CNT_MAX);
+	__uint(max_entries, AXP_CNT_ROWS * AXP_CNT_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
 } axp_counters SEC(".maps");
@@ -50,7 +53,7 @@ struct {
 	__type(value, struct axp_sf);
 } axp_sfs SEC(".maps");
 
-/* top label -> SF index */
+/* axp_sf_key(VID, top label) -> SF index; axp_sf_key(VID, 0): some SF is served on that VLAN */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, AXP_MAX_SFS);
@@ -66,6 +69,25 @@ struct {
 	__type(value, __u32);
 } axp_tx_sf SEC(".maps");
 
+/*
+ * on_miss = last: the stack RX most recently sent to each SF (NAT-tolerant
+ * fallback), under a lock so TX never reads half of one stack and half of
+ * another. RX writes it only when the stack changes: a static chain costs a
+ * read of a shared line per packet, no write.
+ */
+struct axp_last_stack {
+	struct bpf_spin_lock lock;
+	__u32 depth; /* 0: no stack went to the SF yet */
+	__be32 labels[AXP_MAX_LABELS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AXP_MAX_SFS);
+	__type(key, __u32);
+	__type(value, struct axp_last_stack);
+} axp_last SEC(".maps");
+
 /* meta mode: per-CPU sequence number for artificial keys */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -74,29 +96,43 @@ struct {
 	__type(value, __u32);
 } axp_seq SEC(".maps");
 
-static __always_inline void axp_count_add(__u32 slot, __u64 n)
+/* Add n to counter slot of SF sf's row (any sf out of range: the AXP_SF_NONE row). */
+static __always_inline void axp_count_add(__u32 sf, __u32 slot, __u64 n)
 {
-	__u64 *c = bpf_map_lookup_elem(&axp_counters, &slot);
+	__u32 i = (sf < AXP_MAX_SFS ? sf : AXP_SF_NONE) * AXP_CNT_MAX + slot;
+	__u64 *c = bpf_map_lookup_elem(&axp_counters, &i);
 
 	if (c)
 		*c += n;
 }
 
-static __always_inline void axp_count(__u32 slot)
+static __always_inline void axp_count(__u32 sf, __u32 slot)
 {
-	axp_count_add(slot, 1);
+	axp_count_add(sf, slot, 1);
 }
 
-/* Artificial key: (cpu + 1) << 24 | per-CPU sequence; never 0, which means "no key". */
+/* One frame seen in a direction (AXP_CNT_RX_PACKETS or AXP_CNT_TX_PACKETS) and its reason. */
+static __always_inline void axp_count_frame(__u32 sf, __u32 seen, __u32 reason)
+{
+	axp_count(sf, seen);
+	axp_count(sf, reason);
+}
+
+/*
+ * Artificial key, placed in the meta_mark_mask bits of the mark:
+ * ((cpu + 1) << meta_seq_bits | per-CPU sequence) << meta_shift. The loader
+ * leaves enough bits above the sequence for every possible CPU, so the key is
+ * never 0, which means "no key".
+ */
 static __always_inline __u32 axp_next_meta_key(void)
 {
 	__u32 zero = 0, *seq = bpf_map_lookup_elem(&axp_seq, &zero);
-	__u32 v;
+	__u32 bits = axp_cfg.meta_seq_bits & 31, v;
 
 	if (!seq)
 		return 0;
-	v = ++*seq;
-	return ((bpf_get_smp_processor_id() + 1) << 24) | (v & 0xffffff);
+	v = ++*seq & ((1u << bits) - 1);
+	return (((bpf_get_smp_processor_id() + 1) << bits) | v) << (axp_cfg.meta_shift & 31);
 }
 
 static __always_inline void axp_meta_key(struct axp_key *key, __u32 mark)
@@ -126,9 +162,9 @@ static __always_inline __u64 axp_now(void)
  * test runs alike), so no holder is interrupted by another on its own CPU;
  * and no CPU waits forever. One that finds the lock held tries again in a
  * bpf_loop, at most AXP_CACHE_SPIN_MAX times (a holder keeps it for well under
- * a microsecond), then gives up: the caller counts and drops the packet (RX)
- * or takes it as a miss (TX). The C cache takes the same lock field with C
- * atomics (native/axp_cache.c).
+ * a microsecond), then gives up: the caller drops the packet, counted as
+ * rx_cache_error (RX), or takes it as a miss (TX). The C cache takes the same
+ * lock field with C atomics (native/axp_cache.c).
  */
 #define AXP_CACHE_SPIN_MAX (1 << 16)
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -217,8 +253,10 @@ static __always_inline struct axp_cache_set *axp_cache_set_of(__u64 h)
 #define axp_cache_in_memory(p) __asm__ __volatile__("" : : "r"(p) : "memory")
 
 /*
- * Cache the packet's stack (e->rx_ns: its RX time) and count what happened.
- * Returns 0 when cached, -1 when the packet is to be dropped (counted).
+ * Cache the packet's stack (e->rx_ns: its RX time) and count what the cache
+ * did. Returns 0 when cached; the packet is to be dropped on -1 (no set: a
+ * loader that sized the map wrong; or its lock still held after
+ * AXP_CACHE_SPIN_MAX tries) and -2 (max_per_key, or its set full of its key).
  */
 static __always_inline int axp_cache_insert(const struct axp_key *key, const struct axp_entry *e)
 {
@@ -231,21 +269,18 @@ static __always_inline int axp_cache_insert(const struct axp_key *key, const str
 	axp_cache_in_memory(e);
 	h = axp_cache_hash(key);
 	s = axp_cache_set_of(h);
-	if (!s || !axp_cache_lock(s)) {
-		axp_count(AXP_CNT_RX_CACHE_ERROR);
+	if (!s || !axp_cache_lock(s))
 		return -1;
-	}
 	axp_cache_set_insert(s, key, axp_cache_tag(h), e, max_dwell_ns, max_per_key, &o);
 	axp_cache_unlock(s);
+	/* the runs freed or pushed out are counted in the row of the SF whose insert did it */
 	if (o.expired)
-		axp_count_add(AXP_CNT_EXPIRED, o.expired);
+		axp_count_add(e->sf, AXP_CNT_EXPIRED, o.expired);
 	if (o.evicted)
-		axp_count_add(AXP_CNT_EVICTIONS, o.evicted);
-	if (o.result == AXP_CACHE_KEY_FULL) {
-		axp_count(AXP_CNT_RX_KEY_FULL);
-		return -1;
-	}
-	axp_count(AXP_CNT_CACHE_INSERTS);
+		axp_count_add(e->sf, AXP_CNT_EVICTIONS, o.evicted);
+	if (o.result == AXP_CACHE_KEY_FULL)
+		return -2;
+	axp_count(e->sf, AXP_CNT_CACHE_INSERTS);
 	return 0;
 }
 
@@ -266,14 +301,96 @@ static __always_inline int axp_cache_take(const struct axp_key *key, struct axp_
 	axp_cache_unlock(s);
 	if (o.result != AXP_CACHE_HIT)
 		return -1;
-	axp_count(AXP_CNT_CACHE_TAKES);
+	axp_count(out->sf, AXP_CNT_CACHE_TAKES);
 	return 0;
 }
 
 /*
- * The stack TX pushes: the cached one without its outermost label, or the
- * SF's configured one in static mode. Sets *labels and returns how many
- * labels to push, or -1 for an entry that cannot be right.
+ * Meta mode, before the insert: a run the cache still holds under this new key
+ * is stale, since a CPU hands out a key again only after 2^meta_seq_bits
+ * packets. Its packet is presumed lost (counted expired, in the row of sf), so
+ * a narrow mark field cannot give a new packet an old packet's stack.
+ */
+static __always_inline void axp_meta_reclaim(const struct axp_key *key, __u32 sf)
+{
+	__u64 h = axp_cache_hash(key);
+	struct axp_cache_set *s = axp_cache_set_of(h);
+	struct axp_cache_outcome o;
+	struct axp_entry old;
+
+	if (!s || !axp_cache_lock(s))
+		return; /* the insert that follows finds the lock held too, and counts */
+	axp_cache_set_take(s, key, axp_cache_tag(h), &old, &o);
+	axp_cache_unlock(s);
+	if (o.result == AXP_CACHE_HIT)
+		axp_count(sf, AXP_CNT_EXPIRED);
+}
+
+/* on_miss = last, at RX: e is the stack just sent to SF sf; keep it if it differs from the last. */
+static __always_inline void axp_last_note(__u32 sf, const struct axp_entry *e)
+{
+	struct axp_last_stack *l;
+	__u32 i, same;
+
+	if (axp_cfg.on_miss != AXP_MISS_LAST)
+		return;
+	l = bpf_map_lookup_elem(&axp_last, &sf);
+	if (!l)
+		return;
+	/* read without the lock: a torn read only makes a needless write */
+	same = l->depth == e->depth;
+#pragma unroll
+	for (i = 0; i < AXP_MAX_LABELS; i++)
+		same &= l->labels[i] == e->labels[i];
+	if (same)
+		return;
+	bpf_spin_lock(&l->lock);
+	l->depth = e->depth;
+	__builtin_memcpy(l->labels, e->labels, sizeof(l->labels));
+	bpf_spin_unlock(&l->lock);
+}
+
+/* on_miss = last, at TX: the last stack sent to SF sf into *e. Returns 0, or -1 while there is none. */
+static __always_inline int axp_last_take(__u32 sf, struct axp_entry *e)
+{
+	struct axp_last_stack *l = bpf_map_lookup_elem(&axp_last, &sf);
+
+	if (!l)
+		return -1;
+	bpf_spin_lock(&l->lock);
+	e->depth = l->depth;
+	__builtin_memcpy(e->labels, l->labels, sizeof(e->labels));
+	bpf_spin_unlock(&l->lock);
+	e->sf = sf;
+	e->rx_ns = 0;
+	return e->depth ? 0 : -1;
+}
+
+/*
+ * A TX frame without a cache entry, from the SF of counter row `row` (its TX
+ * interface's). Returns AXP_MISS_DROP or AXP_MISS_PASS, the frame counted
+ * (tx_miss_drop, tx_miss_pass), or AXP_MISS_LAST with the SF's last stack in
+ * *e, to be pushed and counted by the caller. With may_last 0 (TC egress,
+ * where the host's own traffic has no entry either) last acts as pass, and so
+ * it does while no stack went to the SF yet.
+ */
+static __always_inline int axp_tx_miss(__u32 row, struct axp_entry *e, int may_last)
+{
+	if (axp_cfg.on_miss == AXP_MISS_DROP) {
+		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP);
+		return AXP_MISS_DROP;
+	}
+	if (axp_cfg.on_miss == AXP_MISS_LAST && may_last && row < AXP_MAX_SFS && !axp_last_take(row, e))
+		return AXP_MISS_LAST;
+	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
+	return AXP_MISS_PASS;
+}
+
+/*
+ * The stack TX pushes: the cached one without its outermost label (the one
+ * exposed on top with its TTL as ttl_model says), or the SF's configured one
+ * in static mode. Sets *labels and returns how many labels to push, or -1 for
+ * an entry that cannot be right.
  */
 static __always_inline int axp_tx_stack(struct axp_entry *e, struct axp_sf *sf,
 					const __be32 **labels)
@@ -290,8 +407,38 @@ static __always_inline int axp_tx_stack(struct axp_entry *e, struct axp_sf *sf,
 	n = e->depth;
 	if (n < 1 || n > AXP_MAX_LABELS)
 		return -1;
+	if (axp_cfg.ttl_model == AXP_TTL_UNIFORM && n > 1)
+		axp_ttl_uniform(e);
 	*labels = &e->labels[1];
 	return n - 1;
+}
+
+/*
+ * After the MACs of a frame TX grew in front: the t VLAN tags (axp_vlans_out)
+ * at offset 12, then the ethertype. Returns -1 when the frame is shorter than
+ * that, which a successful head or room adjustment rules out.
+ */
+static __always_inline int axp_write_tags(__u8 *data, const __u8 *end, const __be32 *tags, __u32 t,
+					  __be16 type)
+{
+	__u8 *p;
+	__u32 i;
+
+	if (t > AXP_MAX_VLANS)
+		return -1;
+	for (i = 0; i < AXP_MAX_VLANS; i++) {
+		if (i >= t)
+			break;
+		p = data + 12 + 4 * i;
+		if (p + 4 > end)
+			return -1;
+		__builtin_memcpy(p, &tags[i], 4);
+	}
+	p = data + 12 + 4 * t;
+	if (p + 2 > end)
+		return -1;
+	__builtin_memcpy(p, &type, sizeof(type));
+	return 0;
 }
 
 #endif /* AXP_PROXY_BPF_H */

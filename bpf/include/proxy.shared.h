@@ -25,6 +25,28 @@
  * Destination Options, Routing, Fragment, AH, Destination Options) once each.
  */
 #define AXP_MAX_EXT_HDRS 6
+/*
+ * VLAN tags (IEEE 802.1Q C-tag, TPID 0x8100; 802.1ad S-tag, 0x88A8) read in
+ * front of the label stack: one, or two (QinQ). The tag nearest the stack
+ * names the VLAN an SF is chosen by (with the top label), as the sub-interface
+ * that would carry MPLS on a router; an outer S-tag is the provider bridge's.
+ */
+#define AXP_MAX_VLANS 2
+/*
+ * Reserved label entries removed above the SF label before it decides:
+ * explicit null (0, 2) one entry each, an entropy label indicator (7) with its
+ * entropy label two (RFC 3032 §2.1, RFC 6790 §4). At most this many removals,
+ * so explicit null, then ELI + EL, fit; what is still reserved on top after
+ * them goes to the host's kernel.
+ */
+#define AXP_MAX_REMOVED 3
+/*
+ * The key of an SF in the label maps: VID << AXP_VLAN_KEY_SHIFT | label (VID 0:
+ * untagged). Label 0 never names an SF, so VID << AXP_VLAN_KEY_SHIFT alone
+ * marks a VLAN some SF is served on.
+ */
+#define AXP_VLAN_KEY_SHIFT 20
+#define AXP_VID_MASK 0x0fff
 
 enum axp_key_kind {
 	AXP_KEY_NONE = 0,
@@ -90,15 +112,33 @@ struct axp_key {
 _Static_assert(sizeof(struct axp_key) == 64, "struct axp_key: 8 x u64 without padding");
 #endif
 
-/* The stack the cache holds for packets in flight between RX and TX (cache.shared.h). */
+/*
+ * VLAN tags a frame arrived with, outermost first: what TX puts back in front
+ * of the stack unless the SF names vlan_out. 6 bytes, no padding.
+ */
+struct axp_vlans {
+	__u8 n;                     /* tags: 0..AXP_MAX_VLANS */
+	__u8 ad;                    /* bit i: tag i had TPID 0x88A8 (802.1ad), else 0x8100 (802.1Q) */
+	__be16 tci[AXP_MAX_VLANS];  /* their TCIs (PCP, DEI, VID) as on the wire */
+};
+
+/*
+ * The stack the cache holds for packets in flight between RX and TX
+ * (cache.shared.h), and the VLAN tags the packet arrived with: the cache is
+ * where everything TX restores waits, so the tags need no state of their own.
+ */
 struct axp_entry {
-	__be32 labels[AXP_MAX_LABELS]; /* label stack entries as on the wire, outermost first */
+	__be32 labels[AXP_MAX_LABELS]; /* from the SF label to the bottom of stack, as on the wire */
 	__u64 rx_ns;                   /* CLOCK_MONOTONIC (bpf_ktime_get_ns) at RX of its run's first packet */
 	__u8 depth;                    /* labels used */
 	__u8 sf;                       /* index into the SF table */
-	__u16 _pad;
-	__u32 _pad2;
+	struct axp_vlans vlans;        /* the tags it arrived with */
 };
+
+#ifndef AXP_CDEF
+_Static_assert(sizeof(struct axp_vlans) == 6, "struct axp_vlans: no padding");
+_Static_assert(sizeof(struct axp_entry) % 8 == 0, "struct axp_entry: whole 64-bit words (cache ways)");
+#endif
 
 /* One served SF. Filled by the loader into an array map indexed by SF id. */
 struct axp_sf {
@@ -112,12 +152,20 @@ struct axp_sf {
 	__u8 net_out_mac[6];  /* our MAC on net_out */
 	__be32 static_stack[AXP_MAX_LABELS]; /* static backend: what TX pushes */
 	__u8 static_depth;
-	__u8 _pad[3];
+	__u8 _pad;
+	__u16 vlan_in;  /* VID its traffic arrives on; 0: untagged (or a priority tag) */
+	__u16 vlan_out; /* VID of the one 802.1Q tag TX puts on; 0: the tags it arrived with */
+	__u16 _pad2;
 };
 
 enum axp_key_mode { AXP_KEY_MODE_HASH = 0, AXP_KEY_MODE_META = 1 };
 enum axp_topology { AXP_TOPO_INLINE = 0, AXP_TOPO_ATTACHED = 1 };
-enum axp_miss_action { AXP_MISS_PASS = 0, AXP_MISS_DROP = 1 };
+/* RFC 3443: the TTL of the label TX exposes on top (uniform: the SF label's, minus one) */
+enum axp_ttl_model { AXP_TTL_UNIFORM = 0, AXP_TTL_PIPE = 1 };
+/* a top label with TTL <= 1: dropped, or passed to the host (an OAM responder there) */
+enum axp_ttl_action { AXP_TTL_DROP = 0, AXP_TTL_PASS = 1 };
+/* on_miss: pass; drop; last: push the SF's most recent stack (attached, NAT-tolerant) */
+enum axp_miss_action { AXP_MISS_PASS = 0, AXP_MISS_DROP = 1, AXP_MISS_LAST = 2 };
 
 /*
  * Load-time configuration; lives in .rodata so the verifier prunes unused modes.
@@ -131,12 +179,40 @@ struct axp_config {
 	__u32 cache_sets;   /* sets of AXP_CACHE_WAYS runs: cache_entries rounded up */
 	__u32 max_per_key;  /* packets with one key in flight at most (1..255) */
 	__u64 max_dwell_ns; /* a run whose newest packet is older than this is presumed lost */
+	__u32 ttl_model;      /* enum axp_ttl_model */
+	__u32 on_ttl_expired; /* enum axp_ttl_action */
+	/*
+	 * Meta mode: the part of skb->mark that carries the key (contiguous, at
+	 * least 16 bits), where it starts, and how many of its bits count
+	 * packets (the others number the CPU): the loader derives the last two.
+	 */
+	__u32 meta_mark_mask;
+	__u32 meta_shift;
+	__u32 meta_seq_bits;
+	__u32 _pad;
 };
 
 /*
- * Counters, one slot each in a per-CPU array. Names are exported to Python
- * from this enum; keep AXP_CNT_MAX last.
+ * Counters: one row of AXP_CNT_MAX slots per SF (row = SF index) plus a last
+ * row, AXP_SF_NONE, for frames no SF can be named for (not SR-MPLS, another
+ * node's label, not IP at TX, a frame too short to read its label). Every
+ * frame is counted once in its direction's *_PACKETS slot and once in exactly
+ * one reason slot of the same row. Names are exported to Python from this
+ * enum; meanings and which counters are drops live in afxdp_proxy/counters.py;
+ * keep AXP_CNT_MAX last.
  */
+#define AXP_SF_NONE 64  /* the counter row of frames of no SF: AXP_MAX_SFS */
+#define AXP_CNT_ROWS 65 /* AXP_MAX_SFS + 1 (plain numbers: Python reads them through cffi) */
+#ifndef AXP_CDEF
+_Static_assert(AXP_SF_NONE == AXP_MAX_SFS && AXP_CNT_ROWS == AXP_MAX_SFS + 1, "counter rows");
+#endif
+/*
+ * The SF's dwell time (RX to TX of a cache hit) as a histogram: bucket b
+ * counts dwell times below 1024 << b ns (about 1 us, 2 us, ... 0.5 s), the
+ * last one everything longer (see axp_dwell_bucket).
+ */
+#define AXP_DWELL_BUCKETS 21
+
 enum axp_counter {
 	AXP_CNT_RX_PACKETS = 0,      /* every frame the RX program saw */
 	AXP_CNT_RX_POPPED,           /* stack popped and cached, bare packet sent on */
@@ -151,7 +227,7 @@ enum axp_counter {
 	AXP_CNT_CACHE_TAKES,         /* packets whose stack TX took back out */
 	AXP_CNT_EVICTIONS,           /* packets of runs pushed out of a full set by newer ones */
 	AXP_CNT_EXPIRED,             /* packets of runs older than max_dwell_ms reclaimed: presumed lost */
-	AXP_CNT_RX_CACHE_ERROR,      /* drop: no cache set (cannot happen with a sane loader) */
+	AXP_CNT_RX_CACHE_ERROR,      /* drop: no cache set (a loader's error), or its lock held too long */
 	AXP_CNT_RX_POP_FAILED,       /* drop: head adjustment failed */
 	AXP_CNT_TX_PACKETS,          /* every frame the TX program saw */
 	AXP_CNT_TX_PUSHED,           /* cache hit, stack minus top label pushed */
@@ -164,7 +240,77 @@ enum axp_counter {
 	AXP_CNT_TX_PUSH_FAILED,      /* drop: head/room adjustment failed */
 	AXP_CNT_TX_DWELL_NS,         /* sum of RX-to-TX times of cache hits, in ns */
 	AXP_CNT_RX_KEY_EXT_LIMIT,    /* popped, hash key with AXP_KEYF_EXT_LIMIT: IPv6 chain too long */
-	AXP_CNT_MAX
+	AXP_CNT_RX_VLAN_OTHER,       /* pass: tagged, and not SR-MPLS or on a VLAN no SF is served on */
+	AXP_CNT_RX_RESERVED_LABEL,   /* pass: a reserved label on top that is not removed (router alert, GAL, ...) */
+	AXP_CNT_RX_TTL_EXPIRED,      /* drop: the SF label's TTL <= 1 (on_ttl_expired = drop) */
+	AXP_CNT_RX_TTL_EXPIRED_PASS, /* pass: the SF label's TTL <= 1 (on_ttl_expired = pass) */
+	AXP_CNT_TX_HOST,             /* pass: from the SF to the proxy host (host.bpf.h), not proxied */
+	AXP_CNT_TX_MISS_LAST,        /* no cache entry, the SF's last stack pushed (on_miss=last) */
+	/* besides a frame's reason (redirect.bpf.c): the kernel refused the redirect asked for */
+	AXP_CNT_RX_REDIRECT_ERR,     /* drop: a popped frame did not reach to_sf */
+	AXP_CNT_TX_REDIRECT_ERR,     /* drop: a relabelled frame did not reach net_out */
+	AXP_CNT_TX_DWELL_HIST,       /* first of AXP_DWELL_BUCKETS slots: the dwell histogram */
+	AXP_CNT_MAX = AXP_CNT_TX_DWELL_HIST + AXP_DWELL_BUCKETS
+};
+
+#ifndef AXP_CDEF
+/*
+ * The histogram bucket of a dwell time: 0 below 1024 ns, b for
+ * [512 << b, 1024 << b) ns, AXP_DWELL_BUCKETS - 1 from 512 << 20 ns (0.54 s)
+ * on. A binary search on the bit length: BPF has no count-leading-zeros.
+ */
+static inline __attribute__((always_inline)) __u32 axp_dwell_bucket(__u64 ns)
+{
+	__u64 v = ns >> 10;
+	__u32 b = 0;
+
+	if (v >> 16) {
+		v >>= 16;
+		b += 16;
+	}
+	if (v >> 8) {
+		v >>= 8;
+		b += 8;
+	}
+	if (v >> 4) {
+		v >>= 4;
+		b += 4;
+	}
+	if (v >> 2) {
+		v >>= 2;
+		b += 2;
+	}
+	if (v >> 1) {
+		v >>= 1;
+		b += 1;
+	}
+	b += (__u32)v; /* v is 0 or 1 now: b is the bit length of ns >> 10 */
+	return b < AXP_DWELL_BUCKETS - 1 ? b : AXP_DWELL_BUCKETS - 1;
+}
+#endif
+
+/*
+ * A local address of the proxy host's namespace (host.bpf.h's map, filled by
+ * the loader): IPv6 as on the wire, IPv4 as ::ffff:a.b.c.d (RFC 4291 §2.5.5.2).
+ */
+struct axp_host_addr {
+	__be32 addr[4];
+};
+
+/*
+ * redirect.bpf.c: where a failed redirect of one of the proxy's programs
+ * counts. Key: the program, the interface it ran on and the target's ifindex
+ * (or 0, 0 for the program's fallback); value: the counter row and slot.
+ */
+struct axp_redirect_key {
+	__u32 prog_id;
+	__u32 ifindex;
+	__u32 to_ifindex;
+};
+
+struct axp_redirect_slot {
+	__u32 row;  /* SF index, or AXP_SF_NONE */
+	__u32 slot; /* AXP_CNT_RX_REDIRECT_ERR or AXP_CNT_TX_REDIRECT_ERR */
 };
 
 /* Per-packet outcome of the shared parser. */
@@ -174,6 +320,19 @@ enum axp_parse_result {
 	AXP_PARSE_MALFORMED,
 	AXP_PARSE_TOO_MANY_LABELS,
 	AXP_PARSE_NOT_IP,
+	AXP_PARSE_RESERVED, /* a reserved label (0..15) on top once explicit null and ELI + EL are gone */
+};
+
+/* What the shared parser found in front of and below the label stack (parse.shared.h). */
+struct axp_frame {
+	__u32 depth;          /* labels from the SF label to the bottom of stack */
+	__u32 l3_off;         /* offset of the IP header from the start of the frame */
+	__u16 l3_proto;       /* AXP_ETH_P_IP or AXP_ETH_P_IPV6, host order */
+	__u16 vid;            /* VID of the tag nearest the stack (host order); 0: untagged */
+	__u32 top_off;        /* offset of the label that decides (labels[0]); 0: none read */
+	__u32 removed;        /* reserved entries removed above it (explicit null, ELI, EL) */
+	struct axp_vlans vlans; /* the tags in front of the stack */
+	__u16 _pad;
 };
 
 #endif /* AXP_PROXY_SHARED_H */

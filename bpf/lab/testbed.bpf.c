@@ -5,8 +5,9 @@
  *   tb_tc_classify  TC egress on the sender: the SR-MPLS classifier. Pushes
  *                   one of n configured stacks onto every IP packet, rotating
  *                   per packet, so one flow carries different stacks.
- *   tb_xdp_decap    XDP on the receiver: pops whatever stack arrived, counts
- *                   packets by depth, optionally records key -> stack.
+ *   tb_xdp_decap    XDP on the receiver: pops whatever VLAN tags and stack
+ *                   arrived, counts packets by depth, optionally records
+ *                   key -> stack and tags.
  *   tb_xdp_pass     XDP_PASS on veths that receive XDP_REDIRECTed frames:
  *                   a veth delivers those only while its peer runs NAPI.
  *
@@ -199,11 +200,12 @@ int tb_xdp_decap(struct xdp_md *ctx)
 			tb_record(&tb_received, data + AXP_ETH_HLEN, end, NULL);
 		return XDP_PASS;
 	}
-	if (proto != AXP_ETH_P_MPLS_UC) {
+	/* the proxy's parser: tags in front and explicit null or ELI + EL on top go too */
+	res = axp_parse_mpls_frame(data, end, e.labels, &f, record ? &key : NULL);
+	if (res == AXP_PARSE_NOT_MPLS) {
 		tb_inc(&tb_depths, TB_HIST_NOT_IP);
 		return XDP_PASS;
 	}
-	res = axp_parse_mpls_frame(data, end, e.labels, &f, record ? &key : NULL);
 	if (res != AXP_PARSE_OK || f.depth < 1 || f.depth > AXP_MAX_LABELS) {
 		/* passed unchanged: this kernel has no MPLS stack and drops it, visibly counted here */
 		tb_inc(&tb_depths, TB_HIST_BAD);
@@ -212,14 +214,15 @@ int tb_xdp_decap(struct xdp_md *ctx)
 	tb_inc(&tb_depths, f.depth);
 	if (record) {
 		e.depth = f.depth;
+		e.vlans = f.vlans;
 		e.rx_ns = bpf_ktime_get_ns();
 		bpf_map_update_elem(&tb_received, &key, &e, BPF_ANY);
 	}
 
-	/* pop: same MACs, IP ethertype, the stack gone */
+	/* pop: same MACs, IP ethertype, tags and stack gone */
 	__builtin_memcpy(eth, data, 12);
 	*(__be16 *)&eth[12] = axp_htons(f.l3_proto);
-	if (bpf_xdp_adjust_head(ctx, f.depth * 4)) {
+	if (bpf_xdp_adjust_head(ctx, f.l3_off - AXP_ETH_HLEN)) {
 		tb_inc(&tb_depths, TB_HIST_BAD);
 		return XDP_DROP;
 	}

@@ -36,9 +36,9 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from afxdp_proxy import bpf
+from afxdp_proxy import bpf, counters
 from afxdp_proxy._native import ffi
-from afxdp_proxy.backends.kernel import ProxyObject, read_counters
+from afxdp_proxy.backends.kernel import ProxyObject
 from afxdp_proxy.config import DEFAULT_CACHE_ENTRIES, ProxyConfig, SfConfig
 from afxdp_proxy.lab.bench.stats import Summary, summarize
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
@@ -129,7 +129,7 @@ def samples(depth: int = 8, packets: int = 2000, topology: str = "inline", backe
                 tx_ns.append(float(_run(tx_fd, out, tx_want, ctx).duration_ns))
         pass_ns, _ = _run_each(floor.prog_fd("floor_xdp_pass"), ins, bpf.XDP_PASS)
         lru_ns, _ = _run_each(floor.prog_fd("floor_lru_update"), ins, bpf.XDP_PASS)
-        c = read_counters(proxy.counters)
+        c = counters.read_map(proxy.counters, counters.rows_of(1)).total()
         # every run took the real path: popped and cached, then found and pushed (or sent plain)
         if c["rx_popped"] != packets or c["tx_pushed"] + c["tx_plain"] != packets:
             raise RuntimeError(f"expected {packets} pops and pushes, counters say {c}")
