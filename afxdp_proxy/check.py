@@ -30,6 +30,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import EthtoolError
 
+from afxdp_proxy import bpf
 from afxdp_proxy import iface as ifc
 from afxdp_proxy.config import MAX_LABELS, ConfigError, ProxyConfig
 
@@ -419,11 +420,22 @@ def check_redirect_target(x: _If) -> Finding:
                        f"sends on more TX queues than {x.name} has RX queues",
                        "give both ends as many queues: "
                        + peer.cmd(f"ethtool -L {peer.name} tx {x.channels[0] if x.channels else 1}"))
+    # GRO on would do for the network side, not towards the SF (it would merge the SF's packets)
+    attach = peer.cmd(f"ip link set dev {peer.name} xdp obj {_pass_object()} sec xdp")
+    fix = (f"attach an XDP program to the peer (one returning XDP_PASS will do): {attach}" if "to_sf" in x.roles
+           else "attach an XDP program to the peer (one returning XDP_PASS will do) or turn GRO on there: "
+           + peer.cmd(f"ethtool -K {peer.name} gro on"))
     return Finding("redirect", x.field, ERROR,
                    f"frames redirected to {x.name} vanish: its veth peer {peer.where} runs no XDP program and has "
-                   "GRO off, so it takes no XDP frames",
-                   "attach an XDP program to the peer (one returning XDP_PASS will do) or turn GRO on there: "
-                   + peer.cmd(f"ethtool -K {peer.name} gro on"))
+                   "GRO off, so it takes no XDP frames", fix)
+
+
+def _pass_object() -> str:
+    """A BPF object with an XDP program that returns XDP_PASS: the package's probe.bpf.o."""
+    try:
+        return str(bpf.object_path("probe"))
+    except FileNotFoundError:
+        return "<an object with an XDP_PASS program>"
 
 
 def check_headroom(cfg: ProxyConfig, x: _If, ifs: dict[str, _If]) -> Finding | None:

@@ -59,11 +59,13 @@ Prometheus text format at http://<listen>/metrics, read from the data path at
 each scrape (the numbers `stats` shows). An address it cannot listen on (in
 use, not in this namespace) is an error naming metrics.listen, exit status 2,
 before anything is attached. Metric names: README, section Metrics.
+
 both directions through one SF (stateful SFs: firewalls, NATs, IDSs):
   an [sf.reverse] table under an [[sf]] gives the chain's reverse direction its own
   label (label = ..., required); it arrives on net_out, reaches the SF on from_sf,
   comes back on to_sf and leaves on net_in (each interface can be set apart there,
-  and sf_mac, next_hop_mac, static_stack, name). It is an SF of its own, named
+  and sf_mac, next_hop_mac, static_stack, name; vlan_in and vlan_out are its
+  own, untagged unless given). It is an SF of its own, named
   <name>.reverse: its own counters and `stats` column. Programs go by interface
   role (XDP RX on net_in, XDP TX on from_sf or TC egress TX on an inline net_out);
   an interface that is net_in of one SF and from_sf of another sends bare IP down

@@ -23,11 +23,14 @@ LIVE = (
     ("tx_miss_pass", "miss"), ("tx_miss_drop", "miss-drop"), ("rx_key_full", "key-full"),
     ("evictions", "evicted"), ("expired", "expired"),
 )
+# shown once they count: what only some configurations do
+LIVE_IF_ANY = (("tx_miss_last", "miss-last"), ("tx_host", "to-host"), ("rx_ttl_expired_pass", "ttl-pass"),
+               ("rx_vlan_other", "other-vlan"), ("rx_reserved_label", "reserved"))
 
 
 def live_line(now: dict[str, int], before: dict[str, int], dt: float, in_flight: int) -> str:
     parts = []
-    for key, label in LIVE:
+    for key, label in LIVE + tuple(kl for kl in LIVE_IF_ANY if now.get(kl[0])):
         rate = (now.get(key, 0) - before.get(key, 0)) / dt if dt > 0 else 0.0
         parts.append(f"{label} {now.get(key, 0)} ({rate:,.0f}/s)")
     drops = sum(now.get(k, 0) for k in DROPS)

@@ -138,7 +138,7 @@ struct axp_xsk_port {
 	uint32_t ifindex;
 	uint32_t roles;    /* enum axp_port_role bits */
 	uint32_t sf;       /* AXP_PORT_FROM_SF: the SF whose packets return here */
-	int32_t xskmap_fd; /* RX roles: the XSKMAP of this interface's axp_xsk_rx; else -1 */
+	int32_t xskmap_fd; /* RX roles: the XSKMAP (axp_xsks) of its xsk.bpf.o; else -1 */
 };
 
 /* Defaults (config.py repeats them, a test compares); an enum so cffi exports them */

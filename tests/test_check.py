@@ -164,7 +164,7 @@ FAILURES: dict[str, tuple[Callable[[Testbed], contextlib.AbstractContextManager]
                           "sf[0].net_out: no interface 'nope0'", ("ip netns exec",)),
     "interface_down": (lambda tb: _down(tb, "p_out"), {}, "sf[0].net_out: p_out is down", ("ip link set p_out up",)),
     "redirect_target": (_sf_without_xdp, {}, "sf[0].to_sf: frames redirected to p_sf_tx vanish",
-                        ("sf_in", "no XDP program", "GRO off", "ethtool -K sf_in gro on")),
+                        ("sf_in", "no XDP program", "GRO off", "link set dev sf_in xdp obj", "probe.bpf.o sec xdp")),
     "queues": (_fewer_rx_queues, {}, "sf[0].net_in: its veth peer src_out",
                ("2 TX queues", "1 RX queue", "ENOSPC", "ethtool -L src_out tx 1")),
     "frame_size": (lambda tb: _mtu(tb, "p_in", 1800), {"backend": "afxdp", "frame_size": 2048},

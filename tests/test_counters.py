@@ -53,3 +53,14 @@ def test_a_snapshot_sums_rows_and_names_them() -> None:
     assert list(per_sf) == ["fw1", "-"] and per_sf["fw1"]["tx_pushed"] == 1 and per_sf["-"]["tx_pushed"] == 2
     assert snap.dwell_hist() == [3] * counters.DWELL_BUCKETS
     assert counters.in_flight_of({"cache_inserts": 5, "cache_takes": 2, "evictions": 1, "expired": 1}) == 1
+
+
+def test_live_line_shows_what_only_some_configurations_count() -> None:
+    """The live line (and the log's counters record) names on_miss = last, the host's control
+    plane and the other optional outcomes once they count, and not before."""
+    from afxdp_proxy.runner import live_line
+
+    quiet = live_line({"rx_packets": 10, "rx_popped": 10}, {}, 1.0, 0)
+    assert "miss-last" not in quiet and "to-host" not in quiet
+    busy = live_line({"rx_packets": 10, "tx_miss_last": 7, "tx_host": 2, "rx_ttl_expired_pass": 1}, {}, 1.0, 0)
+    assert "miss-last 7" in busy and "to-host 2" in busy and "ttl-pass 1" in busy

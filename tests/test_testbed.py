@@ -238,6 +238,19 @@ def test_state_survives_the_process_and_cli(uid: str, capsys: pytest.CaptureFixt
         assert tb.ping(count=2, timeout=0.3).received == 0
         tb.set_stacks([])
         assert tb.ping(count=2).ok
+        # and from the CLI: labelled (no proxy: the proxy namespace's kernel drops them), then plain
+        assert "pushes 1000/2001, -, rotating" in cli("stacks", "1000/2001", "-")
+        assert tb.ping(count=4, timeout=0.3).received == 2  # every other one plain
+        assert "none: plain IP" in cli("stacks")
+        assert tb.ping(count=2).ok
+        bad = parser.parse_args(["testbed", "stacks", "1000/x", "--prefix", prefix])
+        assert bad.func(bad) == 2 and "1000/x" in capsys.readouterr().err
+        # up again with that prefix, or options that do not go together: one line, exit 2
+        for argv in (["up", "--prefix", prefix], ["up", "--topology", "inline", "--sf-nd", "--prefix", f"{prefix}n"]):
+            again = parser.parse_args(["testbed", *argv])
+            assert again.func(again) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("afxdp-proxy: error: ") and err.count("\n") == 1, err
         assert "src/src_cls/tc: program" in cli("status")
         assert 'topology = "inline"' in cli("config")
         assert "sf_mac" not in cli("config")

@@ -888,13 +888,43 @@ def _pick_prefix(prefix: str | None) -> str:
     )
 
 
+def parse_stack(text: str) -> list[Lse]:
+    """A stack as the testbed CLI takes it: labels top first, separated by "/" ("1000/2000/3000");
+    "-" sends that packet as plain IP. TC 0, TTL 64, S on the last."""
+    if text == "-":
+        return []
+    try:
+        labels = [int(x) for x in text.split("/")]
+    except ValueError:
+        raise ValueError(f"{text!r} is not labels separated by '/', e.g. 1000/2000/3000 (or - for plain IP)") \
+            from None
+    if any(not 0 <= lab < 1 << 20 for lab in labels):
+        raise ValueError(f"{text!r}: a label is not in 0..1048575")
+    return make_stack(labels)
+
+
 def _cmd(args: Any) -> int:
     if args.action == "up":
-        tb = Testbed(args.topology, prefix=args.prefix, ipv6=not args.no_ipv6, sf=args.sf,
-                     bidirectional=args.bidirectional, sf_nd=args.sf_nd).up()
+        if args.prefix and args.prefix in Testbed.saved():
+            print(f"afxdp-proxy: error: --prefix: a testbed {args.prefix!r} is up already; take it down first "
+                  f"(afxdp-proxy testbed down --prefix {args.prefix}) or pick another prefix", file=sys.stderr)
+            return 2
+        try:
+            tb = Testbed(args.topology, prefix=args.prefix, ipv6=not args.no_ipv6, sf=args.sf,
+                         bidirectional=args.bidirectional, sf_nd=args.sf_nd)
+        except ValueError as e:  # options that do not go together
+            print(f"afxdp-proxy: error: {e}", file=sys.stderr)
+            return 2
+        try:
+            tb.up()
+        except FileExistsError as e:  # namespaces of that prefix, without a state file
+            print(f"afxdp-proxy: error: --prefix: {e}", file=sys.stderr)
+            return 2
         both = ", both directions classified" if tb.bidirectional else ""
         print(f"testbed {tb.prefix} ({tb.topology}, SF {tb.sf}{both}) is up: namespaces {', '.join(tb.namespaces)}")
-        print(f"  sender {tb.ns_src} {tb.src_if} {tb.src_ip}, receiver {tb.ns_dst} {tb.dst_if} {tb.dst_ip}")
+        v6 = f" {tb.src_ip6}" if tb.ipv6 else ""
+        v6_dst = f" {tb.dst_ip6}" if tb.ipv6 else ""
+        print(f"  sender {tb.ns_src} {tb.src_if} {tb.src_ip}{v6}, receiver {tb.ns_dst} {tb.dst_if} {tb.dst_ip}{v6_dst}")
         print(f"  proxy config: afxdp-proxy testbed config --prefix {tb.prefix} > proxy.toml")
         return 0
     if args.action == "down":
@@ -919,6 +949,17 @@ def _cmd(args: Any) -> int:
     if args.action == "config":
         sys.stdout.write(tb.proxy_config(backend=args.backend, key=args.key))
         return 0
+    if args.action == "stacks":
+        try:
+            stacks = [parse_stack(text) for text in args.stacks]
+            tb.set_stacks(stacks, reverse=args.reverse)
+        except ValueError as e:
+            print(f"afxdp-proxy: error: stacks: {e}", file=sys.stderr)
+            return 2
+        side = "receiver's (reverse)" if args.reverse else "sender's"
+        shown = ", ".join("/".join(str(e.label) for e in s) or "-" for s in stacks) or "none: plain IP"
+        print(f"testbed {tb.prefix}: the {side} classifier pushes {shown}, rotating per packet")
+        return 0
     st = tb.status()
     if args.json:
         print(json.dumps(st, indent=1))
@@ -942,14 +983,19 @@ def _cmd(args: Any) -> int:
 
 
 def register_cli(sub: Any) -> None:
-    """Add ``testbed up|down|status|config`` to the CLI's subparsers."""
+    """Add ``testbed up|down|status|config|stacks`` to the CLI's subparsers."""
     p = sub.add_parser(
         "testbed",
         help="bring the namespace testbed up or down, show its state",
-        description="The namespace testbed (see DESIGN.md): it stays up between commands; "
+        description="The namespace testbed (README, section Testbed, demo, tests): it stays up between commands; "
         "its state lives in /run/afxdp-proxy/testbed-<prefix>.json.",
     )
-    p.add_argument("action", choices=("up", "down", "status", "config"))
+    p.add_argument("action", choices=("up", "down", "status", "config", "stacks"))
+    p.add_argument("stacks", nargs="*", metavar="STACK",
+                   help="for stacks: what the classifier pushes, rotating per packet: labels top first, "
+                   "separated by '/' (1000/2000/3000; the SF's label, 1000 by default, first), - for plain IP; "
+                   "none: plain IP only")
+    p.add_argument("--reverse", action="store_true", help="for stacks: the receiver's classifier (bidirectional)")
     p.add_argument("--topology", choices=TOPOLOGIES, default="attached", help="for up (default: attached)")
     p.add_argument("--prefix", help="namespace name prefix (up: default random; others: the only testbed)")
     p.add_argument("--no-ipv6", action="store_true", help="for up: IPv4 only")
