@@ -154,17 +154,17 @@ static __always_inline __u64 axp_now(void)
  * A set's lock: its lock and next_seq fields as one 64-bit word (the BPF
  * instruction set has no narrower compare-and-swap before v3), taken by a
  * compare-and-swap and released by an exchange, both inline in the JITed
- * program. bpf_spin_lock costs two helper calls and an interrupt save and
- * restore on each side of every packet: in place under load, RX + TX cost 70
- * to 150 ns more with it than with these atomics (docs/benchmarks.md).
- * Interrupts stay on, which is safe: only these programs take the lock, and
- * they run with bottom halves off (XDP in NAPI, TC under rcu_read_lock_bh,
- * test runs alike), so no holder is interrupted by another on its own CPU;
- * and no CPU waits forever. One that finds the lock held tries again in a
- * bpf_loop, at most AXP_CACHE_SPIN_MAX times (a holder keeps it for well under
- * a microsecond), then gives up: the caller drops the packet, counted as
- * rx_cache_error (RX), or takes it as a miss (TX). The C cache takes the same
- * lock field with C atomics (native/axp_cache.c).
+ * program, where bpf_spin_lock costs two helper calls and an interrupt save
+ * and restore on each side of every packet (what that measured here:
+ * docs/benchmarks.md, "The cache's cost"). Interrupts stay on, which is
+ * safe: only these programs take the lock, and they run with bottom halves
+ * off (XDP in NAPI, TC under rcu_read_lock_bh, test runs alike), so no holder
+ * is interrupted by another on its own CPU; and no CPU waits forever. One that
+ * finds the lock held tries again in a bpf_loop, at most AXP_CACHE_SPIN_MAX
+ * times (a holder keeps it for well under a microsecond), then gives up: the
+ * caller drops the packet, counted as rx_cache_error (RX), or takes it as a
+ * miss (TX). The C cache takes the same lock field with C atomics
+ * (native/axp_cache.c).
  */
 #define AXP_CACHE_SPIN_MAX (1 << 16)
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -245,9 +245,9 @@ static __always_inline struct axp_cache_set *axp_cache_set_of(__u64 h)
  * Keep a struct in memory. A key or stack that only ever reaches the cache
  * through inlined functions is split by the compiler into one variable per
  * field (scalar replacement), which then rebuilds it on every path of the
- * parser, hundreds of instructions: the TX programs were a third larger, and
- * in place under load RX + TX cost 20 to 80 ns more. An address the compiler
- * must assume is read keeps the struct whole (in every path of the calling
+ * parser, hundreds of instructions: the TX programs were a third larger
+ * (docs/benchmarks.md, "The cache's cost"). An address the compiler must
+ * assume is read keeps the struct whole (in every path of the calling
  * program, the static proxy's too); the cache reads it as words anyway.
  */
 #define axp_cache_in_memory(p) __asm__ __volatile__("" : : "r"(p) : "memory")
