@@ -205,6 +205,10 @@ class BpfObject:
         """Before load: the object's map `map_name` is the existing map `fd` (shared state)."""
         check(lib.axp_obj_reuse_map(self._obj, map_name.encode(), fd), f"reuse map {map_name}")
 
+    def set_pin_path(self, map_name: str, path: Path | str) -> None:
+        """Before load: reuse the map pinned at path, or create it and pin it there."""
+        check(lib.axp_obj_set_pin_path(self._obj, map_name.encode(), str(path).encode()), f"pin path of {map_name}")
+
     def load(self) -> None:
         lib.axp_log_clear()
         check(lib.axp_obj_load(self._obj), f"load {self.path.name}")
@@ -231,6 +235,16 @@ class BpfObject:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def obj_get(path: Path | str) -> int:
+    """An fd of the object pinned at path (the caller closes it)."""
+    return check(lib.axp_obj_get(str(path).encode()), f"open pinned {path}")
+
+
+def mount_bpffs(path: Path | str) -> None:
+    """Mount a bpffs instance on the directory path."""
+    check(lib.axp_mount_bpffs(str(path).encode()), f"mount bpffs on {path}")
 
 
 @dataclass
@@ -351,6 +365,10 @@ class Link:
     def raw_tp(cls, prog_fd: int, what: str) -> Link:
         """A tp_btf program on the tracepoint it names."""
         return cls(check(lib.axp_link_raw_tp(prog_fd), f"attach to tracepoint {what}"), f"tp-{what}")
+
+    def update(self, prog_fd: int) -> None:
+        """Run prog_fd in place of the link's program, atomically (BPF_LINK_UPDATE)."""
+        check(lib.axp_link_update(self.fd, prog_fd), f"replace the program of {self.what}")
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -32,7 +32,7 @@ from pyroute2.ethtool.ioctl import EthtoolError
 
 from afxdp_proxy import bpf
 from afxdp_proxy import iface as ifc
-from afxdp_proxy.config import MAX_LABELS, ConfigError, ProxyConfig
+from afxdp_proxy.config import MAX_LABELS, ConfigError, MetricsConfig, ProxyConfig
 
 OK, FIXED, UNKNOWN, WARN, ERROR = "ok", "fixed", "unknown", "warn", "error"
 STATUSES = (OK, FIXED, UNKNOWN, WARN, ERROR)
@@ -490,6 +490,16 @@ def check_afxdp_queues(ipr: IPRoute, cfg: ProxyConfig) -> Finding:
                    "for each")
 
 
+def check_metrics(mcfg: MetricsConfig) -> Finding:
+    """[metrics]: the address can be listened on (run would refuse to start otherwise)."""
+    from afxdp_proxy.metrics import listen_problem
+
+    problem = listen_problem(mcfg)
+    if problem is None:
+        return Finding("metrics", "metrics.listen", OK, f"{mcfg.listen} can be listened on")
+    return Finding("metrics", "metrics.listen", ERROR, problem)
+
+
 def check_frame_size(cfg: ProxyConfig, ifs: list[_If]) -> Finding | None:
     """afxdp: a UMEM chunk holds XDP's headroom, then the frame: the MTU, the Ethernet header
     and, pushed in place, the deepest stack."""
@@ -542,6 +552,8 @@ def run_checks(cfg: ProxyConfig) -> Report:
         if cfg.backend == "afxdp":
             host.append(check_af_xdp())
         host.append(check_bpffs())
+        if cfg.metrics is not None:
+            host.append(check_metrics(cfg.metrics))
         report.findings[:0] = host
         report.findings.extend(check_macs(ipr, cfg, ifs))
     for x in present:

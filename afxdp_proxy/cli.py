@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,7 @@ EPILOG = """\
 examples:
   ip netns exec proxy afxdp-proxy check --config proxy.toml
   ip netns exec proxy afxdp-proxy run --config proxy.toml
+  kill -HUP <pid>                      # reload proxy.toml: SFs added, removed, changed
   ip netns exec proxy afxdp-proxy stats --json
   systemctl start afxdp-proxy@proxy    # /etc/afxdp-proxy/proxy.toml in namespace proxy
   afxdp-proxy testbed up --topology attached && afxdp-proxy testbed status
@@ -31,9 +34,24 @@ examples:
 RUN_HELP = """\
 Attach the proxy described by --config to the interfaces of the current network
 namespace (run it with `ip netns exec NS ...`, or from the systemd unit), and
-detach everything on SIGINT/SIGTERM/SIGHUP, after --duration, or on any error.
+detach everything on SIGINT/SIGTERM, after --duration, or on any error.
 Programs are attached through BPF links, so even a killed proxy leaves nothing
 attached.
+
+SIGHUP reloads --config: SFs ([[sf]] tables, known by name) are added, removed
+or changed without detaching the others and without touching the cache, so
+packets in flight keep their stacks; a removed SF takes no new packets, and
+its return path stays for max_dwell_ms for the packets inside it. Each change
+is logged. A file with an error, or a change that cannot apply live (anything
+outside [[sf]]: backend, key, topology, cache size, rings, ...), is refused
+with one line naming the field, and the running configuration stays.
+
+--keep-cache keeps the cache (kernel: pinned in the bpffs at
+/run/afxdp-proxy/bpf, which `afxdp-proxy pinfs` mounts; afxdp: a file under
+/run/afxdp-proxy/kept) when the proxy stops or dies, for the next proxy of the
+same name: packets inside an SF during a restart come back with their own
+stacks. A kept cache of another layout is replaced (one log line says why);
+`afxdp-proxy forget NAME` drops one. Without --keep-cache nothing is left.
 
 Before attaching anything, run makes the checks of `afxdp-proxy check` and
 refuses to start, with exit status 2 and one line per problem
@@ -205,8 +223,53 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.log(level, "%s", f.line(), extra=fields(event="check", check=f.check, subject=f.subject,
                                                          status=f.status))
     live = args.live if args.live is not None else sys.stdout.isatty() and not args.quiet
-    run(cfg, args.config, duration=args.duration, live=live, log_interval=args.log_interval)
+    run(cfg, args.config, duration=args.duration, live=live, log_interval=args.log_interval,
+        keep_cache=args.keep_cache)
     return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from afxdp_proxy import keep, state
+
+    names = sorted(keep.kept()) if args.all else args.names
+    if not names:
+        print("nothing is kept" if args.all else "name a proxy, or --all")
+        return 0 if args.all else 2
+    live, code = state.running(), 0
+    for name in names:
+        if name in live:
+            log.error("%s is running (pid %s): stop it first", name, live[name]["pid"])
+            code = 1
+            continue
+        removed = keep.forget(name)
+        print(f"{name}: {'forgot ' + ', '.join(removed) if removed else 'nothing kept'}")
+    return code
+
+
+def cmd_pinfs(args: argparse.Namespace) -> int:
+    from afxdp_proxy import keep
+
+    mounted = keep.ensure_pinfs()
+    print(f"{keep.PIN_ROOT}: {'mounted a bpffs' if mounted else 'a bpffs is mounted already'}")
+    return 0
+
+
+def pick_instance(live: dict[str, dict], name: str | None, netns_id: str) -> str:
+    """The proxy `stats` reports on: the one named, else the one of this network namespace
+    (by its state file's netns, whatever proxy.name says), else the only one running.
+    LookupError says why none."""
+    if name:
+        if name not in live:
+            raise LookupError(f"no running proxy named {name!r} (running: {', '.join(live) or 'none'})")
+        return name
+    here = [n for n, info in live.items() if n == netns_id or info.get("netns") == netns_id]
+    if len(here) == 1:
+        return here[0]
+    if len(live) == 1:
+        return next(iter(live))
+    if not live:
+        raise LookupError("no proxy is running")
+    raise LookupError(f"several proxies run ({', '.join(here or live)}); pick one with --name")
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -214,18 +277,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from afxdp_proxy.runner import summary
 
     live = state.running()
-    if args.name:
-        if args.name not in live:
-            return _err(f"no running proxy named {args.name!r} (running: {', '.join(live) or 'none'})", 1)
-        name = args.name
-    elif state.netns_id() in live:
-        name = state.netns_id()
-    elif len(live) == 1:
-        name = next(iter(live))
-    elif not live:
-        return _err("no proxy is running", 1)
-    else:
-        return _err(f"several proxies run ({', '.join(live)}); pick one with --name", 1)
+    try:
+        name = pick_instance(live, args.name, state.netns_id())
+    except LookupError as e:
+        return _err(str(e), 1)
     info = live[name]
     sf_names = list(info.get("sfs", []))
     if info["backend"] == "afxdp":
@@ -245,7 +300,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         bounds = counters.dwell_bounds_ns()
         dwell = {sf: dict(zip([*map(str, bounds), "+Inf"], snap.dwell_hist(i), strict=True))
-                 for i, sf in enumerate(sf_names)}
+                 for i, sf in enumerate(sf_names) if sf}
         extra = {"xsk": info["xsk"]} if "xsk" in info else {}
         print(json.dumps({"name": name, "backend": info["backend"], "key": info["key"],
                           "topology": info["topology"], "pid": info["pid"], **extra, "in_flight": in_flight,
@@ -292,7 +347,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=FORMATS, default="text",
                      help="text: one line a record; json: one JSON object a line (default text)")
     run.add_argument("--quiet", "-q", action="store_true", help="log only warnings and errors, no live line")
+    run.add_argument("--keep-cache", action="store_true",
+                     help="keep the cache when the proxy stops or dies, for the next proxy of the same name "
+                          "(kernel: needs the bpffs of `afxdp-proxy pinfs`)")
     run.set_defaults(func=cmd_run)
+
+    forget = sub.add_parser("forget", help="drop the cache a stopped proxy kept (run --keep-cache)",
+                            description="Remove what `run --keep-cache` kept for the next proxy of a name: the "
+                            "kernel backend's pins under /run/afxdp-proxy/bpf/NAME, the afxdp backend's files "
+                            "under /run/afxdp-proxy/kept. Refused while a proxy of that name runs.")
+    forget.add_argument("names", nargs="*", metavar="NAME", help="instance name (proxy.name, or netns-<inode>)")
+    forget.add_argument("--all", action="store_true", help="every name with something kept")
+    forget.set_defaults(func=cmd_forget)
+
+    pinfs = sub.add_parser("pinfs", help="mount the bpffs in which --keep-cache pins the kernel backend's cache",
+                           description="Mount a bpffs at /run/afxdp-proxy/bpf unless one is there. Run it in the "
+                           "host's mount namespace (not under `ip netns exec`, whose mounts die with it), before "
+                           "`run --keep-cache`: the systemd unit does, as root (ExecStartPre=+).")
+    pinfs.set_defaults(func=cmd_pinfs)
 
     check = sub.add_parser("check", help="check that this host and namespace can run a configuration",
                            description=CHECK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -319,7 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from afxdp_proxy.bpf import BpfError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "action", None) == "stacks" and not any(a.startswith("-") for a in extra):
+        args.stacks += extra  # `testbed stacks --prefix P S1 S2`: argparse hands out the positionals early
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     quiet = getattr(args, "quiet", False)
     setup_log(getattr(args, "log_format", "text"), logging.WARNING if quiet else logging.INFO)
     try:
@@ -336,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         return _err(str(e), 1)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `stats | head`: the reader is gone, and so is the point of writing
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

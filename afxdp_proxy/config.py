@@ -74,8 +74,9 @@ class SfConfig:
     vlan_in: int = 0  # VID its traffic arrives on; 0: untagged
     vlan_out: int = 0  # VID of the one tag it leaves with; 0: the tags it arrived with
     # the table it was read from, for error messages: "sf[0]", or "sf[0].reverse" for the
-    # reverse direction of sf[0], which is an SF of its own here (its own label, counters, name)
-    where: str = ""
+    # reverse direction of sf[0], which is an SF of its own here (its own label, counters, name);
+    # not part of what the SF is: one that only moves in the file is not changed by a reload
+    where: str = field(default="", compare=False)
 
     def field(self, key: str, i: int = 0) -> str:
         """The config field an error about this SF's key names (i: its index, for an SF built

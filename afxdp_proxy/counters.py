@@ -6,7 +6,7 @@ afxdp backend's engine count alike) followed, in the afxdp backend, by ``enum ax
 (``AXP_CNT_RX_POPPED`` -> ``rx_popped``); what each one means, and what the proxy did with the
 frame, is :data:`TABLE` below (a test holds the two to each other and to the README).
 
-Counters come in rows: one per SF (row = the SF's index in the config) and a last row,
+Counters come in rows: one per SF (row = the SF's slot, afxdp_proxy/reload.py) and a last row,
 :data:`NONE_ROW`, for frames no SF can be named for (not SR-MPLS, another node's label, a frame
 too short to read its label) and for the afxdp workers' own figures. Every frame counts once in
 ``rx_packets`` or ``tx_packets`` and once in exactly one reason of the same row. The SF's dwell
@@ -188,8 +188,9 @@ class Snapshot:
         return out
 
     def by_sf(self, sf_names: Sequence[str]) -> dict[str, dict[str, int]]:
-        """{SF name: its row}, then "-" for the row of frames of no SF."""
-        out = {name: self.row(i) for i, name in enumerate(sf_names)}
+        """{SF name: its row}, then "-" for the row of frames of no SF. sf_names[i] names row
+        i; "" for a row no SF has used."""
+        out = {name: self.row(i) for i, name in enumerate(sf_names) if name}
         out["-"] = self.row(NONE_ROW)
         return out
 

@@ -55,6 +55,7 @@ class HostAddresses:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned = False
+        self._lock = threading.Lock()  # the refresh thread against add_map
 
     def start(self) -> HostAddresses:
         self._ipr = IPRoute()
@@ -66,23 +67,33 @@ class HostAddresses:
     def refresh(self) -> None:
         """Add what the namespace gained since, remove what it lost."""
         assert self._ipr is not None
-        now = local_addresses(self._ipr)
-        one = bpf.ffi.new("uint8_t *", 1)
-        for key in now - self.held:
-            for m in self.maps:
-                try:
-                    m.update(key, one)
-                except bpf.BpfError as e:
-                    if e.errno != errno.E2BIG:
-                        raise
-                    if not self._warned:  # more addresses than the map holds: these go unnoticed
-                        log.warning("more than %d local addresses: frames from the SF to the others are "
-                                    "proxied as SF output", m.max_entries)
-                        self._warned = True
-        for key in self.held - now:
-            for m in self.maps:
-                m.delete(key)
-        self.held = now
+        with self._lock:
+            now = local_addresses(self._ipr)
+            for key in now - self.held:
+                for m in self.maps:
+                    self._add(m, key)
+            for key in self.held - now:
+                for m in self.maps:
+                    m.delete(key)
+            self.held = now
+
+    def add_map(self, m: bpf.Map) -> None:
+        """One map more (a program loaded since, by a reload), given what the others hold."""
+        with self._lock:
+            for key in self.held:
+                self._add(m, key)
+            self.maps.append(m)
+
+    def _add(self, m: bpf.Map, key: bytes) -> None:
+        try:
+            m.update(key, bpf.ffi.new("uint8_t *", 1))
+        except bpf.BpfError as e:
+            if e.errno != errno.E2BIG:
+                raise
+            if not self._warned:  # more addresses than the map holds: these go unnoticed
+                log.warning("more than %d local addresses: frames from the SF to the others are "
+                            "proxied as SF output", m.max_entries)
+                self._warned = True
 
     def _run(self) -> None:
         while not self._stop.wait(self.refresh_seconds):

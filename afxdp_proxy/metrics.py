@@ -99,7 +99,8 @@ def dwell_buckets(hist: Sequence[int]) -> list[tuple[str, float]]:
 
 
 def families(snap: counters.Snapshot, sf_names: Sequence[str], info: dict[str, str]) -> list[Metric]:
-    """Every metric of one snapshot (what a scrape shows, in order)."""
+    """Every metric of one snapshot (what a scrape shows, in order); sf_names[i] names row i
+    ("": a row no SF has used, not shown)."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
     values = snap.by_sf(sf_names)  # {SF: its row}, then NO_SF: the rows `stats` shows
@@ -117,6 +118,8 @@ def families(snap: counters.Snapshot, sf_names: Sequence[str], info: dict[str, s
             fams[family].add_metric([sf, *(labels[k] for k in extra_labels[family])], values[sf][name])
     dwell = HistogramMetricFamily(DWELL, HELP[DWELL], labels=["sf"], unit="seconds")
     for i, sf in enumerate(sf_names):  # frames of no SF have no dwell time
+        if not sf:
+            continue
         dwell.add_metric([sf], dwell_buckets(snap.dwell_hist(i)), values[sf][DWELL_SUM] / 1e9)
     in_flight = GaugeMetricFamily(f"{PREFIX}_cache_in_flight_packets", HELP[f"{PREFIX}_cache_in_flight_packets"],
                                   value=counters.in_flight_of(snap.total()))
@@ -149,9 +152,13 @@ class ProxyCollector:
         self._info: dict[str, str] = {}
 
     def watch(self, backend: Backend, cfg: ProxyConfig, name: str) -> None:
+        """Read backend from now on. Its counter rows are its SFs' slots (afxdp_proxy/reload.py),
+        named by its `rows` when it has them ("" for a slot no SF used; a removed SF's row keeps
+        its name, as in `stats`), else one per SF of cfg in order."""
+        rows = getattr(backend, "rows", None)
         with self._lock:
             self._backend = backend
-            self._sf_names = [sf.name for sf in cfg.sfs]
+            self._sf_names = list(rows) if rows else [sf.name for sf in cfg.sfs]
             self._info = {"name": name, "backend": cfg.backend, "key": cfg.key, "topology": cfg.topology,
                           "version": version()}
 
@@ -212,6 +219,21 @@ class Exporter:
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
+
+
+def listen_problem(mcfg: MetricsConfig) -> str | None:
+    """Why the endpoint could not listen on mcfg.listen (as `run` would say it), or None: the
+    address resolved and a TCP socket bound to it, with SO_REUSEADDR as the HTTP server binds,
+    then closed again. For `check`."""
+    try:
+        infos = socket.getaddrinfo(mcfg.host, mcfg.port, type=socket.SOCK_STREAM)
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(addr)
+    except OSError as e:
+        return f"cannot listen on {mcfg.listen}: {_why(e)}"
+    return None
 
 
 def _why(e: OSError) -> str:

@@ -68,6 +68,37 @@ struct axp_cache *axp_cache_new(uint32_t sets, uint32_t max_per_key, uint64_t ma
 	return c;
 }
 
+struct axp_cache *axp_cache_new_file(uint32_t sets, uint32_t max_per_key, uint64_t max_dwell_ns,
+				     int shared, int fd, int reuse)
+{
+	struct axp_cache *c;
+	void *mem;
+	uint32_t i;
+
+	if (!sets || !max_per_key || max_per_key > AXP_CACHE_MAX_PER_KEY || fd < 0)
+		return NULL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->nsets = sets;
+	c->max_per_key = max_per_key;
+	c->max_dwell_ns = max_dwell_ns;
+	c->shared = !!shared;
+	c->map_size = (size_t)sets * sizeof(struct axp_cache_set);
+	mem = mmap(NULL, c->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (mem == MAP_FAILED) {
+		free(c);
+		return NULL;
+	}
+	c->sets = mem;
+	if (!reuse)
+		memset(mem, 0, c->map_size);
+	else
+		for (i = 0; i < sets; i++)
+			__atomic_store_n(&c->sets[i].lock, 0, __ATOMIC_RELEASE);
+	return c;
+}
+
 void axp_cache_free(struct axp_cache *c)
 {
 	if (!c)

@@ -26,6 +26,14 @@ struct axp_cache;
  */
 struct axp_cache *axp_cache_new(uint32_t sets, uint32_t max_per_key, uint64_t max_dwell_ns,
 				int shared);
+/*
+ * The same over a file (fd, at least sets x sizeof(struct axp_cache_set) bytes), mapped
+ * shared: a proxy that restarts maps it again and finds the cache as it was left
+ * (`run --keep-cache`). reuse: keep what the file holds, every set's lock opened (a proxy
+ * that died may have held one); else every set is zeroed. The fd may be closed afterwards.
+ */
+struct axp_cache *axp_cache_new_file(uint32_t sets, uint32_t max_per_key, uint64_t max_dwell_ns,
+				     int shared, int fd, int reuse);
 void axp_cache_free(struct axp_cache *c);
 uint32_t axp_cache_sets(const struct axp_cache *c);
 uint32_t axp_cache_capacity(const struct axp_cache *c); /* runs: sets x ways */

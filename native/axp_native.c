@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mount.h>
 
 #include <linux/if_link.h>
 #include <bpf/bpf.h>
@@ -190,6 +191,28 @@ int axp_obj_map_fd(struct bpf_object *obj, const char *name)
 	return map ? bpf_map__fd(map) : -ENOENT;
 }
 
+int axp_obj_set_pin_path(struct bpf_object *obj, const char *name, const char *path)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(obj, name);
+
+	if (!map)
+		return -ENOENT;
+	return bpf_map__set_pin_path(map, path);
+}
+
+int axp_obj_get(const char *path)
+{
+	int fd = bpf_obj_get(path);
+
+	return fd < 0 ? -errno : fd;
+}
+
+int axp_mount_bpffs(const char *path)
+{
+	/* private to root, as /sys/fs/bpf is on most systems */
+	return mount("bpf", path, "bpf", 0, "mode=0700") ? -errno : 0;
+}
+
 int axp_xdp_attach(int ifindex, int prog_fd, uint32_t flags)
 {
 	return bpf_xdp_attach(ifindex, prog_fd, flags, NULL);
@@ -291,6 +314,11 @@ int axp_link_raw_tp(int prog_fd)
 	int fd = bpf_raw_tracepoint_open(NULL, prog_fd);
 
 	return fd < 0 ? -errno : fd;
+}
+
+int axp_link_update(int link_fd, int prog_fd)
+{
+	return bpf_link_update(link_fd, prog_fd, NULL) ? -errno : 0;
 }
 
 int axp_link_detach(int link_fd)

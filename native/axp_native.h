@@ -50,6 +50,15 @@ int axp_obj_load(struct bpf_object *obj);
 void axp_obj_close(struct bpf_object *obj);
 int axp_obj_prog_fd(struct bpf_object *obj, const char *prog);
 int axp_obj_map_fd(struct bpf_object *obj, const char *map);
+/*
+ * Pinning (what `run --keep-cache` keeps across a restart): before load, a map
+ * given a pin path reuses the map pinned there (libbpf checks type, sizes and
+ * max_entries) or is created and pinned there by the load. axp_obj_get opens a
+ * pinned object; axp_mount_bpffs mounts a bpffs instance on a directory.
+ */
+int axp_obj_set_pin_path(struct bpf_object *obj, const char *map, const char *path);
+int axp_obj_get(const char *path);
+int axp_mount_bpffs(const char *path);
 
 /* hooks */
 int axp_xdp_attach(int ifindex, int prog_fd, uint32_t flags);
@@ -68,6 +77,8 @@ int axp_link_tcx(int prog_fd, int ifindex, int egress);
 /* a tp_btf program on its tracepoint (a raw tracepoint fd: closing it detaches) */
 int axp_link_raw_tp(int prog_fd);
 int axp_link_detach(int link_fd);
+/* The link's program replaced by prog_fd in place (no moment without one). */
+int axp_link_update(int link_fd, int prog_fd);
 
 /* maps and programs by fd; flags BPF_F_LOCK copies a value with a bpf_spin_lock under that lock */
 int axp_map_lookup(int fd, const void *key, void *value, uint64_t flags);

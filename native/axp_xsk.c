@@ -77,7 +77,8 @@ uint64_t axp_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t threads, int *err)
+static struct axp_engine *axp_engine_make(const struct axp_config *cfg, uint32_t threads, int fd,
+					  int reuse, int *err)
 {
 	struct axp_engine *e;
 
@@ -99,13 +100,29 @@ struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t threads
 		return NULL;
 	}
 	e->cfg = *cfg;
-	e->cache = axp_cache_new(cfg->cache_sets, cfg->max_per_key, cfg->max_dwell_ns, threads > 1);
+	if (fd < 0)
+		e->cache = axp_cache_new(cfg->cache_sets, cfg->max_per_key, cfg->max_dwell_ns,
+					 threads > 1);
+	else
+		e->cache = axp_cache_new_file(cfg->cache_sets, cfg->max_per_key, cfg->max_dwell_ns,
+					      threads > 1, fd, reuse);
 	if (!e->cache) {
 		free(e);
-		*err = -ENOMEM;
+		*err = fd < 0 ? -ENOMEM : (errno ? -errno : -EINVAL);
 		return NULL;
 	}
 	return e;
+}
+
+struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t threads, int *err)
+{
+	return axp_engine_make(cfg, threads, -1, 0, err);
+}
+
+struct axp_engine *axp_engine_new_file(const struct axp_config *cfg, uint32_t threads, int fd,
+				       int reuse, int *err)
+{
+	return axp_engine_make(cfg, threads, fd, reuse, err);
 }
 
 int axp_engine_add_sf(struct axp_engine *e, uint32_t index, const struct axp_sf *sf)
@@ -123,6 +140,53 @@ int axp_engine_add_sf(struct axp_engine *e, uint32_t index, const struct axp_sf 
 	e->labels[e->nlabels] = key;
 	e->label_sf[e->nlabels] = index;
 	e->nlabels++;
+	return 0;
+}
+
+/* Forget the label entry of SF index, if it has one. */
+static void axp_engine_unlabel(struct axp_engine *e, uint32_t index)
+{
+	uint32_t i;
+
+	for (i = 0; i < e->nlabels; i++) {
+		if (e->label_sf[i] != index)
+			continue;
+		e->nlabels--;
+		e->labels[i] = e->labels[e->nlabels];
+		e->label_sf[i] = e->label_sf[e->nlabels];
+		return;
+	}
+}
+
+int axp_engine_set_sf(struct axp_engine *e, uint32_t index, const struct axp_sf *sf, int serve)
+{
+	uint32_t i, key = axp_sf_key(sf->vlan_in, sf->label);
+
+	if (index >= AXP_MAX_SFS || sf->vlan_in > AXP_VID_MASK || sf->label >> AXP_VLAN_KEY_SHIFT)
+		return -EINVAL;
+	for (i = 0; serve && i < e->nlabels; i++)
+		if (e->labels[i] == key && e->label_sf[i] != index)
+			return -EEXIST;
+	axp_engine_unlabel(e, index);
+	e->sfs[index] = *sf;
+	e->have_sf[index] = 1;
+	if (serve) {
+		e->labels[e->nlabels] = key;
+		e->label_sf[e->nlabels] = index;
+		e->nlabels++;
+	}
+	return 0;
+}
+
+int axp_engine_drop_sf(struct axp_engine *e, uint32_t index)
+{
+	if (index >= AXP_MAX_SFS || !e->have_sf[index])
+		return -ENOENT;
+	axp_engine_unlabel(e, index);
+	e->have_sf[index] = 0;
+	memset(&e->sfs[index], 0, sizeof(e->sfs[index]));
+	/* on_miss = last: an SF given this slot later starts without this one's stack */
+	memset(&e->last[index], 0, sizeof(e->last[index]));
 	return 0;
 }
 
@@ -591,7 +655,9 @@ struct axp_sock {
 	struct xsk_ring_cons comp;
 	struct xsk_socket *xsk;
 	int fd;
-	uint32_t roles;
+	uint32_t roles;        /* what the proxy does with it now; 0: retired (no SF uses it) */
+	uint32_t shape;        /* the roles it was opened with: which rings it has */
+	int polled;            /* among the worker's pfds (an RX socket once in service) */
 	uint32_t sf;
 	int fill_short;        /* the fill ring was left short of frames: top it up */
 	uint32_t nstage;       /* TX descriptors collected this round */
@@ -604,11 +670,11 @@ struct axp_worker {
 	uint32_t queue;
 	uint64_t *cnt;          /* AXP_CNT_ROWS rows of AXP_XCNT_MAX: per-SF packet counters */
 	uint64_t *wcnt;         /* the AXP_SF_NONE row: where the worker's own counters go */
-	struct axp_sock *socks; /* one per port */
+	struct axp_sock *socks; /* one per port, room for AXP_XSK_MAX_PORTS: libxdp points into them */
 	uint64_t *free;         /* free chunk addresses, a stack */
 	uint32_t nfree;
 	uint32_t nframes;
-	struct pollfd *pfds;    /* RX sockets, then the stop eventfd */
+	struct pollfd *pfds;    /* RX sockets, the stop and pause eventfds, RX sockets added later */
 	uint32_t npfds;
 	uint64_t stats_at;
 	/* one RX batch on its way through axp_rx_batch / axp_tx_batch */
@@ -633,9 +699,16 @@ struct axp_xsk {
 	struct xsk_umem *umem;
 	struct axp_worker *workers;
 	uint32_t nworkers;
+	uint32_t nrx;      /* ports with an RX role: a TX port's stage holds a batch from each */
 	int stop_fd;
 	int stop;
 	int zerocopy;
+	/* live changes (axp_xsk_pause): workers park while pause is set */
+	int pause_fd;
+	int pause;
+	int paused;        /* every running worker is parked: the controller may change things */
+	uint32_t running;  /* workers inside axp_xsk_run */
+	uint32_t parked;
 };
 
 static void axp_msg(char *msg, uint32_t len, const char *fmt, ...)
@@ -931,6 +1004,17 @@ static void axp_worker_sleep(struct axp_worker *w)
 	poll(w->pfds, w->npfds, timeout);
 }
 
+/* Wait while the controller changes the engine or the sockets (axp_xsk_pause). */
+static void axp_worker_park(struct axp_xsk *x)
+{
+	struct timespec nap = {0, 20000};
+
+	__atomic_add_fetch(&x->parked, 1, __ATOMIC_ACQ_REL);
+	while (__atomic_load_n(&x->pause, __ATOMIC_ACQUIRE) && !__atomic_load_n(&x->stop, __ATOMIC_ACQUIRE))
+		nanosleep(&nap, NULL);
+	__atomic_sub_fetch(&x->parked, 1, __ATOMIC_ACQ_REL);
+}
+
 int axp_xsk_run(struct axp_xsk *x, uint32_t queue)
 {
 	struct axp_worker *w;
@@ -939,7 +1023,14 @@ int axp_xsk_run(struct axp_xsk *x, uint32_t queue)
 	if (queue >= x->nworkers)
 		return -EINVAL;
 	w = &x->workers[queue];
+	__atomic_add_fetch(&x->running, 1, __ATOMIC_ACQ_REL);
 	while (!__atomic_load_n(&x->stop, __ATOMIC_ACQUIRE)) {
+		/* between rounds: every frame of the last one is on a ring or free again */
+		if (__atomic_load_n(&x->pause, __ATOMIC_ACQUIRE)) {
+			axp_worker_park(x);
+			idle = 0;
+			continue;
+		}
 		if (axp_worker_round(w)) {
 			idle = 0;
 			continue;
@@ -953,7 +1044,40 @@ int axp_xsk_run(struct axp_xsk *x, uint32_t queue)
 		axp_worker_sleep(w);
 	}
 	axp_worker_stats(w);
+	__atomic_sub_fetch(&x->running, 1, __ATOMIC_ACQ_REL);
 	return 0;
+}
+
+int axp_xsk_pause(struct axp_xsk *x, uint32_t timeout_ms)
+{
+	struct timespec nap = {0, 5000};
+	uint64_t one = 1, until = axp_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+
+	__atomic_store_n(&x->pause, 1, __ATOMIC_SEQ_CST);
+	/* wakes the workers asleep in poll() */
+	if (write(x->pause_fd, &one, sizeof(one)) != sizeof(one))
+		return -errno;
+	while (__atomic_load_n(&x->parked, __ATOMIC_ACQUIRE) <
+	       __atomic_load_n(&x->running, __ATOMIC_ACQUIRE)) {
+		if (axp_now_ns() > until) {
+			axp_xsk_resume(x);
+			return -ETIMEDOUT;
+		}
+		nanosleep(&nap, NULL);
+	}
+	x->paused = 1;
+	return 0;
+}
+
+void axp_xsk_resume(struct axp_xsk *x)
+{
+	uint64_t n;
+
+	x->paused = 0;
+	/* the eventfd reads empty again, so sleeping workers wait for frames once more */
+	if (read(x->pause_fd, &n, sizeof(n)) < 0)
+		n = 0;
+	__atomic_store_n(&x->pause, 0, __ATOMIC_SEQ_CST);
 }
 
 void axp_xsk_stop(struct axp_xsk *x)
@@ -1011,6 +1135,8 @@ void axp_xsk_close(struct axp_xsk *x)
 	}
 	if (x->stop_fd >= 0)
 		close(x->stop_fd);
+	if (x->pause_fd >= 0)
+		close(x->pause_fd);
 	free(x->workers);
 	free(x->ports);
 	free(x);
@@ -1038,14 +1164,14 @@ static int axp_check_opts(const struct axp_xsk_opts *o, char *msg, uint32_t msgl
 	return 0;
 }
 
-/* Which port each SF's traffic leaves by, and that every port makes sense. */
-static int axp_map_ports(struct axp_xsk *x, char *msg, uint32_t msglen)
+/* Which port each SF's traffic leaves by (to_sf[], out[]), and that every port makes sense. */
+static int axp_map_ports(const struct axp_engine *e, const struct axp_xsk_port *ports,
+			 uint32_t nports, int16_t *to_sf, int16_t *out, char *msg, uint32_t msglen)
 {
-	struct axp_engine *e = x->e;
 	uint32_t i, p;
 
-	for (p = 0; p < x->nports; p++) {
-		const struct axp_xsk_port *pt = &x->ports[p];
+	for (p = 0; p < nports; p++) {
+		const struct axp_xsk_port *pt = &ports[p];
 
 		if ((pt->roles & AXP_RX_ROLES) && pt->xskmap_fd < 0) {
 			axp_msg(msg, msglen, "%s: no XSKMAP for an RX interface", pt->ifname);
@@ -1059,18 +1185,18 @@ static int axp_map_ports(struct axp_xsk *x, char *msg, uint32_t msglen)
 		}
 	}
 	for (i = 0; i < AXP_MAX_SFS; i++) {
-		x->to_sf_port[i] = x->out_port[i] = -1;
+		to_sf[i] = out[i] = -1;
 		if (!e->have_sf[i])
 			continue;
-		for (p = 0; p < x->nports; p++) {
-			if ((x->ports[p].roles & AXP_PORT_TO_SF) &&
-			    x->ports[p].ifindex == e->sfs[i].to_sf_ifindex)
-				x->to_sf_port[i] = p;
-			if ((x->ports[p].roles & AXP_PORT_NET_OUT) &&
-			    x->ports[p].ifindex == e->sfs[i].net_out_ifindex)
-				x->out_port[i] = p;
+		for (p = 0; p < nports; p++) {
+			if ((ports[p].roles & AXP_PORT_TO_SF) &&
+			    ports[p].ifindex == e->sfs[i].to_sf_ifindex)
+				to_sf[i] = p;
+			if ((ports[p].roles & AXP_PORT_NET_OUT) &&
+			    ports[p].ifindex == e->sfs[i].net_out_ifindex)
+				out[i] = p;
 		}
-		if (x->to_sf_port[i] < 0 || x->out_port[i] < 0) {
+		if (to_sf[i] < 0 || out[i] < 0) {
 			axp_msg(msg, msglen, "SF %u: no to_sf or net_out interface among the ports", i);
 			return -EINVAL;
 		}
@@ -1078,7 +1204,22 @@ static int axp_map_ports(struct axp_xsk *x, char *msg, uint32_t msglen)
 	return 0;
 }
 
-static int axp_worker_init(struct axp_xsk *x, uint32_t q, uint64_t *counters, uint32_t nrx)
+/* A port's socket state on one queue before it is opened; TX ports get their stage. */
+static int axp_sock_init(struct axp_xsk *x, struct axp_worker *w, uint32_t p)
+{
+	struct axp_sock *s = &w->socks[p];
+
+	s->roles = s->shape = x->ports[p].roles;
+	s->sf = x->ports[p].sf;
+	s->fd = -1;
+	if (!(s->roles & AXP_TX_ROLES))
+		return 0;
+	/* one round can send at most a batch from every RX socket through this one */
+	s->stage = calloc((size_t)x->o.batch_size * x->nrx, sizeof(struct xdp_desc));
+	return s->stage ? 0 : -ENOMEM;
+}
+
+static int axp_worker_init(struct axp_xsk *x, uint32_t q, uint64_t *counters)
 {
 	struct axp_worker *w = &x->workers[q];
 	uint32_t p, i, n = 0;
@@ -1088,9 +1229,9 @@ static int axp_worker_init(struct axp_xsk *x, uint32_t q, uint64_t *counters, ui
 	w->cnt = counters + (size_t)q * AXP_CNT_ROWS * AXP_XCNT_MAX;
 	w->wcnt = w->cnt + (size_t)AXP_SF_NONE * AXP_XCNT_MAX;
 	w->nframes = (uint32_t)(x->umem_size / x->o.frame_size / x->nworkers);
-	w->socks = calloc(x->nports, sizeof(*w->socks));
+	w->socks = calloc(AXP_XSK_MAX_PORTS, sizeof(*w->socks));
 	w->free = calloc(w->nframes, sizeof(*w->free));
-	w->pfds = calloc(nrx + 1, sizeof(*w->pfds));
+	w->pfds = calloc(AXP_XSK_MAX_PORTS + 2, sizeof(*w->pfds));
 	w->addrs = calloc(x->o.batch_size, sizeof(*w->addrs));
 	w->ptrs = calloc(x->o.batch_size, sizeof(*w->ptrs));
 	w->lens = calloc(x->o.batch_size, sizeof(*w->lens));
@@ -1100,17 +1241,9 @@ static int axp_worker_init(struct axp_xsk *x, uint32_t q, uint64_t *counters, ui
 	if (!w->socks || !w->free || !w->pfds || !w->addrs || !w->ptrs || !w->lens || !w->room ||
 	    !w->pkts || !w->verdicts)
 		return -ENOMEM;
-	for (p = 0; p < x->nports; p++) {
-		w->socks[p].roles = x->ports[p].roles;
-		w->socks[p].sf = x->ports[p].sf;
-		w->socks[p].fd = -1;
-		if (!(x->ports[p].roles & AXP_TX_ROLES))
-			continue;
-		/* one round can send at most a batch from every RX socket through this one */
-		w->socks[p].stage = calloc((size_t)x->o.batch_size * nrx, sizeof(struct xdp_desc));
-		if (!w->socks[p].stage)
+	for (p = 0; p < x->nports; p++)
+		if (axp_sock_init(x, w, p))
 			return -ENOMEM;
-	}
 	/* highest first, so the stack hands out low addresses first */
 	for (i = w->nframes; i-- > 0;)
 		w->free[n++] = ((uint64_t)q * w->nframes + i) * x->o.frame_size;
@@ -1167,11 +1300,150 @@ static int axp_open_socket(struct axp_xsk *x, uint32_t q, uint32_t p, char *msg,
 				strerror(-err));
 			return err;
 		}
-		axp_refill(w, s);
+	}
+	return 0;
+}
+
+/* An RX socket goes into service: polled when idle, its fill ring topped up. */
+static void axp_sock_activate(struct axp_worker *w, struct axp_sock *s)
+{
+	if (!(s->shape & AXP_RX_ROLES))
+		return;
+	if (!s->polled) {
 		w->pfds[w->npfds].fd = s->fd;
 		w->pfds[w->npfds].events = POLLIN;
 		w->npfds++;
+		s->polled = 1;
 	}
+	axp_refill(w, s);
+}
+
+int axp_xsk_open_ports(struct axp_xsk *x, const struct axp_xsk_port *ports, uint32_t nports,
+		       char *msg, uint32_t msglen)
+{
+	uint32_t i, q, at, k;
+	int err;
+
+	if (msg && msglen)
+		msg[0] = '\0';
+	for (i = 0; i < nports; i++) {
+		for (at = 0; at < x->nports && x->ports[at].ifindex != ports[i].ifindex; at++)
+			;
+		if (at < x->nports)
+			continue;
+		if (at == AXP_XSK_MAX_PORTS) {
+			axp_msg(msg, msglen, "%s: more than %d interfaces in this proxy's life",
+				ports[i].ifname, AXP_XSK_MAX_PORTS);
+			return -ENOSPC;
+		}
+		x->ports[at] = ports[i];
+		x->ports[at].ifname[sizeof(x->ports[at].ifname) - 1] = '\0';
+		for (q = 0; q < x->nworkers; q++) {
+			struct axp_sock *s = &x->workers[q].socks[at];
+
+			err = axp_sock_init(x, &x->workers[q], at);
+			s->roles = 0; /* out of service until axp_xsk_set_ports */
+			if (!err)
+				err = axp_open_socket(x, q, at, msg, msglen);
+			if (err) {
+				/* no frame is on their rings yet: they go without a trace */
+				for (k = 0; k <= q; k++) {
+					s = &x->workers[k].socks[at];
+					if (s->xsk)
+						xsk_socket__delete(s->xsk);
+					free(s->stage);
+					memset(s, 0, sizeof(*s));
+				}
+				return err;
+			}
+		}
+		x->ports[at].roles = 0;
+		/* the workers see the port from here on, out of service */
+		__atomic_store_n(&x->nports, at + 1, __ATOMIC_RELEASE);
+	}
+	return 0;
+}
+
+int axp_xsk_set_ports(struct axp_xsk *x, const struct axp_xsk_port *ports, uint32_t nports,
+		      char *msg, uint32_t msglen)
+{
+	struct axp_xsk_port *np;
+	int16_t to_sf[AXP_MAX_SFS], out[AXP_MAX_SFS];
+	uint32_t p, q, i, at, nrx = 0;
+	int err;
+
+	if (msg && msglen)
+		msg[0] = '\0';
+	if (!x->paused) {
+		axp_msg(msg, msglen, "the workers are not paused");
+		return -EBUSY;
+	}
+	/* the ports as they will be: every one open so far, retired unless in the list */
+	np = calloc(AXP_XSK_MAX_PORTS, sizeof(*np));
+	if (!np)
+		return -ENOMEM;
+	memcpy(np, x->ports, x->nports * sizeof(*np));
+	for (p = 0; p < x->nports; p++)
+		np[p].roles = 0;
+	for (i = 0; i < nports; i++) {
+		for (at = 0; at < x->nports && np[at].ifindex != ports[i].ifindex; at++)
+			;
+		if (at == x->nports) {
+			axp_msg(msg, msglen, "%s: not open (axp_xsk_open_ports first)", ports[i].ifname);
+			free(np);
+			return -EINVAL;
+		}
+		if (x->workers[0].socks[at].shape != ports[i].roles) {
+			/* the rings a socket has are fixed when it is opened */
+			axp_msg(msg, msglen, "%s: its roles change (%#x, opened as %#x): a restart is needed",
+				ports[i].ifname, ports[i].roles, x->workers[0].socks[at].shape);
+			free(np);
+			return -EINVAL;
+		}
+		np[at] = ports[i];
+		np[at].ifname[sizeof(np[at].ifname) - 1] = '\0';
+	}
+	err = axp_map_ports(x->e, np, x->nports, to_sf, out, msg, msglen);
+	if (err) {
+		free(np);
+		return err;
+	}
+	for (p = 0; p < x->nports; p++)
+		nrx += !!(np[p].roles & AXP_RX_ROLES);
+	/* a TX port's stage holds a batch from every RX port in service: grow them first */
+	for (q = 0; nrx > x->nrx && q < x->nworkers; q++) {
+		for (p = 0; p < x->nports; p++) {
+			struct axp_sock *sk = &x->workers[q].socks[p];
+			struct xdp_desc *st;
+
+			if (!(sk->shape & AXP_TX_ROLES))
+				continue;
+			st = realloc(sk->stage, (size_t)x->o.batch_size * nrx * sizeof(*st));
+			if (!st) {
+				free(np);
+				return -ENOMEM;
+			}
+			sk->stage = st;
+		}
+	}
+	if (nrx > x->nrx)
+		x->nrx = nrx;
+	memcpy(x->ports, np, x->nports * sizeof(*np));
+	free(np);
+	for (q = 0; q < x->nworkers; q++) {
+		struct axp_worker *w = &x->workers[q];
+
+		for (p = 0; p < x->nports; p++) {
+			int was = !!w->socks[p].roles;
+
+			w->socks[p].roles = x->ports[p].roles;
+			w->socks[p].sf = x->ports[p].sf;
+			if (!was && w->socks[p].roles)
+				axp_sock_activate(w, &w->socks[p]);
+		}
+	}
+	memcpy(x->to_sf_port, to_sf, sizeof(to_sf));
+	memcpy(x->out_port, out, sizeof(out));
 	return 0;
 }
 
@@ -1191,8 +1463,8 @@ struct axp_xsk *axp_xsk_open(struct axp_engine *e, const struct axp_xsk_opts *op
 	*err = axp_check_opts(opts, msg, msglen);
 	if (*err)
 		return NULL;
-	if (!nports) {
-		axp_msg(msg, msglen, "no interfaces");
+	if (!nports || nports > AXP_XSK_MAX_PORTS) {
+		axp_msg(msg, msglen, "%u interfaces; 1..%d", nports, AXP_XSK_MAX_PORTS);
 		*err = -EINVAL;
 		return NULL;
 	}
@@ -1201,14 +1473,14 @@ struct axp_xsk *axp_xsk_open(struct axp_engine *e, const struct axp_xsk_opts *op
 		*err = -ENOMEM;
 		return NULL;
 	}
-	x->stop_fd = -1;
+	x->stop_fd = x->pause_fd = -1;
 	x->e = e;
 	x->o = *opts;
 	if (!x->o.spin)
 		x->o.spin = 1;
 	x->chunk_mask = ~(uint64_t)(opts->frame_size - 1);
 	x->nports = nports;
-	x->ports = calloc(nports, sizeof(*ports));
+	x->ports = calloc(AXP_XSK_MAX_PORTS, sizeof(*ports)); /* reloads add ports */
 	if (!x->ports)
 		goto nomem;
 	memcpy(x->ports, ports, nports * sizeof(*ports));
@@ -1217,12 +1489,14 @@ struct axp_xsk *axp_xsk_open(struct axp_engine *e, const struct axp_xsk_opts *op
 		nrx += !!(ports[p].roles & AXP_RX_ROLES);
 		ntx += !!(ports[p].roles & AXP_TX_ROLES);
 	}
-	*err = axp_map_ports(x, msg, msglen);
+	x->nrx = nrx;
+	*err = axp_map_ports(e, x->ports, x->nports, x->to_sf_port, x->out_port, msg, msglen);
 	if (*err)
 		goto fail;
 
 	x->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (x->stop_fd < 0) {
+	x->pause_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (x->stop_fd < 0 || x->pause_fd < 0) {
 		*err = -errno;
 		axp_msg(msg, msglen, "eventfd: %s", strerror(errno));
 		goto fail;
@@ -1248,7 +1522,7 @@ struct axp_xsk *axp_xsk_open(struct axp_engine *e, const struct axp_xsk_opts *op
 	if (!x->workers)
 		goto nomem;
 	for (q = 0; q < x->nworkers; q++)
-		if (axp_worker_init(x, q, counters, nrx))
+		if (axp_worker_init(x, q, counters))
 			goto nomem;
 
 	ucfg.fill_size = opts->ring_size;
@@ -1272,8 +1546,12 @@ struct axp_xsk *axp_xsk_open(struct axp_engine *e, const struct axp_xsk_opts *op
 			*err = axp_open_socket(x, q, p, msg, msglen);
 			if (*err)
 				goto fail;
+			axp_sock_activate(&x->workers[q], &x->workers[q].socks[p]);
 		}
 		x->workers[q].pfds[x->workers[q].npfds].fd = x->stop_fd;
+		x->workers[q].pfds[x->workers[q].npfds].events = POLLIN;
+		x->workers[q].npfds++;
+		x->workers[q].pfds[x->workers[q].npfds].fd = x->pause_fd;
 		x->workers[q].pfds[x->workers[q].npfds].events = POLLIN;
 		x->workers[q].npfds++;
 	}

@@ -74,7 +74,18 @@ struct axp_pkt {
  * makes the cache thread-safe.
  */
 struct axp_engine *axp_engine_new(const struct axp_config *cfg, uint32_t threads, int *err);
+/* The same with the cache in a file (axp_cache_new_file: `run --keep-cache`). */
+struct axp_engine *axp_engine_new_file(const struct axp_config *cfg, uint32_t threads, int fd,
+				       int reuse, int *err);
 int axp_engine_add_sf(struct axp_engine *e, uint32_t index, const struct axp_sf *sf);
+/*
+ * A reload: SF index takes sf (added or changed); serve 0 keeps it for the packets in flight
+ * (its return path, its entries) but takes no new ones (its label is no longer served).
+ * axp_engine_drop_sf forgets it (and the stack on_miss = last kept for it). While sockets run,
+ * call these between axp_xsk_pause and axp_xsk_resume only.
+ */
+int axp_engine_set_sf(struct axp_engine *e, uint32_t index, const struct axp_sf *sf, int serve);
+int axp_engine_drop_sf(struct axp_engine *e, uint32_t index);
 struct axp_cache *axp_engine_cache(struct axp_engine *e);
 void axp_engine_free(struct axp_engine *e);
 
@@ -148,6 +159,7 @@ enum axp_xsk_defaults {
 	AXP_XSK_DEFAULT_BATCH_SIZE = 64,   /* descriptors taken from an RX ring at once */
 	AXP_XSK_DEFAULT_SPIN = 256,        /* empty rounds before an idle worker sleeps */
 	AXP_XSK_MAX_QUEUES = 64,
+	AXP_XSK_MAX_PORTS = 256,          /* interfaces opened in one proxy's life (reloads add) */
 };
 
 struct axp_xsk_opts {
@@ -174,6 +186,29 @@ struct axp_xsk *axp_xsk_open(struct axp_engine *e, const struct axp_xsk_opts *op
 int axp_xsk_run(struct axp_xsk *x, uint32_t queue);
 /* Ask every loop to return; they do within one batch. Safe from any thread. */
 void axp_xsk_stop(struct axp_xsk *x);
+/*
+ * Live changes (a reload): pause returns once every running worker is parked between two
+ * rounds (each frame on a ring or free), or -ETIMEDOUT (then nothing is paused); until
+ * resume, the caller may change the engine's SF table and the ports. Workers park within a
+ * round: microseconds.
+ */
+int axp_xsk_pause(struct axp_xsk *x, uint32_t timeout_ms);
+void axp_xsk_resume(struct axp_xsk *x);
+/*
+ * Open, on every queue, each of ports[0..nports) not open yet, out of service (the workers
+ * run meanwhile: no pause needed for the slow part, the binds). Its roles are the rings it
+ * gets; attach its XDP program only once it is in service.
+ */
+int axp_xsk_open_ports(struct axp_xsk *x, const struct axp_xsk_port *ports, uint32_t nports,
+		       char *msg, uint32_t msglen);
+/*
+ * While paused: the ports in service are now ports[0..nports), every one open already and
+ * in the roles it was opened with (its rings); one open but not in the list is retired (its
+ * sockets stay open, unused, until close: the frames on their rings with them). The SF ->
+ * port maps follow the engine's SF table. On failure nothing changed.
+ */
+int axp_xsk_set_ports(struct axp_xsk *x, const struct axp_xsk_port *ports, uint32_t nports,
+		      char *msg, uint32_t msglen);
 /* Delete the sockets and the UMEM. Call after every axp_xsk_run has returned. */
 void axp_xsk_close(struct axp_xsk *x);
 /* 1 when the sockets run in zero-copy mode, 0 in copy mode. */

@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -217,6 +218,18 @@ def kernel_cache_packets(map_id: int) -> int:
         m.close()
 
 
+def afxdp_cache_packets(path: str) -> int:
+    """Packets the kept cache file of a running afxdp proxy holds, counted in its sets (read
+    while the workers write: exact once the traffic has stopped)."""
+    from afxdp_proxy._native import ffi
+
+    with open(path, "rb") as f:
+        data = f.read()
+    size = ffi.sizeof("struct axp_cache_set")
+    sets = ffi.from_buffer("struct axp_cache_set[]", data)
+    return sum(decode_set(sets[i]).packets() for i in range(len(data) // size))
+
+
 def check_lost_packets_then_chain(tb: Testbed, counters: Callable[[], dict[str, int]], entries: int,
                                   sf_label: int) -> None:
     """With the SF dropping them (sf_drops), 4 x `entries` labelled packets fill a cache of
@@ -315,3 +328,43 @@ def check_real_links(tb: Testbed, counters: Callable[[], dict[str, int]], sf_lab
     c = counters()
     ttl = "rx_ttl_expired_pass" if on_ttl_expired == "pass" else "rx_ttl_expired"
     assert (c["rx_popped"], c["rx_vlan_other"], c["rx_reserved_label"], c[ttl]) == (3 * n, n, n, n), c
+
+
+# ---- a steady stream of labelled packets, each with its own key and stack ------------------------
+
+
+class PacedFrames(threading.Thread):
+    """Labelled TCP frames behind the sender's classifier, `rate` a second from a thread, each
+    with its own key (the TCP sequence number) and the next stack of `stacks`; `sent_at[i]` is
+    when frame i left (time.monotonic()). stop() ends it early."""
+
+    def __init__(self, tb: Testbed, stacks: list[list[Lse]], n: int, rate: float, dport: int = 5001) -> None:
+        super().__init__(daemon=True, name="paced-frames")
+        self.tb = tb
+        self.stacks = [stacks[i % len(stacks)] for i in range(n)]
+        self.frames = [labelled_tcp(tb, stack, 1, dport=dport, first=i)[0] for i, stack in enumerate(self.stacks)]
+        self.keys = [parse_mpls_frame(f).key for f in self.frames]
+        self.rate = rate
+        self.sent_at: list[float] = []
+        self._halt = threading.Event()
+
+    def expected(self, i: int) -> tuple[int, ...]:
+        """The stack frame i must arrive with: its own minus the SF's label."""
+        return tx_words([e.encode() for e in self.stacks[i]])
+
+    def run(self) -> None:
+        batch = max(1, int(self.rate / 100))  # a batch every 10 ms
+        with netns.socket_in(self.tb.ns_src, socket.AF_PACKET, socket.SOCK_RAW, 0) as s:
+            s.bind((self.tb.src_wire, 0))
+            t0 = time.monotonic()
+            for i in range(0, len(self.frames), batch):
+                if self._halt.wait(max(0.0, t0 + i / self.rate - time.monotonic())):
+                    return
+                for f in self.frames[i:i + batch]:
+                    s.send(f)
+                    self.sent_at.append(time.monotonic())
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join()

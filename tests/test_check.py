@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -304,3 +305,21 @@ def test_a_configuration_that_does_not_parse_is_the_first_finding(tmp_path: Path
     assert r.stdout.splitlines()[0].startswith('error   proxy.key: "meta" needs topology = "inline"')
     doc = json.loads(subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=60).stdout)
     assert doc["exit_code"] == 2 and [c["check"] for c in doc["checks"]] == ["config"]
+
+
+@pytest.mark.root
+def test_metrics_listen_is_checked_as_run_binds_it(tb: Testbed, tmp_path: Path) -> None:
+    """A [metrics] port something else holds: check says so in the line run refuses with; free,
+    it is an ok line."""
+    port = 9471
+    config = tb.proxy_config() + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+    holder = netns.socket_in(tb.ns_proxy, socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        line = _refuses_alike(tb, tmp_path, config)
+        assert line.startswith(f"metrics.listen: cannot listen on 127.0.0.1:{port}: Address already in use"), line
+    finally:
+        holder.close()
+    r = _cli(tb, "check", config=config, tmp_path=tmp_path)
+    assert r.returncode == 0 and (OK, f"metrics.listen: 127.0.0.1:{port} can be listened on") in _findings(r)

@@ -251,3 +251,30 @@ def test_help_explains_counters() -> None:
                  "rx_vlan_other", "rx_reserved_label", "rx_ttl_expired", "on_ttl_expired", "ttl_model", "tx_host",
                  "tx_miss_last", "rx_redirect_err", "on_miss", "meta_mark_mask", "[sf.reverse]", ".reverse"):
         assert word in r.stdout
+
+
+def test_stats_picks_the_proxy_of_this_namespace() -> None:
+    """A proxy with proxy.name set is still the one of its namespace (its state file's netns),
+    however many others run on the host."""
+    from afxdp_proxy.cli import pick_instance
+
+    live = {"edge1": {"netns": "netns-1"}, "edge2": {"netns": "netns-2"}, "netns-3": {"netns": "netns-3"}}
+    assert pick_instance(live, None, "netns-2") == "edge2"
+    assert pick_instance(live, None, "netns-3") == "netns-3"
+    assert pick_instance(live, "edge1", "netns-2") == "edge1"
+    assert pick_instance({"edge1": {"netns": "netns-1"}}, None, "netns-9") == "edge1"
+    for args in ((live, None, "netns-9"), (live, "nope", "netns-1"), ({}, None, "netns-1")):
+        with pytest.raises(LookupError):
+            pick_instance(*args)
+
+
+def test_testbed_stacks_take_the_prefix_anywhere() -> None:
+    """`testbed stacks --prefix P S1 S2` and `testbed stacks S1 S2 --prefix P` mean the same."""
+    from afxdp_proxy import cli
+
+    for argv in (["testbed", "stacks", "--prefix", "axp-none", "1000/2001", "1000"],
+                 ["testbed", "stacks", "1000/2001", "1000", "--prefix", "axp-none"]):
+        assert cli.main(argv) == 1  # parsed, then no such testbed (a usage error would exit 2)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["testbed", "status", "--prefix", "axp-none", "extra"])
+    assert e.value.code == 2

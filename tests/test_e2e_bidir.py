@@ -1,7 +1,8 @@
 """End to end, both directions of a chain through one SF ([sf.reverse]): iperf3 through an
 nftables stateful firewall for every backend, each packet of each direction with its own
 stack, counters per direction; the same firewall without the reverse direction fails; the
-masquerading NAT with on_miss = "pass"; an interface with both XDP roles.
+masquerading NAT with on_miss = "pass"; an interface with both XDP roles; the reverse
+direction added and removed by SIGHUP, and kept across a restart with --keep-cache.
 
 One bidirectional testbed per topology for the module (the receiver's replies classified
 and recorded too), its SF a stateful firewall unless a test says otherwise.
@@ -10,6 +11,8 @@ and recorded too), its SF a stateful firewall unless a test says otherwise.
 from __future__ import annotations
 
 import json
+import re
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +21,7 @@ from pathlib import Path
 import harness
 import pytest
 
+from afxdp_proxy import bpf, keep, state
 from afxdp_proxy.key import derive_key
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ether, ipv4_tcp, mpls_frame
@@ -50,8 +54,10 @@ def beds() -> Iterator[Callable[[str], Testbed]]:
         assert tb.down() == []
 
 
-def _proxy(tb: Testbed, backend: str, **kw: object) -> ProxyProcess:
-    return ProxyProcess(tb.ns_proxy, tb.proxy_config(backend=backend, **kw), name=f"{tb.prefix}-{backend}")
+def _proxy(tb: Testbed, backend: str, quiet: bool = True, **kw: object) -> ProxyProcess:
+    """quiet False: the proxy logs its info lines too (a reload's)."""
+    return ProxyProcess(tb.ns_proxy, tb.proxy_config(backend=backend, **kw), name=f"{tb.prefix}-{backend}",
+                        quiet=quiet)
 
 
 @contextmanager
@@ -65,6 +71,8 @@ def _sf(tb: Testbed, kind: str) -> Iterator[None]:
 
 
 def _arrived(stacks: list) -> set[tuple[int, ...]]:
+    """The stacks a dynamic chain's packets leave with: below the SF label, the TTL on top by the
+    uniform model."""
     return {tx_words([e.encode() for e in s]) for s in stacks}
 
 
@@ -212,3 +220,113 @@ def test_an_interface_with_both_xdp_roles(beds: Callable[[str], Testbed], backen
     fwd, rev = st["sfs"]["fw1"], st["sfs"]["fw1.reverse"]
     assert (rev["rx_popped"], rev["tx_pushed"]) == (n, n), rev
     assert fwd["tx_miss_pass"] == n and fwd["rx_popped"] == 0, fwd
+
+
+# ---- reload (SIGHUP) of the reverse direction ------------------------------------------------------
+
+
+def _xdp_ids(tb: Testbed, *ifnames: str) -> dict[str, int]:
+    """The XDP program ID attached to each interface of the proxy namespace (0: none)."""
+    with netns.enter(tb.ns_proxy):
+        return {n: bpf.xdp_prog_id(tb.ifindex("proxy", n)) for n in ifnames}
+
+
+def test_sighup_adds_and_removes_the_reverse_direction(beds: Callable[[str], Testbed]) -> None:
+    """(kernel) [sf.reverse] added by SIGHUP to a proxy that served the forward direction only:
+    fw1.reverse takes a slot of its own, fw1's links stay, its own are attached, and TCP opens
+    through the firewall, each reply with its own stack; removed again, it drains, its links
+    go, and TCP fails as it did before."""
+    tb = beds("attached")
+    assert tb.to_sf and tb.from_sf
+    ifs = (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf)
+    with _proxy(tb, "kernel", quiet=False, reverse=False, max_dwell_ms=300) as proxy:
+        before = _xdp_ids(tb, *ifs)
+        assert not traffic.tcp_echo(tb.ns_src, tb.ns_dst, tb.dst_ip, timeout=0.5).connected
+        line = proxy.reload(tb.proxy_config(max_dwell_ms=300))
+        assert "1 added" in line and f"SF fw1.reverse added: label {SF_REV}" in proxy.output, proxy.output
+        assert state.running()[proxy.name]["sfs"] == ["fw1", "fw1.reverse"]
+        added = _xdp_ids(tb, *ifs)
+        # fw1's programs stay; the reverse direction's net_in p_out and from_sf p_sf_tx get theirs
+        assert [added[n] for n in (tb.net_in, tb.from_sf)] == [before[n] for n in (tb.net_in, tb.from_sf)]
+        assert not before[tb.net_out] and added[tb.net_out] and not before[tb.to_sf] and added[tb.to_sf]
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=1, bitrate="20M")
+        tb.set_recording(False, clear=False)
+        st = proxy.stats()
+        line = proxy.reload(tb.proxy_config(reverse=False, max_dwell_ms=300))
+        assert "1 removed" in line, proxy.output
+        proxy.wait_for("SF fw1.reverse drained", 5)
+        assert _xdp_ids(tb, *ifs) == before
+        assert not traffic.tcp_echo(tb.ns_src, tb.ns_dst, tb.dst_ip, timeout=0.5).connected
+    assert res.stalls == 0 and res.bits_per_second > 5e6, res.interval_bits
+    rev_check = tb.check_chain(reverse=True)
+    assert rev_check.compared >= 50 and not rev_check.wrong, rev_check.compared
+    assert rev_check.arrived == _arrived(dynamic_stacks(SF_REV))
+    _rows_add_up(st)
+
+
+def test_sighup_and_an_interface_with_both_xdp_roles(beds: Callable[[str], Testbed]) -> None:
+    """(kernel) An interface whose XDP roles change by SIGHUP keeps its link, the program of its
+    new roles swapped in: p_sf_rx, from_sf of fw1 and net_in of fw1.reverse (axp_xdp_rx_tx),
+    becomes fw1.reverse's to_sf instead (axp_xdp_tx) and TCP flows both ways, then both again.
+    A proxy that started without axp_xdp_rx_tx refuses that reload, naming the SF."""
+    tb = beds("attached")
+    assert tb.from_sf
+    both = tb.proxy_config(reverse={"net_in": tb.from_sf})
+    with _proxy(tb, "kernel", quiet=False, reverse={"net_in": tb.from_sf}) as proxy:
+        progs = state.running()[proxy.name]["progs"]
+        rx_tx = _xdp_ids(tb, tb.from_sf)[tb.from_sf]
+        assert rx_tx in progs
+        assert "0 changed" not in proxy.reload(tb.proxy_config())
+        tx = _xdp_ids(tb, tb.from_sf)[tb.from_sf]
+        assert tx in progs and tx != rx_tx
+        res = tb.iperf3(seconds=1, bitrate="20M")
+        assert "1 changed" in proxy.reload(both)
+        assert _xdp_ids(tb, tb.from_sf)[tb.from_sf] == rx_tx
+    assert res.stalls == 0 and res.bits_per_second > 5e6, res.interval_bits
+    with _proxy(tb, "kernel", quiet=False) as proxy:
+        line = proxy.reload(both).strip()
+        assert line.endswith("the running configuration stays)"), line
+        assert f"reload refused: sf[0].reverse.net_in: SF fw1.reverse makes {tb.from_sf} both a net_in and a " \
+               "from_sf, which needs axp_xdp_rx_tx" in line, line
+        assert tb.iperf3(seconds=1, bitrate="20M").stalls == 0
+
+
+def test_afxdp_refuses_a_reload_that_changes_an_interfaces_roles(beds: Callable[[str], Testbed]) -> None:
+    """The afxdp backend opened its sockets for each interface's roles: adding [sf.reverse],
+    which gives each interface another role (p_out a net_in, ...), is refused as needing a
+    restart, naming a field of the reverse direction, and the proxy goes on."""
+    tb = beds("attached")
+    with _proxy(tb, "afxdp", reverse=False) as proxy:
+        line = proxy.reload(tb.proxy_config(backend="afxdp"))
+        assert re.search(r"reload refused: sf\[0\]\.reverse\.\w+: \S+ changes roles", line), line
+        assert "restart" in line and state.running()[proxy.name]["sfs"] == ["fw1"]
+
+
+@pytest.mark.parametrize("backend", ["kernel", "afxdp"])
+def test_a_restart_with_keep_cache_keeps_both_directions(beds: Callable[[str], Testbed], backend: str) -> None:
+    """run --keep-cache with [sf.reverse]: the next proxy of the name reuses the cache, each
+    direction in the slot it had, and TCP flows both ways with each packet's own stack."""
+    tb = beds("attached")
+    keep.ensure_pinfs()
+    proxy = ProxyProcess(tb.ns_proxy, tb.proxy_config(backend=backend), name=f"{tb.prefix}-keep-{backend}",
+                         quiet=False, args=("--keep-cache",))
+    try:
+        proxy.start()
+        assert state.running()[proxy.name]["sfs"] == ["fw1", "fw1.reverse"]
+        proxy.stop(signal.SIGTERM, keep_config=True)
+        assert keep.read(proxy.name)["rows"] == ["fw1", "fw1.reverse"]
+        proxy.start()
+        proxy.wait_for("reusing the cache")
+        assert state.running()[proxy.name]["sfs"] == ["fw1", "fw1.reverse"]
+        tb.set_recording(True)
+        res = tb.iperf3(seconds=1, bitrate="20M")
+        tb.set_recording(False, clear=False)
+        st = proxy.stats()
+    finally:
+        proxy.stop()
+        keep.forget(proxy.name)
+    assert res.stalls == 0 and res.bits_per_second > 5e6, res.interval_bits
+    for check in (tb.check_chain(), tb.check_chain(reverse=True)):
+        assert check.compared >= 50 and not check.wrong, check.compared
+    _rows_add_up(st)

@@ -214,6 +214,29 @@ def test_a_collector_reads_only_while_it_watches() -> None:
     assert list(collector.collect()) == [] and backend.reads == 1
 
 
+def test_rows_are_named_by_slot_after_a_reload() -> None:
+    """A backend's rows are its SFs' slots: after a reload that removed the first SF and added
+    another, the rows are not the configuration's order; a slot no SF used is not exported."""
+    snap = counters.Snapshot()
+    for row, value in ((0, 10), (1, 20), (3, 40), (counters.NONE_ROW, 5)):
+        snap.add_to_row(row, [value] * counters.SLOTS)
+    backend = _Backend(snap)
+    backend.rows = ["gone", "fw2", "", "fw3"]  # type: ignore[attr-defined]
+    cfg = parse_config({**BASE, "proxy": {"topology": "attached"}, "sf": [
+        {"name": n, "label": 1000 + i, "net_in": "i", "net_out": "o", "to_sf": "t", "from_sf": f"f{i}"}
+        for i, n in enumerate(("fw3", "fw2"))]})
+    collector = metrics.ProxyCollector()
+    collector.watch(backend, cfg, "edge1")
+    registry = CollectorRegistry()
+    registry.register(collector)
+    fams = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    family, labels = metrics.metric_of("rx_popped")
+    got = {s.labels["sf"]: s.value for s in fams[family].samples
+           if s.name.endswith("_total") and all(s.labels.get(k) == v for k, v in labels.items())}
+    assert got == {"gone": 10, "fw2": 20, "fw3": 40, metrics.NO_SF: 5}
+    assert {s.labels["sf"] for s in fams[metrics.DWELL].samples} == {"gone", "fw2", "fw3"}
+
+
 # ---- the HTTP server ---------------------------------------------------------------------------
 
 

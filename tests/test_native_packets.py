@@ -171,6 +171,46 @@ def test_ext_limit_is_counted_only_for_a_popped_packet() -> None:
         e.close()
 
 
+def test_an_sf_table_set_by_a_reload_chooses_as_add_sf_does(make: Callable[..., Engine]) -> None:
+    """axp_engine_set_sf (a reload) keys an SF by (vlan_in, label) as axp_engine_add_sf does:
+    an engine whose table a reload filled, each SF in another slot, sends every frame of the
+    table to the same SF (label 100 untagged and on VLAN 10 are two SFs)."""
+    slot = {idx: 9 + idx for idx in SFS}
+    e = Engine(config_struct(ProxyConfig(backend="afxdp", cache_entries=1024)))
+    try:
+        for idx, sf in SFS.items():
+            e.set_sf(slot[idx], sf.struct())
+        ref = make()
+        for case in CASES:
+            if case.settings:
+                continue
+            want, got = ref.rx(case.frame), e.rx(case.frame)
+            assert (got.verdict, got.data) == (want.verdict, want.data), case.name
+            assert got.sf == (slot[want.sf] if want.sf >= 0 else -1), case.name
+    finally:
+        e.close()
+
+
+def test_a_reload_refuses_an_sf_key_twice_and_frees_a_dropped_one() -> None:
+    e = make_engine()
+    try:
+        dup = SFS[2].struct()  # (VLAN 10, label 100)
+        with pytest.raises(bpf.BpfError) as err:
+            e.set_sf(20, dup)
+        assert err.value.errno == errno.EEXIST
+        e.set_sf(2, dup, serve=False)  # draining: its key is served no more
+        e.set_sf(20, dup)
+        e.drop_sf(2)
+        for field, value in (("vlan_in", 4096), ("label", 1 << 20)):
+            bad = SFS[0].struct()
+            setattr(bad, field, value)
+            with pytest.raises(bpf.BpfError) as err:
+                e.set_sf(21, bad)
+            assert err.value.errno == errno.EINVAL, field
+    finally:
+        e.close()
+
+
 @pytest.mark.parametrize("case", POPPED, ids=lambda c: c.name)
 def test_table_pipe_ttl(make: Callable[..., Engine], case: Case) -> None:
     """ttl_model = "pipe" (RFC 3443 §3.3): every entry TX pushes keeps the TTL it arrived with."""
@@ -338,6 +378,23 @@ def test_on_miss_last_pushes_the_stack_last_sent_to_the_sf(make: Callable[..., E
     assert_frame(tx_of(e, nat(ether(ip)))[1], with_macs(nat(ether(ip)), *out))
     assert_counters(e, {"rx_packets": 4, "rx_popped": 4, "cache_inserts": 4, "tx_packets": 5, "tx_miss_pass": 1,
                         "tx_miss_last": 3, "tx_pushed": 1, "cache_takes": 1})
+
+
+def test_a_dropped_sf_leaves_its_slot_no_last_stack() -> None:
+    """on_miss = last across a reload that removes an SF and gives its slot to another: a miss
+    of the new SF before any stack went to it leaves unlabelled, not with the old one's stack."""
+    e = make_engine(on_miss="last")
+    try:
+        out = (SFS[0].next_hop_mac, SFS[0].net_out_mac)
+        f1, bare1, s1 = frame_for(1, 0)
+        e.rx(f1)
+        assert_frame(tx_of(e, nat(bare1))[1], with_macs(labelled(nat(bare1), tx_stack(s1)), *out))
+        e.drop_sf(0)
+        e.set_sf(0, SFS[0].struct())
+        assert_frame(tx_of(e, nat(bare1))[1], with_macs(nat(bare1), *out))
+        assert e.counters()["tx_miss_last"] == 1 and e.counters()["tx_miss_pass"] == 1
+    finally:
+        e.close()
 
 
 def test_the_last_stack_is_never_torn() -> None:

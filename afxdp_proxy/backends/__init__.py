@@ -6,6 +6,7 @@ from typing import Protocol
 
 from afxdp_proxy.config import ConfigError, ProxyConfig
 from afxdp_proxy.counters import Snapshot
+from afxdp_proxy.reload import SfChange
 
 
 class Backend(Protocol):
@@ -14,6 +15,14 @@ class Backend(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    def reload(self, cfg: ProxyConfig) -> list[SfChange]:
+        """Serve cfg's SFs without a restart; ConfigError (RestartNeeded) changes nothing."""
+        ...
+
+    def tick(self) -> list[str]:
+        """Housekeeping, about once a second: names of removed SFs that finished draining."""
+        ...
 
     def counters(self) -> dict[str, int]: ...
 
@@ -24,13 +33,14 @@ class Backend(Protocol):
     def state(self) -> dict[str, object]: ...
 
 
-def make_backend(cfg: ProxyConfig) -> Backend:
+def make_backend(cfg: ProxyConfig, instance: str | None = None, keep_cache: bool = False) -> Backend:
+    """instance: the proxy's name, under which --keep-cache keeps the cache for the next one."""
     if cfg.backend in ("kernel", "static"):
         from afxdp_proxy.backends.kernel import KernelProxy
 
-        return KernelProxy(cfg)
+        return KernelProxy(cfg, instance=instance, keep_cache=keep_cache)
     if cfg.backend == "afxdp":
         from afxdp_proxy.backends.afxdp import AfxdpProxy
 
-        return AfxdpProxy(cfg)
+        return AfxdpProxy(cfg, instance=instance, keep_cache=keep_cache)
     raise ConfigError(f'proxy.backend: "{cfg.backend}" is not available; use "kernel", "static" or "afxdp"')

@@ -36,20 +36,22 @@ import logging
 import mmap
 import os
 import threading
+import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
 from pyroute2.ethtool import Ethtool
 
-from afxdp_proxy import bpf, counters, hostaddrs, state
+from afxdp_proxy import bpf, counters, hostaddrs, keep, state
 from afxdp_proxy._native import ffi, lib
-from afxdp_proxy.backends.kernel import KernelProxy, config_struct, label_keys, warn_vlan_stripping
+from afxdp_proxy.backends.kernel import KernelProxy, _Sf, config_struct, label_keys, warn_vlan_stripping
 from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig
 from afxdp_proxy.iface import Iface, driver_of, keep_vlan_tags
+from afxdp_proxy.log import fields
+from afxdp_proxy.reload import RestartNeeded, SfChange, assign_slots, changes, check_live, rows_after
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,13 @@ class Engine:
     """The C engine (configuration, SF table, cache) with the per-packet functions on plain
     buffers: what the socket loop runs for every frame, callable from tests and benchmarks."""
 
-    def __init__(self, cfg: Any, threads: int = 1) -> None:
+    def __init__(self, cfg: Any, threads: int = 1, cache_fd: int = -1, reuse: bool = False) -> None:
+        """cache_fd: a file to keep the cache in (axp_cache_new_file), reused as it is or zeroed."""
         err = ffi.new("int *")
-        ptr = lib.axp_engine_new(cfg, threads, err)
+        if cache_fd < 0:
+            ptr = lib.axp_engine_new(cfg, threads, err)
+        else:
+            ptr = lib.axp_engine_new_file(cfg, threads, cache_fd, int(reuse), err)
         if ptr == ffi.NULL:
             bpf.check(err[0], "AF_XDP engine")
         self.ptr = ptr
@@ -105,6 +111,14 @@ class Engine:
 
     def add_sf(self, index: int, sf: Any) -> None:
         bpf.check(lib.axp_engine_add_sf(self.ptr, index, sf), f"SF {index}")
+
+    def set_sf(self, index: int, sf: Any, serve: bool = True) -> None:
+        """Add or change SF index; serve False: no new packets, only those in flight (draining).
+        With sockets running, only while their workers are paused."""
+        bpf.check(lib.axp_engine_set_sf(self.ptr, index, sf, int(serve)), f"SF {index}")
+
+    def drop_sf(self, index: int) -> None:
+        bpf.check(lib.axp_engine_drop_sf(self.ptr, index), f"SF {index}")
 
     def close(self) -> None:
         if self.ptr != ffi.NULL:
@@ -167,12 +181,18 @@ class CounterFile:
     SF) in a file under /run/afxdp-proxy, mapped shared: the workers
     write, `afxdp-proxy stats` reads from another process."""
 
-    def __init__(self, name: str, queues: int) -> None:
+    def __init__(self, name: str, queues: int, path: Path | None = None, keep: bool = False) -> None:
+        """path: a file kept by the last proxy of this name (`run --keep-cache`): its counters go
+        on where they were left when it has this size (same queues), so that in_flight stays
+        exact for the cache kept with them. keep: leave the file when closed."""
         state.STATE_DIR.mkdir(parents=True, exist_ok=True)
         _remove_stale_counter_files()
-        self.path = state.STATE_DIR / f"{name}.{os.getpid()}.{id(self):x}.counters"
+        self.path = path or state.STATE_DIR / f"{name}.{os.getpid()}.{id(self):x}.counters"
+        self.kept = keep
         self.size = 8 * NSLOTS * queues
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self.reused = path is not None and path.exists() and path.stat().st_size == self.size
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if self.reused else os.O_TRUNC)
+        fd = os.open(self.path, flags, 0o644)
         try:
             os.ftruncate(fd, self.size)
             self.map = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -187,7 +207,8 @@ class CounterFile:
     def close(self) -> None:
         ffi.release(self.array)
         self.map.close()
-        self.path.unlink(missing_ok=True)
+        if not self.kept:
+            self.path.unlink(missing_ok=True)
 
 
 def _remove_stale_counter_files() -> None:
@@ -267,18 +288,57 @@ class _Port:
     roles: int = 0
     sf: int = 0
     obj: bpf.BpfObject | None = None  # RX interfaces: their loaded xsk.bpf.o
+    prog: str = ""  # the program of obj (it stays loaded, with its counters, once retired)
+    link: bpf.Link | None = None  # its XDP program attached
+    labels: dict[int, int] = field(default_factory=dict)  # net_in: what its axp_xsk_labels holds
+
+
+def _host_addrs(port: _Port) -> bpf.Map:
+    """The host's addresses map of a from_sf port's XDP program (hostaddrs fills it)."""
+    assert port.obj is not None
+    return port.obj.map("axp_host_addrs", "struct axp_host_addr", "uint8_t")
+
+
+def _field(sf: _Sf, key: str, cfg: ProxyConfig) -> str:
+    """The config field of interface `key` of sf, for messages (one removed since: as it was)."""
+    where = next((i for i, c in enumerate(cfg.sfs) if c.name == sf.cfg.name), None)
+    if where is not None or sf.cfg.where:
+        return sf.cfg.field(key, where or 0)
+    return f"sf {sf.cfg.name}.{key}"
+
+
+def layout(cfg: ProxyConfig) -> dict[str, Any]:
+    """What a kept cache must match to be reused (keep.mismatch says how it differs)."""
+    return {"backend": "afxdp", "layout": lib.AXP_CACHE_LAYOUT, "set_bytes": ffi.sizeof("struct axp_cache_set"),
+            "sets": cfg.cache_sets, "key": cfg.key, "counter_slots": NSLOTS}
 
 
 class AfxdpProxy:
-    """Sockets, UMEM, XDP programs and worker threads for one configuration; stop() undoes all."""
+    """Sockets, UMEM, XDP programs and worker threads for one configuration; stop() undoes all.
+
+    Reload (:meth:`reload`): the engine's SF table and the ports change while the workers are
+    paused between two rounds (axp_xsk_pause: they park within a round, and the change takes
+    tens of microseconds; the reload's log line says how long). The cache is not touched. A new
+    interface is opened on every queue, on the same UMEM; an interface no SF uses any more is
+    retired: its XDP program detached, its sockets left open until the proxy stops (the frames
+    on their rings with them), and reused if it comes back in the same roles. An interface whose
+    roles change (a net_out that becomes a to_sf, ...) needs other rings: that takes a restart.
+    A removed SF keeps its return path for max_dwell_ms, as in the kernel backend.
+
+    Restart (``keep_cache``): the cache's memory is a file under /run/afxdp-proxy/kept, mapped
+    shared, and the counters likewise; the next proxy of this name maps them again.
+    """
 
     def __init__(self, cfg: ProxyConfig, obj_path: str | None = None, spin: int | None = None,
-                 bind_flags: int | None = None) -> None:
+                 bind_flags: int | None = None, instance: str | None = None, keep_cache: bool = False) -> None:
         if cfg.topology != "attached":
             raise ConfigError('proxy.topology: the afxdp backend needs topology = "attached" '
                               "(AF_XDP sends out of an interface, it cannot hand packets to the local stack)")
         self.cfg = cfg
         self.name = "afxdp"
+        self.instance = instance or cfg.name or state.netns_id()
+        self.keep_cache = keep_cache
+        self.kept = False
         self._obj_path = obj_path
         self._spin = lib.AXP_XSK_DEFAULT_SPIN if spin is None else spin
         self._bind_flags = BIND_FLAGS[cfg.bind_mode] if bind_flags is None else bind_flags
@@ -287,28 +347,47 @@ class AfxdpProxy:
         self.engine: Engine | None = None
         self._xsk: Any = None
         self._file: CounterFile | None = None
-        self._ports: list[_Port] = []
+        self._ports: list[_Port] = []  # every interface opened in this proxy's life, retired ones too
+        self._sfs: dict[int, _Sf] = {}  # by slot: the SFs served and the removed ones draining
+        self.rows: list[str] = []  # counter rows (SF slots) by the name of the SF last given each
         self._threads: list[threading.Thread] = []
         self._results: dict[int, int] = {}
         self._final = counters.Snapshot(afxdp=True)
         self._final_queues: list[list[int]] = []
         self.zerocopy = False
+        self.last_pause_us = 0.0  # how long the workers were parked by the last reload
+        self._addrs: hostaddrs.HostAddresses | None = None  # the host's addresses in the from_sf programs
+        self._vlan_undo: dict[int, ExitStack] = {}  # net_in ifindex -> how to put VLAN stripping back
 
     # -- set-up ---------------------------------------------------------------
 
     def _ports_of(self, ifaces: list[dict[str, Iface]]) -> list[_Port]:
-        """Unique interfaces with their roles; an interface may appear in several SFs."""
-        by_index: dict[int, _Port] = {}
+        """Unique interfaces with their roles when SF i of the config uses ifaces[i] (an
+        interface may serve several SFs): what start() opens, and what `check` asks about."""
+        sfs = {i: _Sf(sf, ifaces[i], None) for i, sf in enumerate(self.cfg.sfs)}
+        return [_Port(*p) for p in self._roles_of(sfs, self.cfg).values()]
+
+    @staticmethod
+    def _roles_of(sfs: dict[int, _Sf], cfg: ProxyConfig) -> dict[int, tuple[Iface, str, int, int]]:
+        """{ifindex: (interface, config field, roles, SF slot it returns)} of every interface the
+        SFs (by slot) use, with every role it has; a draining SF needs its way back only (from_sf,
+        net_out, and to_sf, whose rings it has)."""
+        out: dict[int, tuple[Iface, str, int, int]] = {}
+        for slot, sf, key, role in AfxdpProxy._uses(sfs):
+            iface = sf.ifs[key]
+            cur = out.get(iface.index, (iface, _field(sf, key, cfg), 0, 0))
+            out[iface.index] = (iface, cur[1], cur[2] | role, slot if role == ROLE_FROM_SF else cur[3])
+        return out
+
+    @staticmethod
+    def _uses(sfs: dict[int, _Sf]) -> list[tuple[int, _Sf, str, int]]:
+        """(slot, SF, config key, role) of every interface use of the SFs; draining SFs first (a
+        from_sf that a served SF returns by too is the served one's), without their net_in."""
         roles = (("net_in", ROLE_NET_IN), ("from_sf", ROLE_FROM_SF), ("to_sf", ROLE_TO_SF),
                  ("net_out", ROLE_NET_OUT))
-        for i, ifs in enumerate(ifaces):
-            for key, role in roles:
-                iface = ifs[key]
-                port = by_index.setdefault(iface.index, _Port(iface, self.cfg.sfs[i].field(key, i)))
-                if role == ROLE_FROM_SF:
-                    port.sf = i
-                port.roles |= role
-        return list(by_index.values())
+        return [(slot, sf, key, role)
+                for slot, sf in sorted(sfs.items(), key=lambda item: (item[1].drain_until is None, item[0]))
+                for key, role in roles if role != ROLE_NET_IN or sf.drain_until is None]
 
     def _count_queues(self) -> int:
         """The queues to serve: every RX queue of the RX interfaces, which must agree with
@@ -318,42 +397,61 @@ class AfxdpProxy:
         rx_ports = [p for p in self._ports if p.roles & (ROLE_NET_IN | ROLE_FROM_SF)]
         q = self.cfg.queues or counts[rx_ports[0].iface.name][0]
         for port in self._ports:
-            rxq, txq = counts[port.iface.name]
-            if port in rx_ports and rxq != q:
-                what = f"proxy.queues: {q}" if self.cfg.queues else \
-                    f"proxy.queues: {rx_ports[0].iface.name} has {q} RX queue(s)"
-                raise ConfigError(f"{what}, but {port.iface.name} ({port.field}) has {rxq}; every queue "
-                                  "needs a socket: give the interfaces the same number of queues or set queues")
-            if port.roles & (ROLE_TO_SF | ROLE_NET_OUT) and txq < q:
-                raise ConfigError(f"proxy.queues: {q}, but {port.iface.name} ({port.field}) has only {txq} "
-                                  "TX queue(s)")
+            self._check_queues(port, q, counts[port.iface.name], rx_ports[0].iface.name)
         if q > lib.AXP_XSK_MAX_QUEUES:
             raise ConfigError(f"proxy.queues: {q} RX queues; at most {lib.AXP_XSK_MAX_QUEUES}: reduce the channels")
         return q
 
-    @staticmethod
-    def _prog_of(port: _Port) -> str:
-        """The XDP program of an RX interface, by its RX roles."""
-        if port.roles & ROLE_NET_IN and port.roles & ROLE_FROM_SF:
-            return "axp_xsk_rx_tx"
-        return "axp_xsk_from_sf" if port.roles & ROLE_FROM_SF else "axp_xsk_net_in"
+    def _check_queues(self, port: _Port, q: int, counts: tuple[int, int], first: str) -> None:
+        rxq, txq = counts
+        if port.roles & (ROLE_NET_IN | ROLE_FROM_SF) and rxq != q:
+            what = f"proxy.queues: {q}" if self.cfg.queues else f"proxy.queues: {first} has {q} RX queue(s)"
+            raise ConfigError(f"{what}, but {port.iface.name} ({port.field}) has {rxq}; every queue "
+                              "needs a socket: give the interfaces the same number of queues or set queues")
+        if port.roles & (ROLE_TO_SF | ROLE_NET_OUT) and txq < q:
+            raise ConfigError(f"proxy.queues: {q}, but {port.iface.name} ({port.field}) has only {txq} "
+                              "TX queue(s)")
 
-    def _load_xdp(self, port: _Port, labels: dict[int, int]) -> bpf.BpfObject:
-        """xsk.bpf.o for one RX interface; labels: its label map's keys (label_keys) -> SF index."""
+    @staticmethod
+    def _prog_of(roles: int) -> str:
+        """The XDP program of an RX interface, by its RX roles."""
+        if roles & ROLE_NET_IN and roles & ROLE_FROM_SF:
+            return "axp_xsk_rx_tx"
+        return "axp_xsk_from_sf" if roles & ROLE_FROM_SF else "axp_xsk_net_in"
+
+    def _load_xdp(self, port: _Port, roles: int) -> None:
+        """Load port's XDP program for RX roles (its label map is _sync_labels' job)."""
+        prog = self._prog_of(roles)
         obj = bpf.BpfObject(self._obj_path or bpf.object_path("xsk"))
         try:
-            for prog in ("axp_xsk_net_in", "axp_xsk_from_sf", "axp_xsk_rx_tx"):
-                obj.set_autoload(prog, prog == self._prog_of(port))
+            for name in ("axp_xsk_net_in", "axp_xsk_from_sf", "axp_xsk_rx_tx"):
+                obj.set_autoload(name, name == prog)
             obj.set_max_entries("axp_xsks", self.queues)
             obj.set_rodata(config_struct(self.cfg))
             obj.load()
-            label_map = obj.map("axp_xsk_labels", "uint32_t", "uint32_t")
-            for label, sf in labels.items():
-                label_map.update(label, sf)
         except BaseException:
             obj.close()
             raise
-        return obj
+        port.obj, port.prog = obj, prog
+
+    def _sync_labels(self) -> None:
+        """Each net_in's XDP program hands its socket the (VLAN, label) keys of the SFs served
+        there (label_keys)."""
+        for port in self._ports:
+            if not (port.obj and port.roles & ROLE_NET_IN):
+                continue
+            want = {key: slot for slot, sf in sorted(self._sfs.items(), reverse=True)
+                    if sf.drain_until is None and sf.ifs["net_in"].index == port.iface.index
+                    for key in label_keys(sf.cfg.vlan_in, sf.cfg.label)}
+            if want == port.labels:
+                continue
+            m = port.obj.map("axp_xsk_labels", "uint32_t", "uint32_t")
+            for label, slot in want.items():
+                if port.labels.get(label) != slot:
+                    m.update(label, slot)
+            for label in port.labels.keys() - want.keys():
+                m.delete(label)
+            port.labels = want
 
     def start(self) -> None:
         try:
@@ -365,57 +463,113 @@ class AfxdpProxy:
     def _start(self) -> None:
         cfg = self.cfg
         describe = KernelProxy(cfg)  # its interface and SF description, nothing loaded
-        with IPRoute() as ipr:
-            ifaces = describe._resolve(ipr)
-            sf_structs = [describe._sf_struct(ipr, i, sf, ifaces[i]) for i, sf in enumerate(cfg.sfs)]
-            self._ports = self._ports_of(ifaces)
+        sfs = describe._describe(cfg)
+        cache_fd, reuse, rows, counters_path = self._kept_cache()
+        slots = assign_slots(cfg.sfs, rows)
+        self._sfs = {slots[sf.cfg.name]: sf for sf in sfs}
+        self.rows = rows_after(rows, slots)
+        self._ports = [_Port(*p) for p in self._roles_of(self._sfs, cfg).values()]
         self.queues = self._count_queues()
 
-        engine = Engine(config_struct(cfg), self.queues)
+        try:
+            engine = Engine(config_struct(cfg), self.queues, cache_fd, reuse)
+        finally:
+            if cache_fd >= 0:
+                os.close(cache_fd)
         self._undo.callback(engine.close)
         self.engine = engine
-        for i, s in enumerate(sf_structs):
-            engine.add_sf(i, s)
+        for slot, sf in self._sfs.items():
+            engine.set_sf(slot, sf.struct)
 
-        self._file = CounterFile(cfg.name or state.netns_id(), self.queues)
+        self._file = CounterFile(self.instance, self.queues, counters_path, keep=self.kept)
         self._undo.callback(self._close_file)
-
+        self._undo.callback(self._close_objects)
         for port in self._ports:
             if port.roles & (ROLE_NET_IN | ROLE_FROM_SF):
-                labels = {k: i for i, sf in enumerate(cfg.sfs) if ifaces[i]["net_in"].index == port.iface.index
-                          for k in label_keys(sf.vlan_in, sf.label)}
-                port.obj = self._load_xdp(port, labels)
-                self._undo.callback(port.obj.close)
+                self._load_xdp(port, port.roles)
+        self._sync_labels()
 
-        host_maps = [p.obj.map("axp_host_addrs", "struct axp_host_addr", "uint8_t") for p in self._ports
-                     if p.obj is not None and p.roles & ROLE_FROM_SF]
-        addrs = hostaddrs.HostAddresses(host_maps).start()
-        self._undo.callback(addrs.stop)
+        host_maps = [_host_addrs(p) for p in self._ports if p.obj is not None and p.roles & ROLE_FROM_SF]
+        self._addrs = hostaddrs.HostAddresses(host_maps).start()
+        self._undo.callback(self._stop_addrs)
 
         self._undo.callback(self._snapshot)  # runs after the sockets close, before the objects do
         self._open_sockets()
         self._undo.callback(self._close_sockets)
+        self._undo.callback(self._detach)
         for port in self._ports:
             if port.obj is not None:
-                link = bpf.Link.xdp(port.obj.prog_fd(self._prog_of(port)), port.iface.index)
-                self._undo.callback(link.close)
-                if port.roles & ROLE_NET_IN:
-                    warn_vlan_stripping(port.iface.name, keep_vlan_tags(port.iface.name, self._undo))
+                port.link = bpf.Link.xdp(port.obj.prog_fd(port.prog), port.iface.index)
+        self._sync_vlan()
         for q in range(self.queues):
             t = threading.Thread(target=self._work, args=(q,), name=f"axp-xsk-q{q}", daemon=True)
             t.start()
             self._threads.append(t)
         self._undo.callback(self._stop_workers)
+        self._write_record()
+
+    def _kept_cache(self) -> tuple[int, bool, list[str], Path | None]:
+        """What a cache kept by an earlier proxy of this name gives this one: the fd of the file
+        for the cache (-1: anonymous memory), whether to reuse what it holds, the kept SF rows,
+        and the counters file to go on with."""
+        name, cfg = self.instance, self.cfg
+        rec = keep.read(name)
+        cache_path, counters_path = keep.file_path(name, "cache"), keep.file_path(name, "counters")
+        size = cfg.cache_sets * ffi.sizeof("struct axp_cache_set")
+        reuse, rows = False, []
+        if rec is not None or cache_path.exists():
+            diff = keep.mismatch(rec.get("layout", {}), layout(cfg)) if rec else ["a cache file without a record"]
+            if not diff and (not cache_path.exists() or cache_path.stat().st_size != size):
+                diff = [f"{cache_path}: not {size} bytes"]
+            if diff:
+                keep.forget(name)
+                log.info("cache: what %s kept does not fit (%s): starting with an empty cache", name, ", ".join(diff),
+                         extra=fields(event="cache_fresh", name=name, reason=", ".join(diff)))
+            else:
+                reuse, rows = True, [str(r) for r in rec.get("rows", [])] if rec else []
+                log.info("cache: reusing the cache %s kept (%s)", name, cache_path,
+                         extra=fields(event="cache_reused", name=name, file=str(cache_path)))
+        if not self.keep_cache:
+            if not reuse:
+                return -1, False, rows, None
+            # taken over: mapped by this proxy alone, nothing of it left when it ends
+            fd = os.open(cache_path, os.O_RDWR | os.O_CLOEXEC)
+            taken = state.STATE_DIR / f"{name}.{os.getpid()}.taken.counters"
+            if counters_path.exists():
+                os.replace(counters_path, taken)
+            keep.forget(name)
+            return fd, True, rows, taken
+        keep.KEPT_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(cache_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.kept = True
+        return fd, reuse, rows, counters_path
+
+    def _write_record(self) -> None:
+        if self.kept:
+            keep.write(self.instance, {"backend": "afxdp", "layout": layout(self.cfg), "rows": self.rows,
+                                       "cache": str(keep.file_path(self.instance, "cache")), "pid": os.getpid(),
+                                       "written": time.time()})
+
+    def _xsk_ports(self, ports: list[_Port] | None = None) -> Any:
+        """struct axp_xsk_port[] of ports (default: every port)."""
+        ports = self._ports if ports is None else ports
+        out = ffi.new("struct axp_xsk_port[]", max(1, len(ports)))
+        for i, port in enumerate(ports):
+            out[i].ifname = port.iface.name.encode()
+            out[i].ifindex = port.iface.index
+            out[i].roles = port.roles
+            out[i].sf = port.sf
+            out[i].xskmap_fd = port.obj.map("axp_xsks", "uint32_t", "uint32_t").fd if port.obj else -1
+        return out
 
     def _open_sockets(self) -> None:
         cfg = self.cfg
-        ports = ffi.new("struct axp_xsk_port[]", len(self._ports))
-        for i, port in enumerate(self._ports):
-            ports[i].ifname = port.iface.name.encode()
-            ports[i].ifindex = port.iface.index
-            ports[i].roles = port.roles
-            ports[i].sf = port.sf
-            ports[i].xskmap_fd = port.obj.map("axp_xsks", "uint32_t", "uint32_t").fd if port.obj else -1
+        ports = self._xsk_ports()
         opts = ffi.new("struct axp_xsk_opts *", {
             "queues": self.queues, "ring_size": cfg.ring_size, "frame_size": cfg.frame_size,
             "batch_size": cfg.batch_size, "bind_flags": self._bind_flags, "spin": self._spin,
@@ -442,7 +596,7 @@ class AfxdpProxy:
             return ConfigError(f'proxy.bind_mode: "zerocopy", but {where} has no AF_XDP zero-copy support; set '
                                'bind_mode = "auto" (zero-copy where the driver has it, else copy) or "copy"')
         for port in self._ports:
-            if text.startswith(port.iface.name + " "):
+            if text.startswith(port.iface.name + " ") or text.startswith(port.iface.name + ":"):
                 return ConfigError(f"{port.field}: {text}")
         for key in ("queues", "ring_size", "frame_size", "batch_size"):
             if text.startswith(key + ":"):
@@ -466,6 +620,36 @@ class AfxdpProxy:
             self._xsk = None
         self._threads.clear()
 
+    def _detach(self) -> None:
+        for port in self._ports:
+            if port.link is not None:
+                port.link.close()
+                port.link = None
+        self._sync_vlan()
+
+    def _sync_vlan(self) -> None:
+        """VLAN tag stripping off on every net_in while its XDP program is attached (a tag stripped
+        before XDP would be lost), put back as it was where it no longer is."""
+        rx = {p.iface.index: p.iface for p in self._ports if p.link is not None and p.roles & ROLE_NET_IN}
+        for idx, iface in rx.items():
+            if idx not in self._vlan_undo:
+                with ExitStack() as undo:
+                    warn_vlan_stripping(iface.name, keep_vlan_tags(iface.name, undo))
+                    self._vlan_undo[idx] = undo.pop_all()
+        for idx in self._vlan_undo.keys() - rx.keys():
+            self._vlan_undo.pop(idx).close()
+
+    def _stop_addrs(self) -> None:
+        if self._addrs is not None:
+            self._addrs.stop()
+            self._addrs = None
+
+    def _close_objects(self) -> None:
+        for port in self._ports:
+            if port.obj is not None:
+                port.obj.close()
+                port.obj = None
+
     def _close_sockets(self) -> None:
         if self._xsk is not None:
             lib.axp_xsk_close(self._xsk)
@@ -483,10 +667,135 @@ class AfxdpProxy:
             self._file = None
 
     def stop(self) -> None:
-        """Stop the workers, detach, close sockets and unload; safe to call twice."""
+        """Stop the workers, detach, close sockets and unload; safe to call twice. A kept cache
+        stays in its file."""
         self._undo.close()
         self.engine = None
         self._ports = []
+        self._sfs = {}
+
+    # -- reload ---------------------------------------------------------------
+
+    def reload(self, new: ProxyConfig) -> list[SfChange]:
+        """Serve new's SFs (see the class's docstring). Raises ConfigError (RestartNeeded for
+        what cannot change live) before changing anything; returns what changed."""
+        check_live(self.cfg, new)
+        sfs = KernelProxy(new)._describe(new)
+        draining = {slot for slot, sf in self._sfs.items() if sf.drain_until is not None}
+        slots = assign_slots(new.sfs, self.rows, busy=draining)
+        served = {sf.cfg.name: slot for slot, sf in self._sfs.items() if sf.drain_until is None}
+        done = changes(self.cfg.sfs, new.sfs, served, slots)
+        until = time.monotonic() + new.max_dwell_ms / 1000
+        target = {slot: sf for slot, sf in self._sfs.items() if sf.drain_until is not None}
+        for c in done:
+            if c.kind == "removed":
+                old = self._sfs[c.slot]
+                target[c.slot] = _Sf(old.cfg, old.ifs, old.struct, until)
+        target.update({slots[sf.cfg.name]: sf for sf in sfs})
+        self._apply(target, new)
+        self.cfg = new
+        self.rows = rows_after(self.rows, slots)
+        self._write_record()
+        return done
+
+    def tick(self) -> list[str]:
+        """Retire what removed SFs no longer need once they have drained; returns their names."""
+        now = time.monotonic()
+        done = [slot for slot, sf in self._sfs.items() if sf.drain_until is not None and sf.drain_until <= now]
+        if not done:
+            return []
+        names = [self._sfs[slot].cfg.name for slot in done]
+        self._apply({slot: sf for slot, sf in self._sfs.items() if slot not in done}, self.cfg)
+        return names
+
+    def _apply(self, target: dict[int, _Sf], cfg: ProxyConfig) -> None:
+        """Serve exactly target (by slot): new interfaces' XDP programs loaded first, then the
+        engine's SF table and the ports changed while the workers are paused, then the new
+        interfaces' programs attached and the retired ones' detached."""
+        assert self.engine is not None and self._xsk is not None
+        want = self._roles_of(target, cfg)
+        by_index = {p.iface.index: p for p in self._ports}
+        for idx, (iface, fld, roles, _) in want.items():
+            port = by_index.get(idx)
+            if port is not None and port.roles and port.roles != roles:
+                # named by an SF that gives it a role it did not have, if one does
+                fld = next((_field(sf, key, cfg) for _, sf, key, role in self._uses(target)
+                            if sf.ifs[key].index == idx and role & roles & ~port.roles), fld)
+                raise RestartNeeded(f"{fld}: {iface.name} changes roles; the afxdp backend opened its sockets "
+                                    "for the old ones: restart the proxy to apply (run --keep-cache keeps the "
+                                    "cache across it; the running configuration stays)")
+        if want.keys() - by_index.keys():
+            counts = {idx: _queue_counts(iface) for idx, (iface, *_) in want.items() if idx not in by_index}
+            for idx, c in counts.items():
+                iface, fld, roles, sf = want[idx]
+                self._check_queues(_Port(iface, fld, roles, sf), self.queues, c, "the interfaces")
+        fresh = [_Port(iface, fld, roles, sf) for idx, (iface, fld, roles, sf) in want.items() if idx not in by_index]
+        ports = [*self._ports, *fresh]
+        # the ports as they will be: (roles, SF returned) by interface; 0 roles: retired
+        after = {p.iface.index: want[p.iface.index][2:] if p.iface.index in want else (0, p.sf) for p in ports}
+        loaded: list[_Port] = []
+        try:
+            for port in ports:
+                roles, sf = after[port.iface.index]
+                if port.obj is None and roles & (ROLE_NET_IN | ROLE_FROM_SF):
+                    self._load_xdp(port, roles)
+                    loaded.append(port)
+            live = [_Port(p.iface, p.field, *after[p.iface.index], obj=p.obj) for p in ports
+                    if after[p.iface.index][0]]
+            arr, msg = self._xsk_ports(live), ffi.new("char[]", 256)  # ready before the workers stop
+            if fresh:
+                # the binds take milliseconds: done while the workers run, the ports out of service
+                new = [p for p in live if p.iface.index not in by_index]
+                rc = lib.axp_xsk_open_ports(self._xsk, self._xsk_ports(new), len(new), msg, 256)
+                if rc < 0:
+                    raise self._open_error(-rc, ffi.string(msg).decode(errors="replace"))
+            t0 = time.perf_counter()
+            bpf.check(lib.axp_xsk_pause(self._xsk, 1000), "pause the AF_XDP workers")
+            try:
+                self._engine_table(target)
+                rc = lib.axp_xsk_set_ports(self._xsk, arr, len(live), msg, 256)
+                if rc < 0:
+                    self._engine_table(self._sfs, drop=set(target) - set(self._sfs))
+                    raise self._open_error(-rc, ffi.string(msg).decode(errors="replace"))
+            finally:
+                lib.axp_xsk_resume(self._xsk)
+                self.last_pause_us = (time.perf_counter() - t0) * 1e6
+        except BaseException:
+            for port in loaded:
+                assert port.obj is not None
+                port.obj.close()
+                port.obj = None
+            raise
+        for port in ports:
+            port.roles, port.sf = after[port.iface.index]
+        self._ports = ports
+        self._sfs = dict(target)
+        if self._addrs is not None:  # a new from_sf passes what the SF sends the host from its first frame
+            for port in loaded:
+                if port.roles & ROLE_FROM_SF:
+                    self._addrs.add_map(_host_addrs(port))
+        for port in self._ports:
+            if port.roles and port.obj is not None and port.link is None:
+                port.link = bpf.Link.xdp(port.obj.prog_fd(port.prog), port.iface.index)
+            elif not port.roles and port.link is not None:
+                port.link.close()  # retired: its frames go to the kernel again
+                port.link = None
+        self._sync_labels()
+        self._sync_vlan()
+
+    def _engine_table(self, sfs: dict[int, _Sf], drop: set[int] | None = None) -> None:
+        """The engine's SF table as sfs says (workers paused); drop: slots to forget besides."""
+        assert self.engine is not None
+        # labels leave before they are given again: an SF renamed keeps its label
+        for slot, sf in sfs.items():
+            if sf.drain_until is not None:
+                self.engine.set_sf(slot, sf.struct, serve=False)
+        for slot in (set(self._sfs) - set(sfs)) | (drop or set()):
+            if slot not in sfs:
+                self.engine.drop_sf(slot)
+        for slot, sf in sfs.items():
+            if sf.drain_until is None:
+                self.engine.set_sf(slot, sf.struct)
 
     # -- observation ----------------------------------------------------------
 
@@ -495,7 +804,7 @@ class AfxdpProxy:
 
     def _snapshot_now(self) -> counters.Snapshot:
         assert self._file is not None
-        return _snapshot(self._file.per_queue(), self._bpf_maps(), len(self.cfg.sfs))
+        return _snapshot(self._file.per_queue(), self._bpf_maps(), len(self.rows))
 
     def snapshot(self) -> counters.Snapshot:
         """Counter rows, summed over queues and XDP programs (the last ones after stop)."""
@@ -525,7 +834,9 @@ class AfxdpProxy:
             "counters_file": str(self._file.path),
             "queues": self.queues,
             "maps": {"xsk_counters": [m.id for m in self._bpf_maps()]},
-            "progs": [p.obj.prog_id(self._prog_of(p)) for p in self._ports if p.obj],
+            "progs": [p.obj.prog_id(p.prog) for p in self._ports if p.obj],
+            "sfs": self.rows,
+            "kept": str(keep.file_path(self.instance, "cache")) if self.kept else None,
             "xsk": {"mode": "zero-copy" if self.zerocopy else "copy",
                     "umem_bytes": int(lib.axp_xsk_umem_size(self._xsk)),
                     "ring_size": self.cfg.ring_size, "frame_size": self.cfg.frame_size,

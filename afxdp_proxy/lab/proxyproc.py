@@ -1,5 +1,6 @@
 """Run `afxdp-proxy run` as an operator would, inside a namespace, from tests,
-the demo and the benchmarks: start, wait until attached, read counters, stop."""
+the demo and the benchmarks: start, wait until attached, read counters, reload
+(SIGHUP), stop."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +20,52 @@ from afxdp_proxy.lab import netns
 
 
 class ProxyProcess:
-    """`afxdp-proxy run --config <tmp> ` in namespace `ns`, named `name` for `stats`."""
+    """`afxdp-proxy run --config <tmp> [args]` in namespace `ns`, named `name` for `stats`.
+    Its output (stdout and stderr, the log) is read as it comes: `output`, wait_for()."""
 
-    def __init__(self, ns: str, config_toml: str, name: str, quiet: bool = True) -> None:
+    def __init__(self, ns: str, config_toml: str, name: str, quiet: bool = True,
+                 args: Sequence[str] = ()) -> None:
         self.ns = ns
         self.name = name
-        if "\nname =" not in config_toml.split("[[sf]]")[0]:
-            config_toml = config_toml.replace("[proxy]\n", f'[proxy]\nname = "{name}"\n', 1)
         fd, path = tempfile.mkstemp(prefix="afxdp-proxy-", suffix=".toml")
-        with os.fdopen(fd, "w") as f:
-            f.write(config_toml)
+        os.close(fd)
         self.config_path = Path(path)
+        self.write_config(config_toml)
         self.quiet = quiet
+        self.args = list(args)
         self.proc: subprocess.Popen | None = None
-        self.output = ""
+        self._lines: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    def write_config(self, config_toml: str) -> None:
+        """(Re)write the config file, with proxy.name set to this process's name."""
+        if "\nname =" not in config_toml.split("[[sf]]")[0]:
+            config_toml = config_toml.replace("[proxy]\n", f'[proxy]\nname = "{self.name}"\n', 1)
+        self.config_path.write_text(config_toml)
+
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self._lines.append(line)
 
     def start(self, timeout: float = 15.0) -> ProxyProcess:
-        argv = [sys.executable, "-m", "afxdp_proxy", "run", "--config", str(self.config_path)]
+        argv = [sys.executable, "-m", "afxdp_proxy", "run", "--config", str(self.config_path), *self.args]
         if self.quiet:
             argv.append("--quiet")
+        self._lines = []
         self.proc = netns.popen(self.ns, argv, die_with_parent=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
+        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True,
+                                        name=f"proxy-output-{self.name}")
+        self._reader.start()
 
         def attached() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"proxy exited with {self.proc.returncode}: {self.proc.stdout.read()}")
+                self._join()
+                raise RuntimeError(f"proxy exited with {self.proc.returncode}: {self.output}")
             info = state.running().get(self.name)
             return bool(info and info.get("pid") == self.proc.pid)
 
@@ -70,24 +94,54 @@ class ProxyProcess:
     def counters(self) -> dict[str, int]:
         return self.stats()["counters"]
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int | None:
-        """Signal the proxy, wait for it, keep its output; returns the exit code."""
+    def wait_for(self, text: str, timeout: float = 10.0, after: int = 0) -> str:
+        """The first output line from line `after` on that contains text (polled; the proxy
+        must not exit meanwhile)."""
+        def found() -> str | None:
+            for line in self._lines[after:]:
+                if text in line:
+                    return line
+            if self.proc is not None and self.proc.poll() is not None:
+                self._join()
+                raise RuntimeError(f"proxy exited with {self.proc.returncode} before saying {text!r}: {self.output}")
+            return None
+
+        return str(netns.wait_until(found, timeout, what=f"the proxy to say {text!r}"))
+
+    def reload(self, config_toml: str | None = None, expect: str = "reload", timeout: float = 10.0) -> str:
+        """Write config_toml (if given), send SIGHUP, and return the first line the proxy logs
+        from then on that contains expect ("reloaded ..." or "reload refused ...")."""
+        if config_toml is not None:
+            self.write_config(config_toml)
+        mark = len(self._lines)
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+        return self.wait_for(expect, timeout, after=mark)
+
+    def _join(self) -> None:
+        if self._reader is not None:
+            self._reader.join(5)
+            self._reader = None
+        if self.proc is not None and self.proc.stdout and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0, keep_config: bool = False) -> int | None:
+        """Signal the proxy, wait for it, keep its output; returns the exit code. keep_config:
+        leave the config file for a start() again (a restart)."""
         rc = None
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.send_signal(sig)
                 t0 = time.monotonic()
                 try:
-                    self.output += self.proc.communicate(timeout=timeout)[0] or ""
+                    self.proc.wait(timeout)
                 except subprocess.TimeoutExpired:
                     netns.stop(self.proc)
-                    self.output += self.proc.communicate()[0] or ""
                 self.stop_seconds = time.monotonic() - t0
-            elif self.proc.stdout and not self.proc.stdout.closed:
-                self.output += self.proc.stdout.read()
-                self.proc.stdout.close()
+            self._join()
             rc = self.proc.returncode
-        self.config_path.unlink(missing_ok=True)
+        if not keep_config:
+            self.config_path.unlink(missing_ok=True)
         return rc
 
     def __enter__(self) -> ProxyProcess:

@@ -567,9 +567,14 @@ class Testbed:
                 except Exception as e:
                     failed.append(f"delete namespace {name}: {e}")
             self._remove_state()
+            self.forget_kept()
         self._owned = False
         self.is_up = False
         return failed
+
+    def forget_kept(self) -> list[str]:
+        """Drop what proxies named after this testbed kept (see forget_kept)."""
+        return forget_kept(self.prefix)
 
     # ------------------------------------------------------------------ persistence
 
@@ -873,6 +878,17 @@ class Testbed:
         return traffic.iperf3(self.ns_src, self.ns_dst, dst, seconds, **kw)
 
 
+def forget_kept(prefix: str) -> list[str]:
+    """Drop what proxies named after a testbed (<prefix>-...) kept with --keep-cache, where no
+    proxy of that name runs to use it: nothing of a testbed outlives it. Returns the names."""
+    from afxdp_proxy import keep
+
+    names = [n for n in keep.kept() if n.startswith(f"{prefix}-") and n not in state.running()]
+    for name in names:
+        keep.forget(name)
+    return names
+
+
 # ---------------------------------------------------------------------- command line
 
 
@@ -939,6 +955,7 @@ def _cmd(args: Any) -> int:
                     if netns.ns_exists(name):
                         netns.delete_ns(name)
                 state.remove(_state_name(p))
+                forget_kept(p)
                 continue
             failed = tb.down()
             for f in failed:

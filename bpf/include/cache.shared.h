@@ -61,6 +61,12 @@
 #include "proxy.shared.h"
 
 #define AXP_CACHE_WAYS 8          /* runs per set */
+/*
+ * The meaning of a set's bytes (and of the key and hash they depend on): a cache kept across
+ * a restart (`run --keep-cache`) is reused only by a proxy built with the same number. Bump
+ * it whenever the layout, the hash or the key derivation changes in a way sizes do not show.
+ */
+#define AXP_CACHE_LAYOUT 3 /* 2: an entry holds the SF label and the tags; 3: sets by cache line, 16-bit tags, a lock word */
 #define AXP_CACHE_MAX_PER_KEY 255 /* a run's count is a __u8 */
 
 /* A run's stack but its labels (struct axp_entry without labels): 16 bytes, four to a line. */
