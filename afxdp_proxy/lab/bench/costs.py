@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--in-flight >= 0, --cache-entries >= 1, --reps >= 1, --seconds > 0")
     if args.key == "meta" and args.topology != "inline":
         p.error("--key meta needs --topology inline")
+    if args.vs_static and args.backend == "static":
+        p.error("--vs-static compares the caching proxy (--backend kernel) with the static one")
     label = f"{args.backend}-{args.key}"
     if args.in_place:
         from afxdp_proxy.lab.bench.gen import Generator
