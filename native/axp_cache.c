@@ -36,11 +36,16 @@ static inline void axp_set_unlock(const struct axp_cache *c, struct axp_cache_se
 		__atomic_store_n(&s->lock, 0, __ATOMIC_RELEASE);
 }
 
-struct axp_cache *axp_cache_new(uint32_t sets, uint32_t max_per_key, uint64_t max_dwell_ns,
-				int shared)
+/*
+ * The cache over sets * sizeof(struct axp_cache_set) bytes mapped from fd (MAP_SHARED: a
+ * cache kept for the next proxy, reuse 1 keeps its entries), or anonymous memory (fd < 0).
+ */
+static struct axp_cache *axp_cache_map(uint32_t sets, uint32_t max_per_key, uint64_t max_dwell_ns,
+				       int shared, int fd, int reuse)
 {
 	struct axp_cache *c;
 	void *mem;
+	uint32_t i;
 
 	if (!sets || !max_per_key || max_per_key > AXP_CACHE_MAX_PER_KEY)
 		return NULL;
@@ -52,51 +57,43 @@ struct axp_cache *axp_cache_new(uint32_t sets, uint32_t max_per_key, uint64_t ma
 	c->max_dwell_ns = max_dwell_ns;
 	c->shared = !!shared;
 	c->map_size = (size_t)sets * sizeof(struct axp_cache_set);
-	/*
-	 * anonymous memory: zeroed (every way free, every lock open), page-aligned (so
-	 * every set starts on a cache line, as cache.shared.h lays it out), returned to
-	 * the system on free
-	 */
-	mem = mmap(NULL, c->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (fd < 0)
+		/*
+		 * anonymous memory: zeroed (every way free, every lock open), page-aligned (so
+		 * every set starts on a cache line, as cache.shared.h lays it out), returned to
+		 * the system on free
+		 */
+		mem = mmap(NULL, c->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	else
+		mem = mmap(NULL, c->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (mem == MAP_FAILED) {
 		free(c);
 		return NULL;
 	}
-	/* sets are hit at random: huge pages spare a TLB miss per packet where THP allows */
-	madvise(mem, c->map_size, MADV_HUGEPAGE);
 	c->sets = mem;
+	if (fd < 0) {
+		/* sets are hit at random: huge pages spare a TLB miss per packet where THP allows */
+		madvise(mem, c->map_size, MADV_HUGEPAGE);
+	} else if (!reuse) {
+		memset(mem, 0, c->map_size);
+	} else {
+		/* a lock held by a process that died holding it */
+		for (i = 0; i < sets; i++)
+			__atomic_store_n(&c->sets[i].lock, 0, __ATOMIC_RELEASE);
+	}
 	return c;
+}
+
+struct axp_cache *axp_cache_new(uint32_t sets, uint32_t max_per_key, uint64_t max_dwell_ns,
+				int shared)
+{
+	return axp_cache_map(sets, max_per_key, max_dwell_ns, shared, -1, 0);
 }
 
 struct axp_cache *axp_cache_new_file(uint32_t sets, uint32_t max_per_key, uint64_t max_dwell_ns,
 				     int shared, int fd, int reuse)
 {
-	struct axp_cache *c;
-	void *mem;
-	uint32_t i;
-
-	if (!sets || !max_per_key || max_per_key > AXP_CACHE_MAX_PER_KEY || fd < 0)
-		return NULL;
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return NULL;
-	c->nsets = sets;
-	c->max_per_key = max_per_key;
-	c->max_dwell_ns = max_dwell_ns;
-	c->shared = !!shared;
-	c->map_size = (size_t)sets * sizeof(struct axp_cache_set);
-	mem = mmap(NULL, c->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (mem == MAP_FAILED) {
-		free(c);
-		return NULL;
-	}
-	c->sets = mem;
-	if (!reuse)
-		memset(mem, 0, c->map_size);
-	else
-		for (i = 0; i < sets; i++)
-			__atomic_store_n(&c->sets[i].lock, 0, __ATOMIC_RELEASE);
-	return c;
+	return fd < 0 ? NULL : axp_cache_map(sets, max_per_key, max_dwell_ns, shared, fd, reuse);
 }
 
 void axp_cache_free(struct axp_cache *c)

@@ -231,7 +231,14 @@ def _rss_kib() -> int:
 
 
 def _process_state() -> tuple[int, int, int]:
-    return len(os.listdir("/proc/self/fd")), len(os.listdir("/proc/self/task")), threading.active_count()
+    """(fds, OS threads, Python threads), once every OS thread is a Python one: a native thread
+    that has just finished (a worker joined a moment ago) leaves /proc/self/task a little later,
+    so this polls for that, with a deadline, rather than counting once."""
+    def now() -> tuple[int, int, int]:
+        return len(os.listdir("/proc/self/fd")), len(os.listdir("/proc/self/task")), threading.active_count()
+
+    netns.wait_until(lambda: now()[1] == now()[2], harness.RELEASE_TIMEOUT, raise_=False)
+    return now()
 
 
 def test_twenty_start_stop_cycles_leave_nothing(beds: Callable[[int], Testbed]) -> None:

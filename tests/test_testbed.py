@@ -153,6 +153,14 @@ def test_classifier_rotates_stacks_per_packet(uid: str) -> None:
         k = Key.from_bytes(next(iter(received)))
         assert (k.family, k.dport, k.saddr[:4]) == (4, 5004, bytes([10, 0, 1, 1]))
 
+        # the same packet twice, each with the next stack: its key is mixed, and not compared
+        assert not tb.sent_mixed()
+        twice = ether(ipv4_tcp(tb.src_ip, tb.dst_ip, 1, 5555, 80, 900, 0))
+        assert send_raw_frames(tb.ns_src, tb.src_if, [twice, twice]) == 2
+        [mixed] = netns.wait_until(tb.sent_mixed, 2, what="the mixed record")
+        assert Key.from_bytes(mixed).kind == KeyKind.TCP
+        assert mixed not in tb.check_chain().pairs
+
 
 def test_raw_frames_leave_the_sender_unchanged(uid: str) -> None:
     with Testbed("inline", prefix=f"tbt-{uid}", ipv6=False) as tb:

@@ -46,12 +46,20 @@ from pyroute2.ethtool import Ethtool
 
 from afxdp_proxy import bpf, counters, hostaddrs, keep, state
 from afxdp_proxy._native import ffi, lib
-from afxdp_proxy.backends.kernel import KernelProxy, _Sf, config_struct, label_keys, warn_vlan_stripping
+from afxdp_proxy.backends.kernel import (
+    KernelProxy,
+    _Sf,
+    config_struct,
+    drained,
+    label_keys,
+    plan_reload,
+    warn_vlan_stripping,
+)
 from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig
 from afxdp_proxy.iface import Iface, driver_of, keep_vlan_tags
 from afxdp_proxy.log import fields
-from afxdp_proxy.reload import RestartNeeded, SfChange, assign_slots, changes, check_live, rows_after
+from afxdp_proxy.reload import RestartNeeded, SfChange, assign_slots, check_live, rows_after
 
 log = logging.getLogger(__name__)
 
@@ -680,18 +688,7 @@ class AfxdpProxy:
         """Serve new's SFs (see the class's docstring). Raises ConfigError (RestartNeeded for
         what cannot change live) before changing anything; returns what changed."""
         check_live(self.cfg, new)
-        sfs = KernelProxy(new)._describe(new)
-        draining = {slot for slot, sf in self._sfs.items() if sf.drain_until is not None}
-        slots = assign_slots(new.sfs, self.rows, busy=draining)
-        served = {sf.cfg.name: slot for slot, sf in self._sfs.items() if sf.drain_until is None}
-        done = changes(self.cfg.sfs, new.sfs, served, slots)
-        until = time.monotonic() + new.max_dwell_ms / 1000
-        target = {slot: sf for slot, sf in self._sfs.items() if sf.drain_until is not None}
-        for c in done:
-            if c.kind == "removed":
-                old = self._sfs[c.slot]
-                target[c.slot] = _Sf(old.cfg, old.ifs, old.struct, until)
-        target.update({slots[sf.cfg.name]: sf for sf in sfs})
+        target, slots, done = plan_reload(self._sfs, self.rows, self.cfg, new, KernelProxy(new)._describe(new))
         self._apply(target, new)
         self.cfg = new
         self.rows = rows_after(self.rows, slots)
@@ -700,8 +697,7 @@ class AfxdpProxy:
 
     def tick(self) -> list[str]:
         """Retire what removed SFs no longer need once they have drained; returns their names."""
-        now = time.monotonic()
-        done = [slot for slot, sf in self._sfs.items() if sf.drain_until is not None and sf.drain_until <= now]
+        done = drained(self._sfs)
         if not done:
             return []
         names = [self._sfs[slot].cfg.name for slot in done]

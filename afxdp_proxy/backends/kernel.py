@@ -271,6 +271,31 @@ def programs_of(cfg: ProxyConfig, sfs: Iterable[_Sf]) -> tuple[str, ...]:
     return ("axp_xdp_rx", tx) + (("axp_tc_meta",) if cfg.key == "meta" else ()) + ((BOTH_ROLES,) if both else ())
 
 
+def plan_reload(current: dict[int, _Sf], rows: list[str], old: ProxyConfig, new: ProxyConfig,
+                described: list[_Sf]) -> tuple[dict[int, _Sf], dict[str, int], list[SfChange]]:
+    """What a reload serves, by slot: new's SFs (described) in their slots, the SFs it removes
+    draining for max_dwell_ms, those draining already; the slots by name; what changed. Both
+    backends' reload."""
+    draining = {slot for slot, sf in current.items() if sf.drain_until is not None}
+    slots = assign_slots(new.sfs, rows, busy=draining)
+    served = {sf.cfg.name: slot for slot, sf in current.items() if sf.drain_until is None}
+    done = changes(old.sfs, new.sfs, served, slots)
+    until = time.monotonic() + new.max_dwell_ms / 1000
+    target = {slot: sf for slot, sf in current.items() if sf.drain_until is not None}
+    for c in done:
+        if c.kind == "removed":
+            gone = current[c.slot]
+            target[c.slot] = _Sf(gone.cfg, gone.ifs, gone.struct, until)
+    target.update({slots[sf.cfg.name]: sf for sf in described})  # an SF back by name stops draining
+    return target, slots, done
+
+
+def drained(current: dict[int, _Sf]) -> list[int]:
+    """The slots of removed SFs whose max_dwell_ms is over."""
+    now = time.monotonic()
+    return [slot for slot, sf in current.items() if sf.drain_until is not None and sf.drain_until <= now]
+
+
 class KernelProxy:
     """Load, configure and attach the BPF proxy; undo all of it on stop()."""
 
@@ -616,18 +641,7 @@ class KernelProxy:
         """Serve new's SFs (see the module's docstring). Raises ConfigError (RestartNeeded for
         what cannot change live) before changing anything; returns what changed."""
         check_live(self.cfg, new)
-        sfs = self._describe(new)
-        draining = {slot for slot, sf in self._sfs.items() if sf.drain_until is not None}
-        slots = assign_slots(new.sfs, self.rows, busy=draining)
-        served = {sf.cfg.name: slot for slot, sf in self._sfs.items() if sf.drain_until is None}
-        done = changes(self.cfg.sfs, new.sfs, served, slots)
-        until = time.monotonic() + new.max_dwell_ms / 1000
-        target = {slot: sf for slot, sf in self._sfs.items() if sf.drain_until is not None}
-        for c in done:
-            if c.kind == "removed":
-                old = self._sfs[c.slot]
-                target[c.slot] = _Sf(old.cfg, old.ifs, old.struct, until)
-        target.update({slots[sf.cfg.name]: sf for sf in sfs})  # an SF back by name stops draining
+        target, slots, done = plan_reload(self._sfs, self.rows, self.cfg, new, self._describe(new))
         self._need_programs(new, target)
         self._sync(target)
         self.cfg = new
@@ -637,8 +651,7 @@ class KernelProxy:
 
     def tick(self) -> list[str]:
         """Detach what removed SFs no longer need once they have drained; returns their names."""
-        now = time.monotonic()
-        done = [slot for slot, sf in self._sfs.items() if sf.drain_until is not None and sf.drain_until <= now]
+        done = drained(self._sfs)
         if not done:
             return []
         names = [self._sfs[slot].cfg.name for slot in done]

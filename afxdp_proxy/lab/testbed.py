@@ -727,6 +727,14 @@ class Testbed:
             out[bytes(ffi.buffer(key))] = tuple(socket.ntohl(val.labels[i]) for i in range(depth))
         return out
 
+    def sent_mixed(self, reverse: bool = False) -> set[bytes]:
+        """Keys sent more than once with different stacks (TB_REC_MIXED): identical packets whose
+        own stacks no one can tell apart at the receiver."""
+        from afxdp_proxy._native import ffi
+
+        mixed = _tb().TB_REC_MIXED
+        return {bytes(ffi.buffer(k)) for k, v in self._map("tb_sent", reverse).items() if int(v.sf) == mixed}
+
     def sent(self, reverse: bool = False) -> dict[bytes, tuple[int, ...]]:
         """{struct axp_key bytes: label stack entries pushed (Lse.encode() ints), () for plain}."""
         return self._records(self._map("tb_sent", reverse))
@@ -750,8 +758,8 @@ class Testbed:
     def check_chain(self, family: int | None = None, ttl_model: str = "uniform", reverse: bool = False) -> ChainCheck:
         """Compare what was pushed with what arrived, in one direction (recording must have
         been on); family 4 or 6 keeps only that IP version's packets."""
-        sent, received = self.sent(reverse), self.received(reverse)
-        return ChainCheck({k: (sent[k], received[k]) for k in sent.keys() & received.keys()
+        sent, received, mixed = self.sent(reverse), self.received(reverse), self.sent_mixed(reverse)
+        return ChainCheck({k: (sent[k], received[k]) for k in (sent.keys() & received.keys()) - mixed
                            if family is None or k[1] == family}, ttl_model)  # struct axp_key.family
 
     def _percpu_sums(self, name: str, reverse: bool = False) -> list[int]:

@@ -93,7 +93,7 @@ static __always_inline __u32 tb_cfg_get(__u32 slot)
 
 /* Record key(l3) -> stack. Best effort: an unparsable packet is simply not recorded. */
 static __always_inline void tb_record(void *map, const __u8 *l3, const __u8 *end,
-				      const struct axp_entry *stack)
+				      const struct axp_entry *stack, __u32 tag)
 {
 	struct axp_entry e = {};
 	struct axp_key key = {};
@@ -102,6 +102,14 @@ static __always_inline void tb_record(void *map, const __u8 *l3, const __u8 *end
 		return;
 	if (stack)
 		__builtin_memcpy(&e, stack, sizeof(e));
+	/* sent records: which stack of the table (tag, 0 for none); another one for the key: mixed */
+	e.sf = tag;
+	if (tag) {
+		const struct axp_entry *old = bpf_map_lookup_elem(map, &key);
+
+		if (old && old->sf != tag)
+			e.sf = TB_REC_MIXED;
+	}
 	e.rx_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(map, &key, &e, BPF_ANY);
 }
@@ -119,7 +127,7 @@ int tb_tc_classify(struct __sk_buff *skb)
 {
 	__be16 mpls = axp_htons(AXP_ETH_P_MPLS_UC);
 	const struct axp_entry *stack = NULL;
-	__u32 zero = 0, n, idx, depth, len;
+	__u32 zero = 0, n, idx = 0, depth, len;
 	__u8 *data, *end;
 	__u64 *rr;
 
@@ -150,7 +158,8 @@ int tb_tc_classify(struct __sk_buff *skb)
 		data = (void *)(long)skb->data;
 		end = (void *)(long)skb->data_end;
 		if (data + AXP_ETH_HLEN <= end)
-			tb_record(&tb_sent, data + AXP_ETH_HLEN, end, depth ? stack : NULL);
+			tb_record(&tb_sent, data + AXP_ETH_HLEN, end, depth ? stack : NULL,
+				  depth ? idx % TB_REC_MIXED + 1 : TB_REC_MIXED - 1);
 	}
 	if (!depth || depth > AXP_MAX_LABELS) {
 		tb_inc(&tb_stats, TB_STAT_TC_PLAIN);
@@ -197,7 +206,7 @@ int tb_xdp_decap(struct xdp_md *ctx)
 		tb_inc(&tb_depths, 0);
 		/* depth 0 recorded too: "arrived as plain IP" must be visible */
 		if (record)
-			tb_record(&tb_received, data + AXP_ETH_HLEN, end, NULL);
+			tb_record(&tb_received, data + AXP_ETH_HLEN, end, NULL, 0);
 		return XDP_PASS;
 	}
 	/* the proxy's parser: tags in front and explicit null or ELI + EL on top go too */

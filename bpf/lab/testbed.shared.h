@@ -37,5 +37,11 @@
 
 /* Entries of the recording maps (LRU: old records age out, nothing fails) */
 #define TB_RECORD_ENTRIES 65536
+/*
+ * In a tb_sent record's sf byte: the key went out again with another stack (identical packets,
+ * such as TCP's duplicate RSTs at teardown, carrying different stacks). Which of them is "its
+ * own" cannot be told at the receiver, by the proxy or by anyone: such keys are not compared.
+ */
+#define TB_REC_MIXED 255
 
 #endif /* AXP_TESTBED_SHARED_H */
