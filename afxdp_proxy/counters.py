@@ -56,7 +56,8 @@ TABLE: tuple[Info, ...] = (
          "of the SF whose insert did it)"),
     Info("expired", "info", "packets of entries older than max_dwell_ms, or in meta mode whose key came round "
          "again, presumed lost (row: as evictions)"),
-    Info("rx_cache_error", "drop", "no cache set for the key (a loader that sized the cache wrong)"),
+    Info("rx_cache_error", "drop", "no cache set for the key (a loader that sized the cache wrong), or the "
+         "set's lock still held after the kernel backend's bounded spin"),
     Info("rx_pop_failed", "drop", "the kernel refused the head adjustment"),
     Info("tx_packets", "info", "frames the TX side saw (each also counts in one tx_ reason)"),
     Info("tx_pushed", "forward", "cache hit, stack minus its top label pushed"),

@@ -227,7 +227,7 @@ enum axp_counter {
 	AXP_CNT_CACHE_TAKES,         /* packets whose stack TX took back out */
 	AXP_CNT_EVICTIONS,           /* packets of runs pushed out of a full set by newer ones */
 	AXP_CNT_EXPIRED,             /* packets of runs older than max_dwell_ms reclaimed: presumed lost */
-	AXP_CNT_RX_CACHE_ERROR,      /* drop: no cache set (cannot happen with a sane loader) */
+	AXP_CNT_RX_CACHE_ERROR,      /* drop: no cache set (a loader's error), or its lock held too long */
 	AXP_CNT_RX_POP_FAILED,       /* drop: head adjustment failed */
 	AXP_CNT_TX_PACKETS,          /* every frame the TX program saw */
 	AXP_CNT_TX_PUSHED,           /* cache hit, stack minus top label pushed */
