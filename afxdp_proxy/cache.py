@@ -25,7 +25,7 @@ RESULTS = {MISS: "miss", HIT: "hit", JOINED: "joined", OPENED: "opened", KEY_FUL
 # the counters the cache drives, by enum axp_counter name
 COUNTERS = ("cache_inserts", "cache_takes", "evictions", "expired", "rx_key_full")
 
-_M64, _M32 = (1 << 64) - 1, (1 << 32) - 1
+_M64, _M32, _M16 = (1 << 64) - 1, (1 << 32) - 1, (1 << 16) - 1
 _P1, _P2, _P3 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
@@ -56,8 +56,14 @@ def set_index(h: int, sets: int) -> int:
 
 
 def tag_of(h: int) -> int:
-    """axp_cache_tag: the lower half with bit 0 set, so a used way's tag is never 0."""
-    return (h & _M32) | 1
+    """axp_cache_tag: the lower 16 bits with bit 0 set, so a used way's tag is never 0."""
+    return (h & _M16) | 1
+
+
+def is_timed(h: int, mask: int) -> bool:
+    """axp_cache_timed: whether a key's dwell time is measured, by hash bits 16-31 under mask
+    (dwell_sample - 1)."""
+    return not (h >> 16) & mask
 
 
 def is_stale(rx_ns: int, now: int, max_dwell_ns: int) -> bool:
@@ -142,10 +148,11 @@ class CacheModel:
     def set_of(self, key: bytes) -> int:
         return set_index(key_hash(key), len(self.sets))
 
-    def insert(self, key: bytes, entry: Entry) -> Outcome:
-        """Cache one packet; entry.rx_ns is its RX time, the cache's now."""
+    def insert(self, key: bytes, entry: Entry, now: int | None = None) -> Outcome:
+        """Cache one packet at now, the cache's clock (by default entry.rx_ns, its RX time, as in
+        the C cache; the BPF one ages by jiffies)."""
         s = self.sets[self.set_of(key)]
-        now = entry.rx_ns
+        now = entry.rx_ns if now is None else now
         free_w = newest_w = oldest_w = None
         key_pkts = expired = 0
         for w, run in enumerate(s.ways):
@@ -211,7 +218,7 @@ class CacheModel:
 
 
 def decode_set(s: Any) -> CacheSet:
-    """A cffi ``struct axp_cache_set`` (a BPF_F_LOCK lookup of the kernel backend's map, or a
+    """A cffi ``struct axp_cache_set`` (a lookup in the kernel backend's map, or a
     copy out of the C cache) as the model's CacheSet."""
     from afxdp_proxy._native import ffi
 
@@ -220,11 +227,10 @@ def decode_set(s: Any) -> CacheSet:
         if not s.tag[w]:
             ways.append(None)
             continue
-        slot = s.slot[w]
-        e = slot.e
-        entry = Entry(bytes(ffi.buffer(e.labels)), int(e.depth), int(e.sf), int(e.rx_ns),
-                      bytes(ffi.buffer(ffi.addressof(e, "vlans"), ffi.sizeof(e.vlans))))
-        ways.append(Run(bytes(ffi.buffer(ffi.addressof(slot, "key"), ffi.sizeof(slot.key))), entry,
+        way, meta = s.way[w], s.meta[w]
+        entry = Entry(bytes(ffi.buffer(way.labels)), int(meta.depth), int(meta.sf), int(meta.rx_ns),
+                      bytes(ffi.buffer(ffi.addressof(meta, "vlans"), ffi.sizeof(meta.vlans))))
+        ways.append(Run(bytes(ffi.buffer(ffi.addressof(way, "key"), ffi.sizeof(way.key))), entry,
                         int(s.count[w]), int(s.seq[w]), int(s.rx_ns[w])))
     return CacheSet(ways, int(s.next_seq))
 
@@ -241,11 +247,11 @@ def encode_set(out: Any, s: CacheSet) -> None:
             continue
         out.tag[w] = tag_of(key_hash(run.key))
         out.seq[w], out.count[w], out.rx_ns[w] = run.seq, run.count, run.rx_ns
-        slot = out.slot[w]
-        ffi.memmove(ffi.addressof(slot, "key"), run.key, len(run.key))
-        ffi.memmove(slot.e.labels, run.entry.labels, len(run.entry.labels))
-        slot.e.depth, slot.e.sf, slot.e.rx_ns = run.entry.depth, run.entry.sf, run.entry.rx_ns
-        ffi.memmove(ffi.addressof(slot.e, "vlans"), run.entry.vlans, len(run.entry.vlans))
+        way, meta = out.way[w], out.meta[w]
+        ffi.memmove(ffi.addressof(way, "key"), run.key, len(run.key))
+        ffi.memmove(way.labels, run.entry.labels, len(run.entry.labels))
+        meta.depth, meta.sf, meta.rx_ns = run.entry.depth, run.entry.sf, run.entry.rx_ns
+        ffi.memmove(ffi.addressof(meta, "vlans"), run.entry.vlans, len(run.entry.vlans))
 
 
 def tags_agree(s: Any) -> bool:
@@ -254,7 +260,7 @@ def tags_agree(s: Any) -> bool:
 
     for w in range(WAYS):
         if s.tag[w]:
-            key = bytes(ffi.buffer(ffi.addressof(s.slot[w], "key"), ffi.sizeof(s.slot[w].key)))
+            key = bytes(ffi.buffer(ffi.addressof(s.way[w], "key"), ffi.sizeof(s.way[w].key)))
             if tag_of(key_hash(key)) != s.tag[w]:
                 return False
     return True

@@ -56,7 +56,8 @@ TABLE: tuple[Info, ...] = (
          "of the SF whose insert did it)"),
     Info("expired", "info", "packets of entries older than max_dwell_ms, or in meta mode whose key came round "
          "again, presumed lost (row: as evictions)"),
-    Info("rx_cache_error", "drop", "no cache set for the key (a loader that sized the cache wrong)"),
+    Info("rx_cache_error", "drop", "no cache set for the key (a loader that sized the cache wrong), or the "
+         "set's lock still held after the kernel backend's bounded spin"),
     Info("rx_pop_failed", "drop", "the kernel refused the head adjustment"),
     Info("tx_packets", "info", "frames the TX side saw (each also counts in one tx_ reason)"),
     Info("tx_pushed", "forward", "cache hit, stack minus its top label pushed"),
@@ -141,6 +142,22 @@ def dwell_bounds_ns() -> list[int]:
 def dwell_bucket(ns: int) -> int:
     """Python twin of axp_dwell_bucket: the bucket a dwell time of ns lands in."""
     return min((ns >> 10).bit_length(), DWELL_BUCKETS - 1)
+
+
+# not a slot: the packets whose dwell time tx_dwell_ns and the histogram hold (1 in the config's
+# dwell_sample), the histogram's own count, given next to the counters summed over rows
+DWELL_TIMED = "tx_dwell_timed"
+
+
+def with_dwell_timed(snap: Snapshot) -> dict[str, int]:
+    """snap.total() and DWELL_TIMED: what `stats` and the proxy's own lines show."""
+    return {**snap.total(), DWELL_TIMED: sum(snap.dwell_hist())}
+
+
+def mean_dwell_us(counters: Mapping[str, int]) -> float | None:
+    """The SF's mean dwell time in us over the packets it was measured for (None: none yet)."""
+    timed = counters.get(DWELL_TIMED, 0)
+    return counters.get("tx_dwell_ns", 0) / timed / 1000 if timed else None
 
 
 def in_flight_of(counters: Mapping[str, int]) -> int:

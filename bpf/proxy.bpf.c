@@ -136,7 +136,6 @@ static __always_inline int axp_xdp_rx_path(struct xdp_md *ctx)
 		entry.depth = f.depth;
 		entry.sf = sf_idx;
 		entry.vlans = f.vlans;
-		entry.rx_ns = axp_now();
 		res = axp_cache_insert(&key, &entry);
 		if (res) {
 			axp_count_frame(row, AXP_CNT_RX_PACKETS,
@@ -211,6 +210,7 @@ static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 i
 {
 	__u32 sf_idx, *idx;
 	__u64 dwell;
+	int timed;
 
 	if (axp_cfg.static_mode) {
 		idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
@@ -220,11 +220,14 @@ static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 i
 		entry->sf = sf_idx; /* the counter row */
 		return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 	}
-	if (axp_cache_take(key, entry))
+	timed = axp_cache_take(key, entry);
+	if (timed < 0)
 		return NULL;
-	dwell = axp_now() - entry->rx_ns;
-	axp_count_add(entry->sf, AXP_CNT_TX_DWELL_NS, dwell);
-	axp_count(entry->sf, AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell));
+	if (timed) {
+		dwell = axp_now() - entry->rx_ns;
+		axp_count_add(entry->sf, AXP_CNT_TX_DWELL_NS, dwell);
+		axp_count(entry->sf, AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell));
+	}
 	sf_idx = entry->sf;
 	return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 }

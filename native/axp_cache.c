@@ -11,20 +11,23 @@
 #include "axp_cache.h"
 #include "axp_internal.h"
 
-/* The C side of a set's lock: the word BPF's bpf_spin_lock uses, taken with atomics. */
+/*
+ * A set's lock field, taken with C atomics (the BPF programs take it with the set's
+ * next_seq in one 64-bit compare-and-swap, proxy.bpf.h: the same field, the same values).
+ */
 static inline void axp_set_lock(const struct axp_cache *c, struct axp_cache_set *s)
 {
 	if (!c->shared)
 		return;
-	while (__atomic_exchange_n(&s->lock.val, 1, __ATOMIC_ACQUIRE))
-		while (__atomic_load_n(&s->lock.val, __ATOMIC_RELAXED))
+	while (__atomic_exchange_n(&s->lock, 1, __ATOMIC_ACQUIRE))
+		while (__atomic_load_n(&s->lock, __ATOMIC_RELAXED))
 			axp_cpu_relax();
 }
 
 static inline void axp_set_unlock(const struct axp_cache *c, struct axp_cache_set *s)
 {
 	if (c->shared)
-		__atomic_store_n(&s->lock.val, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&s->lock, 0, __ATOMIC_RELEASE);
 }
 
 /*
@@ -49,7 +52,11 @@ static struct axp_cache *axp_cache_map(uint32_t sets, uint32_t max_per_key, uint
 	c->shared = !!shared;
 	c->map_size = (size_t)sets * sizeof(struct axp_cache_set);
 	if (fd < 0)
-		/* anonymous memory: zeroed (every way free, every lock open), returned to the system on free */
+		/*
+		 * anonymous memory: zeroed (every way free, every lock open), page-aligned (so
+		 * every set starts on a cache line, as cache.shared.h lays it out), returned to
+		 * the system on free
+		 */
 		mem = mmap(NULL, c->map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	else
 		mem = mmap(NULL, c->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -66,7 +73,7 @@ static struct axp_cache *axp_cache_map(uint32_t sets, uint32_t max_per_key, uint
 	} else {
 		/* a lock held by a process that died holding it */
 		for (i = 0; i < sets; i++)
-			__atomic_store_n(&c->sets[i].lock.val, 0, __ATOMIC_RELEASE);
+			__atomic_store_n(&c->sets[i].lock, 0, __ATOMIC_RELEASE);
 	}
 	return c;
 }
@@ -117,7 +124,8 @@ int axp_cache_insert_hashed(struct axp_cache *c, const struct axp_key *key, uint
 	struct axp_cache_set *s = &c->sets[axp_cache_set_index(h, c->nsets)];
 
 	axp_set_lock(c, s);
-	axp_cache_set_insert(s, key, axp_cache_tag(h), e, c->max_dwell_ns, c->max_per_key, out);
+	/* the C cache's clock is the packet's RX time, CLOCK_MONOTONIC */
+	axp_cache_set_insert(s, key, axp_cache_tag(h), e, e->rx_ns, c->max_dwell_ns, c->max_per_key, out);
 	axp_set_unlock(c, s);
 	return out->result;
 }
@@ -155,7 +163,7 @@ int axp_cache_copy_set(struct axp_cache *c, uint32_t index, struct axp_cache_set
 	axp_set_lock(c, s);
 	*out = *s;
 	axp_set_unlock(c, s);
-	out->lock.val = 0; /* as a BPF_F_LOCK lookup returns it */
+	out->lock = 0; /* a copy holds no lock */
 	return 0;
 }
 

@@ -5,8 +5,8 @@
  * memory of its own, allocated once.
  *
  * With shared != 0 several threads may use the cache at once: each set is
- * locked by a spin lock on its own lock word (struct bpf_spin_lock, driven by
- * C atomics here); without, it takes no locks.
+ * locked by a spin lock on its own lock word (the word the BPF programs take
+ * with their atomics, taken with C atomics here); without, it takes no locks.
  * Also fed to cffi's cdef (see axp_native.h): plain declarations only.
  */
 #ifndef AXP_CACHE_H
@@ -78,9 +78,8 @@ static inline void axp_cache_prefetch(const struct axp_cache *c, uint64_t h)
 {
 	const struct axp_cache_set *set = &c->sets[axp_cache_set_index(h, c->nsets)];
 
-	__builtin_prefetch(set, 1);                          /* the header a scan reads */
-	__builtin_prefetch((const char *)set + 64, 1);
-	__builtin_prefetch((const char *)set + 128, 1);
+	__builtin_prefetch(set, 1);                     /* line 0: what every scan reads */
+	__builtin_prefetch((const char *)set + 64, 1); /* line 1: RX times, which an insert reads */
 }
 #endif /* !AXP_CDEF */
 

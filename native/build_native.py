@@ -40,7 +40,6 @@ typedef uint32_t __u32;
 typedef unsigned long long __u64;  /* as linux/types.h has it */
 typedef uint16_t __be16;
 typedef uint32_t __be32;
-struct bpf_spin_lock { uint32_t val; };
 """
 
 

@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from afxdp_proxy import state
+from afxdp_proxy.config import DEFAULT_CACHE_ENTRIES
 from afxdp_proxy.lab import netns, sfs, traffic
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
@@ -831,7 +832,7 @@ class Testbed:
             "backend": backend,
             "key": key,
             "topology": self.topology,
-            "cache_entries": 65536,
+            "cache_entries": DEFAULT_CACHE_ENTRIES,
             "on_miss": "pass",
         }
         sf: dict[str, Any] = {"name": "fw1", "label": self.sf_label, "net_in": self.net_in, "net_out": self.net_out}

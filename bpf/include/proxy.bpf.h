@@ -9,13 +9,20 @@
 #include "push.shared.h"
 #include "cache.shared.h"
 #include "host.bpf.h"
+#include "counters.bpf.h"
 
 /* Set by the loader before load (libbpf .rodata). */
 const volatile struct axp_config axp_cfg = {};
 
-/* the cache (cache.shared.h): one set per element, each with its own bpf_spin_lock */
+/*
+ * The cache (cache.shared.h): one set per element, each with its own lock word.
+ * Mmapable only for where that puts the values: from the start of a page, so
+ * every set starts on a cache line and its lines are the ones cache.shared.h
+ * lays out.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 8192); /* resized to axp_cfg.cache_sets before load */
 	__type(key, __u32);
 	__type(value, struct axp_cache_set);
@@ -31,14 +38,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } axp_clock SEC(".maps");
-
-/* counters: AXP_CNT_ROWS rows of AXP_CNT_MAX slots, row = SF index or AXP_SF_NONE */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, AXP_CNT_ROWS * AXP_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} axp_counters SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -90,27 +89,6 @@ struct {
 	__type(value, __u32);
 } axp_seq SEC(".maps");
 
-/* Add n to counter slot of SF sf's row (any sf out of range: the AXP_SF_NONE row). */
-static __always_inline void axp_count_add(__u32 sf, __u32 slot, __u64 n)
-{
-	__u32 i = (sf < AXP_MAX_SFS ? sf : AXP_SF_NONE) * AXP_CNT_MAX + slot;
-	__u64 *c = bpf_map_lookup_elem(&axp_counters, &i);
-
-	if (c)
-		*c += n;
-}
-
-static __always_inline void axp_count(__u32 sf, __u32 slot)
-{
-	axp_count_add(sf, slot, 1);
-}
-
-/* One frame seen in a direction (AXP_CNT_RX_PACKETS or AXP_CNT_TX_PACKETS) and its reason. */
-static __always_inline void axp_count_frame(__u32 sf, __u32 seen, __u32 reason)
-{
-	axp_count(sf, seen);
-	axp_count(sf, reason);
-}
 
 /*
  * Artificial key, placed in the meta_mark_mask bits of the mark:
@@ -136,12 +114,116 @@ static __always_inline void axp_meta_key(struct axp_key *key, __u32 mark)
 	key->ident = mark;
 }
 
-static __always_inline __u64 axp_now(void)
+static __always_inline __u64 axp_clock_skew(void)
 {
 	__u32 zero = 0;
 	__u64 *skew = bpf_map_lookup_elem(&axp_clock, &zero);
 
-	return bpf_ktime_get_ns() + (skew ? *skew : 0);
+	return skew ? *skew : 0;
+}
+
+/*
+ * CLOCK_MONOTONIC: for the SF's dwell time, read only for the packets it is
+ * measured for (axp_cache_timed), since a read costs about 40 ns here
+ * (docs/benchmarks.md, "The cache's cost").
+ */
+static __always_inline __u64 axp_now(void)
+{
+	return bpf_ktime_get_ns() + axp_clock_skew();
+}
+
+/*
+ * The cache's clock, which runs are aged by: jiffies in ns, which the
+ * verifier inlines to one load. It moves once a tick and may lag behind by
+ * more than one, so the loader gives max_dwell_ns a few ticks of slack
+ * (kernel.py, config_struct).
+ */
+static __always_inline __u64 axp_cache_now(void)
+{
+	return bpf_jiffies64() * axp_cfg.tick_ns + axp_clock_skew();
+}
+
+/*
+ * A set's lock: its lock and next_seq fields as one 64-bit word (the BPF
+ * instruction set has no narrower compare-and-swap before v3), taken by a
+ * compare-and-swap and released by an exchange, both inline in the JITed
+ * program, where bpf_spin_lock costs two helper calls and an interrupt save
+ * and restore on each side of every packet (what that measured here:
+ * docs/benchmarks.md, "The cache's cost"). Interrupts stay on, which is
+ * safe: only these programs take the lock, and they run with bottom halves
+ * off (XDP in NAPI, TC under rcu_read_lock_bh, test runs alike), so no holder
+ * is interrupted by another on its own CPU; and no CPU waits forever. One that
+ * finds the lock held tries again in a bpf_loop, at most AXP_CACHE_SPIN_MAX
+ * times (a holder keeps it for well under a microsecond), then gives up: the
+ * caller drops the packet, counted as rx_cache_error (RX), or takes it as a
+ * miss (TX). The C cache takes the same lock field with C atomics
+ * (native/axp_cache.c).
+ */
+#define AXP_CACHE_SPIN_MAX (1 << 16)
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define AXP_CACHE_LOCK_BITS 0x00000000ffffffffull /* the lock field in the word */
+#define AXP_CACHE_LOCK_HELD 0x0000000000000001ull
+#else
+#define AXP_CACHE_LOCK_BITS 0xffffffff00000000ull
+#define AXP_CACHE_LOCK_HELD 0x0000000100000000ull
+#endif
+
+static __always_inline axp_cache_u64 *axp_cache_lock_word(struct axp_cache_set *s)
+{
+	return (axp_cache_u64 *)&s->lock;
+}
+
+static __always_inline int axp_cache_try_lock(struct axp_cache_set *s)
+{
+	__u64 w = *(volatile axp_cache_u64 *)axp_cache_lock_word(s);
+
+	/* read first: a compare-and-swap on a held lock would pull its line from the holder */
+	if (w & AXP_CACHE_LOCK_BITS)
+		return 0;
+	return __sync_val_compare_and_swap(axp_cache_lock_word(s), w, w | AXP_CACHE_LOCK_HELD) == w;
+}
+
+struct axp_cache_spin {
+	struct axp_cache_set *s;
+	__u64 locked;
+};
+
+static long axp_cache_spin_once(__u64 i, void *ctx)
+{
+	struct axp_cache_spin *sp = ctx;
+
+	if (!axp_cache_try_lock(sp->s))
+		return 0;
+	sp->locked = 1;
+	return 1;
+}
+
+/*
+ * The lock was held: try again, a bounded number of times; 1 when locked.
+ * Not inlined: the programs stay as the compiler laid them out before there
+ * was a loop in them.
+ */
+static __noinline int axp_cache_lock_slow(struct axp_cache_set *s)
+{
+	struct axp_cache_spin sp = { .s = s };
+
+	if (!s)
+		return 0;
+	bpf_loop(AXP_CACHE_SPIN_MAX, axp_cache_spin_once, &sp, 0);
+	return sp.locked;
+}
+
+/* Returns 1 with the set locked, 0 after AXP_CACHE_SPIN_MAX tries. */
+static __always_inline int axp_cache_lock(struct axp_cache_set *s)
+{
+	return axp_cache_try_lock(s) || axp_cache_lock_slow(s);
+}
+
+static __always_inline void axp_cache_unlock(struct axp_cache_set *s)
+{
+	__u64 w = *axp_cache_lock_word(s) & ~AXP_CACHE_LOCK_BITS; /* next_seq as the holder left it */
+
+	__sync_lock_test_and_set(axp_cache_lock_word(s), w); /* an exchange: every store above is seen first */
 }
 
 /* The set of a key, by its hash; NULL only for a loader that sized the map wrong. */
@@ -153,22 +235,39 @@ static __always_inline struct axp_cache_set *axp_cache_set_of(__u64 h)
 }
 
 /*
- * Cache the packet's stack (e->rx_ns: its RX time) and count what the cache
- * did. Returns 0 when cached; the packet is to be dropped on -1 (no set: a
- * loader that sized the map wrong) and -2 (max_per_key, or its set full of its key).
+ * Keep a struct in memory. A key or stack that only ever reaches the cache
+ * through inlined functions is split by the compiler into one variable per
+ * field (scalar replacement), which then rebuilds it on every path of the
+ * parser, hundreds of instructions: the TX programs were a third larger
+ * (docs/benchmarks.md, "The cache's cost"). An address the compiler must
+ * assume is read keeps the struct whole (in every path of the calling
+ * program, the static proxy's too); the cache reads it as words anyway.
  */
-static __always_inline int axp_cache_insert(const struct axp_key *key, const struct axp_entry *e)
-{
-	__u64 h = axp_cache_hash(key), max_dwell_ns = axp_cfg.max_dwell_ns;
-	__u32 max_per_key = axp_cfg.max_per_key;
-	struct axp_cache_set *s = axp_cache_set_of(h);
-	struct axp_cache_outcome o;
+#define axp_cache_in_memory(p) __asm__ __volatile__("" : : "r"(p) : "memory")
 
-	if (!s)
+/*
+ * Cache the packet's stack and count what the cache did; e->rx_ns is set here:
+ * CLOCK_MONOTONIC for a packet whose dwell time is measured, else 0. Returns 0
+ * when cached; the packet is to be dropped on -1 (no
+ * set: a loader that sized the map wrong; or its lock still held after
+ * AXP_CACHE_SPIN_MAX tries) and -2 (max_per_key, or its set full of its key).
+ */
+static __always_inline int axp_cache_insert(const struct axp_key *key, struct axp_entry *e)
+{
+	__u64 h, max_dwell_ns = axp_cfg.max_dwell_ns;
+	__u32 max_per_key = axp_cfg.max_per_key;
+	struct axp_cache_outcome o;
+	struct axp_cache_set *s;
+
+	axp_cache_in_memory(key);
+	axp_cache_in_memory(e);
+	h = axp_cache_hash(key);
+	e->rx_ns = axp_cache_timed(h, axp_cfg.dwell_sample_mask) ? axp_now() : 0;
+	s = axp_cache_set_of(h);
+	if (!s || !axp_cache_lock(s))
 		return -1;
-	bpf_spin_lock(&s->lock);
-	axp_cache_set_insert(s, key, axp_cache_tag(h), e, max_dwell_ns, max_per_key, &o);
-	bpf_spin_unlock(&s->lock);
+	axp_cache_set_insert(s, key, axp_cache_tag(h), e, axp_cache_now(), max_dwell_ns, max_per_key, &o);
+	axp_cache_unlock(s);
 	/* the runs freed or pushed out are counted in the row of the SF whose insert did it */
 	if (o.expired)
 		axp_count_add(e->sf, AXP_CNT_EXPIRED, o.expired);
@@ -180,22 +279,29 @@ static __always_inline int axp_cache_insert(const struct axp_key *key, const str
 	return 0;
 }
 
-/* Take the stack of the key's oldest run into *out. Returns 0 on a hit. */
+/*
+ * Take the stack of the key's oldest run into *out. Returns -1 on a miss, on a
+ * hit 1 when the packet's dwell time is measured (out->rx_ns is then precise),
+ * else 0.
+ */
 static __always_inline int axp_cache_take(const struct axp_key *key, struct axp_entry *out)
 {
-	__u64 h = axp_cache_hash(key);
-	struct axp_cache_set *s = axp_cache_set_of(h);
 	struct axp_cache_outcome o;
+	struct axp_cache_set *s;
+	__u64 h;
 
-	if (!s)
+	axp_cache_in_memory(key);
+	axp_cache_in_memory(out);
+	h = axp_cache_hash(key);
+	s = axp_cache_set_of(h);
+	if (!s || !axp_cache_lock(s))
 		return -1;
-	bpf_spin_lock(&s->lock);
 	axp_cache_set_take(s, key, axp_cache_tag(h), out, &o);
-	bpf_spin_unlock(&s->lock);
+	axp_cache_unlock(s);
 	if (o.result != AXP_CACHE_HIT)
 		return -1;
 	axp_count(out->sf, AXP_CNT_CACHE_TAKES);
-	return 0;
+	return axp_cache_timed(h, axp_cfg.dwell_sample_mask);
 }
 
 /*
@@ -211,11 +317,10 @@ static __always_inline void axp_meta_reclaim(const struct axp_key *key, __u32 sf
 	struct axp_cache_outcome o;
 	struct axp_entry old;
 
-	if (!s)
-		return;
-	bpf_spin_lock(&s->lock);
+	if (!s || !axp_cache_lock(s))
+		return; /* the insert that follows finds the lock held too, and counts */
 	axp_cache_set_take(s, key, axp_cache_tag(h), &old, &o);
-	bpf_spin_unlock(&s->lock);
+	axp_cache_unlock(s);
 	if (o.result == AXP_CACHE_HIT)
 		axp_count(sf, AXP_CNT_EXPIRED);
 }

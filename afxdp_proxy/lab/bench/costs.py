@@ -1,11 +1,24 @@
-"""Per-packet cost of the proxy's BPF programs from BPF_PROG_TEST_RUN.
+"""Per-packet cost of the proxy's BPF programs, from BPF_PROG_TEST_RUN or in place under load.
 
-Every packet is distinct (its own IP id and sequence numbers), so RX really
-inserts and TX really finds, takes and pushes an entry. Each run is one
-BPF_PROG_TEST_RUN with repeat=1 and the kernel's own per-run duration; the
-floor programs (XDP_PASS, one LRU-hash update of the proxy's key and value
-sizes) are timed the same way in the same invocation, and the results are
-quoted as ratios against them (--vs-static: also against the static proxy).
+Test runs (the default). Every packet is distinct (its own IP id and sequence
+numbers), so RX really inserts and TX really finds, takes and pushes an entry.
+Packets go through as they do in a proxy: TX of a packet follows RX of the next
+--in-flight ones, in a cache of --cache-entries (default: the configuration's).
+Each run is one BPF_PROG_TEST_RUN with repeat=1 and the kernel's own per-run
+duration; the floor programs (XDP_PASS, one LRU-hash update of the proxy's key
+and value sizes) are timed the same way in the same invocation, and the results
+are quoted as ratios against them.
+
+In place (--in-place): a testbed of --topology, the proxy started as an operator
+starts it (`afxdp-proxy run`), and the kernel's BPF run-time statistics of its RX
+and TX programs under load: the 64 B generator (--load gen) or one iperf3 TCP
+flow (--load tcp), both on CPU 0 as in `afxdp-proxy bench`.
+
+--vs-static measures the static proxy (same depth, topology and method) next to
+the caching one, --reps times in alternating order (caching first, then static
+first, ...), and gives the caching proxy's RX+TX as a ratio to the static
+proxy's of the same repetition: the machine's load drifts, ratios of neighbours
+hold.
 
 Programs per configuration: attached runs XDP RX (pop, cache, redirect) and
 XDP TX (look up, push, redirect); inline runs XDP RX (pop, cache, pass) and TC
@@ -26,7 +39,7 @@ from typing import Any
 from afxdp_proxy import bpf, counters
 from afxdp_proxy._native import ffi
 from afxdp_proxy.backends.kernel import ProxyObject
-from afxdp_proxy.config import ProxyConfig, SfConfig
+from afxdp_proxy.config import DEFAULT_CACHE_ENTRIES, ProxyConfig, SfConfig
 from afxdp_proxy.lab.bench.stats import Summary, summarize
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.mpls import Lse, make_stack
@@ -34,6 +47,7 @@ from afxdp_proxy.mpls import Lse, make_stack
 SF_LABEL = 1000
 TX_IFINDEX = 1  # test runs do not redirect; any index will do
 META_LEN = 4  # meta mode: RX leaves the key (a __u32) in front of the frame as XDP metadata
+IN_FLIGHT = 100  # packets whose RX runs between a packet's RX and its TX (a 1 Mpps load with 100 us of dwell)
 
 
 def chain(depth: int) -> list[Lse]:
@@ -41,9 +55,9 @@ def chain(depth: int) -> list[Lse]:
     return make_stack([SF_LABEL] + [2000 + i for i in range(depth - 1)], tc=[i % 8 for i in range(depth)])
 
 
-def _proxy(topology: str, backend: str = "kernel", key: str = "hash", static_stack: list[Lse] | None = None
-           ) -> ProxyObject:
-    cfg = ProxyConfig(backend=backend, key=key, topology=topology, cache_entries=65536,
+def _proxy(topology: str, backend: str = "kernel", key: str = "hash", static_stack: list[Lse] | None = None,
+           cache_entries: int = DEFAULT_CACHE_ENTRIES) -> ProxyObject:
+    cfg = ProxyConfig(backend=backend, key=key, topology=topology, cache_entries=cache_entries,
                       sfs=(SfConfig("sf", SF_LABEL, "a", "b"),))
     p = ProxyObject(cfg)
     sf = ffi.new("struct axp_sf *", {"label": SF_LABEL, "net_out_ifindex": TX_IFINDEX,
@@ -65,12 +79,17 @@ def _run_each(prog_fd: int, inputs: list[bytes], want: int, ctxs: list[bytes] | 
               ) -> tuple[list[float], list[bytes]]:
     times, outs = [], []
     for i, data in enumerate(inputs):
-        r = bpf.test_run(prog_fd, data, ctx=ctxs[i] if ctxs else None)
-        if r.retval != want:
-            raise RuntimeError(f"program returned {r.retval}, expected {want}")
+        r = _run(prog_fd, data, want, ctxs[i] if ctxs else None)
         times.append(float(r.duration_ns))
         outs.append(r.data)
     return times, outs
+
+
+def _run(prog_fd: int, data: bytes, want: int, ctx: bytes | None = None) -> Any:
+    r = bpf.test_run(prog_fd, data, ctx=ctx)
+    if r.retval != want:
+        raise RuntimeError(f"program returned {r.retval}, expected {want}")
+    return r
 
 
 def _mark_ctx(meta_prefixed: bytes) -> tuple[bytes, bytes]:
@@ -81,23 +100,33 @@ def _mark_ctx(meta_prefixed: bytes) -> tuple[bytes, bytes]:
 
 
 def samples(depth: int = 8, packets: int = 2000, topology: str = "inline", backend: str = "kernel",
-            key: str = "hash") -> dict[str, list[float]]:
-    """ns per run of RX, TX and both floors at `depth` labels, all in this one invocation."""
+            key: str = "hash", in_flight: int = IN_FLIGHT, cache_entries: int = DEFAULT_CACHE_ENTRIES
+            ) -> dict[str, list[float]]:
+    """ns per run of RX, TX and both floors at `depth` labels, all in this one invocation.
+    A packet's TX runs after the RX of the in_flight packets behind it."""
     static = backend == "static"
     ins = frames(depth, packets)
     floor = bpf.BpfObject(bpf.object_path("floor"))
-    proxy = _proxy(topology, backend, key, chain(depth)[1:] if static else None)
+    proxy = _proxy(topology, backend, key, chain(depth)[1:] if static else None, cache_entries)
     try:
         floor.load()
         rx_want = bpf.XDP_REDIRECT if topology == "attached" else bpf.XDP_PASS
-        rx_ns, popped = _run_each(proxy.prog_fd("axp_xdp_rx"), ins, rx_want)
-        if topology == "attached":
-            tx_ns, _ = _run_each(proxy.prog_fd("axp_xdp_tx"), popped, bpf.XDP_REDIRECT)
-        elif key == "meta" and not static:
-            ctxs, bare = zip(*(_mark_ctx(p) for p in popped), strict=True)
-            tx_ns, _ = _run_each(proxy.prog_fd("axp_tc_tx"), list(bare), bpf.TC_ACT_OK, list(ctxs))
-        else:
-            tx_ns, _ = _run_each(proxy.prog_fd("axp_tc_tx"), popped, bpf.TC_ACT_OK)
+        rx_fd = proxy.prog_fd("axp_xdp_rx")
+        tx_fd, tx_want = ((proxy.prog_fd("axp_xdp_tx"), bpf.XDP_REDIRECT) if topology == "attached"
+                          else (proxy.prog_fd("axp_tc_tx"), bpf.TC_ACT_OK))
+        rx_ns: list[float] = []
+        tx_ns: list[float] = []
+        popped: list[bytes] = []
+        for i in range(packets + in_flight):
+            if i < packets:
+                r = _run(rx_fd, ins[i], rx_want)
+                rx_ns.append(float(r.duration_ns))
+                popped.append(r.data)
+            if i >= in_flight:
+                out, ctx = popped[i - in_flight], None
+                if topology == "inline" and key == "meta" and not static:
+                    ctx, out = _mark_ctx(out)
+                tx_ns.append(float(_run(tx_fd, out, tx_want, ctx).duration_ns))
         pass_ns, _ = _run_each(floor.prog_fd("floor_xdp_pass"), ins, bpf.XDP_PASS)
         lru_ns, _ = _run_each(floor.prog_fd("floor_lru_update"), ins, bpf.XDP_PASS)
         c = counters.read_map(proxy.counters, counters.rows_of(1)).total()
@@ -111,24 +140,88 @@ def samples(depth: int = 8, packets: int = 2000, topology: str = "inline", backe
 
 
 def measure(depth: int = 8, packets: int = 2000, topology: str = "inline", backend: str = "kernel",
-            key: str = "hash") -> dict[str, Any]:
+            key: str = "hash", in_flight: int = IN_FLIGHT, cache_entries: int = DEFAULT_CACHE_ENTRIES
+            ) -> dict[str, Any]:
     """Summaries (median [p10-p90]) of samples() and the ratios to the LRU floor."""
-    res = {name: summarize(v, (0.1, 0.9)) for name, v in samples(depth, packets, topology, backend, key).items()}
+    res = {name: summarize(v, (0.1, 0.9))
+           for name, v in samples(depth, packets, topology, backend, key, in_flight, cache_entries).items()}
     lru = res["floor_lru_update"].median
     return {
         "depth": depth, "packets": packets, "topology": topology, "backend": backend, "key": key,
+        "in_flight": in_flight, "cache_entries": cache_entries,
         "ns": {k: asdict(v) for k, v in res.items()},
         "ratio_to_lru_floor": {"rx": res["rx"].median / lru, "tx": res["tx"].median / lru},
     }
 
 
 def report(r: dict[str, Any]) -> str:
-    lines = [f"per-packet cost, {r['depth']} labels, {r['packets']} distinct packets, {r['backend']} backend, "
-             f"key {r['key']}, topology {r['topology']} (BPF_PROG_TEST_RUN, repeat=1 each; median [p10-p90] ns)"]
+    lines = [f"per-packet cost, {r['depth']} labels, {r['packets']} distinct packets ({r['in_flight']} in flight, "
+             f"{r['cache_entries']} cache entries), {r['backend']} backend, key {r['key']}, topology {r['topology']} "
+             "(BPF_PROG_TEST_RUN, repeat=1 each; median [p10-p90] ns)"]
     for name, s in r["ns"].items():
         lines.append(f"  {name:18} {Summary(**s).fmt(' ns')}")
     ratio = r["ratio_to_lru_floor"]
     lines.append(f"  RX / LRU floor = {ratio['rx']:.2f}x   TX / LRU floor = {ratio['tx']:.2f}x   (target <= 2x)")
+    return "\n".join(lines)
+
+
+def in_place(tb: Any, gen: Any, backend: str, key: str, depth: int, cache_entries: int, load: str = "gen",
+             seconds: float = 1.0) -> dict[str, Any]:
+    """ns per run of the RX and TX programs of a proxy started on testbed tb, under load: the
+    kernel's run-time statistics while the generator (gen, 64 B frames) or iperf3 (tcp) runs."""
+    from afxdp_proxy.lab.bench import metrics
+    from afxdp_proxy.lab.bench.variants import Variant
+    from afxdp_proxy.lab.proxyproc import ProxyProcess
+
+    v = Variant(f"{backend}-{key}", tb.topology, backend, key)
+    tb.set_stacks([chain(depth)])
+    proxy = ProxyProcess(tb.ns_proxy, v.config(tb, depth, cache_entries=cache_entries),
+                         name=f"{tb.prefix}-costs").start()
+    try:
+        progs = metrics.programs_of(proxy.pid)
+        if load == "gen":
+            r = metrics.proxy_cpu(tb, gen, chain(depth), seconds, None, progs)
+            per_prog, extra = r["programs"], {"received": r["received"]}
+        else:
+            per_prog, t = metrics.run_time_during(progs, lambda: tb.iperf3(
+                seconds=max(1, round(seconds)), affinity=metrics.IPERF_AFFINITY))
+            extra = {"tcp_gbps": t.bits_per_second / 1e9}
+    finally:
+        proxy.stop()
+    tx = "axp_xdp_tx" if tb.topology == "attached" else "axp_tc_tx"
+    ns = {"rx": per_prog.get("axp_xdp_rx", {}).get("ns_per_run"), "tx": per_prog.get(tx, {}).get("ns_per_run")}
+    if ns["rx"] is None or ns["tx"] is None:
+        raise RuntimeError(f"the {backend} proxy's programs did not run under the load: {per_prog}")
+    return {"ns": ns, "programs": per_prog, **extra}
+
+
+def side_by_side(measure_one: Any, reps: int, backend: str, key: str) -> dict[str, Any]:
+    """measure_one(backend, key) -> {"rx": ns, "tx": ns, ...} for the caching and the static
+    proxy, reps times in alternating order; the ratio of RX+TX per repetition."""
+    runs = []
+    for rep in range(reps):
+        order = [(backend, key), ("static", "hash")]
+        got = {b: measure_one(b, k) for b, k in (order if rep % 2 == 0 else order[::-1])}
+        c, s = got[backend], got["static"]
+        runs.append({"proxy": c, "static": s, "ratio": (c["rx"] + c["tx"]) / (s["rx"] + s["tx"])})
+    return {
+        "runs": runs,
+        "summary": {
+            who: {d: asdict(summarize([r[who][d] for r in runs])) for d in ("rx", "tx")} for who in ("proxy", "static")
+        },
+        "ratio_to_static": asdict(summarize([r["ratio"] for r in runs])),
+    }
+
+
+def report_side_by_side(r: dict[str, Any], label: str, how: str) -> str:
+    n = len(r["runs"])
+    lines = [f"side by side, {how}: {n} repetition(s) in alternating order, median [min-max] over them"]
+    for who, name in (("proxy", label), ("static", "static")):
+        rx, tx = (Summary(**r["summary"][who][d]) for d in ("rx", "tx"))
+        lines.append(f"  {name:18} RX {rx.fmt(' ns', 0)}   TX {tx.fmt(' ns', 0)}")
+    ratio = Summary(**r["ratio_to_static"])
+    lines.append(f"  {label} RX+TX / static RX+TX = {ratio.median:.2f}x [{ratio.lo:.2f}-{ratio.hi:.2f}] "
+                 "(per repetition; target <= 1.5x)")
     return "\n".join(lines)
 
 
@@ -139,20 +232,57 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topology", choices=("inline", "attached"), default="inline")
     p.add_argument("--backend", choices=("kernel", "static"), default="kernel")
     p.add_argument("--key", choices=("hash", "meta"), default="hash")
+    p.add_argument("--in-flight", type=int, default=IN_FLIGHT,
+                   help=f"test runs: packets whose RX runs between a packet's RX and its TX (default {IN_FLIGHT})")
+    p.add_argument("--cache-entries", type=int, default=DEFAULT_CACHE_ENTRIES,
+                   help=f"the cache's size, as [proxy] cache_entries (default {DEFAULT_CACHE_ENTRIES})")
+    p.add_argument("--in-place", action="store_true",
+                   help="measure on a testbed under load (kernel run-time statistics) instead of test runs")
+    p.add_argument("--load", choices=("gen", "tcp"), default="gen",
+                   help="--in-place: 64 B frames from the generator (default) or one iperf3 TCP flow")
+    p.add_argument("--seconds", type=float, default=1.0, help="--in-place: seconds of load per measurement")
+    p.add_argument("--reps", type=int, default=1,
+                   help="with --vs-static: measure both this many times, in alternating order (default 1)")
     p.add_argument("--vs-static", action="store_true",
-                   help="also measure the static proxy (same depth and topology) in this invocation and "
+                   help="also measure the static proxy (same depth, topology and method) in this invocation and "
                    "give the caching proxy's RX+TX as a ratio to it")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
-    r = measure(args.depth, args.packets, args.topology, args.backend, args.key)
-    print(report(r))
-    if args.vs_static:
-        s = measure(args.depth, args.packets, args.topology, "static", "hash")
-        print(report(s))
-        both = [x["ns"]["rx"]["median"] + x["ns"]["tx"]["median"] for x in (r, s)]
-        ratio = both[0] / both[1]
-        print(f"  {args.backend}-{args.key} RX+TX / static RX+TX = {ratio:.2f}x")
-        r = {"proxy": r, "static": s, "ratio_to_static": ratio}
+    if args.in_flight < 0 or args.cache_entries < 1 or args.reps < 1 or args.seconds <= 0:
+        p.error("--in-flight >= 0, --cache-entries >= 1, --reps >= 1, --seconds > 0")
+    if args.key == "meta" and args.topology != "inline":
+        p.error("--key meta needs --topology inline")
+    if args.vs_static and args.backend == "static":
+        p.error("--vs-static compares the caching proxy (--backend kernel) with the static one")
+    label = f"{args.backend}-{args.key}"
+    if args.in_place:
+        from afxdp_proxy.lab.bench.gen import Generator
+        from afxdp_proxy.lab.testbed import Testbed
+
+        with Testbed(args.topology) as tb, Generator() as gen:
+            def one(backend: str, key: str) -> dict[str, Any]:
+                r = in_place(tb, gen, backend, key, args.depth, args.cache_entries, args.load, args.seconds)
+                return {**r["ns"], "detail": r}
+
+            how = (f"in place, {args.depth} labels, {args.cache_entries} cache entries, topology {args.topology}, "
+                   f"under the {'64 B generator' if args.load == 'gen' else 'iperf3 TCP'} load for "
+                   f"{args.seconds:g} s (kernel run-time statistics, ns per run)")
+            r = side_by_side(one, args.reps, args.backend, args.key) if args.vs_static else one(args.backend, args.key)
+            print(report_side_by_side(r, label, how) if args.vs_static else
+                  f"{how}\n  {label:18} RX {r['rx']:.0f} ns   TX {r['tx']:.0f} ns")
+    else:
+        def timed(backend: str, key: str) -> dict[str, Any]:
+            m = measure(args.depth, args.packets, args.topology, backend, key, args.in_flight, args.cache_entries)
+            return {"rx": m["ns"]["rx"]["median"], "tx": m["ns"]["tx"]["median"], "detail": m}
+
+        r = timed(args.backend, args.key)
+        print(report(r["detail"]))
+        if args.vs_static:
+            r = side_by_side(timed, args.reps, args.backend, args.key)
+            how = (f"BPF_PROG_TEST_RUN, {args.depth} labels, {args.packets} distinct packets, {args.in_flight} in "
+                   f"flight, {args.cache_entries} cache entries, topology {args.topology}; per repetition the "
+                   "median ns per run")
+            print(report_side_by_side(r, label, how))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1)

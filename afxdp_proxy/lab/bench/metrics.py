@@ -11,7 +11,7 @@ import glob
 import os
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from afxdp_proxy import bpf
@@ -122,14 +122,14 @@ def fidelity(tb: Testbed, seconds: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------- CPU per packet
 
 
-def max_prog_id() -> int:
-    """The newest BPF program id: programs loaded after this call have larger ones."""
-    return max(bpf.loaded_programs(), default=0)
-
-
-def programs_since(first_id: int) -> dict[int, str]:
-    """{id: name} of BPF programs loaded after max_prog_id() returned first_id."""
-    return {i: n for i, n in bpf.loaded_programs().items() if i > first_id}
+def programs_of(pid: int) -> dict[int, str]:
+    """{id: name} of the BPF programs process pid holds open: a proxy's own, whatever other
+    programs the machine's other users load meanwhile."""
+    ids = set()
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            ids.update(int(line.split()[1]) for line in f if line.startswith("prog_id:"))
+    return {i: n for i, n in bpf.loaded_programs().items() if i in ids}
 
 
 def _prog_stats(ids: Sequence[int]) -> dict[int, tuple[int, int]]:
@@ -162,6 +162,26 @@ def process_cpu_ns(pid: int) -> int:
     return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
+def _per_run(p0: dict[int, tuple[int, int]], p1: dict[int, tuple[int, int]], prog_ids: dict[int, str]
+             ) -> dict[str, dict[str, Any]]:
+    out = {}
+    for i, (t1, n1) in p1.items():
+        t0, n0 = p0.get(i, (0, 0))
+        out[prog_ids[i]] = {"run_ns": t1 - t0, "runs": n1 - n0,
+                            "ns_per_run": (t1 - t0) / (n1 - n0) if n1 > n0 else None}
+    return out
+
+
+def run_time_during(prog_ids: dict[int, str], load: Callable[[], Any]) -> tuple[dict[str, dict[str, Any]], Any]:
+    """Each program's run time per run (kernel accounting, on for this window only) while
+    load() runs, and what load() returned."""
+    with run_stats():
+        p0 = _prog_stats(list(prog_ids))
+        res = load()
+        p1 = _prog_stats(list(prog_ids))
+    return _per_run(p0, p1, prog_ids), res
+
+
 @contextlib.contextmanager
 def run_stats() -> Iterator[None]:
     """Kernel BPF run-time accounting, on only inside the block: it costs every program a clock read."""
@@ -189,11 +209,7 @@ def proxy_cpu(tb: Testbed, gen: Generator, stack: Sequence[Lse], seconds: float,
         got = sum(_delta(_settled(tb), before).values())
         p1 = _prog_stats(list(prog_ids))
         c1 = process_cpu_ns(pid) if pid else 0
-    progs = {}
-    for i, (t1, n1) in p1.items():
-        t0, n0 = p0.get(i, (0, 0))
-        progs[prog_ids[i]] = {"run_ns": t1 - t0, "runs": n1 - n0,
-                              "ns_per_run": (t1 - t0) / (n1 - n0) if n1 > n0 else None}
+    progs = _per_run(p0, p1, prog_ids)
     bpf_ns = sum(p["run_ns"] for p in progs.values())
     proc_ns = c1 - c0
     if not got:

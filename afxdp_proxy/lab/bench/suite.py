@@ -137,7 +137,6 @@ def _start_proxy(run: Run, tb: Testbed, v: Variant, depth: int | None, rep: int
     """Start v's proxy for depth; (None, {}) and an 'unavailable' record when it cannot run."""
     toml = v.config(tb, depth)
     reason = config_problem(toml)
-    first = metrics.max_prog_id()
     proxy = None
     if reason is None:
         try:
@@ -147,7 +146,7 @@ def _start_proxy(run: Run, tb: Testbed, v: Variant, depth: int | None, rep: int
     if proxy is None:
         run.unavailable.append({"variant": v.name, "depth": depth, "rep": rep, "reason": reason})
         return None, {}
-    return proxy, metrics.programs_since(first)
+    return proxy, metrics.programs_of(proxy.pid)
 
 
 def _one_line(s: str, limit: int = 300) -> str:

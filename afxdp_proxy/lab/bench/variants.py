@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from typing import Any
 
 from afxdp_proxy.config import ConfigError, parse_config
 from afxdp_proxy.lab.bench import null
@@ -59,11 +60,12 @@ class Variant:
             return (self.backend, self.key, self.topology)
         return None
 
-    def config(self, tb: Testbed, depth: int | None) -> str:
-        """The proxy's TOML for `depth` labels (None: the dynamic-chain pattern)."""
+    def config(self, tb: Testbed, depth: int | None, **overrides: Any) -> str:
+        """The proxy's TOML for `depth` labels (None: the dynamic-chain pattern); overrides as
+        Testbed.proxy_config takes them."""
         assert self.backend is not None
         extra = {"queues": self.queues} if self.queues else {}
-        toml = tb.proxy_config(backend=self.backend, key=self.key, **extra)
+        toml = tb.proxy_config(backend=self.backend, key=self.key, **extra, **overrides)
         if self.backend == "static":
             # the stack a static proxy is configured with: the chain after the SF's label
             # (for the dynamic chain, the first pattern's, as in the demo)
