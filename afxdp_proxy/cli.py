@@ -308,6 +308,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     else:
         xsk = info.get("xsk")
         mode = f", AF_XDP {xsk['mode']}" if isinstance(xsk, dict) and "mode" in xsk else ""
+        if isinstance(xsk, dict) and xsk.get("forward") == "null":
+            mode += ", null forwarder (the lab's floor: no proxying)"
         print(f"{name}: {info['backend']} backend, key {info['key']}, topology {info['topology']}, "
               f"pid {info['pid']}{mode}")
         print(summary(total, in_flight))

@@ -69,6 +69,7 @@ def run(
     ready: Callable[[Backend], None] | None = None,
     stop_event: threading.Event | None = None,
     keep_cache: bool = False,
+    backend: Backend | None = None,
 ) -> dict[str, int]:
     """Attach, report until a signal, the duration or stop_event, detach. Returns the counters.
 
@@ -76,7 +77,8 @@ def run(
     otherwise a counters record in the log every log_interval seconds (0: never), as a service
     wants. Either way the log says when the proxy started and stopped, with its counters.
     SIGHUP reloads config_path (see reload()). keep_cache: keep the cache for the next proxy
-    of this name (afxdp_proxy/keep.py).
+    of this name (afxdp_proxy/keep.py). backend: what to run instead of cfg's backend (the lab's
+    null forwarder); it must serve cfg.
     """
     stop = stop_event or threading.Event()
     term = threading.Event()  # SIGINT/SIGTERM: stop; SIGHUP wakes the loop through `stop` too
@@ -97,7 +99,7 @@ def run(
 
         old_handlers = signals.install(on_stop, (signal.SIGINT, signal.SIGTERM))
         old_handlers.update(signals.install(on_hup, (signal.SIGHUP,)))
-    backend = make_backend(cfg, instance=name, keep_cache=keep_cache)
+    backend = backend or make_backend(cfg, instance=name, keep_cache=keep_cache)
     exporter = metrics.Exporter(None)
     try:
         exporter = metrics.Exporter(cfg.metrics)  # [metrics]: bound before anything attaches

@@ -21,7 +21,7 @@ static inline void axp_cpu_relax(void)
 
 /*
  * SF index as the engine has it, or NULL when it has none: what the socket loop needs to map
- * an SF to its ports. Not for the data path (a call per frame): the loop keeps its own maps.
+ * an SF to its ports, and the null forwarder its MACs (once a batch: a call, not inlined).
  */
 const struct axp_sf *axp_engine_sf(const struct axp_engine *e, uint32_t index);
 

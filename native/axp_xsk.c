@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +253,33 @@ static void axp_worker_stats(struct axp_worker *w)
 	w->wcnt[AXP_XCNT_XSK_TX_INVALID] = sum[4];
 }
 
+/* struct axp_sf keeps each hop's two addresses as an Ethernet header does: destination, source */
+_Static_assert(offsetof(struct axp_sf, to_sf_mac) == offsetof(struct axp_sf, sf_mac) + 6, "sf MACs");
+_Static_assert(offsetof(struct axp_sf, net_out_mac) == offsetof(struct axp_sf, next_hop_mac) + 6,
+	       "next hop MACs");
+
+/*
+ * The floor (axp_xsk_opts.null_fwd): frames [first, first + n) of an RX batch go on to the hop
+ * the proxy would send them to with that hop's Ethernet addresses, the rest of them untouched.
+ */
+static void axp_null_batch(struct axp_worker *w, const struct axp_sock *s, uint32_t first,
+			   uint32_t n, int rx)
+{
+	const struct axp_sf *sf = axp_engine_sf(w->x->e, s->sf); /* once a batch, not a frame */
+	uint32_t i;
+
+	for (i = first; i < first + n; i++) {
+		w->verdicts[i] = AXP_VERDICT_DROP;
+		if (!sf || w->lens[i] < AXP_ETH_HLEN)
+			continue;
+		memcpy(w->ptrs[i], rx ? sf->sf_mac : sf->next_hop_mac, 12);
+		w->pkts[i].off = 0;
+		w->pkts[i].len = w->lens[i];
+		w->pkts[i].sf = s->sf;
+		w->verdicts[i] = AXP_VERDICT_TX;
+	}
+}
+
 /*
  * Step frames [first, first + n) of an RX batch through the per-packet functions
  * of a role (rx: from a net_in; else from the SF returning on this socket), stage
@@ -265,7 +293,9 @@ static void axp_handle_batch(struct axp_worker *w, struct axp_sock *s, uint32_t 
 
 	if (!n)
 		return;
-	if (rx)
+	if (x->o.null_fwd)
+		axp_null_batch(w, s, first, n, rx);
+	else if (rx)
 		axp_rx_batch(x->e, w->cnt, w->ptrs + first, w->lens + first, n, now, w->pkts + first,
 			     w->verdicts + first);
 	else
@@ -559,7 +589,8 @@ static int axp_check_opts(const struct axp_xsk_opts *o, char *msg, uint32_t msgl
 
 /* Which port each SF's traffic leaves by (to_sf[], out[]), and that every port makes sense. */
 static int axp_map_ports(const struct axp_engine *e, const struct axp_xsk_port *ports,
-			 uint32_t nports, int16_t *to_sf, int16_t *out, char *msg, uint32_t msglen)
+			 uint32_t nports, int null_fwd, int16_t *to_sf, int16_t *out, char *msg,
+			 uint32_t msglen)
 {
 	uint32_t i, p;
 
@@ -572,6 +603,16 @@ static int axp_map_ports(const struct axp_engine *e, const struct axp_xsk_port *
 		}
 		if ((pt->roles & AXP_PORT_FROM_SF) && !axp_engine_sf(e, pt->sf)) {
 			axp_msg(msg, msglen, "%s: returns SF %u, which is not configured", pt->ifname,
+				pt->sf);
+			return -EINVAL;
+		}
+		if (null_fwd && (pt->roles & AXP_RX_ROLES) == AXP_RX_ROLES) {
+			axp_msg(msg, msglen, "%s: net_in and from_sf at once: the null forwarder "
+				"cannot tell their frames apart", pt->ifname);
+			return -EINVAL;
+		}
+		if (null_fwd && (pt->roles & AXP_PORT_NET_IN) && !axp_engine_sf(e, pt->sf)) {
+			axp_msg(msg, msglen, "%s: sends to SF %u, which is not configured", pt->ifname,
 				pt->sf);
 			return -EINVAL;
 		}
@@ -795,7 +836,7 @@ int axp_xsk_set_ports(struct axp_xsk *x, const struct axp_xsk_port *ports, uint3
 		np[at] = ports[i];
 		np[at].ifname[sizeof(np[at].ifname) - 1] = '\0';
 	}
-	err = axp_map_ports(x->e, np, x->nports, to_sf, out, msg, msglen);
+	err = axp_map_ports(x->e, np, x->nports, x->o.null_fwd, to_sf, out, msg, msglen);
 	if (err) {
 		free(np);
 		return err;
@@ -882,7 +923,8 @@ struct axp_xsk *axp_xsk_open(struct axp_engine *e, const struct axp_xsk_opts *op
 		ntx += !!(ports[p].roles & AXP_TX_ROLES);
 	}
 	x->nrx = nrx;
-	*err = axp_map_ports(e, x->ports, x->nports, x->to_sf_port, x->out_port, msg, msglen);
+	*err = axp_map_ports(e, x->ports, x->nports, opts->null_fwd, x->to_sf_port, x->out_port, msg,
+			     msglen);
 	if (*err)
 		goto fail;
 

@@ -30,7 +30,8 @@ struct axp_xsk_port {
 	char ifname[16];
 	uint32_t ifindex;
 	uint32_t roles;    /* enum axp_port_role bits */
-	uint32_t sf;       /* AXP_PORT_FROM_SF: the SF whose packets return here */
+	uint32_t sf;       /* AXP_PORT_FROM_SF: the SF whose packets return here (null_fwd: and
+			    * AXP_PORT_NET_IN: the SF its frames go to) */
 	int32_t xskmap_fd; /* RX roles: the XSKMAP (axp_xsks) of its xsk.bpf.o; else -1 */
 };
 
@@ -51,6 +52,14 @@ struct axp_xsk_opts {
 	uint32_t batch_size; /* 1..ring_size */
 	uint32_t bind_flags; /* XDP_COPY or XDP_ZEROCOPY to force a mode; 0: the kernel picks */
 	uint32_t spin;       /* empty polling rounds before a worker sleeps in poll() */
+	/*
+	 * 1: not a proxy but the benchmark's floor for it. Every frame goes on to the hop the
+	 * proxy would send it to (from net_in to its port's SF by to_sf, from from_sf to that
+	 * SF's next hop by net_out) with that hop's Ethernet addresses written and nothing else
+	 * changed: no engine call, no parse, no cache, no per-frame counter. A port with both
+	 * RX roles is refused (its frames could not be told apart).
+	 */
+	uint32_t null_fwd;
 };
 
 struct axp_xsk;

@@ -17,12 +17,15 @@ from collections.abc import Callable, Iterator
 
 import harness
 import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
 
 from afxdp_proxy import bpf, state
 from afxdp_proxy.backends.afxdp import AfxdpProxy, queue_threads
 from afxdp_proxy.config import ConfigError, parse_config
 from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.lab import netns, traffic
+from afxdp_proxy.lab.bench import null
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.lab.proxyproc import ProxyProcess
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
@@ -169,6 +172,49 @@ def test_rtp_like_udp(beds: Callable[[int], Testbed]) -> None:
     assert check.compared >= n
     assert not check.wrong
     assert c["rx_popped"] >= n and _drops(c) == {}
+
+
+def test_null_forwarder_moves_frames_untouched_but_their_macs(beds: Callable[[int], Testbed]) -> None:
+    """The benchmark's floor (afxdp_proxy.lab.bench.null) on the proxy's sockets and loop: every IP
+    frame from net_in leaves by to_sf and every one from from_sf by net_out, as it came but for the
+    next hop's MACs. Plain IP, which a proxy hands to the kernel (its TTL would drop by one), and a
+    header no router forwards (IHL past the packet) show that nothing parsed or routed them."""
+    tb = beds(1)
+    tb.set_stacks([])
+    assert tb.ns_sf and tb.sf_in and tb.sf_out and tb.to_sf and tb.from_sf
+    mac = {n: bytes.fromhex(m.replace(":", "")) for n, m in tb.macs.items()}
+
+    def packets(tag: bytes) -> list[bytes]:
+        """Each test frame from its ethertype on, tag in every payload."""
+        v4, v6 = IP(src=tb.src_ip, dst=tb.dst_ip), IPv6(src=tb.src_ip6, dst=tb.dst_ip6)
+        bad = bytearray(bytes(v4 / UDP(sport=4, dport=9) / (tag + b"ihl")))
+        bad[0] = 0x4F  # IHL 15: a 60-byte header, longer than the packet has
+        return [b"\x08\x00" + bytes(v4 / UDP(sport=1, dport=9) / (tag + b"udp")),
+                b"\x08\x00" + bytes(v4 / TCP(sport=2, dport=9, flags="A") / (tag + bytes(1400))),
+                b"\x86\xdd" + bytes(v6 / UDP(sport=3, dport=9) / (tag + b"udp6")),
+                b"\x08\x00" + bytes(bad)]
+
+    def tagged(frames: list[bytes], tag: bytes) -> list[bytes]:
+        return sorted(f for f in frames if tag in f)
+
+    into_net_in, from_the_sf = packets(b"leg-1:"), packets(b"leg-2:")
+    with ProxyProcess(tb.ns_proxy, tb.proxy_config(backend="afxdp"), name=f"{tb.prefix}-null",
+                      module=null.MODULE) as proxy, \
+            traffic.RawCapture(tb.ns_sf, tb.sf_in) as at_sf, traffic.RawCapture(tb.ns_dst, tb.dst_if) as at_dst:
+        assert proxy.stats()["xsk"]["forward"] == "null"
+        traffic.send_raw_frames(tb.ns_src, tb.src_wire, [mac[tb.net_in] + mac[tb.src_wire] + p for p in into_net_in])
+        traffic.send_raw_frames(tb.ns_sf, tb.sf_out, [mac[tb.from_sf] + mac[tb.sf_out] + p for p in from_the_sf])
+        at_sf.collect(timeout=5)
+        at_dst.collect(timeout=5)
+        c = proxy.counters()
+        assert proxy.stop() == 0
+    assert tagged(at_sf.frames, b"leg-1:") == sorted(mac[tb.sf_in] + mac[tb.to_sf] + p for p in into_net_in)
+    assert tagged(at_dst.frames, b"leg-2:") == sorted(mac[tb.dst_if] + mac[tb.net_out] + p for p in from_the_sf)
+    # no engine ran: nothing popped, cached or pushed (the XDP programs count only what they pass to
+    # the kernel); the workers read their rings
+    engine = ("rx_popped", "cache_inserts", "cache_takes", "tx_pushed", "tx_plain", "tx_miss_pass")
+    assert [c[k] for k in engine] == [0] * len(engine) and c["rx_batches"] >= 2, c
+    assert _drops(c) == {}, c
 
 
 def test_bad_input_is_counted_and_forwarding_goes_on(beds: Callable[[int], Testbed]) -> None:

@@ -336,10 +336,16 @@ class AfxdpProxy:
 
     Restart (``keep_cache``): the cache's memory is a file under /run/afxdp-proxy/kept, mapped
     shared, and the counters likewise; the next proxy of this name maps them again.
+
+    ``null_forward`` (the lab's benchmark floor, afxdp_proxy/lab/bench/null.py; no configuration
+    reaches it): the same sockets, rings, XDP programs and worker loop, but every IP frame goes on
+    to the hop the proxy would send it to with only its Ethernet addresses rewritten (no parse,
+    no cache, no labels: axp_xsk_opts.null_fwd). net_in takes bare IP, as from_sf does.
     """
 
     def __init__(self, cfg: ProxyConfig, obj_path: str | None = None, spin: int | None = None,
-                 bind_flags: int | None = None, instance: str | None = None, keep_cache: bool = False) -> None:
+                 bind_flags: int | None = None, instance: str | None = None, keep_cache: bool = False,
+                 null_forward: bool = False) -> None:
         if cfg.topology != "attached":
             raise ConfigError('proxy.topology: the afxdp backend needs topology = "attached" '
                               "(AF_XDP sends out of an interface, it cannot hand packets to the local stack)")
@@ -351,6 +357,7 @@ class AfxdpProxy:
         self._obj_path = obj_path
         self._spin = lib.AXP_XSK_DEFAULT_SPIN if spin is None else spin
         self._bind_flags = BIND_FLAGS[cfg.bind_mode] if bind_flags is None else bind_flags
+        self.null_forward = null_forward
         self.queues = cfg.queues  # 0 until start() counts the interfaces' queues
         self._undo = ExitStack()
         self.engine: Engine | None = None
@@ -430,7 +437,8 @@ class AfxdpProxy:
 
     def _load_xdp(self, port: _Port, roles: int) -> None:
         """Load port's XDP program for RX roles (its label map is _sync_labels' job)."""
-        prog = self._prog_of(roles)
+        # the null forwarder's traffic is plain IP on net_in too: what from_sf's program takes
+        prog = "axp_xsk_from_sf" if self.null_forward else self._prog_of(roles)
         obj = bpf.BpfObject(self._obj_path or bpf.object_path("xsk"))
         try:
             for name in ("axp_xsk_net_in", "axp_xsk_from_sf", "axp_xsk_rx_tx"):
@@ -572,9 +580,13 @@ class AfxdpProxy:
             out[i].ifname = port.iface.name.encode()
             out[i].ifindex = port.iface.index
             out[i].roles = port.roles
-            out[i].sf = port.sf
+            out[i].sf = self._null_sf(port) if self.null_forward and port.roles & ROLE_NET_IN else port.sf
             out[i].xskmap_fd = port.obj.map("axp_xsks", "uint32_t", "uint32_t").fd if port.obj else -1
         return out
+
+    def _null_sf(self, port: _Port) -> int:
+        """The null forwarder's SF for the frames of net_in port: the first one arriving there."""
+        return min(slot for slot, sf in self._sfs.items() if sf.ifs["net_in"].index == port.iface.index)
 
     def _open_sockets(self) -> None:
         cfg = self.cfg
@@ -582,6 +594,7 @@ class AfxdpProxy:
         opts = ffi.new("struct axp_xsk_opts *", {
             "queues": self.queues, "ring_size": cfg.ring_size, "frame_size": cfg.frame_size,
             "batch_size": cfg.batch_size, "bind_flags": self._bind_flags, "spin": self._spin,
+            "null_fwd": int(self.null_forward),
         })
         err = ffi.new("int *")
         msg = ffi.new("char[]", 256)
@@ -688,6 +701,8 @@ class AfxdpProxy:
     def reload(self, new: ProxyConfig) -> list[SfChange]:
         """Serve new's SFs (see the class's docstring). Raises ConfigError (RestartNeeded for
         what cannot change live) before changing anything; returns what changed."""
+        if self.null_forward:
+            raise RestartNeeded("the null forwarder (a lab tool) does not reload: restart it")
         check_live(self.cfg, new)
         target, slots, done = plan_reload(self._sfs, self.rows, self.cfg, new, KernelProxy(new)._describe(new))
         self._apply(target, new)
@@ -838,7 +853,7 @@ class AfxdpProxy:
             "xsk": {"mode": "zero-copy" if self.zerocopy else "copy",
                     "umem_bytes": int(lib.axp_xsk_umem_size(self._xsk)),
                     "ring_size": self.cfg.ring_size, "frame_size": self.cfg.frame_size,
-                    "batch_size": self.cfg.batch_size},
+                    "batch_size": self.cfg.batch_size, **({"forward": "null"} if self.null_forward else {})},
         }
 
 

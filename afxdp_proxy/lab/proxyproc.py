@@ -21,12 +21,15 @@ from afxdp_proxy.lab import netns
 
 class ProxyProcess:
     """`afxdp-proxy run --config <tmp> [args]` in namespace `ns`, named `name` for `stats`.
-    Its output (stdout and stderr, the log) is read as it comes: `output`, wait_for()."""
+    Its output (stdout and stderr, the log) is read as it comes: `output`, wait_for().
+    module: the Python module whose `run --config` is started (a lab tool that runs like the
+    proxy: afxdp_proxy.lab.bench.null)."""
 
     def __init__(self, ns: str, config_toml: str, name: str, quiet: bool = True,
-                 args: Sequence[str] = ()) -> None:
+                 args: Sequence[str] = (), module: str = "afxdp_proxy") -> None:
         self.ns = ns
         self.name = name
+        self.module = module
         fd, path = tempfile.mkstemp(prefix="afxdp-proxy-", suffix=".toml")
         os.close(fd)
         self.config_path = Path(path)
@@ -52,7 +55,7 @@ class ProxyProcess:
             self._lines.append(line)
 
     def start(self, timeout: float = 15.0) -> ProxyProcess:
-        argv = [sys.executable, "-m", "afxdp_proxy", "run", "--config", str(self.config_path), *self.args]
+        argv = [sys.executable, "-m", self.module, "run", "--config", str(self.config_path), *self.args]
         if self.quiet:
             argv.append("--quiet")
         self._lines = []

@@ -3,7 +3,8 @@
 Ratios pair samples of the same repetition and depth: a variant's figure over
 its topology's baseline (TCP, packet rate, latency), a BPF program's cost over
 the LRU-update floor timed in the same invocation, one variant over another
-(static / kernel-hash, afxdp / kernel-hash). Summaries are the median and the
+(static / kernel-hash, afxdp / kernel-hash, afxdp / afxdp-null: the proxy over the floor of
+AF_XDP on the same path). Summaries are the median and the
 min-max over repetitions.
 """
 
@@ -22,8 +23,9 @@ VS_BASELINE = ("tcp_gbps", "mpps_64", "mpps_1500", "rtt_p50_us", "rtt_p99_us")
 # BPF costs divided by the LRU-update floor of the same invocation
 VS_FLOOR = {"bpf_rx_ns": "floor_lru_ns", "bpf_tx_ns": "floor_lru_ns"}
 DYN = "dynamic"
-# side-by-side comparisons the issues ask for: static vs caching, AF_XDP vs XDP, meta vs hash key
-PAIRS = (("static", "kernel-hash"), ("afxdp", "kernel-hash"), ("afxdp-2q", "kernel-hash"),
+# side-by-side comparisons the issues ask for: static vs caching, AF_XDP vs XDP, the AF_XDP proxy vs
+# AF_XDP's floor (afxdp-null: the same sockets and loop, no engine), meta vs hash key
+PAIRS = (("static", "kernel-hash"), ("afxdp", "kernel-hash"), ("afxdp", "afxdp-null"), ("afxdp-2q", "kernel-hash"),
          ("kernel-meta", "kernel-hash-inline"))
 ALL = "all"  # a baseline's samples of every depth slot
 
@@ -236,8 +238,10 @@ def markdown(doc: dict[str, Any]) -> str:
             def vs_base(metric: str, m: dict[str, Any] = m, base: bool = base) -> str:
                 return "" if base else _ratio_cell(m.get(metric))
 
+            # a proxy run on plain IP (the floor) is measured in each depth slot all the same
+            labels = "none" if base else d if doc["variants"][v].get("labelled", True) else f"none ({d})"
             lines.append(
-                f"| {v} | {'none' if base else d} | {cell(m.get('tcp_gbps'))} | {vs_base('tcp_gbps')} "
+                f"| {v} | {labels} | {cell(m.get('tcp_gbps'))} | {vs_base('tcp_gbps')} "
                 f"| {cell(m.get('mpps_64'), 3)} | {vs_base('mpps_64')} | {_pct(_loss(doc, v, d, 64))} "
                 f"| {cell(m.get('mpps_1500'), 3)} | {vs_base('mpps_1500')} "
                 f"| {cell(m.get('rtt_p50_us'), 0)} | {cell(m.get('rtt_p99_us'), 0)} "
@@ -255,7 +259,7 @@ def markdown(doc: dict[str, Any]) -> str:
         if e:
             n = [x["detail"]["compared"] for x in doc["samples"] if x["variant"] == v and x["metric"] == "fidelity"]
             lines.append(f"| {v} | {_pct(e)} | {sum(n)} |")
-        elif doc["variants"][v]["baseline"] != v:
+        elif doc["variants"][v].get("labelled", doc["variants"][v]["baseline"] != v):
             lines.append(f"| {v} | unavailable ({_reasons(doc, v, DYN) or 'no sample'}) | |")
     lines += ["", "## Headline numbers", "", *_headline_lines(head)]
     shared = [p for p in doc.get("points", []) if p.get("others", {}).get("foreign_namespaces")]

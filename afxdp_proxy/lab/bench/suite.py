@@ -127,7 +127,7 @@ class Run:
 
 
 def _stacks_for(v: Variant, depth: int | None, tb: Testbed) -> list[list[Any]]:
-    if v.is_baseline:
+    if not v.labelled:
         return []
     return dynamic_stacks(tb.sf_label) if depth is DYNAMIC else [costs.chain(depth)]
 
@@ -140,7 +140,7 @@ def _start_proxy(run: Run, tb: Testbed, v: Variant, depth: int | None, rep: int
     proxy = None
     if reason is None:
         try:
-            proxy = ProxyProcess(tb.ns_proxy, toml, name=f"{tb.prefix}-{v.name}").start()
+            proxy = ProxyProcess(tb.ns_proxy, toml, name=f"{tb.prefix}-{v.name}", module=v.runner).start()
         except (RuntimeError, TimeoutError) as e:
             reason = f"proxy did not start: {_one_line(str(e))}"
     if proxy is None:
@@ -218,7 +218,7 @@ def point(run: Run, tb: Testbed, gen: Generator, v: Variant, depth: int | None, 
     record: dict[str, Any] = {"variant": v.name, "depth": depth, "rep": rep, "programs": progs,
                               "others": others(run)}
     try:
-        stack = costs.chain(depth) if depth is not DYNAMIC and not v.is_baseline else []
+        stack = costs.chain(depth) if depth is not DYNAMIC and v.labelled else []
         if depth is DYNAMIC:
             _measure(run, "fidelity", rep, v, depth, lambda: metrics.fidelity(tb, s.fidelity_seconds), progress,
                      fidelity="value")
@@ -275,7 +275,7 @@ def plan(run: Run) -> list[tuple[int, int | None, Variant]]:
         k = rep % len(live) if live else 0
         order = live[k:] + live[:k]
         for depth in (*s.depths, DYNAMIC):
-            out += [(rep, depth, v) for v in order if not (depth is DYNAMIC and v.is_baseline)]
+            out += [(rep, depth, v) for v in order if not (depth is DYNAMIC and not v.labelled)]
     return out
 
 
@@ -300,7 +300,8 @@ def document(run: Run, env: dict[str, Any], started: float) -> dict[str, Any]:
         },
         "environment": env,
         "variants": {v.name: {"topology": v.topology, "backend": v.backend, "key": v.key, "queues": v.queues,
-                              "baseline": v.baseline, "about": v.about,
+                              "baseline": v.baseline, "labelled": v.labelled, "runner": v.runner,
+                              "floor": v.floor, "about": v.about,
                               "unavailable": run.whole_run_unavailable.get(v.name)} for v in run.variants},
         "samples": run.samples,
         "unavailable": run.unavailable,
@@ -396,7 +397,7 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--depths", type=_ints, help="label depths, e.g. 1,2,4,8,12,16 (the default)")
     p.add_argument("--reps", type=int, help="repetitions (default 3; --quick 1)")
     p.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} "
-                   f"(default {','.join(DEFAULT)}; the baselines they need are added)")
+                   f"(default {','.join(DEFAULT)}; the baselines and floors they need are added)")
     p.add_argument("--seconds", type=float, help="iperf3 time per point (default 5; --quick 1)")
     p.add_argument("--out", default="results", help="output directory (default results/)")
     p.set_defaults(func=main)

@@ -1,8 +1,11 @@
-"""What the comparative benchmark compares: a baseline per topology and the proxies.
+"""What the comparative benchmark compares: a baseline per topology, the proxies, and the
+floor of the AF_XDP path.
 
 Every proxied variant runs as an operator runs it, ``afxdp-proxy run`` in the
 proxy namespace (ProxyProcess), with the configuration the testbed writes for
-it. A variant whose configuration is refused or whose proxy does not start is
+it; the floor, afxdp-null, runs the same afxdp configuration through the lab's
+null forwarder (afxdp_proxy.lab.bench.null) and comes with every run of afxdp.
+A variant whose configuration is refused or whose proxy does not start is
 reported as unavailable with the reason, never as a number.
 """
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from afxdp_proxy.config import ConfigError, parse_config
+from afxdp_proxy.lab.bench import null
 from afxdp_proxy.lab.bench.costs import chain
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 
@@ -25,10 +29,18 @@ class Variant:
     key: str = "hash"
     queues: int | None = None  # afxdp: [proxy] queues
     about: str = ""
+    runner: str = "afxdp_proxy"  # the module whose `run --config` starts it: the product, or a lab tool
+    plain: bool = False  # the sender sends plain IP, as for a baseline, though a proxy runs
+    floor: str | None = None  # the variant measured with this one, whose figures it is set against
 
     @property
     def is_baseline(self) -> bool:
         return self.backend is None
+
+    @property
+    def labelled(self) -> bool:
+        """The sender pushes label stacks (depth slots, fidelity) for it."""
+        return not self.is_baseline and not self.plain
 
     @property
     def bed(self) -> tuple[str, int | None]:
@@ -69,7 +81,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("baseline", "attached", None, about="plain IP through the attached topology: no labels, no proxy"),
     Variant("static", "attached", "static", about="static proxy: pushes its one configured stack"),
     Variant("kernel-hash", "attached", "kernel", "hash", about="caching proxy in XDP, key = header hash"),
-    Variant("afxdp", "attached", "afxdp", about="caching proxy in user space over AF_XDP, 1 queue"),
+    Variant("afxdp", "attached", "afxdp", about="caching proxy in user space over AF_XDP, 1 queue",
+            floor="afxdp-null"),
+    Variant("afxdp-null", "attached", "afxdp", runner=null.MODULE, plain=True,
+            about="the floor of AF_XDP on this path: afxdp's sockets, rings and worker loop forwarding plain IP "
+                  "untouched but for the MACs (no parse, no cache), same depths as afxdp, no labels"),
     Variant("afxdp-2q", "attached", "afxdp", queues=2,
             about="caching proxy over AF_XDP, 2 queues, on a testbed with 2-queue veths (vs the 1-queue baseline)"),
     Variant("baseline-inline", "inline", None, about="plain IP through the inline topology: no labels, no proxy"),
@@ -81,11 +97,16 @@ DEFAULT = ("baseline", "static", "kernel-hash", "kernel-meta", "kernel-hash-inli
 
 
 def select(names: list[str]) -> list[Variant]:
-    """The named variants plus the baselines they need, baselines first, order kept otherwise."""
+    """The named variants plus the baselines and floors they need, baselines first, each floor
+    after its variant, order kept otherwise."""
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
-    chosen = [VARIANTS[n] for n in dict.fromkeys(names)]
+    chosen: dict[Variant, None] = {}
+    for n in names:
+        chosen[VARIANTS[n]] = None
+        if VARIANTS[n].floor:
+            chosen.setdefault(VARIANTS[VARIANTS[n].floor])
     needed = dict.fromkeys(v.baseline for v in chosen)
     bases = [VARIANTS[b] for b in needed]
     return bases + [v for v in chosen if not v.is_baseline]
