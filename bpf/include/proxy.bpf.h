@@ -9,6 +9,7 @@
 #include "push.shared.h"
 #include "cache.shared.h"
 #include "host.bpf.h"
+#include "trace.bpf.h"
 
 /* Set by the loader before load (libbpf .rodata). */
 const volatile struct axp_config axp_cfg = {};
@@ -116,6 +117,17 @@ static __always_inline void axp_count_frame(__u32 sf, __u32 seen, __u32 reason)
 {
 	axp_count(sf, seen);
 	axp_count(sf, reason);
+}
+
+/*
+ * axp_count_frame for a frame whose packet may be traced: its verdict (the
+ * reason) is reported too, with e, the stack it leaves with (TX), if any.
+ */
+static __always_inline void axp_count_done(struct axp_trace_pkt *t, __u32 sf, __u32 seen, __u32 reason,
+					   const struct axp_entry *e)
+{
+	axp_count_frame(sf, seen, reason);
+	axp_trace_done(t, seen == AXP_CNT_RX_PACKETS ? AXP_TRACE_RX_DONE : AXP_TRACE_TX_DONE, reason, sf, e);
 }
 
 /*
@@ -253,12 +265,13 @@ static __always_inline struct axp_cache_set *axp_cache_set_of(__u64 h)
 #define axp_cache_in_memory(p) __asm__ __volatile__("" : : "r"(p) : "memory")
 
 /*
- * Cache the packet's stack (e->rx_ns: its RX time) and count what the cache
- * did. Returns 0 when cached; the packet is to be dropped on -1 (no set: a
- * loader that sized the map wrong; or its lock still held after
+ * Cache the packet's stack (e->rx_ns: its RX time), count what the cache
+ * did and trace it. Returns 0 when cached; the packet is to be dropped on -1
+ * (no set: a loader that sized the map wrong; or its lock still held after
  * AXP_CACHE_SPIN_MAX tries) and -2 (max_per_key, or its set full of its key).
  */
-static __always_inline int axp_cache_insert(const struct axp_key *key, const struct axp_entry *e)
+static __always_inline int axp_cache_insert(const struct axp_key *key, const struct axp_entry *e,
+					    struct axp_trace_pkt *t)
 {
 	__u64 h, max_dwell_ns = axp_cfg.max_dwell_ns;
 	__u32 max_per_key = axp_cfg.max_per_key;
@@ -269,10 +282,13 @@ static __always_inline int axp_cache_insert(const struct axp_key *key, const str
 	axp_cache_in_memory(e);
 	h = axp_cache_hash(key);
 	s = axp_cache_set_of(h);
-	if (!s || !axp_cache_lock(s))
+	if (!s || !axp_cache_lock(s)) {
+		axp_trace_insert(t, AXP_CACHE_MISS, 0, 0);
 		return -1;
+	}
 	axp_cache_set_insert(s, key, axp_cache_tag(h), e, max_dwell_ns, max_per_key, &o);
 	axp_cache_unlock(s);
+	axp_trace_insert(t, o.result, o.expired, o.evicted);
 	/* the runs freed or pushed out are counted in the row of the SF whose insert did it */
 	if (o.expired)
 		axp_count_add(e->sf, AXP_CNT_EXPIRED, o.expired);
@@ -374,15 +390,16 @@ static __always_inline int axp_last_take(__u32 sf, struct axp_entry *e)
  * where the host's own traffic has no entry either) last acts as pass, and so
  * it does while no stack went to the SF yet.
  */
-static __always_inline int axp_tx_miss(__u32 row, struct axp_entry *e, int may_last)
+static __always_inline int axp_tx_miss(__u32 row, struct axp_entry *e, int may_last,
+				       struct axp_trace_pkt *t)
 {
 	if (axp_cfg.on_miss == AXP_MISS_DROP) {
-		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP);
+		axp_count_done(t, row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP, NULL);
 		return AXP_MISS_DROP;
 	}
 	if (axp_cfg.on_miss == AXP_MISS_LAST && may_last && row < AXP_MAX_SFS && !axp_last_take(row, e))
 		return AXP_MISS_LAST;
-	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
+	axp_count_done(t, row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS, NULL);
 	return AXP_MISS_PASS;
 }
 
