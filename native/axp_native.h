@@ -14,6 +14,7 @@
 #endif
 #include "proxy.shared.h"
 #include "axp_xsk.h" /* the AF_XDP backend: engine, per-packet functions, sockets */
+#include "axp_trace.h" /* `afxdp-proxy trace`: the workers' event ring, readers of both backends */
 
 struct bpf_object;
 
