@@ -24,12 +24,15 @@ Times are CLOCK_MONOTONIC ns (``bpf_ktime_get_ns``; the workers' ``axp_now_ns``)
 from __future__ import annotations
 
 import ipaddress
+import json
 import mmap
 import os
 import socket
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from afxdp_proxy import bpf, cache, counters, state
 from afxdp_proxy._native import ffi, lib
@@ -44,6 +47,7 @@ HASH_SHIFT = lib.AXP_TRACE_HASH_SHIFT
 AREA_SLOTS = lib.AXP_TRACE_AREA_SLOTS
 READ_BATCH = 256  # events copied out of a ring per call
 MAX_SAMPLE = 1 << 31  # the hash bits above the tag: 48, of which the mask takes up to 31
+DEFAULT_SAMPLE = 1024  # --sample without filters: cheap enough for a loaded production proxy
 
 INSERT_RESULTS = {
     cache.OPENED: "a run of its own",
@@ -210,13 +214,24 @@ def owner_alive(pid: int) -> bool:
 
 class Control:
     """A running proxy's struct axp_trace_ctl: the kernel backend's ``.data.trace`` map
-    (``ctl_map``) or an afxdp backend's mapped area (``area``, a ``struct axp_trace_area *``)."""
+    (``ctl_map``) or an afxdp backend's mapped area (``area``, a ``struct axp_trace_area *``;
+    ``mapping``: the mmap it lies in, when this Control is to close it)."""
 
-    def __init__(self, ctl_map: bpf.Map | None = None, area: Any = None) -> None:
+    def __init__(self, ctl_map: bpf.Map | None = None, area: Any = None, mapping: mmap.mmap | None = None) -> None:
         if (ctl_map is None) == (area is None):
             raise ValueError("a ctl map or an area")
         self._map = ctl_map
         self._area = area
+        self._mapping = mapping
+
+    @property
+    def area(self) -> Any:
+        return self._area
+
+    @property
+    def size(self) -> int:
+        """Bytes of the area (0 for a map)."""
+        return len(self._mapping) if self._mapping is not None else 0
 
     def read(self) -> Any:
         """A copy of the ctl (``struct axp_trace_ctl *``)."""
@@ -244,6 +259,32 @@ class Control:
     def close(self) -> None:
         if self._map is not None:
             self._map.close()
+        if self._mapping is not None:
+            ffi.release(self._area)
+            self._mapping.close()
+            self._mapping = None
+
+
+def control_of(info: dict[str, Any]) -> Control:
+    """The ctl of the running proxy a state file entry describes (``state.running()[name]``).
+    TraceError when the backend has none (static, or a proxy of a version without trace)."""
+    backend = info.get("backend")
+    if backend == "static":
+        raise TraceError("the static proxy has no key to follow a packet by: trace the kernel or afxdp backend")
+    if backend == "afxdp":
+        path = info.get("trace_file")
+        if not path:
+            raise TraceError("this afxdp proxy has no trace area: it was started by a version without trace")
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            mm = mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        return Control(area=ffi.from_buffer("struct axp_trace_area *", mm), mapping=mm)
+    maps = info.get("maps", {})
+    if "trace_ctl" not in maps:
+        raise TraceError("this proxy has no trace maps: it was started by a version without trace")
+    return Control(ctl_map=bpf.Map.from_id(maps["trace_ctl"], "uint32_t", "struct axp_trace_ctl"))
 
 
 def release_orphan(control: Control) -> int:
@@ -363,35 +404,20 @@ class Tracer:
     def __init__(self, info: dict[str, Any]) -> None:
         self.info = info
         self.pid = os.getpid()
-        self._held: list[Any] = []
-        backend = info.get("backend")
-        if backend == "static":
-            raise TraceError("the static proxy has no key to follow a packet by: trace the kernel or afxdp backend")
-        if backend == "afxdp":
-            path = info.get("trace_file")
-            if not path:
-                raise TraceError("this afxdp proxy has no trace area: it was started by a version without trace")
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            try:
-                size = os.fstat(fd).st_size
-                mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            finally:
-                os.close(fd)
-            area = ffi.from_buffer("struct axp_trace_area *", mm)
-            self._held += [mm, area]
-            self.control = Control(area=area)
-            self.reader = Reader(area=area, size=size)
-        else:
-            maps = info.get("maps", {})
-            if "trace_ctl" not in maps:
-                raise TraceError("this proxy has no trace maps: it was started by a version without trace")
-            self.control = Control(ctl_map=bpf.Map.from_id(maps["trace_ctl"], "uint32_t", "struct axp_trace_ctl"))
-            fd = bpf.check(lib.axp_map_fd_by_id(maps["trace_events"]), "the trace ring buffer")
-            try:
-                self.reader = Reader(ringbuf_fd=fd)
-            finally:
-                lib.axp_close_fd(fd)
         self.started = False
+        self.control = control_of(info)
+        try:
+            if self.control.area is not None:
+                self.reader = Reader(area=self.control.area, size=self.control.size)
+            else:
+                fd = bpf.check(lib.axp_map_fd_by_id(info["maps"]["trace_events"]), "the trace ring buffer")
+                try:
+                    self.reader = Reader(ringbuf_fd=fd)
+                finally:
+                    lib.axp_close_fd(fd)
+        except BaseException:
+            self.control.close()
+            raise
 
     def start(self, sampling: Sampling) -> None:
         """Drop what an earlier trace left in the ring, then sample. TraceError while another
@@ -421,12 +447,6 @@ class Tracer:
         self.stop()
         self.reader.close()
         self.control.close()
-        for obj in reversed(self._held):
-            if isinstance(obj, mmap.mmap):
-                obj.close()
-            else:
-                ffi.release(obj)
-        self._held = []
 
 
 # ---------------------------------------------------------------------- packets
@@ -474,6 +494,7 @@ class Packet:
         """A head line (flow, SF, hash), then one line per stage with µs since the first."""
         t0 = self.events[0].ts_ns
         head = f"{flow_of(self.key) or 'no key seen'}  SF {_sf_name(self.sf, sf_names)}  hash {self.hash:#018x}"
+        why = why or ("its RX came before the trace" if self.stage(RX) is None else "")
         lines = [head + (f"  ({why})" if why else "")]
         for e in self.events:
             if e.stage == TAKE and e.result == cache.HIT:
@@ -542,8 +563,13 @@ def _stage_dict(e: Event, t0: int, sf_names: Sequence[str]) -> dict[str, Any]:
         d["bytes"] = e.value
     if e.labels or e.stage in (RX, TAKE, TX_DONE):
         d["stack"] = [w >> 12 for w in e.labels]
-        d["lse"] = [Lse.decode(w).__dict__ for w in e.labels]
+        d["lse"] = [_lse(w) for w in e.labels]
     return d
+
+
+def _lse(word: int) -> dict[str, int]:
+    e = Lse.decode(word)
+    return {"label": e.label, "tc": e.tc, "s": int(e.bos), "ttl": e.ttl}
 
 
 class Packets:
@@ -597,7 +623,7 @@ class Packets:
 def wait_reason(p: Packet, wait: float) -> str:
     """Why an expired or left-over packet has no TX side: a line's note."""
     if p.stage(RX) is None:
-        return "its RX was before the trace"
+        return "its RX came before the trace"
     if p.in_sf:
         return f"no TX within {wait:g} s: still in the SF, dropped by it, or its key changed there"
     return "incomplete"
@@ -608,3 +634,64 @@ def describe(info: dict[str, Any], name: str, sampling: Sampling) -> str:
     return (f"tracing {name} ({info['backend']} backend, pid {info['pid']}): {sampling}; "
             "Ctrl-C to stop")
 
+
+
+# ---------------------------------------------------------------------- the command's loop
+
+WAIT = 1.0  # seconds a popped packet's TX side is waited for before it is shown without
+POLL = 0.02  # seconds between reads of the ring: events carry their own times
+
+
+@dataclass
+class Summary:
+    """What a trace saw: packets shown, how many of them complete, events the data path lost."""
+
+    packets: int = 0
+    complete: int = 0
+    lost: int = 0
+
+    def line(self) -> str:
+        lost = f"; {self.lost} events lost (the ring was full: sample fewer)" if self.lost else ""
+        return f"{self.packets} packets traced, {self.complete} followed from RX to TX or to their drop{lost}"
+
+
+def follow(tracer: Tracer, out: TextIO, sf_names: Sequence[str] = (), count: int = 0, seconds: float = 0.0,
+           as_json: bool = False, stop: threading.Event | None = None,
+           alive: Callable[[], bool] | None = None) -> Summary:
+    """Print sampled packets as they complete (text: a block per packet; as_json: an object a
+    line) until `count` packets (0: no limit), `seconds` (0: no limit) or `stop`; then the
+    packets still open. The tracer must be started. TraceError when `alive` (asked about once
+    a second) says the proxy has gone."""
+    stop = stop or threading.Event()
+    packets, summary = Packets(WAIT), Summary()
+    t0 = checked = time.monotonic()
+
+    def show(ps: Iterable[Packet], why: Callable[[Packet], str] = lambda p: "") -> bool:
+        for p in ps:
+            if as_json:
+                out.write(json.dumps(p.as_dict(sf_names)) + "\n")
+            else:
+                out.write(p.text(sf_names, why(p)) + "\n\n")
+            summary.packets += 1
+            summary.complete += p.complete
+            if count and summary.packets >= count:
+                out.flush()
+                return True
+        out.flush()
+        return False
+
+    done = False
+    while not done:
+        now = time.monotonic()
+        done = show(packets.feed(tracer.read(), now)) or show(packets.expire(now), lambda p: wait_reason(p, WAIT))
+        if done or (seconds and now - t0 >= seconds) or stop.wait(POLL):
+            break
+        if alive is not None and now - checked >= 1.0:
+            checked = now
+            if not alive():
+                raise TraceError("the proxy has stopped")
+    if not done:
+        show(packets.feed(tracer.read(), time.monotonic()))
+        show(packets.rest(), lambda p: "the trace ended before its TX" if p.in_sf else wait_reason(p, WAIT))
+    summary.lost = tracer.lost()
+    return summary
