@@ -3,9 +3,12 @@
  * The trace rings (see axp_trace.h): the AF_XDP workers' area and the
  * readers of both backends' rings.
  */
+#define _GNU_SOURCE /* sched_getcpu */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
 
@@ -60,6 +63,31 @@ void axp_trace_put(struct axp_trace_area *a, const struct axp_trace_event *ev)
 	}
 	s->ev = *ev;
 	__atomic_store_n(&s->seq, pos + 1, __ATOMIC_RELEASE);
+}
+
+void axp_trace_report(struct axp_trace_area *a, uint32_t stage, uint32_t result, uint64_t hash,
+		      uint32_t sf, uint64_t value, const struct axp_key *key, const struct axp_entry *e)
+{
+	struct axp_trace_event ev = {
+		.hash = hash,
+		.value = value,
+		.result = (uint16_t)result,
+		.stage = (uint8_t)stage,
+		.sf = (uint8_t)sf,
+	};
+	struct timespec ts;
+	int cpu = sched_getcpu();
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ev.ts_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	ev.cpu = cpu < 0 ? 0 : (uint32_t)cpu;
+	if (key)
+		ev.key = *key;
+	if (e) {
+		ev.depth = e->depth;
+		memcpy(ev.labels, e->labels, sizeof(ev.labels));
+	}
+	axp_trace_put(a, &ev);
 }
 
 struct axp_trace_reader {

@@ -47,6 +47,20 @@ size_t axp_trace_area_size(uint32_t slots);
 int axp_trace_area_init(void *mem, size_t size, uint32_t slots);
 /* One event into the ring; a full ring drops it and counts ctl.lost. Any thread. */
 void axp_trace_put(struct axp_trace_area *a, const struct axp_trace_event *ev);
+/*
+ * The engine's report of one stage of a sampled packet (see trace.shared.h), stamped now
+ * (CLOCK_MONOTONIC) on the calling thread's CPU; key and e (its depth and labels) may be NULL.
+ */
+void axp_trace_report(struct axp_trace_area *a, uint32_t stage, uint32_t result, uint64_t hash,
+		      uint32_t sf, uint64_t value, const struct axp_key *key, const struct axp_entry *e);
+
+#ifndef AXP_CDEF
+/* 1 while a trace samples: what an unsampled packet pays is this load (a: NULL without an area). */
+static inline int axp_trace_on(const struct axp_trace_area *a)
+{
+	return a && __atomic_load_n(&a->ctl.on, __ATOMIC_RELAXED);
+}
+#endif
 
 struct axp_trace_reader;
 
