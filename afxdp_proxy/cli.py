@@ -317,16 +317,23 @@ def pick_instance(live: dict[str, dict], name: str | None, netns_id: str) -> str
     raise LookupError(f"several proxies run ({', '.join(here or live)}); pick one with --name")
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
-    from afxdp_proxy import bpf, counters, state
-    from afxdp_proxy.runner import summary
+def running_instance(name: str | None) -> tuple[str, dict]:
+    """The running proxy a command is about (pick_instance) and its state file entry."""
+    from afxdp_proxy import state
 
     live = state.running()
+    name = pick_instance(live, name, state.netns_id())
+    return name, live[name]
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from afxdp_proxy import bpf, counters
+    from afxdp_proxy.runner import summary
+
     try:
-        name = pick_instance(live, args.name, state.netns_id())
+        name, info = running_instance(args.name)
     except LookupError as e:
         return _err(str(e), 1)
-    info = live[name]
     sf_names = list(info.get("sfs", []))
     if info["backend"] == "afxdp":
         # the workers' counters live in the proxy process, shared through a mapped file
@@ -372,12 +379,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
         sampling = trace.Sampling.nearest(every, args.label, flow)
     except ValueError as e:
         return _err(f"trace: {e}", 2)
-    live = state.running()
     try:
-        name = pick_instance(live, args.name, state.netns_id())
+        name, info = running_instance(args.name)
     except LookupError as e:
         return _err(str(e), 2)
-    info = live[name]
     if flow and info.get("key") == "meta":
         return _err('trace: --flow: key = "meta" holds no addresses or ports; trace by --label', 2)
     try:

@@ -202,16 +202,6 @@ class Sampling:
 # ---------------------------------------------------------------------- the data path's ctl
 
 
-def owner_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Control:
     """A running proxy's struct axp_trace_ctl: the kernel backend's ``.data.trace`` map
     (``ctl_map``) or an afxdp backend's mapped area (``area``, a ``struct axp_trace_area *``;
@@ -291,7 +281,7 @@ def release_orphan(control: Control) -> int:
     """Clear the ctl when the trace that set it has gone (a killed `trace`): the proxies call
     it once a second. Returns the gone tracer's pid, or 0."""
     c = control.read()
-    if c.on and c.owner and not owner_alive(c.owner):
+    if c.on and c.owner and not state.alive(c.owner):
         control.clear()
         return int(c.owner)
     return 0
@@ -306,12 +296,7 @@ class TraceFile:
         state.STATE_DIR.mkdir(parents=True, exist_ok=True)
         self.path = state.STATE_DIR / f"{name}.{os.getpid()}.{id(self):x}.trace"
         self.size = lib.axp_trace_area_size(slots)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.ftruncate(fd, self.size)
-            self.map = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
+        self.map = state.map_shared(self.path, self.size, mode=0o600)  # its ctl is what to sample
         self.area = ffi.from_buffer("struct axp_trace_area *", self.map)
         bpf.check(lib.axp_trace_area_init(self.area, self.size, slots), "trace area")
         self.control = Control(area=self.area)
@@ -423,7 +408,7 @@ class Tracer:
         """Drop what an earlier trace left in the ring, then sample. TraceError while another
         live trace holds the proxy."""
         c = self.control.read()
-        if c.on and c.owner and c.owner != self.pid and owner_alive(c.owner):
+        if c.on and c.owner and c.owner != self.pid and state.alive(c.owner):
             raise TraceError(f"another trace (pid {c.owner}) is following packets through this proxy; "
                              "one at a time")
         self.reader.read()
