@@ -2,7 +2,7 @@
 
 Slots are ``enum axp_counter`` (``bpf/include/proxy.shared.h``: the kernel backend and the
 afxdp backend's engine count alike) followed, in the afxdp backend, by ``enum axp_xsk_counter``
-(``native/axp_xsk.h``: sockets, rings, batching). Names come from those enums through cffi
+(``native/axp_engine.h``: sockets, rings, batching). Names come from those enums through cffi
 (``AXP_CNT_RX_POPPED`` -> ``rx_popped``); what each one means, and what the proxy did with the
 frame, is :data:`TABLE` below (a test holds the two to each other and to the README).
 

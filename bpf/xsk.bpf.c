@@ -30,7 +30,7 @@
 #include "host.bpf.h"
 #include "role.shared.h"
 
-/* frames for a queue without a socket: AXP_XCNT_XDP_NO_SOCKET in native/axp_xsk.h */
+/* frames for a queue without a socket: AXP_XCNT_XDP_NO_SOCKET in native/axp_engine.h */
 #define AXP_XSK_CNT_NO_SOCKET AXP_CNT_MAX
 #define AXP_XSK_CNT_SLOTS (AXP_CNT_MAX + 1) /* slots of a counter row here */
 

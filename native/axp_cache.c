@@ -9,13 +9,7 @@
 #include <sys/mman.h>
 
 #include "axp_cache.h"
-
-static inline void axp_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#endif
-}
+#include "axp_internal.h"
 
 /*
  * A set's lock field, taken with C atomics (the BPF programs take it with the set's

@@ -13,7 +13,10 @@
 #include <stdint.h>
 #endif
 #include "proxy.shared.h"
-#include "axp_xsk.h" /* the AF_XDP backend: engine, per-packet functions, sockets */
+/* the AF_XDP backend: the per-packet engine, its micro-benchmark, the sockets and their loop */
+#include "axp_engine.h"
+#include "axp_bench.h"
+#include "axp_xsk.h"
 #include "axp_trace.h" /* `afxdp-proxy trace`: the workers' event ring, readers of both backends */
 
 struct bpf_object;

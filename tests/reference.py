@@ -1,7 +1,7 @@
 """A Python reference of the proxy's per-packet decisions, for differential tests.
 
 What ``axp_xdp_rx``, ``axp_tc_tx`` and ``axp_xdp_tx`` (bpf/proxy.bpf.c) and the AF_XDP
-engine's ``axp_rx_frame`` / ``axp_tx_frame`` (native/axp_xsk.c) do with one frame, written
+engine's ``axp_rx_frame`` / ``axp_tx_frame`` (native/axp_engine.c) do with one frame, written
 again from the README's counter table over the two oracles the package already has:
 ``afxdp_proxy.key`` (parser and key) and ``afxdp_proxy.cache.CacheModel`` (the cache). For
 each frame it says the verdict, the bytes that leave, and every counter bumped: exactly one

@@ -1,5 +1,6 @@
 """The AF_XDP proxy: a minimal XDP program hands frames to AF_XDP sockets and the
-C extension (native/axp_xsk.c) does the proxying in user space.
+C extension (native/axp_xsk.c, the socket loop, on native/axp_engine.c, the per-packet
+engine) does the proxying in user space.
 
 Attached topology only (AF_XDP transmits out of an interface; it cannot hand a
 packet to the local stack)::

@@ -6,7 +6,7 @@
  * known when the loader attaches (each backend picks the program, or the socket
  * path, of its roles), so only such an interface pays for this one test, and
  * the kernel backend (proxy.bpf.c), the AF_XDP front program (xsk.bpf.c) and
- * the AF_XDP engine (native/axp_xsk.c) all decide with this same function.
+ * the AF_XDP socket loop (native/axp_xsk.c) all decide with this same function.
  */
 #ifndef AXP_ROLE_SHARED_H
 #define AXP_ROLE_SHARED_H
