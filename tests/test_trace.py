@@ -17,9 +17,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from afxdp_proxy._native import ffi, lib
 from cases import CASES, POPPED, Case, Verdict
-from test_bpf_proxy import Proxy, make, pool  # noqa: F401  (the loaded-object fixtures)
+from test_bpf_proxy import SFS, Proxy, make, pool  # noqa: F401  (the loaded-object fixtures)
 
 from afxdp_proxy import bpf, cache, trace
+from afxdp_proxy.backends.afxdp import Engine
+from afxdp_proxy.backends.kernel import config_struct
+from afxdp_proxy.config import ProxyConfig
 from afxdp_proxy.key import ETH_HLEN, parse_mpls_frame
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.mpls import make_stack
@@ -375,3 +378,67 @@ def test_a_full_area_drops_new_events_and_counts_them() -> None:
     lib.axp_trace_report(area, TAKE, cache.HIT, 1, 0, 99, ffi.NULL, ffi.NULL)
     assert [e.value for e in reader.read()] == [99]
     reader.close()
+
+
+# ---- the AF_XDP engine: the same events as BPF ------------------------------------------------
+
+
+def _same(e: trace.Event) -> tuple[object, ...]:
+    """An event without what differs between two runs of one packet: its time, CPU, the dwell."""
+    return (e.stage, e.hash, e.sf, e.result, e.value if e.stage != TAKE else None, e.key, e.labels)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("case", POPPED, ids=lambda c: c.name)
+def test_the_engine_reports_what_bpf_reports(traced: Callable[..., Traced], case: Case) -> None:
+    """Each popped row of the table, sampled, through axp_xdp_rx/axp_xdp_tx and through the
+    engine's axp_rx_frame/axp_tx_frame: the same stages, hashes, SFs, results, keys and stacks."""
+    t = traced(topology="attached", **case.settings)
+    t.set(trace.Sampling())
+    r = t.px.rx(case.frame)
+    t.px.xdp_tx(r.data)
+    want = t.events()
+    eng = make_engine(**case.settings)
+    buf, area = _area(64)
+    try:
+        eng.set_trace(area)
+        trace.Control(area=area).write(trace.Sampling().ctl(owner=0))
+        reader = trace.Reader(area=area, size=len(ffi.buffer(buf)))
+        out = eng.rx(case.frame)
+        eng.tx(out.data, sf=out.sf)
+        got = reader.read()
+        reader.close()
+    finally:
+        eng.set_trace(ffi.NULL)
+        eng.close()
+    assert [_same(e) for e in got] == [_same(e) for e in want]
+    assert got[3].value > 0  # the dwell, measured by the engine's own clock
+
+
+@pytest.mark.parametrize("sample, label, n", [(1 << 20, 0, 0), (1, 4242, 0), (1, 0, 5)])
+def test_the_engine_samples_as_bpf_does(sample: int, label: int, n: int) -> None:
+    """Unsampled by hash or by label: nothing; sampled: every stage."""
+    case = POPPED[2]
+    eng = make_engine()
+    buf, area = _area(64)
+    h = cache.key_hash(key_of(case))
+    every = sample if not trace.sampled(h, sample) else sample << 1
+    try:
+        eng.set_trace(area)
+        trace.Control(area=area).write(trace.Sampling(every if n == 0 and not label else 1, label).ctl(owner=0))
+        reader = trace.Reader(area=area, size=len(ffi.buffer(buf)))
+        out = eng.rx(case.frame)
+        eng.tx(out.data, sf=out.sf)
+        assert len(reader.read()) == n
+        reader.close()
+    finally:
+        eng.set_trace(ffi.NULL)
+        eng.close()
+
+
+def make_engine(**settings: object) -> Engine:
+    cfg = ProxyConfig(backend="afxdp", **settings)  # type: ignore[arg-type]
+    eng = Engine(config_struct(cfg))
+    for idx, sf in SFS.items():
+        eng.add_sf(idx, sf.struct())
+    return eng
