@@ -10,16 +10,19 @@ byte or counter of any row of the packet table.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from afxdp_proxy._native import ffi, lib
 from cases import CASES, POPPED, Case, Verdict
 from test_bpf_proxy import SFS, Proxy, make, pool  # noqa: F401  (the loaded-object fixtures)
 
-from afxdp_proxy import bpf, cache, trace
+from afxdp_proxy import bpf, cache, cli, state, trace
 from afxdp_proxy.backends.afxdp import Engine
 from afxdp_proxy.backends.kernel import config_struct
 from afxdp_proxy.config import ProxyConfig
@@ -442,3 +445,62 @@ def make_engine(**settings: object) -> Engine:
     for idx, sf in SFS.items():
         eng.add_sf(idx, sf.struct())
     return eng
+
+
+# ---- the command's edges, no proxy needed ------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_a_proxy_clears_what_a_gone_tracer_left_on() -> None:
+    _, area = _area(8)
+    control = trace.Control(area=area)
+    control.write(trace.Sampling(4).ctl(owner=os.getpid()))
+    assert trace.release_orphan(control) == 0 and control.read().on == 1  # its tracer lives
+    gone = _dead_pid()
+    control.write(trace.Sampling(4).ctl(owner=gone))
+    assert trace.release_orphan(control) == gone
+    c = control.read()
+    assert (c.on, c.mask, c.owner) == (0, 0, 0)
+
+
+def test_the_trace_file_is_an_empty_area_and_goes_when_closed(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path)
+    f = trace.TraceFile("edge1")
+    assert f.path.parent == tmp_path and f.path.stat().st_mode & 0o777 == 0o600
+    assert f.area.slots == trace.AREA_SLOTS and f.control.read().on == 0
+    tracer = trace.Tracer({"backend": "afxdp", "pid": os.getpid(), "trace_file": str(f.path)})
+    tracer.start(trace.Sampling(2, 1000))
+    c = f.control.read()
+    assert (c.on, c.mask, c.label, c.owner) == (1, 1, 1000, os.getpid())
+    with pytest.raises(trace.TraceError, match="another trace"):
+        other = trace.Tracer({"backend": "afxdp", "pid": os.getpid(), "trace_file": str(f.path)})
+        other.pid = _dead_pid()  # as another process would be
+        try:
+            other.start(trace.Sampling())
+        finally:
+            other.close()
+    tracer.close()
+    assert f.control.read().on == 0
+    f.close()
+    assert not f.path.exists()
+
+
+@pytest.mark.parametrize("argv, error", [
+    (["trace", "--name", "nope"], "no running proxy named 'nope'"),
+    (["trace"], "no proxy is running"),
+    (["trace", "--flow", "tcp,1"], "PROTO,SRC,SPORT,DST,DPORT"),
+    (["trace", "--label", "2000000"], "label 2000000"),
+])
+def test_trace_refuses_in_one_line_with_exit_2(argv: list[str], error: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path)
+    assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("afxdp-proxy: error: ") and error in lines[0], lines
