@@ -60,6 +60,12 @@ def tag_of(h: int) -> int:
     return (h & _M16) | 1
 
 
+def is_timed(h: int, mask: int) -> bool:
+    """axp_cache_timed: whether a key's dwell time is measured, by hash bits 16-31 under mask
+    (dwell_sample - 1)."""
+    return not (h >> 16) & mask
+
+
 def is_stale(rx_ns: int, now: int, max_dwell_ns: int) -> bool:
     """axp_cache_is_stale: now - rx_ns > max_dwell_ns as signed 64-bit numbers, computed as the
     sign of max_dwell_ns - (now - rx_ns) (a run stamped after now is young)."""
@@ -142,10 +148,11 @@ class CacheModel:
     def set_of(self, key: bytes) -> int:
         return set_index(key_hash(key), len(self.sets))
 
-    def insert(self, key: bytes, entry: Entry) -> Outcome:
-        """Cache one packet; entry.rx_ns is its RX time, the cache's now."""
+    def insert(self, key: bytes, entry: Entry, now: int | None = None) -> Outcome:
+        """Cache one packet at now, the cache's clock (by default entry.rx_ns, its RX time, as in
+        the C cache; the BPF one ages by jiffies)."""
         s = self.sets[self.set_of(key)]
-        now = entry.rx_ns
+        now = entry.rx_ns if now is None else now
         free_w = newest_w = oldest_w = None
         key_pkts = expired = 0
         for w, run in enumerate(s.ways):

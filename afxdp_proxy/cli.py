@@ -346,7 +346,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             snap = counters.read_map(counters_map, counters.rows_of(len(sf_names)))
         finally:
             counters_map.close()
-    total = snap.total()
+    total = counters.with_dwell_timed(snap)
     in_flight = counters.in_flight_of(total)
     per_sf = snap.by_sf(sf_names)
     if args.json:

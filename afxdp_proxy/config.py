@@ -32,6 +32,9 @@ CACHE_MIN, CACHE_MAX = 16, 1 << 24
 DEFAULT_CACHE_ENTRIES = 65536
 DEFAULT_MAX_DWELL_MS, MAX_DWELL_MS = 1000, 3_600_000  # a run older than this is presumed lost
 DEFAULT_MAX_PER_KEY = 64  # packets with one key in flight, at most MAX_PER_KEY
+# the SF's dwell time is measured for 1 in dwell_sample keys (a power of two; 1: every packet): a
+# precise clock read costs tens of ns in BPF, per direction (axp_cache_timed, docs/benchmarks.md)
+DEFAULT_DWELL_SAMPLE, MAX_DWELL_SAMPLE = 16, 1 << 16
 # key = "meta": the bits of skb->mark that carry the key (README, "Meta keys and the SF's marks"):
 # the upper half, clear of kube-proxy's 0x4000/0x8000, the 0x0000ff00 masquerade and mark ranges,
 # policy-routing marks and connmark values of the lower half
@@ -102,6 +105,7 @@ class ProxyConfig:
     on_miss: str = "pass"
     max_dwell_ms: int = DEFAULT_MAX_DWELL_MS
     max_per_key: int = DEFAULT_MAX_PER_KEY
+    dwell_sample: int = DEFAULT_DWELL_SAMPLE
     ttl_model: str = "uniform"
     on_ttl_expired: str = "drop"
     sfs: tuple[SfConfig, ...] = field(default_factory=tuple)
@@ -120,7 +124,8 @@ class ProxyConfig:
         return -(-self.cache_entries // CACHE_WAYS)
 
 
-_PROXY_KEYS = {"backend", "key", "topology", "cache_entries", "on_miss", "max_dwell_ms", "max_per_key", "name",
+_PROXY_KEYS = {"backend", "key", "topology", "cache_entries", "on_miss", "max_dwell_ms", "max_per_key", "dwell_sample",
+               "name",
                "ttl_model", "on_ttl_expired", "meta_mark_mask", *XSK_KEYS}
 _SF_KEYS = {"name", "label", "net_in", "net_out", "to_sf", "from_sf", "sf_mac", "next_hop_mac", "static_stack",
             "vlan_in", "vlan_out", "reverse"}
@@ -137,6 +142,13 @@ def _choice(table: dict[str, Any], where: str, key: str, choices: tuple[str, ...
     if value not in choices:
         options = " | ".join(f'"{c}"' for c in choices)
         raise ConfigError(f"{where}.{key}: {value!r} is not one of {options}")
+    return value
+
+
+def _power_of_two(table: dict[str, Any], where: str, key: str, hi: int, default: int) -> int:
+    value = _int(table, where, key, 1, hi, default)
+    if value & (value - 1):
+        raise ConfigError(f"{where}.{key}: {value} is not a power of two; set one of 1, 2, 4, ... {hi}")
     return value
 
 
@@ -300,6 +312,7 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         on_miss=on_miss,
         max_dwell_ms=_int(proxy, "proxy", "max_dwell_ms", 1, MAX_DWELL_MS, DEFAULT_MAX_DWELL_MS),
         max_per_key=_int(proxy, "proxy", "max_per_key", 1, MAX_PER_KEY, DEFAULT_MAX_PER_KEY),
+        dwell_sample=_power_of_two(proxy, "proxy", "dwell_sample", MAX_DWELL_SAMPLE, DEFAULT_DWELL_SAMPLE),
         ttl_model=_choice(proxy, "proxy", "ttl_model", TTL_MODELS, "uniform"),
         on_ttl_expired=_choice(proxy, "proxy", "on_ttl_expired", TTL_ACTIONS, "drop"),
         sfs=sfs,

@@ -144,6 +144,22 @@ def dwell_bucket(ns: int) -> int:
     return min((ns >> 10).bit_length(), DWELL_BUCKETS - 1)
 
 
+# not a slot: the packets whose dwell time tx_dwell_ns and the histogram hold (1 in the config's
+# dwell_sample), the histogram's own count, given next to the counters summed over rows
+DWELL_TIMED = "tx_dwell_timed"
+
+
+def with_dwell_timed(snap: Snapshot) -> dict[str, int]:
+    """snap.total() and DWELL_TIMED: what `stats` and the proxy's own lines show."""
+    return {**snap.total(), DWELL_TIMED: sum(snap.dwell_hist())}
+
+
+def mean_dwell_us(counters: Mapping[str, int]) -> float | None:
+    """The SF's mean dwell time in us over the packets it was measured for (None: none yet)."""
+    timed = counters.get(DWELL_TIMED, 0)
+    return counters.get("tx_dwell_ns", 0) / timed / 1000 if timed else None
+
+
 def in_flight_of(counters: Mapping[str, int]) -> int:
     """Packets whose stacks the cache holds, from counters alone (exact for both backends):
     cache_inserts - cache_takes - evictions - expired."""

@@ -13,7 +13,8 @@ name, ``-`` for the row of frames of no SF), under the name :func:`metric_of` gi
   ``afxdp_proxy_frames_total{sf, direction}``, the sum of that direction's reasons;
 - the cache's books: ``afxdp_proxy_cache_{inserts,takes,evictions,expired}_total{sf}``, and the
   packets it holds now (the proxy's, exact): ``afxdp_proxy_cache_in_flight_packets``;
-- the SF's dwell time: the histogram ``afxdp_proxy_dwell_seconds{sf}`` (buckets of
+- the SF's dwell time, of 1 in ``dwell_sample`` packets: the histogram
+  ``afxdp_proxy_dwell_seconds{sf}`` (buckets of
   :func:`afxdp_proxy.counters.dwell_bounds_ns`, ``_sum`` from ``tx_dwell_ns``);
 - the afxdp backend's own figures (sockets, rings, batching; only where that backend runs):
   ``afxdp_proxy_xsk_events_total{sf, counter, action}``;
@@ -60,7 +61,8 @@ HELP = {
                          "prefix; action: drop, pass to the host's kernel, or forward through the proxy)",
     f"{PREFIX}_frames": "Frames the RX / TX side saw; each also counts in one afxdp_proxy_packets_total reason",
     XSK: "The afxdp backend's own figures (sockets, rings, batching); counter: its name in `run --help`",
-    DWELL: "The SF's dwell time (RX to TX of a cache hit), from the data path's power-of-two buckets",
+    DWELL: "The SF's dwell time (RX to TX of a cache hit) of 1 in dwell_sample cache hits, from the data "
+           "path's power-of-two buckets",
     f"{PREFIX}_cache_in_flight_packets": "Packets whose stacks the cache holds now: cache_inserts - cache_takes "
                                          "- evictions - expired, over every SF",
 }

@@ -14,7 +14,7 @@ from typing import TextIO
 from afxdp_proxy import metrics, signals, state
 from afxdp_proxy.backends import Backend, make_backend
 from afxdp_proxy.config import ConfigError, ProxyConfig, load_config
-from afxdp_proxy.counters import DROPS, in_flight_of
+from afxdp_proxy.counters import DROPS, in_flight_of, mean_dwell_us
 from afxdp_proxy.log import LOGGER as log
 from afxdp_proxy.log import fields
 from afxdp_proxy.reload import RestartNeeded
@@ -38,20 +38,20 @@ def live_line(now: dict[str, int], before: dict[str, int], dt: float, in_flight:
     drops = sum(now.get(k, 0) for k in DROPS)
     parts.append(f"drops {drops}")
     parts.append(f"in-flight {in_flight}")
-    hits = now.get("tx_pushed", 0) + now.get("tx_plain", 0)
-    if hits:
-        parts.append(f"dwell {now.get('tx_dwell_ns', 0) / hits / 1000:.1f}us")
+    dwell = mean_dwell_us(now)
+    if dwell is not None:
+        parts.append(f"dwell {dwell:.1f}us")
     return " | ".join(parts)
 
 
 def summary(counters: dict[str, int], in_flight: int) -> str:
     """Every counter, the packets in flight (cache_inserts - cache_takes - evictions - expired)
     and the SF's mean dwell time."""
-    returned = counters.get("tx_pushed", 0) + counters.get("tx_plain", 0)
     lines = [f"{name:22} {value}" for name, value in counters.items() if name != "tx_dwell_ns"]
     lines.append(f"{'in_flight':22} {in_flight}")
-    if returned:
-        lines.append(f"{'mean_dwell_us':22} {counters.get('tx_dwell_ns', 0) / returned / 1000:.1f}")
+    dwell = mean_dwell_us(counters)
+    if dwell is not None:
+        lines.append(f"{'mean_dwell_us':22} {dwell:.1f}")
     return "\n".join(lines)
 
 

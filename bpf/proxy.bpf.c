@@ -137,7 +137,6 @@ static __always_inline int axp_xdp_rx_path(struct xdp_md *ctx)
 		entry.depth = f.depth;
 		entry.sf = sf_idx;
 		entry.vlans = f.vlans;
-		entry.rx_ns = axp_now();
 		axp_trace_rx(&tr, &key, &entry, sf_idx, ctx);
 		res = axp_cache_insert(&key, &entry, &tr);
 		if (res) {
@@ -213,6 +212,7 @@ static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 i
 {
 	__u32 sf_idx, *idx;
 	__u64 dwell;
+	int timed;
 
 	if (axp_cfg.static_mode) {
 		idx = bpf_map_lookup_elem(&axp_tx_sf, &ifindex);
@@ -223,14 +223,17 @@ static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 i
 		return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 	}
 	axp_trace_tx(t, key);
-	if (axp_cache_take(key, entry)) {
+	timed = axp_cache_take(key, entry);
+	if (timed < 0) {
 		axp_trace_take(t, key, entry, 0, 0);
 		return NULL;
 	}
-	dwell = axp_now() - entry->rx_ns;
-	axp_trace_take(t, key, entry, 1, dwell);
-	axp_count_add(entry->sf, AXP_CNT_TX_DWELL_NS, dwell);
-	axp_count(entry->sf, AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell));
+	if (timed) {
+		dwell = axp_now() - entry->rx_ns;
+		axp_count_add(entry->sf, AXP_CNT_TX_DWELL_NS, dwell);
+		axp_count(entry->sf, AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell));
+	}
+	axp_trace_take(t, key, entry, 1, timed ? dwell : 0);
 	sf_idx = entry->sf;
 	return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 }

@@ -124,7 +124,8 @@ int axp_cache_insert_hashed(struct axp_cache *c, const struct axp_key *key, uint
 	struct axp_cache_set *s = &c->sets[axp_cache_set_index(h, c->nsets)];
 
 	axp_set_lock(c, s);
-	axp_cache_set_insert(s, key, axp_cache_tag(h), e, c->max_dwell_ns, c->max_per_key, out);
+	/* the C cache's clock is the packet's RX time, CLOCK_MONOTONIC */
+	axp_cache_set_insert(s, key, axp_cache_tag(h), e, e->rx_ns, c->max_dwell_ns, c->max_per_key, out);
 	axp_set_unlock(c, s);
 	return out->result;
 }

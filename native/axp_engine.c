@@ -528,10 +528,13 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	sf_idx = j->entry.sf;
 	row = axp_row(cnt, sf_idx);
 	row[AXP_CNT_CACHE_TAKES]++;
-	/* another worker may have stamped the entry after this batch read the clock */
-	dwell = now > j->entry.rx_ns ? now - j->entry.rx_ns : 0;
-	row[AXP_CNT_TX_DWELL_NS] += dwell;
-	row[AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell)]++;
+	/* the dwell time of the same keys as the kernel backend's (clock reads are per batch here) */
+	if (axp_cache_timed(j->hash, e->cfg.dwell_sample_mask)) {
+		/* another worker may have stamped the entry after this batch read the clock */
+		dwell = now > j->entry.rx_ns ? now - j->entry.rx_ns : 0;
+		row[AXP_CNT_TX_DWELL_NS] += dwell;
+		row[AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell)]++;
+	}
 push:
 	n = j->entry.depth;
 	sf_idx = j->entry.sf;

@@ -124,13 +124,14 @@ class Cfg:
     ttl_model: str = "uniform"
     on_ttl_expired: str = "drop"
     meta_mark_mask: int = DEFAULT_META_MARK_MASK
+    dwell_sample: int = 1  # every packet timed: exact RX stamps and dwell times to check
 
     def proxy_config(self) -> ProxyConfig:
         return ProxyConfig(
             backend="static" if self.static else "kernel", key=self.key_mode, topology=self.topology,
             cache_entries=self.cache_entries, on_miss=self.on_miss, max_dwell_ms=self.max_dwell_ms,
             max_per_key=self.max_per_key, ttl_model=self.ttl_model, on_ttl_expired=self.on_ttl_expired,
-            meta_mark_mask=self.meta_mark_mask,
+            meta_mark_mask=self.meta_mark_mask, dwell_sample=self.dwell_sample,
         )
 
     def __str__(self) -> str:
@@ -493,6 +494,40 @@ def test_counts_land_in_the_row_of_their_sf(make: Callable[..., Proxy], topology
     hist = snap.dwell_hist(1)
     assert sum(hist) == 1 and hist[counters.dwell_bucket(dwell)] == 1
     assert sum(snap.dwell_hist(0)) == sum(snap.dwell_hist(counters.NONE_ROW)) == 0
+
+
+def test_dwell_is_measured_for_the_sampled_keys_only(make: Callable[..., Proxy]) -> None:
+    """dwell_sample = 4: the packets whose key hash is_timed (1 in 4) get an RX stamp and a
+    dwell time at TX, counted in the histogram; the others neither (the cache ages them by
+    jiffies all the same). Every packet still gets its own stack back."""
+    px = make(dwell_sample=4)
+    keys, timed = [], 0
+    before = time.monotonic_ns()
+    for n in range(64):
+        frame, _, _ = frame_for(n, 0)
+        assert px.rx(frame).retval != bpf.XDP_DROP
+        key = parse_mpls_frame(frame).key
+        assert key is not None
+        keys.append(key)
+        timed += cache.is_timed(cache.key_hash(key), 3)
+    assert 4 <= timed <= 32  # about 16 of 64, by the hash
+    entries = px.entries()
+    for key in keys:
+        rx_ns = entries[key].rx_ns
+        if cache.is_timed(cache.key_hash(key), 3):
+            assert before < rx_ns <= time.monotonic_ns()
+        else:
+            assert rx_ns == 0
+    ageing = [run.rx_ns for run in px.runs()]  # jiffies in ns, the same few ticks for all
+    assert len(ageing) == 64 and max(ageing) - min(ageing) < SECOND
+    for n in range(64):
+        _, bare, stack = frame_for(n, 0)
+        assert_frame(px.tx(bare).data, _tx_want(bare, stack, "inline"))
+    snap = px.snapshot()
+    assert sum(snap.dwell_hist()) == timed
+    assert counters.with_dwell_timed(snap)[counters.DWELL_TIMED] == timed
+    assert 0 < snap.total()["tx_dwell_ns"] < timed * (time.monotonic_ns() - before)
+    assert snap.total()["cache_takes"] == 64
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])

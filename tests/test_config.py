@@ -65,6 +65,9 @@ def test_good_config_and_defaults() -> None:
         (_with(proxy={"max_dwell_ms": 1.5}), "proxy.max_dwell_ms"),
         (_with(proxy={"max_per_key": 0}), "proxy.max_per_key"),
         (_with(proxy={"max_per_key": 256}), "proxy.max_per_key"),
+        (_with(proxy={"dwell_sample": 0}), "proxy.dwell_sample"),
+        (_with(proxy={"dwell_sample": 12}), "proxy.dwell_sample"),  # not a power of two
+        (_with(proxy={"dwell_sample": 1 << 17}), "proxy.dwell_sample"),
         (_with(proxy={"colour": "blue"}), "proxy.colour"),
         (_with(sf={"label": 1 << 20}), "sf[0].label"),
         (_with(sf={"label": 3}), "sf[0].label"),  # reserved label
@@ -175,6 +178,8 @@ def test_reverse_direction_is_an_sf_with_the_interfaces_swapped() -> None:
 def test_cache_knobs() -> None:
     cfg = parse_config(_with(proxy={"cache_entries": 17, "max_dwell_ms": 3_600_000, "max_per_key": 255}))
     assert (cfg.cache_sets, cfg.max_dwell_ms, cfg.max_per_key) == (3, 3_600_000, 255)  # whole sets of 8
+    assert parse_config(GOOD).dwell_sample == 16
+    assert parse_config(_with(proxy={"dwell_sample": 1})).dwell_sample == 1
     with pytest.raises(ConfigError) as e:
         parse_config(_with(proxy={"on_conflict": "replace"}))
     assert "max_per_key" in str(e.value) and "max_dwell_ms" in str(e.value)

@@ -233,7 +233,9 @@ def test_prometheus_reads_what_stats_shows(bed: Testbed, backend: str, tmp_path:
                          what=f"prometheus to read rx_popped = {popped} (has {prom.value(POPPED)})")
         assert prom.value('afxdp_proxy_frames_total{sf="fw1",direction="rx"}') == st["sfs"]["fw1"]["rx_packets"]
         hist = list(st["dwell_histogram_ns"]["fw1"].values())
-        assert prom.value('afxdp_proxy_dwell_seconds_count{sf="fw1"}') == sum(hist) == st["sfs"]["fw1"]["cache_takes"]
+        assert prom.value('afxdp_proxy_dwell_seconds_count{sf="fw1"}') == sum(hist)
+        takes = st["sfs"]["fw1"]["cache_takes"]  # 1 in dwell_sample (16) of them timed, by the keys' hashes
+        assert takes / 64 < sum(hist) < takes / 4
         assert prom.value('afxdp_proxy_dwell_seconds_sum{sf="fw1"}') == pytest.approx(
             st["sfs"]["fw1"]["tx_dwell_ns"] / 1e9, rel=1e-9)
         median = prom.value('histogram_quantile(0.5, afxdp_proxy_dwell_seconds_bucket{sf="fw1"})')

@@ -58,9 +58,12 @@ BASE = set(counters.names())
 
 
 def make_engine(on_miss: str = "pass", cache_entries: int = 1024, threads: int = 1, max_dwell_ms: int = 1000,
-                max_per_key: int = 64, ttl_model: str = "uniform", on_ttl_expired: str = "drop") -> Engine:
+                max_per_key: int = 64, ttl_model: str = "uniform", on_ttl_expired: str = "drop",
+                dwell_sample: int = 1) -> Engine:
+    """An engine with SFS; every packet's dwell time measured unless dwell_sample says otherwise."""
     cfg = ProxyConfig(backend="afxdp", on_miss=on_miss, cache_entries=cache_entries, max_dwell_ms=max_dwell_ms,
-                      max_per_key=max_per_key, ttl_model=ttl_model, on_ttl_expired=on_ttl_expired)
+                      max_per_key=max_per_key, ttl_model=ttl_model, on_ttl_expired=on_ttl_expired,
+                      dwell_sample=dwell_sample)
     e = Engine(config_struct(cfg), threads)
     for idx, sf in SFS.items():
         e.add_sf(idx, sf.struct())
@@ -521,6 +524,26 @@ def test_max_per_key_bounds_one_key(make: Callable[..., Engine]) -> None:
     verdicts = [e.rx(frame_for(1, n % 2)[0], now_ns=10 * MS).verdict for n in range(5)]
     assert verdicts == [VERDICT_TX] * 3 + [VERDICT_DROP] * 2
     assert_counters(e, {"rx_packets": 5, "rx_popped": 3, "cache_inserts": 3, "rx_key_full": 2})
+
+
+def test_dwell_is_measured_for_the_sampled_keys_only(make: Callable[..., Engine]) -> None:
+    """dwell_sample = 4: as in the kernel backend, the keys whose hash is_timed have their dwell
+    time measured (and only they), whatever the clock."""
+    e = make(dwell_sample=4)
+    timed = 0
+    for n in range(64):
+        frame, _, _ = frame_for(n, 0)
+        assert e.rx(frame, now_ns=10 * MS).verdict == VERDICT_TX
+        key = parse_mpls_frame(frame).key
+        assert key is not None
+        timed += cache.is_timed(cache.key_hash(key), 3)
+    for n in range(64):
+        _, bare, stack = frame_for(n, 0)
+        assert_frame(e.tx(bare, now_ns=10 * MS + 5_000).data, _tx_want(bare, stack))
+    snap = e.snapshot()
+    assert 4 <= timed <= 32
+    assert sum(snap.dwell_hist()) == snap.dwell_hist()[counters.dwell_bucket(5_000)] == timed
+    assert snap.total()["tx_dwell_ns"] == 5_000 * timed
 
 
 def test_a_lost_packets_retry_gets_through_after_max_dwell(make: Callable[..., Engine]) -> None:

@@ -820,8 +820,9 @@ class AfxdpProxy:
         return self._final
 
     def counters(self) -> dict[str, int]:
-        """Counters summed over SFs, queues and XDP programs (the last ones after stop)."""
-        return self.snapshot().total()
+        """Counters summed over SFs, queues and XDP programs (the last ones after stop), and
+        tx_dwell_timed."""
+        return counters.with_dwell_timed(self.snapshot())
 
     def queue_counters(self) -> list[dict[str, int]]:
         """The workers' own counters, summed over SFs, one dict per queue (no XDP program counts)."""

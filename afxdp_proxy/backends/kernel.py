@@ -92,8 +92,19 @@ def meta_layout(cfg: ProxyConfig) -> tuple[int, int]:
     return shift, seq_bits
 
 
+# The BPF programs age runs by jiffies (axp_cache_now): a run's age is off by up to a tick, and
+# more while the tick itself lags behind (1.6 ticks measured here under load, docs/benchmarks.md);
+# max_dwell_ns gets AGEING_SLACK_TICKS of slack, so a run is presumed lost after max_dwell_ms,
+# not before. CLOCK_MONOTONIC_COARSE moves once a jiffy: its resolution is the tick.
+_CLOCK_MONOTONIC_COARSE = 6  # linux/time.h; not in Python's time module
+TICK_NS = int(time.clock_getres(_CLOCK_MONOTONIC_COARSE) * 1e9)
+AGEING_SLACK_TICKS = 3
+
+
 def config_struct(cfg: ProxyConfig) -> Any:
-    """The struct axp_config for a ProxyConfig: BPF .rodata, and the AF_XDP engine's."""
+    """The struct axp_config for a ProxyConfig: BPF .rodata, and the AF_XDP engine's. The BPF
+    programs' max_dwell_ns has AGEING_SLACK_TICKS of slack for their jiffies clock; the AF_XDP
+    engine's cache reads CLOCK_MONOTONIC and has none."""
     shift, seq_bits = meta_layout(cfg)
     return ffi.new("struct axp_config *", {
         "key_mode": _KEY_MODE[cfg.key],
@@ -102,12 +113,14 @@ def config_struct(cfg: ProxyConfig) -> Any:
         "static_mode": int(cfg.backend == "static"),
         "cache_sets": cfg.cache_sets,
         "max_per_key": cfg.max_per_key,
-        "max_dwell_ns": cfg.max_dwell_ms * 1_000_000,
+        "max_dwell_ns": cfg.max_dwell_ms * 1_000_000 + (AGEING_SLACK_TICKS * TICK_NS if cfg.backend != "afxdp" else 0),
         "ttl_model": _TTL_MODEL[cfg.ttl_model],
         "on_ttl_expired": _TTL_ACTION[cfg.on_ttl_expired],
         "meta_mark_mask": cfg.meta_mark_mask,
         "meta_shift": shift,
         "meta_seq_bits": max(seq_bits, 0),
+        "dwell_sample_mask": cfg.dwell_sample - 1,
+        "tick_ns": TICK_NS,
     })
 
 
@@ -678,8 +691,8 @@ class KernelProxy:
         return counters.read_map(self.counter_map, [*self.used_rows(), counters.NONE_ROW])
 
     def counters(self) -> dict[str, int]:
-        """Counters summed over SFs and CPUs."""
-        return self.snapshot().total() if self.counter_map else {}
+        """Counters summed over SFs and CPUs, and tx_dwell_timed."""
+        return counters.with_dwell_timed(self.snapshot()) if self.counter_map else {}
 
     def in_flight(self) -> int:
         return counters.in_flight_of(self.counters())

@@ -12,6 +12,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
+from afxdp_proxy.counters import DWELL_TIMED, mean_dwell_us
 from afxdp_proxy.lab.proxyproc import ProxyProcess
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 from afxdp_proxy.lab.traffic import IperfResult
@@ -75,11 +76,12 @@ def run_demo(topology: str = "attached", seconds: float = 3.0, out=sys.stdout, b
         say(f"{r.variant:30} {r.result.bits_per_second / 1e6:11.0f} {r.result.bits_per_second / base:9.2f} "
             f"{r.result.retransmits or 0:8d} {r.compared or '-':>16} {r.fidelity:>15}")
     cache = rows[1].counters or {}
-    hits = cache.get("tx_pushed", 0) + cache.get("tx_plain", 0)
-    if hits:
+    dwell = mean_dwell_us(cache)
+    if dwell is not None:
         say(f"\ncaching proxy: {cache.get('rx_popped', 0)} stacks cached, {cache.get('tx_pushed', 0)} pushed back, "
             f"{cache.get('tx_plain', 0)} sent as plain IP (nothing left after the SF's label), "
-            f"{cache.get('tx_miss_pass', 0)} misses, mean time in the SF {cache['tx_dwell_ns'] / hits / 1000:.1f} us")
+            f"{cache.get('tx_miss_pass', 0)} misses, mean time in the SF {dwell:.1f} us "
+            f"(of {cache[DWELL_TIMED]} packets timed)")
     return rows
 
 

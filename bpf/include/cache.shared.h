@@ -27,8 +27,10 @@
  * 32 bits of the hash scaled onto [0, sets) (multiply-shift, any set count),
  * the tag its lower 16 bits with bit 0 set.
  *
- * Insert (RX; the packet's RX time is e->rx_ns, the cache's "now"; max_dwell_ns
- * and max_per_key come from struct axp_config):
+ * Insert (RX; now is the cache's clock, in ns, which the set's ageing times
+ * keep: CLOCK_MONOTONIC in the C cache, jiffies in the BPF one; e->rx_ns is
+ * the packet's RX time for its dwell time, kept in the run's meta, 0 when not
+ * measured; max_dwell_ns and max_per_key come from struct axp_config):
  *  1. Every run of the set whose newest packet is older than max_dwell_ns is
  *     presumed lost and freed; its packets are reported as expired. So an
  *     identical retry of a packet the SF dropped replaces that packet's run,
@@ -66,7 +68,8 @@
  * a restart (`run --keep-cache`) is reused only by a proxy built with the same number. Bump
  * it whenever the layout, the hash or the key derivation changes in a way sizes do not show.
  */
-#define AXP_CACHE_LAYOUT 3 /* 2: an entry holds the SF label and the tags; 3: sets by cache line, 16-bit tags, a lock word */
+/* 2: an entry holds the SF label and the tags; 3: sets by cache line, 16-bit tags, a lock word; 4: BPF ages by jiffies */
+#define AXP_CACHE_LAYOUT 4
 #define AXP_CACHE_MAX_PER_KEY 255 /* a run's count is a __u8 */
 
 /* A run's stack but its labels (struct axp_entry without labels): 16 bytes, four to a line. */
@@ -204,6 +207,18 @@ static __always_inline __u16 axp_cache_tag(__u64 h)
 }
 
 /*
+ * Whether a packet's dwell time in the SF is measured: for 1 in mask + 1 keys
+ * (dwell_sample, a power of two), chosen by hash bits 16-31, which neither the
+ * set nor the tag uses. RX and TX decide alike from the key alone, so a timed
+ * packet is stamped by the precise clock at RX and timed again at TX, and the
+ * others read no precise clock at all (see proxy.bpf.h, axp_now).
+ */
+static __always_inline int axp_cache_timed(__u64 h, __u32 mask)
+{
+	return !((h >> 16) & mask);
+}
+
+/*
  * Hide a value from the compiler, which would otherwise recognise the sign
  * tricks below as comparisons and emit branches (BPF has no conditional move).
  */
@@ -328,14 +343,15 @@ static __always_inline __u64 axp_cache_any_used(const struct axp_cache_set *s)
 _Static_assert(sizeof(((struct axp_cache_set *)0)->tag) == 16 &&
 	       __builtin_offsetof(struct axp_cache_set, tag) % 8 == 0, "the tags are two aligned words");
 
-/* Open a new run of key with e's stack in way vw (the caller chose it). */
+/* Open a new run of key with e's stack in way vw (the caller chose it), at now. */
 static __always_inline void axp_cache_open(struct axp_cache_set *s, __u32 vw, const struct axp_key *key,
-					   __u16 tag, const struct axp_entry *e, struct axp_cache_outcome *out)
+					   __u16 tag, const struct axp_entry *e, __u64 now,
+					   struct axp_cache_outcome *out)
 {
 	s->tag[vw] = tag;
 	s->count[vw] = 1;
 	s->seq[vw] = s->next_seq++;
-	s->rx_ns[vw] = e->rx_ns;
+	s->rx_ns[vw] = now;
 	s->meta[vw].rx_ns = e->rx_ns;
 	s->meta[vw].depth = e->depth;
 	s->meta[vw].sf = e->sf;
@@ -353,11 +369,11 @@ static __always_inline void axp_cache_open(struct axp_cache_set *s, __u32 vw, co
  * packets of the key and of stale runs.
  */
 static __always_inline void axp_cache_insert_tagged(struct axp_cache_set *s, const struct axp_key *key,
-						    __u16 tag, const struct axp_entry *e,
+						    __u16 tag, const struct axp_entry *e, __u64 now,
 						    __u64 max_dwell_ns, __u32 max_per_key,
 						    struct axp_cache_outcome *out)
 {
-	__u64 now = e->rx_ns, newest = 0, victim = 0, key_pkts = 0, expired = 0;
+	__u64 newest = 0, victim = 0, key_pkts = 0, expired = 0;
 	__u64 used, stale, mine, count, age;
 	__u32 w, nw, vw;
 
@@ -396,7 +412,7 @@ AXP_CACHE_UNROLL
 		goto key_full; /* every way holds a live run of this key */
 	if (AXP_CACHE_SCORE_CLASS(victim) == 1)
 		out->evicted = s->count[vw];
-	axp_cache_open(s, vw, key, tag, e, out);
+	axp_cache_open(s, vw, key, tag, e, now, out);
 	return;
 
 key_full:
@@ -439,7 +455,7 @@ AXP_CACHE_UNROLL
 }
 
 /*
- * Cache one packet (see the top of this file). e->rx_ns is its RX time; tag
+ * Cache one packet at now (see the top of this file); tag
  * is axp_cache_tag() of key's hash, which chose this set. The caller holds
  * the set's lock. Three paths to one result: a set with a way of key's tag
  * (rare but for runs of one key: the full scan), an empty set (common in a
@@ -447,22 +463,23 @@ AXP_CACHE_UNROLL
  * evict the oldest).
  */
 static __always_inline void axp_cache_set_insert(struct axp_cache_set *s, const struct axp_key *key,
-						 __u16 tag, const struct axp_entry *e, __u64 max_dwell_ns,
-						 __u32 max_per_key, struct axp_cache_outcome *out)
+						 __u16 tag, const struct axp_entry *e, __u64 now,
+						 __u64 max_dwell_ns, __u32 max_per_key,
+						 struct axp_cache_outcome *out)
 {
 	__u32 vw = 0;
 
 	out->expired = 0;
 	out->evicted = 0;
 	if (axp_cache_tag_matches(s, tag)) {
-		axp_cache_insert_tagged(s, key, tag, e, max_dwell_ns, max_per_key, out);
+		axp_cache_insert_tagged(s, key, tag, e, now, max_dwell_ns, max_per_key, out);
 		return;
 	}
 	if (axp_cache_any_used(s))
-		vw = axp_cache_victim(s, e->rx_ns, max_dwell_ns, out);
+		vw = axp_cache_victim(s, now, max_dwell_ns, out);
 	/* a way is always found here; the mask tells the verifier, on the register the address takes */
 	axp_cache_opaque(vw);
-	axp_cache_open(s, vw & (AXP_CACHE_WAYS - 1), key, tag, e, out);
+	axp_cache_open(s, vw & (AXP_CACHE_WAYS - 1), key, tag, e, now, out);
 }
 
 /*

@@ -154,12 +154,33 @@ static __always_inline void axp_meta_key(struct axp_key *key, __u32 mark)
 	key->ident = mark;
 }
 
-static __always_inline __u64 axp_now(void)
+static __always_inline __u64 axp_clock_skew(void)
 {
 	__u32 zero = 0;
 	__u64 *skew = bpf_map_lookup_elem(&axp_clock, &zero);
 
-	return bpf_ktime_get_ns() + (skew ? *skew : 0);
+	return skew ? *skew : 0;
+}
+
+/*
+ * CLOCK_MONOTONIC: for the SF's dwell time, read only for the packets it is
+ * measured for (axp_cache_timed), since a read costs about 40 ns here
+ * (docs/benchmarks.md, "The cache's cost").
+ */
+static __always_inline __u64 axp_now(void)
+{
+	return bpf_ktime_get_ns() + axp_clock_skew();
+}
+
+/*
+ * The cache's clock, which runs are aged by: jiffies in ns, which the
+ * verifier inlines to one load. It moves once a tick and may lag behind by
+ * more than one, so the loader gives max_dwell_ns a few ticks of slack
+ * (kernel.py, config_struct).
+ */
+static __always_inline __u64 axp_cache_now(void)
+{
+	return bpf_jiffies64() * axp_cfg.tick_ns + axp_clock_skew();
 }
 
 /*
@@ -265,12 +286,13 @@ static __always_inline struct axp_cache_set *axp_cache_set_of(__u64 h)
 #define axp_cache_in_memory(p) __asm__ __volatile__("" : : "r"(p) : "memory")
 
 /*
- * Cache the packet's stack (e->rx_ns: its RX time), count what the cache
- * did and trace it. Returns 0 when cached; the packet is to be dropped on -1
- * (no set: a loader that sized the map wrong; or its lock still held after
+ * Cache the packet's stack, count what the cache did and trace it (t); e->rx_ns
+ * is set here: CLOCK_MONOTONIC for a packet whose dwell time is measured, else
+ * 0. Returns 0 when cached; the packet is to be dropped on -1 (no
+ * set: a loader that sized the map wrong; or its lock still held after
  * AXP_CACHE_SPIN_MAX tries) and -2 (max_per_key, or its set full of its key).
  */
-static __always_inline int axp_cache_insert(const struct axp_key *key, const struct axp_entry *e,
+static __always_inline int axp_cache_insert(const struct axp_key *key, struct axp_entry *e,
 					    struct axp_trace_pkt *t)
 {
 	__u64 h, max_dwell_ns = axp_cfg.max_dwell_ns;
@@ -281,12 +303,13 @@ static __always_inline int axp_cache_insert(const struct axp_key *key, const str
 	axp_cache_in_memory(key);
 	axp_cache_in_memory(e);
 	h = axp_cache_hash(key);
+	e->rx_ns = axp_cache_timed(h, axp_cfg.dwell_sample_mask) ? axp_now() : 0;
 	s = axp_cache_set_of(h);
 	if (!s || !axp_cache_lock(s)) {
 		axp_trace_insert(t, AXP_CACHE_MISS, 0, 0);
 		return -1;
 	}
-	axp_cache_set_insert(s, key, axp_cache_tag(h), e, max_dwell_ns, max_per_key, &o);
+	axp_cache_set_insert(s, key, axp_cache_tag(h), e, axp_cache_now(), max_dwell_ns, max_per_key, &o);
 	axp_cache_unlock(s);
 	axp_trace_insert(t, o.result, o.expired, o.evicted);
 	/* the runs freed or pushed out are counted in the row of the SF whose insert did it */
@@ -300,7 +323,11 @@ static __always_inline int axp_cache_insert(const struct axp_key *key, const str
 	return 0;
 }
 
-/* Take the stack of the key's oldest run into *out. Returns 0 on a hit. */
+/*
+ * Take the stack of the key's oldest run into *out. Returns -1 on a miss, on a
+ * hit 1 when the packet's dwell time is measured (out->rx_ns is then precise),
+ * else 0.
+ */
 static __always_inline int axp_cache_take(const struct axp_key *key, struct axp_entry *out)
 {
 	struct axp_cache_outcome o;
@@ -318,7 +345,7 @@ static __always_inline int axp_cache_take(const struct axp_key *key, struct axp_
 	if (o.result != AXP_CACHE_HIT)
 		return -1;
 	axp_count(out->sf, AXP_CNT_CACHE_TAKES);
-	return 0;
+	return axp_cache_timed(h, axp_cfg.dwell_sample_mask);
 }
 
 /*

@@ -129,7 +129,7 @@ struct axp_vlans {
  */
 struct axp_entry {
 	__be32 labels[AXP_MAX_LABELS]; /* from the SF label to the bottom of stack, as on the wire */
-	__u64 rx_ns;                   /* CLOCK_MONOTONIC (bpf_ktime_get_ns) at RX of its run's first packet */
+	__u64 rx_ns;                   /* CLOCK_MONOTONIC at RX of its run's first packet (BPF: 0 unless its dwell is measured) */
 	__u8 depth;                    /* labels used */
 	__u8 sf;                       /* index into the SF table */
 	struct axp_vlans vlans;        /* the tags it arrived with */
@@ -189,7 +189,8 @@ struct axp_config {
 	__u32 meta_mark_mask;
 	__u32 meta_shift;
 	__u32 meta_seq_bits;
-	__u32 _pad;
+	__u32 dwell_sample_mask; /* dwell_sample - 1: the SF's dwell time is measured for 1 in dwell_sample keys */
+	__u64 tick_ns;           /* ns per jiffy (1/HZ): the BPF cache ages runs by jiffies x tick_ns */
 };
 
 /*
