@@ -43,7 +43,6 @@ from afxdp_proxy.mpls import Lse
 RX, INSERT, RX_DONE, TAKE, TX_DONE = (lib.AXP_TRACE_RX, lib.AXP_TRACE_INSERT, lib.AXP_TRACE_RX_DONE,
                                       lib.AXP_TRACE_TAKE, lib.AXP_TRACE_TX_DONE)
 STAGES = {RX: "rx", INSERT: "insert", RX_DONE: "rx_verdict", TAKE: "take", TX_DONE: "tx_verdict"}
-HASH_SHIFT = lib.AXP_TRACE_HASH_SHIFT
 AREA_SLOTS = lib.AXP_TRACE_AREA_SLOTS
 READ_BATCH = 256  # events copied out of a ring per call
 MAX_SAMPLE = 1 << 31  # the hash bits above the tag: 48, of which the mask takes up to 31
@@ -342,9 +341,9 @@ class Event:
 
 
 def sampled(h: int, every: int) -> bool:
-    """Python twin of the sampling rule (axp_trace_pick without filters): is a key of hash h
-    sampled at 1 in `every`?"""
-    return (h >> HASH_SHIFT) & (every - 1) == 0
+    """The sampling rule (axp_trace_pick without filters): is a key of hash h sampled at 1 in
+    `every`? dwell_sample's rule (cache.is_timed)."""
+    return cache.is_timed(h, every - 1)
 
 
 class Reader:
@@ -468,11 +467,24 @@ class Packet:
     def sf(self) -> int:
         return next((e.sf for e in self.events if e.sf != counters.NONE_ROW), counters.NONE_ROW)
 
+    def dwell(self) -> tuple[int, str] | None:
+        """Its time in the SF (ns) and where that comes from: the data path's measure ("cache":
+        RX to TX as the dwell histogram has it), else the RX verdict's and the take's times
+        ("trace": a packet dwell_sample left unmeasured); None before a hit."""
+        take, rx_done = self.stage(TAKE), self.stage(RX_DONE)
+        if take is None or take.result != cache.HIT:
+            return None
+        if take.value:
+            return take.value, "cache"
+        return (take.ts_ns - rx_done.ts_ns, "trace") if rx_done is not None else None
+
     def as_dict(self, sf_names: Sequence[str] = ()) -> dict[str, Any]:
         """One JSON line: the packet, then each stage with its time relative to the first (µs)."""
         t0 = self.events[0].ts_ns
+        dwell = self.dwell()
         return {"hash": f"{self.hash:#018x}", "sf": _sf_name(self.sf, sf_names), "flow": flow_of(self.key),
                 "key": format_key(self.key) if self.key else None, "complete": self.complete,
+                "dwell_ns": dwell[0] if dwell else None, "dwell_from": dwell[1] if dwell else None,
                 "stages": [_stage_dict(e, t0, sf_names) for e in self.events]}
 
     def text(self, sf_names: Sequence[str] = (), why: str = "") -> str:
@@ -481,9 +493,11 @@ class Packet:
         head = f"{flow_of(self.key) or 'no key seen'}  SF {_sf_name(self.sf, sf_names)}  hash {self.hash:#018x}"
         why = why or ("its RX came before the trace" if self.stage(RX) is None else "")
         lines = [head + (f"  ({why})" if why else "")]
+        dwell = self.dwell()
         for e in self.events:
-            if e.stage == TAKE and e.result == cache.HIT:
-                lines.append(f"  {'':>10}  {'sf':10} {'':6} in the SF {e.value / 1000:.1f} µs (RX to TX)")
+            if e.stage == TAKE and dwell is not None:
+                how = "RX to TX" if dwell[1] == "cache" else "from the trace's times: dwell_sample left it unmeasured"
+                lines.append(f"  {'':>10}  {'sf':10} {'':6} in the SF {dwell[0] / 1000:.1f} µs ({how})")
             lines.append(f"  {(e.ts_ns - t0) / 1000:>+10.1f}  {e.name:10} cpu {e.cpu:<2} {_what(e, sf_names)}")
         return "\n".join(lines)
 

@@ -43,7 +43,7 @@ struct axp_trace_area {
 
 /* Bytes of an area of `slots` slots (a power of two). */
 size_t axp_trace_area_size(uint32_t slots);
-/* Make mem (size bytes, zeroed or not) an empty area of `slots` slots, tracing off; -EINVAL if it does not fit. */
+/* Make mem (size bytes, zeroed or not) an empty area of `slots` slots, tracing off; -EINVAL: too small. */
 int axp_trace_area_init(void *mem, size_t size, uint32_t slots);
 /* One event into the ring; a full ring drops it and counts ctl.lost. Any thread. */
 void axp_trace_put(struct axp_trace_area *a, const struct axp_trace_event *ev);

@@ -118,7 +118,7 @@ def test_an_unsampled_packet_reports_nothing(traced: Callable[..., Traced]) -> N
     case = POPPED[2]
     h = cache.key_hash(key_of(case))
     # 1 in 2^k with k the lowest sampled hash bit that is set: this packet is not sampled
-    k = next(b for b in range(31) if h >> (trace.HASH_SHIFT + b) & 1) + 1
+    k = next(b for b in range(31) if h >> (16 + b) & 1) + 1
     t.set(trace.Sampling(1 << k))
     assert not trace.sampled(h, 1 << k) and trace.sampled(h, 1 << (k - 1))
     r = t.px.rx(case.frame)

@@ -37,8 +37,8 @@ struct axp_trace_pkt {
 };
 
 /* One event: what = stage | result << 8; key and e (its depth and labels) may be NULL. */
-static __noinline void axp_trace_emit(const struct axp_trace_pkt *t, __u32 what, const struct axp_key *key,
-				      const struct axp_entry *e)
+static __noinline void axp_trace_emit(const struct axp_trace_pkt *t, __u32 what,
+				      const struct axp_key *key, const struct axp_entry *e)
 {
 	struct axp_trace_event *ev;
 

@@ -10,8 +10,10 @@
  * packet costs one load and a branch. A packet is sampled by its cache key's
  * hash (axp_cache_hash), which RX and TX both compute: one packet is followed
  * at both ends without a flag in its cache entry. 1 in N (N a power of two)
- * means the hash bits above the set's 16-bit tag, masked with N - 1, are 0,
- * so every packet of a key is sampled or none is. Filters narrow it down: a
+ * is the rule dwell_sample uses (cache.shared.h's axp_cache_timed: hash bits
+ * from 16 on, masked with N - 1, are 0), so every packet of a key is sampled
+ * or none is, and with N >= dwell_sample every sampled packet's dwell is
+ * measured too. Filters narrow it down: a
  * flow (the key's protocol, addresses, ports; a tunnel's outer ones) at both
  * ends, a label at RX on the stack the packet arrived with and at TX on the
  * stack the cache hands back.
@@ -27,7 +29,9 @@
  *   RX_DONE what RX did with it: result is the reason it was counted under
  *           (enum axp_counter: rx_popped, rx_key_full, ...)
  *   TAKE    the TX side's cache take: result HIT or MISS; on a hit the stack
- *           handed back and value = the SF's dwell (RX to TX) in ns
+ *           handed back and value = the SF's dwell (RX to TX) in ns, when
+ *           the packet's is measured (the kernel backend: dwell_sample),
+ *           else 0
  *   TX_DONE what TX did with it: result is its reason (tx_pushed, tx_plain,
  *           tx_miss_pass, ...); labels: the stack it left with, of which
  *           labels[1..depth) were pushed (the top label addressed the SF)
@@ -42,8 +46,6 @@
 #include "proxy.shared.h"
 #include "cache.shared.h"
 
-/* the hash bits sampling reads start above the 16-bit tag (axp_cache_tag) */
-#define AXP_TRACE_HASH_SHIFT 16
 /* bytes of the kernel backend's BPF ring buffer: about 1500 events */
 #define AXP_TRACE_RINGBUF_BYTES 262144
 
@@ -135,9 +137,10 @@ static __always_inline int axp_trace_flow_match(const struct axp_trace_ctl *c, c
 }
 
 /* 1 when a packet of key hash h and key k is sampled, as far as its stack does not matter */
-static __always_inline int axp_trace_pick(const struct axp_trace_ctl *c, __u64 h, const struct axp_key *k)
+static __always_inline int axp_trace_pick(const struct axp_trace_ctl *c, __u64 h,
+					  const struct axp_key *k)
 {
-	if ((h >> AXP_TRACE_HASH_SHIFT) & c->mask)
+	if (!axp_cache_timed(h, c->mask))
 		return 0;
 	return !c->flow || axp_trace_flow_match(c, k);
 }
