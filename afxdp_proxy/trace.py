@@ -541,9 +541,14 @@ def _what(e: Event, sf_names: Sequence[str]) -> str:
         return "miss: no entry for its key"
     info = counters.INFO.get(e.reason)
     out = f"{e.reason} ({info.action if info else '?'})"
-    if e.stage == TX_DONE and len(e.labels) > 1 and e.reason in ("tx_pushed", "tx_miss_last"):
-        out += f": pushed {stack_text(e.labels[1:])}"
+    if e.stage == TX_DONE and _pushed(e):
+        out += f": pushed {stack_text(_pushed(e))}"
     return out
+
+
+def _pushed(e: Event) -> tuple[int, ...]:
+    """What a TX verdict put on the wire: its stack without the SF's label, when it pushed one."""
+    return e.labels[1:] if e.reason in ("tx_pushed", "tx_miss_last") else ()
 
 
 def _stage_dict(e: Event, t0: int, sf_names: Sequence[str]) -> dict[str, Any]:
@@ -551,12 +556,14 @@ def _stage_dict(e: Event, t0: int, sf_names: Sequence[str]) -> dict[str, Any]:
                          "sf": _sf_name(e.sf, sf_names)}
     if e.stage in (RX_DONE, TX_DONE):
         d["reason"] = e.reason
+        if e.stage == TX_DONE:
+            d["pushed"] = [w >> 12 for w in _pushed(e)]
     elif e.stage == INSERT:
         d.update(result=cache.RESULTS.get(e.result, str(e.result)), expired=e.value >> 32,
                  evicted=e.value & 0xFFFFFFFF)
     elif e.stage == TAKE:
         d["result"] = cache.RESULTS.get(e.result, str(e.result))
-        if e.result == cache.HIT:
+        if e.result == cache.HIT and e.value:
             d["dwell_ns"] = e.value
     elif e.stage == RX:
         d["bytes"] = e.value
