@@ -497,7 +497,7 @@ class Packet:
         for e in self.events:
             if e.stage == TAKE and dwell is not None:
                 how = "RX to TX" if dwell[1] == "cache" else "from the trace's times: dwell_sample left it unmeasured"
-                lines.append(f"  {'':>10}  {'sf':10} {'':6} in the SF {dwell[0] / 1000:.1f} µs ({how})")
+                lines.append(f"  {'':>10}  {'sf':10} {'':6} {dwell[0] / 1000:.1f} µs in the SF ({how})")
             lines.append(f"  {(e.ts_ns - t0) / 1000:>+10.1f}  {e.name:10} cpu {e.cpu:<2} {_what(e, sf_names)}")
         return "\n".join(lines)
 

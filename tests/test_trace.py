@@ -10,6 +10,8 @@ byte or counter of any row of the packet table.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import threading
@@ -297,7 +299,7 @@ def test_packets_group_by_hash_and_the_caches_order() -> None:
     assert [p.hash for p in ps.open] == [7] and ps.open[0].in_sf
     assert ps.expire(now=0.5) == [] and len(ps.expire(now=1.0)) == 1
     text = done[1].text(["fw1"])
-    assert "rx_popped (forward)" in text and "pushed 2001" in text and "in the SF 0.0 µs" in text
+    assert "rx_popped (forward)" in text and "pushed 2001" in text and "0.0 µs in the SF" in text
     d = done[1].as_dict(["fw1"])
     assert [s["stage"] for s in d["stages"]] == ["rx", "insert", "rx_verdict", "take", "tx_verdict"]
     assert d["stages"][0]["stack"] == [1000, 2001] and d["sf"] == "fw1" and d["complete"]
@@ -504,3 +506,41 @@ def test_trace_refuses_in_one_line_with_exit_2(argv: list[str], error: str, tmp_
     assert cli.main(argv) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("afxdp-proxy: error: ") and error in lines[0], lines
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("as_json", [False, True])
+def test_follow_prints_each_packet_as_it_completes(traced: Callable[..., Traced], as_json: bool) -> None:
+    """The command's loop on a kernel backend's maps, found by ID as a state file gives them."""
+    t = traced(topology="attached")
+    obj = t.px.obj
+    info = {"backend": "kernel", "pid": os.getpid(), "sfs": ["fw0"],
+            "maps": {"trace_ctl": obj.trace_ctl.id, "trace_events": obj.trace_events_id}}
+    tracer = trace.Tracer(info)
+    case = POPPED[2]
+    try:
+        tracer.start(trace.Sampling())
+        t.px.xdp_tx(t.px.rx(case.frame).data)
+        t.px.rx(POPPED[3].frame)  # still in the SF when the trace ends
+        out = io.StringIO()
+        summary = trace.follow(tracer, out, info["sfs"], count=2, seconds=0.5, as_json=as_json)
+    finally:
+        tracer.close()
+    assert t.control.read().on == 0
+    assert (summary.packets, summary.complete, summary.lost) == (2, 1, 0)
+    text = out.getvalue()
+    stack = trace.stack_text(case.stack)
+    if as_json:
+        first, second = (json.loads(line) for line in text.splitlines())
+        assert [s["stage"] for s in first["stages"]] == ["rx", "insert", "rx_verdict", "take", "tx_verdict"]
+        assert first["stages"][0]["stack"] == [w >> 12 for w in case.stack] and first["sf"] == "fw0"
+        assert first["complete"] and not second["complete"]
+    else:
+        first, second = text.strip().split("\n\n")
+        lines = first.splitlines()
+        assert lines[0].startswith("tcp ") and "SF fw0" in lines[0]
+        # a stage's line: µs since the first, its name; the SF's dwell between RX and TX has no time of its own
+        names = [ln.split()[0] if ln.split()[0] == "sf" else ln.split()[1] for ln in lines[1:]]
+        assert names == ["rx", "insert", "rx_verdict", "sf", "take", "tx_verdict"]
+        assert f"stack {stack}" in lines[1] and "in the SF" in lines[4]
+        assert "the trace ended before its TX" in second.splitlines()[0]
