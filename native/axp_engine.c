@@ -169,7 +169,7 @@ const struct axp_sf *axp_engine_sf(const struct axp_engine *e, uint32_t index)
 
 void axp_engine_set_trace(struct axp_engine *e, struct axp_trace_area *area)
 {
-	__atomic_store_n(&e->trace, area, __ATOMIC_RELEASE);
+	e->trace = area;
 }
 
 struct axp_cache *axp_engine_cache(struct axp_engine *e)

@@ -82,9 +82,9 @@ int axp_engine_set_sf(struct axp_engine *e, uint32_t index, const struct axp_sf 
 int axp_engine_drop_sf(struct axp_engine *e, uint32_t index);
 struct axp_cache *axp_engine_cache(struct axp_engine *e);
 /*
- * Report the stages of the packets `afxdp-proxy trace` samples into area (axp_trace.h), which
- * must outlive the engine's use of it; NULL: no more. Any time: workers see it from their next
- * batch on.
+ * Report the stages of the packets `afxdp-proxy trace` samples into area (axp_trace.h); NULL:
+ * no more. While no per-packet function runs (before the workers start, after they stop): a
+ * packet sampled at its first step reports into the same area at its second.
  */
 struct axp_trace_area;
 void axp_engine_set_trace(struct axp_engine *e, struct axp_trace_area *area);
