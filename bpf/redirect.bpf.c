@@ -21,7 +21,7 @@
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-#include "proxy.shared.h"
+#include "counters.bpf.h" /* the proxy's counters: the loader reuses the proxy's map */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -38,14 +38,6 @@ struct bpf_prog {
 	struct bpf_prog_aux *aux;
 } __attribute__((preserve_access_index));
 
-/* The proxy's counters (proxy.bpf.h): the loader reuses the proxy's map here. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, AXP_CNT_ROWS * AXP_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} axp_counters SEC(".maps");
-
 /* (program, interface, target) -> where it counts; (program, 0, 0): the program's fallback */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -61,8 +53,6 @@ int axp_redirect_err(__u64 *ctx)
 	const struct bpf_prog *prog = (const void *)ctx[1];
 	struct axp_redirect_key k = {};
 	struct axp_redirect_slot *s;
-	__u64 *c;
-	__u32 i;
 
 	k.prog_id = prog->aux->id;
 	k.ifindex = dev->ifindex;
@@ -76,9 +66,6 @@ int axp_redirect_err(__u64 *ctx)
 	}
 	if (s->row >= AXP_CNT_ROWS || s->slot >= AXP_CNT_MAX)
 		return 0;
-	i = s->row * AXP_CNT_MAX + s->slot;
-	c = bpf_map_lookup_elem(&axp_counters, &i);
-	if (c)
-		*c += 1;
+	axp_count(s->row, s->slot);
 	return 0;
 }

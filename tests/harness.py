@@ -26,7 +26,7 @@ from afxdp_proxy.key import parse_mpls_frame
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.lab.proxyproc import ProxyProcess
-from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
+from afxdp_proxy.lab.testbed import P_SF_RX, Testbed, dynamic_stacks
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 RELEASE_TIMEOUT = 10.0  # seconds; the kernel needs milliseconds, a loaded 2-core CI box more
@@ -173,6 +173,30 @@ def forget_sf_neighbours(tb: Testbed) -> None:
             assert ifname
             r = tb.run(role, ["ip", "neigh", "flush", "dev", ifname])
             assert r.returncode == 0, r.stderr
+
+
+def check_ipv6_through_nd_sf(tb: Testbed, counters: Callable[[], dict[str, int]],
+                             stacks: Sequence[Sequence[Lse]], ttl_model: str = "uniform") -> dict[str, int]:
+    """(sf_nd, after forget_sf_neighbours, with a proxy running) ping6 and iperf3 -6 through an SF
+    that finds the proxy by neighbour discovery: both go through with every packet's stack (the
+    TTLs as ttl_model sets them), the SF reaches the proxy host's own addresses (tx_host) and has
+    learned the proxy's address. Returns the proxy's counters."""
+    tb.set_recording(True)
+    ping6 = tb.ping(tb.dst_ip6, count=5)
+    res = tb.iperf3(seconds=2, v6=True, bitrate="40M")
+    tb.set_recording(False, clear=False)
+    to_host = (tb.ping(P_SF_RX.ip6, ns="sf", count=2), tb.ping(P_SF_RX.ip4, ns="sf", count=2))
+    c = counters()
+    assert ping6.ok, "IPv6 through the SF: its neighbour solicitations for the proxy must be answered"
+    assert res.stalls == 0 and res.bits_per_second > 10e6
+    check = tb.check_chain(family=6, ttl_model=ttl_model)
+    assert check.compared >= 500
+    assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
+    assert check.arrived == {tx_words([e.encode() for e in s], ttl_model) for s in stacks}
+    assert all(p.ok for p in to_host), "the SF must reach the proxy host's own addresses"
+    assert c["tx_host"] >= 5  # solicitations (multicast, then unicast) and the pings to the host
+    assert learned(tb, "sf", tb.sf_out or "", P_SF_RX.ip6)
+    return c
 
 
 def learned(tb: Testbed, role: str, ifname: str, addr: str) -> bool:

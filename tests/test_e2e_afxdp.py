@@ -25,7 +25,7 @@ from afxdp_proxy.counters import in_flight_of
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.lab.proxyproc import ProxyProcess
-from afxdp_proxy.lab.testbed import P_SF_RX, Testbed, dynamic_stacks
+from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -465,21 +465,8 @@ def test_ipv6_through_an_sf_that_finds_its_neighbours(beds: Callable[..., Testbe
     tb.set_stacks(stacks)
     harness.forget_sf_neighbours(tb)
     with _proxy(tb) as proxy:
-        tb.set_recording(True)
-        ping6 = tb.ping(tb.dst_ip6, count=5)
-        res = tb.iperf3(seconds=2, v6=True, bitrate="40M")
-        tb.set_recording(False, clear=False)
-        to_host = (tb.ping(P_SF_RX.ip6, ns="sf", count=2), tb.ping(P_SF_RX.ip4, ns="sf", count=2))
-        c = proxy.counters()
-    assert ping6.ok, "IPv6 through the SF: its neighbour solicitations for the proxy must be answered"
-    assert res.stalls == 0 and res.bits_per_second > 10e6
-    check = tb.check_chain(family=6)
-    assert check.compared >= 500
-    assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
-    assert check.arrived == {tx_words([e.encode() for e in s]) for s in stacks}
-    assert all(p.ok for p in to_host), "the SF must reach the proxy host's own addresses"
-    assert c["tx_host"] >= 5 and _drops(c) == {}
-    assert harness.learned(tb, "sf", tb.sf_out or "", P_SF_RX.ip6)
+        c = harness.check_ipv6_through_nd_sf(tb, proxy.counters, stacks)
+    assert _drops(c) == {}
 
 
 @pytest.mark.parametrize("on_miss", ["pass", "last"])

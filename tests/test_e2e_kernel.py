@@ -14,7 +14,7 @@ import pytest
 from afxdp_proxy import state
 from afxdp_proxy.lab import netns
 from afxdp_proxy.lab.proxyproc import ProxyProcess
-from afxdp_proxy.lab.testbed import P_SF_RX, Testbed, dynamic_stacks
+from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -320,22 +320,8 @@ def test_ipv6_through_an_sf_that_finds_its_neighbours(beds: Callable[..., Testbe
     cfg = tb.proxy_config() if backend == "kernel" else _static(tb, stack)
     harness.forget_sf_neighbours(tb)
     with ProxyProcess(tb.ns_proxy, cfg, name=f"{tb.prefix}-nd-{backend}") as proxy:
-        tb.set_recording(True)
-        ping6 = tb.ping(tb.dst_ip6, count=5)
-        res = tb.iperf3(seconds=2, v6=True, bitrate="40M")
-        tb.set_recording(False, clear=False)
-        to_host = (tb.ping(P_SF_RX.ip6, ns="sf", count=2), tb.ping(P_SF_RX.ip4, ns="sf", count=2))
-        c = proxy.counters()
-    assert ping6.ok, "IPv6 through the SF: its neighbour solicitations for the proxy must be answered"
-    assert res.stalls == 0 and res.bits_per_second > 10e6
-    ttl_model = "uniform" if backend == "kernel" else "pipe"  # static pushes its own TTLs (64)
-    check = tb.check_chain(family=6, ttl_model=ttl_model)
-    assert check.compared >= 500
-    assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
-    assert check.arrived == {tx_words([e.encode() for e in s], ttl_model) for s in stacks}
-    assert all(p.ok for p in to_host), "the SF must reach the proxy host's own addresses"
-    assert c["tx_host"] >= 5  # solicitations (multicast, then unicast) and the pings to the host
-    assert harness.learned(tb, "sf", tb.sf_out or "", P_SF_RX.ip6)
+        ttl_model = "uniform" if backend == "kernel" else "pipe"  # static pushes its own TTLs (64)
+        harness.check_ipv6_through_nd_sf(tb, proxy.counters, stacks, ttl_model)
 
 
 @pytest.mark.parametrize("on_miss", ["pass", "last"])

@@ -9,6 +9,7 @@
 #include "push.shared.h"
 #include "cache.shared.h"
 #include "host.bpf.h"
+#include "counters.bpf.h"
 #include "trace.bpf.h"
 
 /* Set by the loader before load (libbpf .rodata). */
@@ -38,14 +39,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } axp_clock SEC(".maps");
-
-/* counters: AXP_CNT_ROWS rows of AXP_CNT_MAX slots, row = SF index or AXP_SF_NONE */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, AXP_CNT_ROWS * AXP_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} axp_counters SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -96,28 +89,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } axp_seq SEC(".maps");
-
-/* Add n to counter slot of SF sf's row (any sf out of range: the AXP_SF_NONE row). */
-static __always_inline void axp_count_add(__u32 sf, __u32 slot, __u64 n)
-{
-	__u32 i = (sf < AXP_MAX_SFS ? sf : AXP_SF_NONE) * AXP_CNT_MAX + slot;
-	__u64 *c = bpf_map_lookup_elem(&axp_counters, &i);
-
-	if (c)
-		*c += n;
-}
-
-static __always_inline void axp_count(__u32 sf, __u32 slot)
-{
-	axp_count_add(sf, slot, 1);
-}
-
-/* One frame seen in a direction (AXP_CNT_RX_PACKETS or AXP_CNT_TX_PACKETS) and its reason. */
-static __always_inline void axp_count_frame(__u32 sf, __u32 seen, __u32 reason)
-{
-	axp_count(sf, seen);
-	axp_count(sf, reason);
-}
 
 /*
  * axp_count_frame for a frame whose packet may be traced: its verdict (the
