@@ -35,6 +35,7 @@ static __always_inline int axp_xdp_rx_path(struct xdp_md *ctx)
 	struct axp_trace_pkt tr = {};
 	struct axp_sf *sf = NULL;
 	__u8 eth[AXP_ETH_HLEN];
+	__u64 h;
 	__u32 label, sf_idx, mark = 0, row = AXP_SF_NONE;
 	__u32 *idx = NULL;
 	int res;
@@ -137,8 +138,9 @@ static __always_inline int axp_xdp_rx_path(struct xdp_md *ctx)
 		entry.depth = f.depth;
 		entry.sf = sf_idx;
 		entry.vlans = f.vlans;
-		axp_trace_rx(&tr, &key, &entry, sf_idx, ctx);
-		res = axp_cache_insert(&key, &entry, &tr);
+		h = axp_cache_hash(&key); /* once: the cache's and the trace's sampling */
+		axp_trace_rx(&tr, &key, h, &entry, ctx);
+		res = axp_cache_insert(&key, h, &entry, &tr);
 		if (res) {
 			axp_count_done(&tr, row, AXP_CNT_RX_PACKETS,
 				       res == -2 ? AXP_CNT_RX_KEY_FULL : AXP_CNT_RX_CACHE_ERROR, NULL);
@@ -211,7 +213,7 @@ static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 i
 						    struct axp_entry *entry, struct axp_trace_pkt *t)
 {
 	__u32 sf_idx, *idx;
-	__u64 dwell;
+	__u64 dwell, h;
 	int timed;
 
 	if (axp_cfg.static_mode) {
@@ -222,8 +224,9 @@ static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 i
 		entry->sf = sf_idx; /* the counter row */
 		return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 	}
-	axp_trace_tx(t, key);
-	timed = axp_cache_take(key, entry);
+	h = axp_cache_hash(key);
+	axp_trace_tx(t, key, h);
+	timed = axp_cache_take(key, h, entry);
 	if (timed < 0) {
 		axp_trace_take(t, key, entry, 0, 0);
 		return NULL;

@@ -257,23 +257,23 @@ static __always_inline struct axp_cache_set *axp_cache_set_of(__u64 h)
 #define axp_cache_in_memory(p) __asm__ __volatile__("" : : "r"(p) : "memory")
 
 /*
- * Cache the packet's stack, count what the cache did and trace it (t); e->rx_ns
- * is set here: CLOCK_MONOTONIC for a packet whose dwell time is measured, else
- * 0. Returns 0 when cached; the packet is to be dropped on -1 (no
- * set: a loader that sized the map wrong; or its lock still held after
- * AXP_CACHE_SPIN_MAX tries) and -2 (max_per_key, or its set full of its key).
+ * Cache the packet's stack (h: its key's axp_cache_hash), count what the cache
+ * did and trace it (t); e->rx_ns is set here: CLOCK_MONOTONIC for a packet
+ * whose dwell time is measured, else 0. Returns 0 when cached; the packet is
+ * to be dropped on -1 (no set: a loader that sized the map wrong; or its lock
+ * still held after AXP_CACHE_SPIN_MAX tries) and -2 (max_per_key, or its set
+ * full of its key).
  */
-static __always_inline int axp_cache_insert(const struct axp_key *key, struct axp_entry *e,
+static __always_inline int axp_cache_insert(const struct axp_key *key, __u64 h, struct axp_entry *e,
 					    struct axp_trace_pkt *t)
 {
-	__u64 h, max_dwell_ns = axp_cfg.max_dwell_ns;
+	__u64 max_dwell_ns = axp_cfg.max_dwell_ns;
 	__u32 max_per_key = axp_cfg.max_per_key;
 	struct axp_cache_outcome o;
 	struct axp_cache_set *s;
 
 	axp_cache_in_memory(key);
 	axp_cache_in_memory(e);
-	h = axp_cache_hash(key);
 	e->rx_ns = axp_cache_timed(h, axp_cfg.dwell_sample_mask) ? axp_now() : 0;
 	s = axp_cache_set_of(h);
 	if (!s || !axp_cache_lock(s)) {
@@ -295,19 +295,17 @@ static __always_inline int axp_cache_insert(const struct axp_key *key, struct ax
 }
 
 /*
- * Take the stack of the key's oldest run into *out. Returns -1 on a miss, on a
- * hit 1 when the packet's dwell time is measured (out->rx_ns is then precise),
- * else 0.
+ * Take the stack of the key's oldest run into *out (h: the key's
+ * axp_cache_hash). Returns -1 on a miss, on a hit 1 when the packet's dwell
+ * time is measured (out->rx_ns is then precise), else 0.
  */
-static __always_inline int axp_cache_take(const struct axp_key *key, struct axp_entry *out)
+static __always_inline int axp_cache_take(const struct axp_key *key, __u64 h, struct axp_entry *out)
 {
 	struct axp_cache_outcome o;
 	struct axp_cache_set *s;
-	__u64 h;
 
 	axp_cache_in_memory(key);
 	axp_cache_in_memory(out);
-	h = axp_cache_hash(key);
 	s = axp_cache_set_of(h);
 	if (!s || !axp_cache_lock(s))
 		return -1;

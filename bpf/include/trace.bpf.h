@@ -69,49 +69,50 @@ static __noinline void axp_trace_emit(const struct axp_trace_pkt *t, __u32 what,
 	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 }
 
+/* RX, a packet whose hash is sampled: the filters, then its first event. */
 static __noinline void axp_trace_rx_start(struct axp_trace_pkt *t, const struct axp_key *key,
 					  const struct axp_entry *e)
 {
-	__u64 h;
-
 	if (!t || !key || !e)
 		return;
-	h = axp_cache_hash(key);
-	if (!axp_trace_pick(&axp_trace, h, key) || !axp_trace_label_match(&axp_trace, e->labels, e->depth))
+	if ((axp_trace.flow && !axp_trace_flow_match(&axp_trace, key)) ||
+	    !axp_trace_label_match(&axp_trace, e->labels, e->depth))
 		return;
 	t->on = 1;
-	t->hash = h;
 	axp_trace_emit(t, AXP_TRACE_RX, key, e);
 }
 
-/* XDP RX: sample the packet of key, whose stack e (depth set) goes to SF sf in the frame of ctx. */
-static __always_inline void axp_trace_rx(struct axp_trace_pkt *t, const struct axp_key *key,
-					 const struct axp_entry *e, __u32 sf, struct xdp_md *ctx)
+/*
+ * XDP RX: sample the packet of key (hash h), whose stack e (depth and SF set)
+ * goes to its SF in the frame of ctx. The hash bits are tested here: a packet
+ * not sampled calls nothing.
+ */
+static __always_inline void axp_trace_rx(struct axp_trace_pkt *t, const struct axp_key *key, __u64 h,
+					 const struct axp_entry *e, struct xdp_md *ctx)
 {
-	if (!axp_trace.on)
+	if (!axp_trace.on || !axp_cache_timed(h, axp_trace.mask))
 		return;
-	t->sf = sf;
+	t->hash = h;
+	t->sf = e->sf;
 	t->value = bpf_xdp_get_buff_len(ctx); /* the verifier allows no arithmetic on the end pointer */
 	axp_trace_rx_start(t, key, e);
 }
 
 static __noinline void axp_trace_tx_start(struct axp_trace_pkt *t, const struct axp_key *key)
 {
-	__u64 h;
-
 	if (!t || !key)
 		return;
-	h = axp_cache_hash(key);
-	t->on = axp_trace_pick(&axp_trace, h, key);
-	t->hash = h;
-	t->sf = AXP_SF_NONE;
+	t->on = !axp_trace.flow || axp_trace_flow_match(&axp_trace, key);
 }
 
-/* TX, before the take: sample the packet of key as far as its stack does not matter. */
-static __always_inline void axp_trace_tx(struct axp_trace_pkt *t, const struct axp_key *key)
+/* TX, before the take: sample the packet of key (hash h) as far as its stack does not matter. */
+static __always_inline void axp_trace_tx(struct axp_trace_pkt *t, const struct axp_key *key, __u64 h)
 {
-	if (axp_trace.on)
-		axp_trace_tx_start(t, key);
+	if (!axp_trace.on || !axp_cache_timed(h, axp_trace.mask))
+		return;
+	t->hash = h;
+	t->sf = AXP_SF_NONE;
+	axp_trace_tx_start(t, key);
 }
 
 static __noinline void axp_trace_took(struct axp_trace_pkt *t, const struct axp_key *key,

@@ -140,9 +140,7 @@ static __always_inline int axp_trace_flow_match(const struct axp_trace_ctl *c, c
 static __always_inline int axp_trace_pick(const struct axp_trace_ctl *c, __u64 h,
 					  const struct axp_key *k)
 {
-	if (!axp_cache_timed(h, c->mask))
-		return 0;
-	return !c->flow || axp_trace_flow_match(c, k);
+	return axp_cache_timed(h, c->mask) && (!c->flow || axp_trace_flow_match(c, k));
 }
 
 /* 1 when the stack (depth labels, as on the wire) holds c->label, or c names none */
