@@ -658,7 +658,8 @@ class Summary:
 
     def line(self) -> str:
         lost = f"; {self.lost} events lost (the ring was full: sample fewer)" if self.lost else ""
-        return f"{self.packets} packets traced, {self.complete} followed from RX to TX or to their drop{lost}"
+        packets = f"{self.packets} packet{'s' if self.packets != 1 else ''}"
+        return f"{packets} traced, {self.complete} followed from RX to TX or to their drop{lost}"
 
 
 def follow(tracer: Tracer, out: TextIO, sf_names: Sequence[str] = (), count: int = 0, seconds: float = 0.0,
