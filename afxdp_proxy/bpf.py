@@ -225,6 +225,13 @@ class BpfObject:
     def map(self, name: str, key_type: str, value_type: str) -> Map:
         return Map(check(lib.axp_obj_map_fd(self._obj, name.encode()), f"map {name}"), key_type, value_type)
 
+    def map_id(self, name: str) -> int:
+        """The ID of a map of any type (a ring buffer has no key or value to type)."""
+        info = ffi.new("struct axp_map_info *")
+        check(lib.axp_map_info(check(lib.axp_obj_map_fd(self._obj, name.encode()), f"map {name}"), info),
+              f"info {name}")
+        return info.id
+
     def close(self) -> None:
         if self._obj != ffi.NULL:
             lib.axp_obj_close(self._obj)

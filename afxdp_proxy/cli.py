@@ -24,6 +24,7 @@ examples:
   ip netns exec proxy afxdp-proxy run --config proxy.toml
   kill -HUP <pid>                      # reload proxy.toml: SFs added, removed, changed
   ip netns exec proxy afxdp-proxy stats --json
+  ip netns exec proxy afxdp-proxy trace --sample 1024 --count 5   # follow packets through it
   systemctl start afxdp-proxy@proxy    # /etc/afxdp-proxy/proxy.toml in namespace proxy
   afxdp-proxy testbed up --topology attached && afxdp-proxy testbed status
   afxdp-proxy testbed up --sf firewall --bidirectional   # replies through the SF too
@@ -179,6 +180,50 @@ exit status: 0 when run can start (warnings allowed), 2 when it would refuse.
 """
 
 
+TRACE_HELP = """\
+Follow sampled packets through a running proxy (kernel or afxdp backend), live:
+each stage a packet passes, with its time, CPU and label stack. Sampling is
+off until trace starts and off again when it ends, however it ends: Ctrl-C,
+SIGTERM, --count, --seconds; a trace killed outright is noticed by the proxy,
+which turns sampling off within a second. One trace at a time per proxy.
+
+which packets:
+  A packet is sampled by its cache key's hash, which RX and TX both compute,
+  so every stage of a sampled packet is seen and every packet of a sampled key
+  (its duplicates, retransmissions) is too. --sample N takes 1 in N, N rounded
+  to the nearest power of two (default 1024, or 1 when --label or --flow is
+  given). --label and --flow narrow that down: the label
+  anywhere in the stack (at RX the stack the packet arrived with, at TX the
+  one the cache hands back), the flow on the key's protocol, addresses and
+  ports (a tunnel's outer ones; not with key = "meta", whose key holds none).
+  Frames passed before their SF is known (not SR-MPLS, another node's label,
+  malformed) are never sampled, nor is anything through the static proxy,
+  which has no key to follow a packet by.
+
+stages, one line each (time in us since the packet's first):
+  rx          RX chose the SF: label -> SF, the stack it arrived with, the
+              bytes of the frame that goes to the SF
+  insert      the cache insert: a run of its own, joined its key's run, or
+              refused (max_per_key; its set's lock held too long)
+  rx_verdict  the counter RX counted it under (rx_popped, rx_key_full, ...)
+  sf          its time in the SF (RX to TX, as the dwell histogram has it)
+  take        the TX side's cache take: hit with the stack handed back, or miss
+  tx_verdict  the counter TX counted it under (tx_pushed with the labels it
+              pushed, tx_plain, tx_miss_pass, ...)
+A packet still in the SF after 1 s is shown without its TX side. A packet
+whose RX came before the trace shows its TX side only.
+
+output: a block per packet (a head line: flow, SF, key hash; then its
+stages); --json: one JSON object a line per packet, its stages with t_us,
+ts_ns (CLOCK_MONOTONIC), cpu and each stage's fields. A summary line goes to
+stderr at the end, with the events lost to a full ring, if any.
+
+exit status: 0; 1 when the proxy stops meanwhile; 2 when no proxy runs, the
+choice is ambiguous (--name), the backend cannot be traced, another trace
+holds it, or an option is wrong.
+"""
+
+
 def _err(msg: str, code: int) -> int:
     log.error("%s", msg)
     return code
@@ -272,16 +317,23 @@ def pick_instance(live: dict[str, dict], name: str | None, netns_id: str) -> str
     raise LookupError(f"several proxies run ({', '.join(here or live)}); pick one with --name")
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
-    from afxdp_proxy import bpf, counters, state
-    from afxdp_proxy.runner import summary
+def running_instance(name: str | None) -> tuple[str, dict]:
+    """The running proxy a command is about (pick_instance) and its state file entry."""
+    from afxdp_proxy import state
 
     live = state.running()
+    name = pick_instance(live, name, state.netns_id())
+    return name, live[name]
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from afxdp_proxy import bpf, counters
+    from afxdp_proxy.runner import summary
+
     try:
-        name = pick_instance(live, args.name, state.netns_id())
+        name, info = running_instance(args.name)
     except LookupError as e:
         return _err(str(e), 1)
-    info = live[name]
     sf_names = list(info.get("sfs", []))
     if info["backend"] == "afxdp":
         # the workers' counters live in the proxy process, shared through a mapped file
@@ -315,6 +367,52 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(summary(total, in_flight))
         print(sf_table(per_sf))
     return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from afxdp_proxy import signals, state, trace
+
+    try:
+        flow = trace.Flow.parse(args.flow) if args.flow else None
+        every = args.sample or (1 if flow or args.label else trace.DEFAULT_SAMPLE)
+        sampling = trace.Sampling.nearest(every, args.label, flow)
+    except ValueError as e:
+        return _err(f"trace: {e}", 2)
+    try:
+        name, info = running_instance(args.name)
+    except LookupError as e:
+        return _err(str(e), 2)
+    if flow and info.get("key") == "meta":
+        return _err('trace: --flow: key = "meta" holds no addresses or ports; trace by --label', 2)
+    try:
+        tracer = trace.Tracer(info)
+    except trace.TraceError as e:
+        return _err(f"trace: {name}: {e}", 2)
+    stop = threading.Event()
+    old = signals.install(lambda *_: stop.set(), (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) \
+        if threading.current_thread() is threading.main_thread() else {}
+    try:
+        tracer.start(sampling)
+        print(trace.describe(info, name, sampling), file=sys.stderr, flush=True)
+        summary = trace.follow(tracer, sys.stdout, info.get("sfs", []), count=args.count, seconds=args.seconds,
+                               as_json=args.json, stop=stop, alive=lambda: name in state.running())
+    except trace.TraceError as e:
+        return _err(f"trace: {name}: {e}", 2 if not tracer.started else 1)
+    finally:
+        tracer.close()  # sampling off before anything else can go wrong
+        signals.restore(old)
+    print(summary.line(), file=sys.stderr, flush=True)
+    return 0
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a positive number")
+    return n
 
 
 def sf_table(per_sf: dict[str, dict[str, int]]) -> str:
@@ -380,6 +478,22 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--name", help="instance name (proxy.name, or netns-<inode> by default)")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.set_defaults(func=cmd_stats)
+
+    tr = sub.add_parser("trace", help="follow sampled packets through a running proxy, stage by stage",
+                        description=TRACE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument("--name", help="instance name (proxy.name, or netns-<inode> by default)")
+    tr.add_argument("--sample", "-s", type=_positive, metavar="N",
+                    help="follow 1 in N packets, by key hash; N becomes the nearest power of two (default 1024; "
+                         "1 with --label or --flow)")
+    tr.add_argument("--label", "-l", type=int, default=0, metavar="L",
+                    help="only packets whose stack holds label L")
+    tr.add_argument("--flow", "-f", metavar="FLOW",
+                    help="only packets of this flow: an address (either end), or PROTO,SRC,SPORT,DST,DPORT with "
+                         "* for any field, e.g. udp,10.0.1.1,*,10.0.2.1,7777")
+    tr.add_argument("--count", "-c", type=_positive, default=0, metavar="N", help="stop after N packets")
+    tr.add_argument("--seconds", "-t", type=float, default=0.0, metavar="S", help="stop after S seconds")
+    tr.add_argument("--json", action="store_true", help="one JSON object a line per packet")
+    tr.set_defaults(func=cmd_trace)
 
     from afxdp_proxy.lab import demo, testbed
     from afxdp_proxy.lab.bench import suite

@@ -8,6 +8,7 @@ proxy keeps its maps alive, so `stats` opens them by ID.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ def netns_id() -> str:
     return f"netns-{os.stat('/proc/self/ns/net').st_ino}"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process pid exists (another user's, which we may not signal, does)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,6 +41,19 @@ def write(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def map_shared(path: Path, size: int, keep: bool = False, mode: int = 0o644) -> mmap.mmap:
+    """path (created if need be, with mode) sized to `size` bytes and mapped shared, read and
+    write: how a proxy shares what its workers write (counters, trace events) with the commands
+    that read it. keep: what the file holds stays; else it starts zeroed."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if keep else os.O_TRUNC)
+    fd = os.open(path, flags, mode)
+    try:
+        os.ftruncate(fd, size)
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+
+
 def remove(name: str) -> None:
     (STATE_DIR / f"{name}.json").unlink(missing_ok=True)
 
@@ -55,7 +70,7 @@ def running(kind: str = "proxy") -> dict[str, dict[str, Any]]:
             continue
         if data.get("kind") != kind:
             continue
-        if "pid" in data and not _alive(int(data["pid"])):
+        if "pid" in data and not alive(int(data["pid"])):
             path.unlink(missing_ok=True)
             continue
         out[path.stem] = data

@@ -32,8 +32,10 @@ static __always_inline int axp_xdp_rx_path(struct xdp_md *ctx)
 	struct axp_entry entry = {};
 	struct axp_frame f = {};
 	struct axp_key key AXP_CACHE_KEY_ALIGN = {}, *keyp;
+	struct axp_trace_pkt tr = {};
 	struct axp_sf *sf = NULL;
 	__u8 eth[AXP_ETH_HLEN];
+	__u64 h;
 	__u32 label, sf_idx, mark = 0, row = AXP_SF_NONE;
 	__u32 *idx = NULL;
 	int res;
@@ -136,15 +138,17 @@ static __always_inline int axp_xdp_rx_path(struct xdp_md *ctx)
 		entry.depth = f.depth;
 		entry.sf = sf_idx;
 		entry.vlans = f.vlans;
-		res = axp_cache_insert(&key, &entry);
+		h = axp_cache_hash(&key); /* once: the cache's and the trace's sampling */
+		axp_trace_rx(&tr, &key, h, &entry, ctx);
+		res = axp_cache_insert(&key, h, &entry, &tr);
 		if (res) {
-			axp_count_frame(row, AXP_CNT_RX_PACKETS,
-					res == -2 ? AXP_CNT_RX_KEY_FULL : AXP_CNT_RX_CACHE_ERROR);
+			axp_count_done(&tr, row, AXP_CNT_RX_PACKETS,
+				       res == -2 ? AXP_CNT_RX_KEY_FULL : AXP_CNT_RX_CACHE_ERROR, NULL);
 			return XDP_DROP;
 		}
 		axp_last_note(sf_idx, &entry);
 	}
-	axp_count_frame(row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POPPED);
+	axp_count_done(&tr, row, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POPPED, NULL);
 	/* proxied all the same; the count tells how often such chains come by */
 	if (key.flags & AXP_KEYF_EXT_LIMIT)
 		axp_count(row, AXP_CNT_RX_KEY_EXT_LIMIT);
@@ -206,10 +210,10 @@ static __always_inline __u32 axp_tx_row(__u32 ifindex)
  * of the TX interface (static). Returns the SF or NULL on a miss.
  */
 static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 ifindex,
-						    struct axp_entry *entry)
+						    struct axp_entry *entry, struct axp_trace_pkt *t)
 {
 	__u32 sf_idx, *idx;
-	__u64 dwell;
+	__u64 dwell, h;
 	int timed;
 
 	if (axp_cfg.static_mode) {
@@ -220,14 +224,19 @@ static __always_inline struct axp_sf *axp_tx_lookup(struct axp_key *key, __u32 i
 		entry->sf = sf_idx; /* the counter row */
 		return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 	}
-	timed = axp_cache_take(key, entry);
-	if (timed < 0)
+	h = axp_cache_hash(key);
+	axp_trace_tx(t, key, h);
+	timed = axp_cache_take(key, h, entry);
+	if (timed < 0) {
+		axp_trace_take(t, key, entry, 0, 0);
 		return NULL;
+	}
 	if (timed) {
 		dwell = axp_now() - entry->rx_ns;
 		axp_count_add(entry->sf, AXP_CNT_TX_DWELL_NS, dwell);
 		axp_count(entry->sf, AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell));
 	}
+	axp_trace_take(t, key, entry, 1, timed ? dwell : 0);
 	sf_idx = entry->sf;
 	return bpf_map_lookup_elem(&axp_sfs, &sf_idx);
 }
@@ -237,6 +246,7 @@ int axp_tc_tx(struct __sk_buff *skb)
 {
 	struct axp_entry entry = {};
 	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
+	struct axp_trace_pkt tr = {};
 	const __be32 *labels = NULL;
 	__be32 tags[AXP_MAX_VLANS] = {};
 	struct axp_sf *sf;
@@ -275,26 +285,26 @@ int axp_tc_tx(struct __sk_buff *skb)
 		axp_count_frame(axp_tx_row(skb->ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return TC_ACT_SHOT;
 	}
-	sf = axp_tx_lookup(&key, skb->ifindex, &entry);
+	sf = axp_tx_lookup(&key, skb->ifindex, &entry, &tr);
 	/* the host's own traffic has no entry either: it leaves as it came (on_miss = pass) */
 	if (!sf)
-		return axp_tx_miss(axp_tx_row(skb->ifindex), &entry, 0) == AXP_MISS_DROP ? TC_ACT_SHOT
-											  : TC_ACT_OK;
+		return axp_tx_miss(axp_tx_row(skb->ifindex), &entry, 0, &tr) == AXP_MISS_DROP ? TC_ACT_SHOT
+												: TC_ACT_OK;
 	row = entry.sf;
 	/* one skb, many packets (GRO upstream): one stack cannot be right for all */
 	if (skb->gso_segs > 1) {
-		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_GSO_DROP);
+		axp_count_done(&tr, row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_GSO_DROP, &entry);
 		return TC_ACT_SHOT;
 	}
 	res = axp_tx_stack(&entry, sf, &labels);
 	if (res < 0) {
-		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
+		axp_count_done(&tr, row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED, &entry);
 		return TC_ACT_SHOT;
 	}
 	n = res;
 	t = axp_vlans_out(sf, &entry.vlans, tags);
 	if (!n && !t) {
-		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PLAIN);
+		axp_count_done(&tr, row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PLAIN, &entry);
 		return TC_ACT_OK;
 	}
 	proto = n ? axp_htons(AXP_ETH_P_MPLS_UC) : (__be16)skb->protocol;
@@ -307,11 +317,11 @@ int axp_tc_tx(struct __sk_buff *skb)
 	end = (void *)(long)skb->data_end;
 	if (axp_write_tags(data, end, tags, t, proto))
 		goto push_failed;
-	axp_count_frame(row, AXP_CNT_TX_PACKETS, n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
+	axp_count_done(&tr, row, AXP_CNT_TX_PACKETS, n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN, &entry);
 	return TC_ACT_OK;
 
 push_failed:
-	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED);
+	axp_count_done(&tr, row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED, &entry);
 	return TC_ACT_SHOT;
 }
 
@@ -322,6 +332,7 @@ static __always_inline int axp_xdp_tx_path(struct xdp_md *ctx)
 	__be16 proto = axp_htons(AXP_ETH_P_MPLS_UC);
 	struct axp_entry entry = {};
 	struct axp_key key AXP_CACHE_KEY_ALIGN = {};
+	struct axp_trace_pkt tr = {};
 	const __be32 *labels = NULL;
 	__be32 tags[AXP_MAX_VLANS] = {};
 	struct axp_sf *sf;
@@ -351,7 +362,7 @@ static __always_inline int axp_xdp_tx_path(struct xdp_md *ctx)
 		axp_count_frame(axp_tx_row(ifindex), AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return XDP_DROP;
 	}
-	sf = axp_tx_lookup(&key, ifindex, &entry);
+	sf = axp_tx_lookup(&key, ifindex, &entry, &tr);
 	if (sf) {
 		row = entry.sf;
 	} else {
@@ -360,19 +371,19 @@ static __always_inline int axp_xdp_tx_path(struct xdp_md *ctx)
 		 * it would without the proxy; or the SF's last stack (on_miss = last).
 		 */
 		row = axp_tx_row(ifindex);
-		res = axp_tx_miss(row, &entry, 1);
+		res = axp_tx_miss(row, &entry, 1, &tr);
 		if (res != AXP_MISS_LAST)
 			return res == AXP_MISS_DROP ? XDP_DROP : XDP_PASS;
 		sf = bpf_map_lookup_elem(&axp_sfs, &row);
 		if (!sf) {
-			axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
+			axp_count_done(&tr, row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS, NULL);
 			return XDP_PASS;
 		}
 		reason = AXP_CNT_TX_MISS_LAST;
 	}
 	res = axp_tx_stack(&entry, sf, &labels);
 	if (res < 0) {
-		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
+		axp_count_done(&tr, row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED, &entry);
 		return XDP_DROP;
 	}
 	n = res;
@@ -396,7 +407,8 @@ static __always_inline int axp_xdp_tx_path(struct xdp_md *ctx)
 			__builtin_memcpy(p, &labels[i], 4);
 		}
 	}
-	axp_count_frame(row, AXP_CNT_TX_PACKETS, reason ? reason : n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
+	axp_count_done(&tr, row, AXP_CNT_TX_PACKETS, reason ? reason : n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN,
+		       &entry);
 	if (data + AXP_ETH_HLEN > end)
 		goto push_failed;
 	__builtin_memcpy(data, sf->next_hop_mac, 6);
@@ -406,7 +418,7 @@ static __always_inline int axp_xdp_tx_path(struct xdp_md *ctx)
 	return bpf_redirect(sf->net_out_ifindex, 0);
 
 push_failed:
-	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED);
+	axp_count_done(&tr, row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED, &entry);
 	return XDP_DROP;
 }
 

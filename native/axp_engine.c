@@ -12,6 +12,7 @@
 
 #include "axp_engine.h"
 #include "axp_internal.h"
+#include "axp_trace.h"
 #include "parse.shared.h"
 #include "push.shared.h"
 
@@ -37,6 +38,7 @@ struct axp_engine {
 	uint8_t have_sf[AXP_MAX_SFS];
 	struct axp_sf sfs[AXP_MAX_SFS];
 	struct axp_last_stack last[AXP_MAX_SFS];
+	struct axp_trace_area *trace; /* `afxdp-proxy trace`'s ctl and ring, or NULL */
 };
 
 uint64_t axp_now_ns(void)
@@ -165,6 +167,11 @@ const struct axp_sf *axp_engine_sf(const struct axp_engine *e, uint32_t index)
 	return index < AXP_MAX_SFS && e->have_sf[index] ? &e->sfs[index] : NULL;
 }
 
+void axp_engine_set_trace(struct axp_engine *e, struct axp_trace_area *area)
+{
+	e->trace = area;
+}
+
 struct axp_cache *axp_engine_cache(struct axp_engine *e)
 {
 	return e->cache;
@@ -266,6 +273,7 @@ struct axp_job {
 	uint64_t hash;
 	int idx;            /* RX: the SF of the top label */
 	uint16_t proto;     /* TX: the ethertype, as on the wire */
+	uint8_t traced;     /* sampled by `afxdp-proxy trace` (trace.shared.h): report its stages */
 };
 
 #define AXP_CHUNK 16     /* frames between step 1 and step 2 */
@@ -284,6 +292,24 @@ static inline void axp_count_frame(uint64_t *cnt, uint32_t sf, uint32_t seen, ui
 
 	row[seen]++;
 	row[reason]++;
+}
+
+/* A stage of a traced packet (trace.shared.h); key and entry may be NULL. */
+static inline void axp_trace(const struct axp_engine *e, const struct axp_job *j, uint32_t stage,
+			     uint32_t result, uint32_t sf, uint64_t value, const struct axp_key *key,
+			     const struct axp_entry *entry)
+{
+	if (j->traced)
+		axp_trace_report(e->trace, stage, result, j->hash, sf, value, key, entry);
+}
+
+/* axp_count_frame of a frame whose packet may be traced: its verdict is reported too. */
+static inline void axp_count_done(const struct axp_engine *e, uint64_t *cnt, const struct axp_job *j,
+				  uint32_t sf, uint32_t seen, uint32_t reason, const struct axp_entry *entry)
+{
+	axp_count_frame(cnt, sf, seen, reason);
+	axp_trace(e, j, seen == AXP_CNT_RX_PACKETS ? AXP_TRACE_RX_DONE : AXP_TRACE_TX_DONE, reason,
+		  sf < AXP_MAX_SFS ? sf : AXP_SF_NONE, 0, NULL, entry);
 }
 
 /* RX step 1: returns an enum axp_verdict, or AXP_PENDING when the frame goes on to the cache. */
@@ -335,6 +361,12 @@ static inline int axp_rx_parse(const struct axp_engine *e, uint64_t *cnt, const 
 	j->idx = idx;
 	j->hash = axp_cache_hash(&j->key);
 	axp_cache_prefetch(e->cache, j->hash);
+	j->traced = axp_trace_on(e->trace) && axp_trace_pick(&e->trace->ctl, j->hash, &j->key) &&
+		    axp_trace_label_match(&e->trace->ctl, j->entry.labels, j->f.depth);
+	if (j->traced) {
+		j->entry.depth = j->f.depth;
+		axp_trace(e, j, AXP_TRACE_RX, 0, idx, len - (j->f.l3_off - AXP_ETH_HLEN), &j->key, &j->entry);
+	}
 	return AXP_PENDING;
 }
 
@@ -352,11 +384,12 @@ static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	j->entry.vlans = j->f.vlans;
 	j->entry.rx_ns = now;
 	axp_cache_insert_hashed(e->cache, &j->key, j->hash, &j->entry, &o);
+	axp_trace(e, j, AXP_TRACE_INSERT, o.result, j->idx, (uint64_t)o.expired << 32 | o.evicted, NULL, NULL);
 	/* the runs freed or pushed out are counted in the row of the SF whose insert did it */
 	row[AXP_CNT_EXPIRED] += o.expired;
 	row[AXP_CNT_EVICTIONS] += o.evicted;
 	if (o.result == AXP_CACHE_KEY_FULL) {
-		axp_count_frame(cnt, j->idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_KEY_FULL);
+		axp_count_done(e, cnt, j, j->idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_KEY_FULL, NULL);
 		return AXP_VERDICT_DROP;
 	}
 	row[AXP_CNT_CACHE_INSERTS]++;
@@ -366,7 +399,7 @@ static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	/* pop: an Ethernet header towards the SF right in front of the IP header */
 	pop = j->f.l3_off - AXP_ETH_HLEN;
 	axp_write_eth(frame + pop, sf->sf_mac, sf->to_sf_mac, axp_htons(j->f.l3_proto));
-	axp_count_frame(cnt, j->idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POPPED);
+	axp_count_done(e, cnt, j, j->idx, AXP_CNT_RX_PACKETS, AXP_CNT_RX_POPPED, NULL);
 	/* proxied all the same; the count tells how often such chains come by */
 	if (j->key.flags & AXP_KEYF_EXT_LIMIT)
 		row[AXP_CNT_RX_KEY_EXT_LIMIT]++;
@@ -432,7 +465,22 @@ static inline int axp_tx_parse(const struct axp_engine *e, uint64_t *cnt, const 
 	}
 	j->hash = axp_cache_hash(&j->key);
 	axp_cache_prefetch(e->cache, j->hash);
+	/* a label filter waits for the stack the cache hands back (axp_trace_take) */
+	j->traced = axp_trace_on(e->trace) && axp_trace_pick(&e->trace->ctl, j->hash, &j->key);
 	return AXP_PENDING;
+}
+
+/* TX: the take of a traced packet, a hit or not; a label filter decides on the stack it got. */
+static void axp_trace_take(const struct axp_engine *e, struct axp_job *j, int hit, uint64_t now)
+{
+	const struct axp_trace_ctl *c = &e->trace->ctl;
+
+	if (c->label && (!hit || !axp_trace_label_match(c, j->entry.labels, j->entry.depth))) {
+		j->traced = 0;
+		return;
+	}
+	axp_trace(e, j, AXP_TRACE_TAKE, hit ? AXP_CACHE_HIT : AXP_CACHE_MISS, hit ? j->entry.sf : AXP_SF_NONE,
+		  hit && now > j->entry.rx_ns ? now - j->entry.rx_ns : 0, &j->key, hit ? &j->entry : NULL);
 }
 
 /* TX step 2: take the entry, push its stack minus the top label. */
@@ -446,11 +494,14 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 	uint64_t *row, dwell;
 	uint32_t n, t = 0, reason = 0;
 	__be32 tags[AXP_MAX_VLANS];
-	int known = sf_idx < AXP_MAX_SFS && e->have_sf[sf_idx];
+	int known = sf_idx < AXP_MAX_SFS && e->have_sf[sf_idx], hit;
 
-	if (axp_cache_take_hashed(e->cache, &j->key, j->hash, &j->entry, &o) != AXP_CACHE_HIT) {
+	hit = axp_cache_take_hashed(e->cache, &j->key, j->hash, &j->entry, &o) == AXP_CACHE_HIT;
+	if (j->traced)
+		axp_trace_take(e, j, hit, now);
+	if (!hit) {
 		if (e->cfg.on_miss == AXP_MISS_DROP) {
-			axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP);
+			axp_count_done(e, cnt, j, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP, NULL);
 			return AXP_VERDICT_DROP;
 		}
 		/* the tags a miss leaves with: the SF's vlan_out, if it names one */
@@ -467,7 +518,7 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 		 * goes on unlabelled to the next hop of the SF it came back from
 		 */
 		if (!known) {
-			axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
+			axp_count_done(e, cnt, j, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS, NULL);
 			return AXP_VERDICT_PASS;
 		}
 		n = 0;
@@ -489,7 +540,7 @@ push:
 	sf_idx = j->entry.sf;
 	if (n < 1 || n > AXP_MAX_LABELS || sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx]) {
 		/* an entry no RX could have written */
-		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
+		axp_count_done(e, cnt, j, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED, &j->entry);
 		return AXP_VERDICT_DROP;
 	}
 	if (n > 1 && e->cfg.ttl_model == AXP_TTL_UNIFORM)
@@ -499,7 +550,8 @@ tag:
 	sf = &e->sfs[sf_idx];
 	t = axp_vlans_out(sf, &j->entry.vlans, tags);
 	if ((n + t) * 4 > headroom) {
-		axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED);
+		axp_count_done(e, cnt, j, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED,
+			       reason == AXP_CNT_TX_MISS_PASS ? NULL : &j->entry);
 		return AXP_VERDICT_DROP;
 	}
 	/* push in place: the labels end where the IP header starts, tags and MACs precede them */
@@ -508,8 +560,9 @@ tag:
 	memcpy(frame + AXP_ETH_HLEN + t * 4, &j->entry.labels[1], n * 4);
 	if (n)
 		proto = axp_htons(AXP_ETH_P_MPLS_UC);
-	axp_count_frame(cnt, sf_idx, AXP_CNT_TX_PACKETS,
-			reason ? reason : n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN);
+	axp_count_done(e, cnt, j, sf_idx, AXP_CNT_TX_PACKETS,
+		       reason ? reason : n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN,
+		       reason == AXP_CNT_TX_MISS_PASS ? NULL : &j->entry);
 	memcpy(frame, sf->next_hop_mac, 6);
 	memcpy(frame + 6, sf->net_out_mac, 6);
 	memcpy(frame + 12, tags, t * 4);

@@ -81,6 +81,13 @@ int axp_engine_add_sf(struct axp_engine *e, uint32_t index, const struct axp_sf 
 int axp_engine_set_sf(struct axp_engine *e, uint32_t index, const struct axp_sf *sf, int serve);
 int axp_engine_drop_sf(struct axp_engine *e, uint32_t index);
 struct axp_cache *axp_engine_cache(struct axp_engine *e);
+/*
+ * Report the stages of the packets `afxdp-proxy trace` samples into area (axp_trace.h); NULL:
+ * no more. While no per-packet function runs (before the workers start, after they stop): a
+ * packet sampled at its first step reports into the same area at its second.
+ */
+struct axp_trace_area;
+void axp_engine_set_trace(struct axp_engine *e, struct axp_trace_area *area);
 void axp_engine_free(struct axp_engine *e);
 
 /* CLOCK_MONOTONIC in ns, the clock of every rx_ns (as bpf_ktime_get_ns). */

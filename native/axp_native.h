@@ -17,6 +17,7 @@
 #include "axp_engine.h"
 #include "axp_bench.h"
 #include "axp_xsk.h"
+#include "axp_trace.h" /* `afxdp-proxy trace`: the workers' event ring, readers of both backends */
 
 struct bpf_object;
 

@@ -29,6 +29,8 @@ LAB = ROOT / "bpf" / "lab"
 CONSTANTS = (
     (INCLUDE / "proxy.shared.h", "AXP"),
     (INCLUDE / "cache.shared.h", "AXP"),
+    (INCLUDE / "trace.shared.h", "AXP"),
+    (NATIVE / "axp_trace.h", "AXP"),
     (LAB / "testbed.shared.h", "TB"),
     (LAB / "gen.shared.h", "GEN"),
 )

@@ -27,14 +27,15 @@ loop with the GIL released until stop(). The cache is shared by the workers.
 Counters have the kernel backend's names (enum axp_counter) plus the extras of
 enum axp_xsk_counter. The workers keep them in a small file under
 /run/afxdp-proxy, mapped shared, so `afxdp-proxy stats` in another process
-reads them; the XDP programs count the frames they pass in BPF maps.
+reads them; the XDP programs count the frames they pass in BPF maps. The
+events of sampled packets (`afxdp-proxy trace`) take the same route: a file
+the workers write and trace maps (afxdp_proxy.trace.TraceFile).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import mmap
 import os
 import threading
 import time
@@ -45,7 +46,7 @@ from typing import Any
 
 from pyroute2.ethtool import Ethtool
 
-from afxdp_proxy import bpf, counters, hostaddrs, keep, state
+from afxdp_proxy import bpf, counters, hostaddrs, keep, state, trace
 from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.backends.kernel import (
     KernelProxy,
@@ -120,6 +121,11 @@ class Engine:
 
     def add_sf(self, index: int, sf: Any) -> None:
         bpf.check(lib.axp_engine_add_sf(self.ptr, index, sf), f"SF {index}")
+
+    def set_trace(self, area: Any) -> None:
+        """Report sampled packets into area (a ``struct axp_trace_area *``, trace.TraceFile's),
+        which must outlive the engine's use of it; ffi.NULL: no more."""
+        lib.axp_engine_set_trace(self.ptr, area)
 
     def set_sf(self, index: int, sf: Any, serve: bool = True) -> None:
         """Add or change SF index; serve False: no new packets, only those in flight (draining).
@@ -200,13 +206,7 @@ class CounterFile:
         self.kept = keep
         self.size = 8 * NSLOTS * queues
         self.reused = path is not None and path.exists() and path.stat().st_size == self.size
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if self.reused else os.O_TRUNC)
-        fd = os.open(self.path, flags, 0o644)
-        try:
-            os.ftruncate(fd, self.size)
-            self.map = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
+        self.map = state.map_shared(self.path, self.size, keep=self.reused)
         self.array = ffi.from_buffer("uint64_t[]", self.map)
         self.queues = queues
 
@@ -221,19 +221,15 @@ class CounterFile:
 
 
 def _remove_stale_counter_files() -> None:
-    """Counter files of proxies that died without cleaning up (SIGKILL)."""
-    for path in state.STATE_DIR.glob("*.counters"):
+    """Counter and trace files of proxies that died without cleaning up (SIGKILL)."""
+    for path in [*state.STATE_DIR.glob("*.counters"), *state.STATE_DIR.glob("*.trace")]:
         parts = path.name.split(".")
         try:
             pid = int(parts[-3])
         except (IndexError, ValueError):
             continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not state.alive(pid):
             path.unlink(missing_ok=True)
-        except PermissionError:
-            pass
 
 
 def read_counter_file(path: str | Path, queues: int) -> list[list[int]]:
@@ -363,6 +359,7 @@ class AfxdpProxy:
         self.engine: Engine | None = None
         self._xsk: Any = None
         self._file: CounterFile | None = None
+        self._trace: trace.TraceFile | None = None
         self._ports: list[_Port] = []  # every interface opened in this proxy's life, retired ones too
         self._sfs: dict[int, _Sf] = {}  # by slot: the SFs served and the removed ones draining
         self.rows: list[str] = []  # counter rows (SF slots) by the name of the SF last given each
@@ -500,6 +497,9 @@ class AfxdpProxy:
 
         self._file = CounterFile(self.instance, self.queues, counters_path, keep=self.kept)
         self._undo.callback(self._close_file)
+        self._trace = trace.TraceFile(self.instance)
+        self._undo.callback(self._close_trace)  # after the workers have stopped
+        engine.set_trace(self._trace.area)
         self._undo.callback(self._close_objects)
         for port in self._ports:
             if port.roles & (ROLE_NET_IN | ROLE_FROM_SF):
@@ -683,6 +683,13 @@ class AfxdpProxy:
             self._final_queues = self._file.per_queue()
             self._final = self._snapshot_now()
 
+    def _close_trace(self) -> None:
+        if self._trace is not None:
+            if self.engine is not None:
+                self.engine.set_trace(ffi.NULL)
+            self._trace.close()
+            self._trace = None
+
     def _close_file(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -712,7 +719,10 @@ class AfxdpProxy:
         return done
 
     def tick(self) -> list[str]:
-        """Retire what removed SFs no longer need once they have drained; returns their names."""
+        """Retire what removed SFs no longer need once they have drained; returns their names.
+        Sampling set by a trace that has gone is turned off."""
+        if self._trace is not None:
+            trace.release_orphan(self._trace.control)
         done = drained(self._sfs)
         if not done:
             return []
@@ -845,6 +855,7 @@ class AfxdpProxy:
         assert self._file is not None and self._xsk is not None
         return {
             "counters_file": str(self._file.path),
+            "trace_file": str(self._trace.path) if self._trace else None,
             "queues": self.queues,
             "maps": {"xsk_counters": [m.id for m in self._bpf_maps()]},
             "progs": [p.obj.prog_id(p.prog) for p in self._ports if p.obj],

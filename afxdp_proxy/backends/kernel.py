@@ -51,7 +51,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from afxdp_proxy import bpf, counters, hostaddrs, keep, state
+from afxdp_proxy import bpf, counters, hostaddrs, keep, state, trace
 from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig, SfConfig, meta_mark_layout
@@ -161,6 +161,10 @@ class ProxyObject:
         self.host_addrs = self.obj.map("axp_host_addrs", "struct axp_host_addr", "uint8_t")
         # struct axp_last_stack (proxy.bpf.h, BPF only): its lock, depth and labels; zeroed only
         self.last = self.obj.map("axp_last", "uint32_t", f"uint8_t[{4 * (2 + lib.AXP_MAX_LABELS)}]")
+        # `afxdp-proxy trace`: what to sample (the section of the global axp_trace), and the events
+        self.trace_ctl = self.obj.map(".data.trace", "uint32_t", "struct axp_trace_ctl")
+        self.trace = trace.Control(ctl_map=self.trace_ctl)
+        self.trace_events_id = self.obj.map_id("axp_trace_events")
 
     def cache_sets(self) -> list[CacheSet]:
         """Every set of the cache (its lock word is the programs' own, which user space does
@@ -663,7 +667,10 @@ class KernelProxy:
         return done
 
     def tick(self) -> list[str]:
-        """Detach what removed SFs no longer need once they have drained; returns their names."""
+        """Detach what removed SFs no longer need once they have drained; returns their names.
+        Sampling set by a trace that has gone is turned off."""
+        if self.obj is not None:
+            trace.release_orphan(self.obj.trace)
         done = drained(self._sfs)
         if not done:
             return []
@@ -699,6 +706,8 @@ class KernelProxy:
         progs = [self.obj.obj.prog_id(p) for p in self.obj.programs]  # all loaded, attached or not
         if self.redirects is not None:
             progs.append(self.redirects.prog_id)
-        return {"maps": {"counters": self.counter_map.id, "cache": self.cache_map.id}, "progs": progs,
+        maps = {"counters": self.counter_map.id, "cache": self.cache_map.id,
+                "trace_ctl": self.obj.trace_ctl.id, "trace_events": self.obj.trace_events_id}
+        return {"maps": maps, "progs": progs,
                 "sfs": self.rows, "kept": str(keep.pin_dir(self.instance)) if self.kept else None}
 

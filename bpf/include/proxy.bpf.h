@@ -10,6 +10,7 @@
 #include "cache.shared.h"
 #include "host.bpf.h"
 #include "counters.bpf.h"
+#include "trace.bpf.h"
 
 /* Set by the loader before load (libbpf .rodata). */
 const volatile struct axp_config axp_cfg = {};
@@ -89,6 +90,16 @@ struct {
 	__type(value, __u32);
 } axp_seq SEC(".maps");
 
+/*
+ * axp_count_frame for a frame whose packet may be traced: its verdict (the
+ * reason) is reported too, with e, the stack it leaves with (TX), if any.
+ */
+static __always_inline void axp_count_done(struct axp_trace_pkt *t, __u32 sf, __u32 seen, __u32 reason,
+					   const struct axp_entry *e)
+{
+	axp_count_frame(sf, seen, reason);
+	axp_trace_done(t, seen == AXP_CNT_RX_PACKETS ? AXP_TRACE_RX_DONE : AXP_TRACE_TX_DONE, reason, sf, e);
+}
 
 /*
  * Artificial key, placed in the meta_mark_mask bits of the mark:
@@ -246,28 +257,32 @@ static __always_inline struct axp_cache_set *axp_cache_set_of(__u64 h)
 #define axp_cache_in_memory(p) __asm__ __volatile__("" : : "r"(p) : "memory")
 
 /*
- * Cache the packet's stack and count what the cache did; e->rx_ns is set here:
- * CLOCK_MONOTONIC for a packet whose dwell time is measured, else 0. Returns 0
- * when cached; the packet is to be dropped on -1 (no
- * set: a loader that sized the map wrong; or its lock still held after
- * AXP_CACHE_SPIN_MAX tries) and -2 (max_per_key, or its set full of its key).
+ * Cache the packet's stack (h: its key's axp_cache_hash), count what the cache
+ * did and trace it (t); e->rx_ns is set here: CLOCK_MONOTONIC for a packet
+ * whose dwell time is measured, else 0. Returns 0 when cached; the packet is
+ * to be dropped on -1 (no set: a loader that sized the map wrong; or its lock
+ * still held after AXP_CACHE_SPIN_MAX tries) and -2 (max_per_key, or its set
+ * full of its key).
  */
-static __always_inline int axp_cache_insert(const struct axp_key *key, struct axp_entry *e)
+static __always_inline int axp_cache_insert(const struct axp_key *key, __u64 h, struct axp_entry *e,
+					    struct axp_trace_pkt *t)
 {
-	__u64 h, max_dwell_ns = axp_cfg.max_dwell_ns;
+	__u64 max_dwell_ns = axp_cfg.max_dwell_ns;
 	__u32 max_per_key = axp_cfg.max_per_key;
 	struct axp_cache_outcome o;
 	struct axp_cache_set *s;
 
 	axp_cache_in_memory(key);
 	axp_cache_in_memory(e);
-	h = axp_cache_hash(key);
 	e->rx_ns = axp_cache_timed(h, axp_cfg.dwell_sample_mask) ? axp_now() : 0;
 	s = axp_cache_set_of(h);
-	if (!s || !axp_cache_lock(s))
+	if (!s || !axp_cache_lock(s)) {
+		axp_trace_insert(t, AXP_CACHE_MISS, 0, 0);
 		return -1;
+	}
 	axp_cache_set_insert(s, key, axp_cache_tag(h), e, axp_cache_now(), max_dwell_ns, max_per_key, &o);
 	axp_cache_unlock(s);
+	axp_trace_insert(t, o.result, o.expired, o.evicted);
 	/* the runs freed or pushed out are counted in the row of the SF whose insert did it */
 	if (o.expired)
 		axp_count_add(e->sf, AXP_CNT_EXPIRED, o.expired);
@@ -280,19 +295,17 @@ static __always_inline int axp_cache_insert(const struct axp_key *key, struct ax
 }
 
 /*
- * Take the stack of the key's oldest run into *out. Returns -1 on a miss, on a
- * hit 1 when the packet's dwell time is measured (out->rx_ns is then precise),
- * else 0.
+ * Take the stack of the key's oldest run into *out (h: the key's
+ * axp_cache_hash). Returns -1 on a miss, on a hit 1 when the packet's dwell
+ * time is measured (out->rx_ns is then precise), else 0.
  */
-static __always_inline int axp_cache_take(const struct axp_key *key, struct axp_entry *out)
+static __always_inline int axp_cache_take(const struct axp_key *key, __u64 h, struct axp_entry *out)
 {
 	struct axp_cache_outcome o;
 	struct axp_cache_set *s;
-	__u64 h;
 
 	axp_cache_in_memory(key);
 	axp_cache_in_memory(out);
-	h = axp_cache_hash(key);
 	s = axp_cache_set_of(h);
 	if (!s || !axp_cache_lock(s))
 		return -1;
@@ -373,15 +386,16 @@ static __always_inline int axp_last_take(__u32 sf, struct axp_entry *e)
  * where the host's own traffic has no entry either) last acts as pass, and so
  * it does while no stack went to the SF yet.
  */
-static __always_inline int axp_tx_miss(__u32 row, struct axp_entry *e, int may_last)
+static __always_inline int axp_tx_miss(__u32 row, struct axp_entry *e, int may_last,
+				       struct axp_trace_pkt *t)
 {
 	if (axp_cfg.on_miss == AXP_MISS_DROP) {
-		axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP);
+		axp_count_done(t, row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_DROP, NULL);
 		return AXP_MISS_DROP;
 	}
 	if (axp_cfg.on_miss == AXP_MISS_LAST && may_last && row < AXP_MAX_SFS && !axp_last_take(row, e))
 		return AXP_MISS_LAST;
-	axp_count_frame(row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS);
+	axp_count_done(t, row, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS, NULL);
 	return AXP_MISS_PASS;
 }
 

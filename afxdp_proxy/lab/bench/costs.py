@@ -18,7 +18,9 @@ flow (--load tcp), both on CPU 0 as in `afxdp-proxy bench`.
 the caching one, --reps times in alternating order (caching first, then static
 first, ...), and gives the caching proxy's RX+TX as a ratio to the static
 proxy's of the same repetition: the machine's load drifts, ratios of neighbours
-hold.
+hold. --trace N (in place) does the same for the caching proxy with
+`afxdp-proxy trace`'s sampling on, 1 in N packets, against itself with it off:
+what tracing costs while a tracer (in this process) reads the events.
 
 Programs per configuration: attached runs XDP RX (pop, cache, redirect) and
 XDP TX (look up, push, redirect); inline runs XDP RX (pop, cache, pass) and TC
@@ -33,10 +35,11 @@ import argparse
 import json
 import struct
 import sys
+import threading
 from dataclasses import asdict
 from typing import Any
 
-from afxdp_proxy import bpf, counters
+from afxdp_proxy import bpf, counters, state, trace
 from afxdp_proxy._native import ffi
 from afxdp_proxy.backends.kernel import ProxyObject
 from afxdp_proxy.config import DEFAULT_CACHE_ENTRIES, ProxyConfig, SfConfig
@@ -165,10 +168,35 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class Tracing:
+    """`afxdp-proxy trace`'s sampling (1 in every) on a running proxy, its events read as trace
+    reads them, in a thread, until close(); `events` counts them."""
+
+    def __init__(self, name: str, every: int) -> None:
+        self.tracer = trace.Tracer(state.running()[name])
+        self.events = 0
+        self._stop = threading.Event()
+        self.tracer.start(trace.Sampling(every))
+        self._thread = threading.Thread(target=self._read, name="costs-trace", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.wait(trace.POLL):
+            self.events += len(self.tracer.read())
+
+    def close(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join()
+        lost = self.tracer.lost()
+        self.tracer.close()
+        return {"events": self.events, "lost": lost}
+
+
 def in_place(tb: Any, gen: Any, backend: str, key: str, depth: int, cache_entries: int, load: str = "gen",
-             seconds: float = 1.0) -> dict[str, Any]:
+             seconds: float = 1.0, trace_every: int = 0) -> dict[str, Any]:
     """ns per run of the RX and TX programs of a proxy started on testbed tb, under load: the
-    kernel's run-time statistics while the generator (gen, 64 B frames) or iperf3 (tcp) runs."""
+    kernel's run-time statistics while the generator (gen, 64 B frames) or iperf3 (tcp) runs.
+    trace_every: sample 1 in that many packets meanwhile, as `afxdp-proxy trace` does."""
     from afxdp_proxy.lab.bench import metrics
     from afxdp_proxy.lab.bench.variants import Variant
     from afxdp_proxy.lab.proxyproc import ProxyProcess
@@ -177,8 +205,11 @@ def in_place(tb: Any, gen: Any, backend: str, key: str, depth: int, cache_entrie
     tb.set_stacks([chain(depth)])
     proxy = ProxyProcess(tb.ns_proxy, v.config(tb, depth, cache_entries=cache_entries),
                          name=f"{tb.prefix}-costs").start()
+    tracing = None
     try:
         progs = metrics.programs_of(proxy.pid)
+        if trace_every:
+            tracing = Tracing(proxy.name, trace_every)
         if load == "gen":
             r = metrics.proxy_cpu(tb, gen, chain(depth), seconds, None, progs)
             per_prog, extra = r["programs"], {"received": r["received"]}
@@ -186,7 +217,12 @@ def in_place(tb: Any, gen: Any, backend: str, key: str, depth: int, cache_entrie
             per_prog, t = metrics.run_time_during(progs, lambda: tb.iperf3(
                 seconds=max(1, round(seconds)), affinity=metrics.IPERF_AFFINITY))
             extra = {"tcp_gbps": t.bits_per_second / 1e9}
+        if tracing is not None:
+            extra["trace"] = tracing.close()
+            tracing = None
     finally:
+        if tracing is not None:
+            tracing.close()
         proxy.stop()
     tx = "axp_xdp_tx" if tb.topology == "attached" else "axp_tc_tx"
     ns = {"rx": per_prog.get("axp_xdp_rx", {}).get("ns_per_run"), "tx": per_prog.get(tx, {}).get("ns_per_run")}
@@ -225,6 +261,38 @@ def report_side_by_side(r: dict[str, Any], label: str, how: str) -> str:
     return "\n".join(lines)
 
 
+def traced_vs_not(measure_one: Any, reps: int, every: int) -> dict[str, Any]:
+    """measure_one(trace_every) -> {"rx": ns, "tx": ns, ...} with tracing off (0) and on (1 in
+    every), reps times in alternating order; the ratio of RX+TX, on to off, per repetition."""
+    runs = []
+    for rep in range(reps):
+        order = [0, every] if rep % 2 == 0 else [every, 0]
+        got = {n: measure_one(n) for n in order}
+        off, on = got[0], got[every]
+        runs.append({"off": off, "on": on, "ratio": (on["rx"] + on["tx"]) / (off["rx"] + off["tx"])})
+    return {
+        "every": every, "runs": runs,
+        "summary": {who: {d: asdict(summarize([r[who][d] for r in runs])) for d in ("rx", "tx")}
+                    for who in ("off", "on")},
+        "ratio_on_to_off": asdict(summarize([r["ratio"] for r in runs])),
+    }
+
+
+def report_traced(r: dict[str, Any], label: str, how: str) -> str:
+    n = len(r["runs"])
+    lines = [f"tracing on (1 in {r['every']}) and off, {how}: {n} repetition(s) in alternating order, "
+             "median [min-max] over them"]
+    for who in ("off", "on"):
+        rx, tx = (Summary(**r["summary"][who][d]) for d in ("rx", "tx"))
+        lines.append(f"  {label + ' trace ' + who:24} RX {rx.fmt(' ns', 0)}   TX {tx.fmt(' ns', 0)}")
+    ratio = Summary(**r["ratio_on_to_off"])
+    events = [run["on"]["detail"].get("trace", {}) for run in r["runs"]]
+    lines.append(f"  RX+TX on / off = {ratio.median:.3f}x [{ratio.lo:.3f}-{ratio.hi:.3f}] (per repetition; "
+                 f"target < 1.05x); events read {sum(e.get('events', 0) for e in events)}, "
+                 f"lost {sum(e.get('lost', 0) for e in events)}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--depth", type=int, default=8, help="labels per packet (default 8)")
@@ -246,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vs-static", action="store_true",
                    help="also measure the static proxy (same depth, topology and method) in this invocation and "
                    "give the caching proxy's RX+TX as a ratio to it")
+    p.add_argument("--trace", type=int, default=0, metavar="N",
+                   help="--in-place: measure with `afxdp-proxy trace`'s sampling on (1 in N, N a power of two) and "
+                   "off, --reps times in alternating order, and give RX+TX on as a ratio to off")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     if args.in_flight < 0 or args.cache_entries < 1 or args.reps < 1 or args.seconds <= 0:
@@ -254,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--key meta needs --topology inline")
     if args.vs_static and args.backend == "static":
         p.error("--vs-static compares the caching proxy (--backend kernel) with the static one")
+    if args.trace and (not args.in_place or args.vs_static or args.backend == "static"
+                       or args.trace & (args.trace - 1)):
+        p.error("--trace N: --in-place, the caching proxy, not with --vs-static; N a power of two")
     label = f"{args.backend}-{args.key}"
     if args.in_place:
         from afxdp_proxy.lab.bench.gen import Generator
@@ -267,9 +341,20 @@ def main(argv: list[str] | None = None) -> int:
             how = (f"in place, {args.depth} labels, {args.cache_entries} cache entries, topology {args.topology}, "
                    f"under the {'64 B generator' if args.load == 'gen' else 'iperf3 TCP'} load for "
                    f"{args.seconds:g} s (kernel run-time statistics, ns per run)")
-            r = side_by_side(one, args.reps, args.backend, args.key) if args.vs_static else one(args.backend, args.key)
-            print(report_side_by_side(r, label, how) if args.vs_static else
-                  f"{how}\n  {label:18} RX {r['rx']:.0f} ns   TX {r['tx']:.0f} ns")
+            if args.trace:
+                def sampled(every: int) -> dict[str, Any]:
+                    r = in_place(tb, gen, args.backend, args.key, args.depth, args.cache_entries, args.load,
+                                 args.seconds, trace_every=every)
+                    return {**r["ns"], "detail": r}
+
+                r = traced_vs_not(sampled, args.reps, args.trace)
+                print(report_traced(r, label, how))
+            elif args.vs_static:
+                r = side_by_side(one, args.reps, args.backend, args.key)
+                print(report_side_by_side(r, label, how))
+            else:
+                r = one(args.backend, args.key)
+                print(f"{how}\n  {label:18} RX {r['rx']:.0f} ns   TX {r['tx']:.0f} ns")
     else:
         def timed(backend: str, key: str) -> dict[str, Any]:
             m = measure(args.depth, args.packets, args.topology, backend, key, args.in_flight, args.cache_entries)

@@ -9,6 +9,9 @@ monotonic clock (one read per phase per batch); pytest-benchmark times the whole
   hot     the same 64 keys every batch: the cache sets stay in L1/L2
   spread  65536 distinct keys cycled through a 65536-entry cache: sets all over its 9 MiB
 
+and with `afxdp-proxy trace`'s sampling off (no trace area, as a proxy has none until it
+starts) or on at 1 in 1024 (an area, drained between calls as trace would drain it).
+
 Not collected by the normal test run (tests/ only); run it with
 
   make bench-native     (= .venv/bin/python -m pytest bench/bench_native.py -q -s)
@@ -21,6 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from afxdp_proxy import trace
 from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.backends.afxdp import NSLOTS, Engine
 from afxdp_proxy.backends.kernel import config_struct
@@ -65,35 +69,54 @@ def engine() -> Iterator[Engine]:
 RESULTS: dict[str, dict[str, float]] = {}
 
 
+TRACE_EVERY = 1024
+
+
+@pytest.mark.parametrize("traced", ["off", f"1/{TRACE_EVERY}"])
 @pytest.mark.parametrize("labels", [8, 1, 16])
 @pytest.mark.parametrize("keys", ["hot", "spread"])
-def test_per_packet_path(benchmark: pytest.FixtureRequest, engine: Engine, labels: int, keys: str) -> None:
+def test_per_packet_path(benchmark: pytest.FixtureRequest, engine: Engine, labels: int, keys: str,
+                         traced: str) -> None:
     blob, length = _frames(BATCH if keys == "hot" else CACHE_ENTRIES, labels)
     nframes = len(blob) // length
     cnt = ffi.new("uint64_t[]", NSLOTS)
     samples: list[tuple[int, int, int]] = []
+    size = lib.axp_trace_area_size(trace.AREA_SLOTS)
+    buf = ffi.new("uint8_t[]", size)
+    area = ffi.cast("struct axp_trace_area *", buf)
+    lib.axp_trace_area_init(area, size, trace.AREA_SLOTS)
+    reader = trace.Reader(area=area, size=size)
+    if traced != "off":
+        trace.Control(area=area).write(trace.Sampling(TRACE_EVERY).ctl(owner=0))
+        engine.set_trace(area)
 
     def call() -> None:
         ns = ffi.new("uint64_t[3]")
         bad = lib.axp_bench_batch(engine.ptr, cnt, blob, length, nframes, BATCH, ROUNDS, ns)
         assert bad == 0, f"{bad} frames did not come out as TX"
         samples.append((ns[0], ns[1], ns[2]))
+        reader.read()  # outside the C loop's timing, as trace reads in a process of its own
 
-    benchmark.pedantic(call, rounds=60, warmup_rounds=10)
+    try:
+        benchmark.pedantic(call, rounds=60, warmup_rounds=10)
+    finally:
+        engine.set_trace(ffi.NULL)
+        reader.close()
     assert engine.in_flight() == 0
+    lost = int(area.ctl.lost)  # hot keys: a sampled one is sampled in every batch
     per = BATCH * ROUNDS
     copy, rx, tx = (statistics.median(s[i] for s in samples[10:]) / per for i in range(3))  # after warm-up
     info = {"frame_bytes": length, "memcpy_ns": round(copy, 2), "rx_ns": round(rx, 2), "tx_ns": round(tx, 2),
-            "rx_over_memcpy": round(rx / copy, 1), "tx_over_memcpy": round(tx / copy, 1)}
+            "rx_over_memcpy": round(rx / copy, 1), "tx_over_memcpy": round(tx / copy, 1), "trace_lost": lost}
     benchmark.extra_info.update(info)
-    RESULTS[f"{labels:2d} labels, {keys:6}"] = info
+    RESULTS[f"{labels:2d} labels, {keys:6}, trace {traced}"] = info
 
 
 def teardown_module() -> None:
     if not RESULTS:
         return
     print("\nper packet, median over calls (ns); RX = parse+pop+key+insert, TX = key+lookup+push")
-    print(f"{'case':20} {'bytes':>5} {'memcpy':>7} {'RX':>7} {'TX':>7} {'RX/memcpy':>10} {'TX/memcpy':>10}")
+    print(f"{'case':36} {'bytes':>5} {'memcpy':>7} {'RX':>7} {'TX':>7} {'RX/memcpy':>10} {'TX/memcpy':>10}")
     for name, i in sorted(RESULTS.items()):
-        print(f"{name:20} {i['frame_bytes']:5d} {i['memcpy_ns']:7.1f} {i['rx_ns']:7.1f} {i['tx_ns']:7.1f} "
+        print(f"{name:36} {i['frame_bytes']:5d} {i['memcpy_ns']:7.1f} {i['rx_ns']:7.1f} {i['tx_ns']:7.1f} "
               f"{i['rx_over_memcpy']:10.1f} {i['tx_over_memcpy']:10.1f}")
