@@ -204,11 +204,11 @@ class Snapshot:
         return out
 
     def by_sf(self, sf_names: Sequence[str]) -> dict[str, dict[str, int]]:
-        """{SF name: its row}, then "-" for the row of frames of no SF. sf_names[i] names row
-        i; "" for a row no SF has used."""
-        out = {name: self.row(i) for i, name in enumerate(sf_names) if name}
-        out["-"] = self.row(NONE_ROW)
-        return out
+        """{SF name: its row and its DWELL_TIMED}, then "-" for the row of frames of no SF.
+        sf_names[i] names row i; "" for a row no SF has used."""
+        rows = {name: i for i, name in enumerate(sf_names) if name}
+        rows["-"] = NONE_ROW
+        return {name: {**self.row(i), DWELL_TIMED: sum(self.dwell_hist(i))} for name, i in rows.items()}
 
     def add_to_row(self, row: int, slots: Iterable[int]) -> None:
         """Add slot values (e.g. an XDP program's own counters) into a row."""

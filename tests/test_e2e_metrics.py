@@ -176,6 +176,8 @@ def _agree(proxy: ProxyProcess, listen: str, backend: str) -> dict:
     from afxdp_proxy.metrics import DWELL, DWELL_SUM, NO_SF, metric_of
 
     def scraped(fams: dict, sf: str, name: str) -> float:
+        if name == counters.DWELL_TIMED:
+            return _sample(fams, DWELL, f"{DWELL}_count", sf=sf)
         family, labels = metric_of(name)
         if name == DWELL_SUM:
             return _sample(fams, family, f"{family}_sum", sf=sf) * 1e9
@@ -191,7 +193,7 @@ def _agree(proxy: ProxyProcess, listen: str, backend: str) -> dict:
     before, fams, after = netns.wait_until(settled, 15, interval=0.2, what="the SF's counters to settle")
     for sf, row in after["sfs"].items():
         for name, value in row.items():
-            if name == DWELL_SUM and sf == NO_SF:
+            if name in (DWELL_SUM, counters.DWELL_TIMED) and sf == NO_SF:
                 continue  # frames of no SF have no dwell time
             got = scraped(fams, sf, name)
             if name == DWELL_SUM:
