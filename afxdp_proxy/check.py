@@ -288,13 +288,14 @@ def check_macs(ipr: IPRoute, cfg: ProxyConfig, ifs: dict[str, _If]) -> Iterator[
                               f"cannot learn {what} MAC behind {behind} (no single neighbour there)", f"set {key}")
 
 
-def check_xdp_rx(cfg: ProxyConfig, x: _If) -> Iterator[Finding]:
-    """An interface XDP attaches to: free, native XDP for all its queues, a veth peer's MTU
+def check_xdp_rx(cfg: ProxyConfig, x: _If, own: frozenset[str] = frozenset()) -> Iterator[Finding]:
+    """An interface XDP attaches to: free (or in `own`, the interfaces of a running proxy
+    being reloaded, whose program it is), native XDP for all its queues, a veth peer's MTU
     within veth's XDP limit, checksums filled in and VLAN tags left in the frame by the
     sender (a veth's peer; a NIC's own VLAN stripping), GRO."""
     assert x.iface is not None and x.link is not None
     prog = ifc.xdp_prog_of(x.link)
-    if prog:
+    if prog and x.name not in own:
         yield Finding("xdp", x.field, ERROR, f"{x.name} already runs XDP program {prog}",
                       f"stop the proxy or tool that attached it (bpftool net show dev {x.name})")
     peer = x.peer
@@ -526,9 +527,12 @@ def check_frame_size(cfg: ProxyConfig, ifs: list[_If]) -> Finding | None:
 # ---------------------------------------------------------------------- all of it
 
 
-def run_checks(cfg: ProxyConfig) -> Report:
+def run_checks(cfg: ProxyConfig, running: ProxyConfig | None = None) -> Report:
     """Every check, in the order an operator fixes things: the host, the interfaces, the
-    MACs, then what the data path needs of each interface."""
+    MACs, then what the data path needs of each interface. running: the configuration of the
+    proxy a reload of cfg would change, whose own XDP programs and metrics endpoint are no
+    obstacle (a SIGHUP reload checks its new SFs as run checks them at start)."""
+    own = frozenset(x.name for x in _interfaces(running)) if running is not None else frozenset()
     report = Report()
     add = report.findings.append
     ifs_list = _interfaces(cfg)
@@ -552,7 +556,7 @@ def run_checks(cfg: ProxyConfig) -> Report:
         if cfg.backend == "afxdp":
             host.append(check_af_xdp())
         host.append(check_bpffs())
-        if cfg.metrics is not None:
+        if cfg.metrics is not None and (running is None or running.metrics != cfg.metrics):
             host.append(check_metrics(cfg.metrics))
         report.findings[:0] = host
         report.findings.extend(check_macs(ipr, cfg, ifs))
@@ -561,7 +565,7 @@ def run_checks(cfg: ProxyConfig) -> Report:
         # interfaces, so p_out is the forward direction's net_out and the reverse one's net_in
         if _xdp_rx(cfg, x):
             role = "net_in" if "net_in" in x.roles else "from_sf"
-            report.findings.extend(replace(f, subject=x.role_fields[role]) for f in check_xdp_rx(cfg, x))
+            report.findings.extend(replace(f, subject=x.role_fields[role]) for f in check_xdp_rx(cfg, x, own))
         if _redirect_target(cfg, x):
             role = "to_sf" if "to_sf" in x.roles else "net_out"
             add(replace(check_redirect_target(x), subject=x.role_fields[role]))

@@ -176,6 +176,21 @@ def _state(cfg: ProxyConfig, config_path: str, backend: Backend, started: float)
             "netns": state.netns_id(), "started": started, **backend.state()}
 
 
+def _check_reload(new: ProxyConfig, running: ProxyConfig, config_path: str) -> None:
+    """The checks run makes at start, on the configuration a reload would apply: a warning is
+    logged, an error refuses the reload (ConfigError naming the field, as run's refusal does)."""
+    from afxdp_proxy.check import ERROR, WARN, run_checks
+
+    report = run_checks(new, running=running)
+    for f in report.of(WARN):
+        log.warning("check: %s", f.line(), extra=fields(event="check", check=f.check, subject=f.subject,
+                                                         status=f.status, config=config_path))
+    errors = report.of(ERROR)
+    if errors:
+        more = f" (and {len(errors) - 1} more: afxdp-proxy check --config {config_path})" if len(errors) > 1 else ""
+        raise ConfigError(errors[0].line() + more)
+
+
 def reload(backend: Backend, cfg: ProxyConfig, config_path: str, name: str) -> ProxyConfig:
     """SIGHUP: read config_path again and apply what changed to the SFs. Returns the
     configuration now running: the new one, or, when the file has an error or a change
@@ -188,6 +203,7 @@ def reload(backend: Backend, cfg: ProxyConfig, config_path: str, name: str) -> P
         if new.metrics != cfg.metrics:
             raise RestartNeeded("metrics: the endpoint cannot move while the proxy runs; restart it to apply "
                                 "(the running configuration stays)")
+        _check_reload(new, cfg, config_path)
         done = backend.reload(new)
     except RestartNeeded as e:
         log.error("reload refused: %s", e, extra=fields(event="reload_refused", config=config_path, error=str(e),

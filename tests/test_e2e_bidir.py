@@ -265,6 +265,34 @@ def test_sighup_adds_and_removes_the_reverse_direction(beds: Callable[[str], Tes
     _rows_add_up(st)
 
 
+def test_a_reload_is_checked_as_run_checks_a_start(beds: Callable[[str], Testbed]) -> None:
+    """(kernel) A SIGHUP that adds an SF whose to_sf would swallow its frames (a veth whose peer
+    runs no XDP program and has GRO off: the kernel drops what XDP redirects there) is refused
+    with the line `check` gives, and fw1 goes on; the interfaces fw1 runs on are no obstacle."""
+    tb = beds("attached")
+    base = tb.proxy_config()
+    fw3 = base[base.index("[[sf]]"):base.index("[sf.reverse]")].replace('name = "fw1"', 'name = "fw3"').replace(
+        f"label = {SF}", f"label = {SF + 3}").replace(f'to_sf = "{tb.to_sf}"', 'to_sf = "x3_tx"').replace(
+        f'from_sf = "{tb.from_sf}"', 'from_sf = "x3_rx"')
+    assert 'to_sf = "x3_tx"' in fw3 and 'from_sf = "x3_rx"' in fw3
+    for a, b in (("x3_tx", "x3_tp"), ("x3_rx", "x3_rp")):
+        tb.run("proxy", ["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
+        for ifname in (a, b):
+            tb.run("proxy", ["ip", "link", "set", ifname, "up"], check=True)
+    try:
+        with _proxy(tb, "kernel", quiet=False) as proxy:
+            line = proxy.reload(base + "\n" + fw3, expect="reload refused")
+            assert "error: reload refused: sf[1].to_sf: frames redirected to x3_tx vanish" in line, proxy.output
+            assert "warning: check: sf[1].from_sf: its veth peer x3_rp" in proxy.output  # what run warns of too
+            assert "(the running configuration stays)" in line
+            assert state.running()[proxy.name]["sfs"] == ["fw1", "fw1.reverse"]
+            res = tb.iperf3(seconds=1, bitrate="10M")
+        assert res.bits_per_second > 5e6
+    finally:
+        for a in ("x3_tx", "x3_rx"):
+            tb.run("proxy", ["ip", "link", "del", a])
+
+
 def test_sighup_and_an_interface_with_both_xdp_roles(beds: Callable[[str], Testbed]) -> None:
     """(kernel) An interface whose XDP roles change by SIGHUP keeps its link, the program of its
     new roles swapped in: p_sf_rx, from_sf of fw1 and net_in of fw1.reverse (axp_xdp_rx_tx),
