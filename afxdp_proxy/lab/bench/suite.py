@@ -21,13 +21,14 @@ bench.partial.json holds what has been measured so far.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -149,6 +150,35 @@ def _start_proxy(run: Run, tb: Testbed, v: Variant, depth: int | None, rep: int
     return proxy, metrics.programs_of(proxy.pid)
 
 
+def _pin(pid: int, cpu: int) -> None:
+    """Pin a process and every thread it has now (the proxy's workers start before it attaches)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), {cpu})
+
+
+@contextlib.contextmanager
+def _napi(tb: Testbed, v: Variant) -> Iterator[None]:
+    """The variant's napi_defer_hard_irqs / gro_flush_timeout on the proxy's interfaces, put back after."""
+    files = {k: f for k, f in (("napi_defer", "napi_defer_hard_irqs"), ("gro_flush", "gro_flush_timeout"))
+             if v.lab(k) is not None}
+    ifs = [i for i in (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf) if i]
+    old: list[tuple[str, str]] = []
+
+    def write(path: str, value: str) -> None:
+        netns.run(tb.ns_proxy, ["sh", "-c", f"echo {value} > {path}"], check=True)
+
+    try:
+        for key, f in files.items():
+            for i in ifs:
+                path = f"/sys/class/net/{i}/{f}"
+                old.append((path, netns.run(tb.ns_proxy, ["cat", path], check=True).stdout.strip()))
+                write(path, str(v.lab(key)))
+        yield
+    finally:
+        for path, value in reversed(old):
+            write(path, value)
+
+
 def _one_line(s: str, limit: int = 300) -> str:
     lines = [ln.strip() for ln in s.strip().splitlines() if ln.strip()]
     # the proxy's own error line says most: prefer it over the wrapper's first line
@@ -215,9 +245,14 @@ def point(run: Run, tb: Testbed, gen: Generator, v: Variant, depth: int | None, 
         proxy, progs = _start_proxy(run, tb, v, depth, rep)
         if proxy is None:
             return
+        cpu = v.lab("cpu")
+        if cpu is not None:
+            _pin(proxy.pid, int(cpu))
     record: dict[str, Any] = {"variant": v.name, "depth": depth, "rep": rep, "programs": progs,
                               "others": others(run)}
+    lab = ExitStack()
     try:
+        lab.enter_context(_napi(tb, v))
         stack = costs.chain(depth) if depth is not DYNAMIC and not v.is_baseline else []
         if depth is DYNAMIC:
             _measure(run, "fidelity", rep, v, depth, lambda: metrics.fidelity(tb, s.fidelity_seconds), progress,
@@ -244,6 +279,7 @@ def point(run: Run, tb: Testbed, gen: Generator, v: Variant, depth: int | None, 
             except RuntimeError as e:
                 record["counters_error"] = str(e)
     finally:
+        lab.close()
         if proxy is not None:
             record["proxy_exit"] = proxy.stop()
     run.points.append(record)
