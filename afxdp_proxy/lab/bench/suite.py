@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -133,6 +134,11 @@ def _stacks_for(v: Variant, depth: int | None, tb: Testbed) -> list[list[Any]]:
     return dynamic_stacks(tb.sf_label) if depth is DYNAMIC else [costs.chain(depth)]
 
 
+def _proxy_name(tb: Testbed, v: Variant) -> str:
+    """proxy.name for v: its name in the letters a name may hold ("afxdp:cpu=1" -> "afxdp.cpu-1")."""
+    return f"{tb.prefix}-{v.name}".replace(":", ".").replace("=", "-")[:64]
+
+
 def _start_proxy(run: Run, tb: Testbed, v: Variant, depth: int | None, rep: int
                  ) -> tuple[ProxyProcess | None, dict[int, str]]:
     """Start v's proxy for depth; (None, {}) and an 'unavailable' record when it cannot run."""
@@ -141,7 +147,7 @@ def _start_proxy(run: Run, tb: Testbed, v: Variant, depth: int | None, rep: int
     proxy = None
     if reason is None:
         try:
-            proxy = ProxyProcess(tb.ns_proxy, toml, name=f"{tb.prefix}-{v.name}").start()
+            proxy = ProxyProcess(tb.ns_proxy, toml, name=_proxy_name(tb, v)).start()
         except (RuntimeError, TimeoutError) as e:
             reason = f"proxy did not start: {_one_line(str(e))}"
     if proxy is None:
@@ -164,14 +170,19 @@ def _napi(tb: Testbed, v: Variant) -> Iterator[None]:
     ifs = [i for i in (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf) if i]
     old: list[tuple[str, str]] = []
 
+    def sh(script: str) -> str:
+        # ip netns exec mounts the namespace's own /sys (a setns() alone keeps the host's)
+        return subprocess.run(["ip", "netns", "exec", tb.ns_proxy, "sh", "-c", script], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
     def write(path: str, value: str) -> None:
-        netns.run(tb.ns_proxy, ["sh", "-c", f"echo {value} > {path}"], check=True)
+        sh(f"echo {value} > {path}")
 
     try:
         for key, f in files.items():
             for i in ifs:
                 path = f"/sys/class/net/{i}/{f}"
-                old.append((path, netns.run(tb.ns_proxy, ["cat", path], check=True).stdout.strip()))
+                old.append((path, sh(f"cat {path}")))
                 write(path, str(v.lab(key)))
         yield
     finally:
