@@ -24,8 +24,9 @@ class ProxyProcess:
     Its output (stdout and stderr, the log) is read as it comes: `output`, wait_for()."""
 
     def __init__(self, ns: str, config_toml: str, name: str, quiet: bool = True,
-                 args: Sequence[str] = ()) -> None:
+                 args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
         self.ns = ns
+        self.env = {**os.environ, **env} if env else None
         self.name = name
         fd, path = tempfile.mkstemp(prefix="afxdp-proxy-", suffix=".toml")
         os.close(fd)
@@ -56,7 +57,7 @@ class ProxyProcess:
         if self.quiet:
             argv.append("--quiet")
         self._lines = []
-        self.proc = netns.popen(self.ns, argv, die_with_parent=True, stdout=subprocess.PIPE,
+        self.proc = netns.popen(self.ns, argv, die_with_parent=True, env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True,
                                         name=f"proxy-output-{self.name}")

@@ -134,9 +134,15 @@ def _stacks_for(v: Variant, depth: int | None, tb: Testbed) -> list[list[Any]]:
     return dynamic_stacks(tb.sf_label) if depth is DYNAMIC else [costs.chain(depth)]
 
 
+def _env(v: Variant) -> dict[str, str] | None:
+    """The lab-only busy polling of the AF_XDP sockets (native/axp_xsk.c, AXP_BUSY_POLL)."""
+    bp = v.lab("busy_poll")
+    return None if bp is None else {"AXP_BUSY_POLL": str(bp).replace("/", ",")}
+
+
 def _proxy_name(tb: Testbed, v: Variant) -> str:
     """proxy.name for v: its name in the letters a name may hold ("afxdp:cpu=1" -> "afxdp.cpu-1")."""
-    return f"{tb.prefix}-{v.name}".replace(":", ".").replace("=", "-")[:64]
+    return f"{tb.prefix}-{v.name}".replace(":", ".").replace("=", "-").replace("/", "_")[:64]
 
 
 def _start_proxy(run: Run, tb: Testbed, v: Variant, depth: int | None, rep: int
@@ -147,7 +153,7 @@ def _start_proxy(run: Run, tb: Testbed, v: Variant, depth: int | None, rep: int
     proxy = None
     if reason is None:
         try:
-            proxy = ProxyProcess(tb.ns_proxy, toml, name=_proxy_name(tb, v)).start()
+            proxy = ProxyProcess(tb.ns_proxy, toml, name=_proxy_name(tb, v), env=_env(v)).start()
         except (RuntimeError, TimeoutError) as e:
             reason = f"proxy did not start: {_one_line(str(e))}"
     if proxy is None:

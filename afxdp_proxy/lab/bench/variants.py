@@ -91,7 +91,9 @@ DEFAULT = ("baseline", "static", "kernel-hash", "kernel-meta", "kernel-hash-inli
 #   cpu          the proxy process and all its threads (the workers) pinned to this CPU
 #   napi_defer   /sys/class/net/<if>/napi_defer_hard_irqs of the proxy's interfaces
 #   gro_flush    /sys/class/net/<if>/gro_flush_timeout (ns) of the proxy's interfaces
-LAB_KEYS = ("cpu", "napi_defer", "gro_flush")
+#   busy_poll    afxdp: SO_PREFER_BUSY_POLL, SO_BUSY_POLL = usecs, SO_BUSY_POLL_BUDGET on its
+#                sockets, "usecs" or "usecs/budget" (AXP_BUSY_POLL in native/axp_xsk.c)
+LAB_KEYS = ("cpu", "napi_defer", "gro_flush", "busy_poll")
 
 
 def variant(name: str) -> Variant:
