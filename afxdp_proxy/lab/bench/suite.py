@@ -449,7 +449,10 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--depths", type=_ints, help="label depths, e.g. 1,2,4,8,12,16 (the default)")
     p.add_argument("--reps", type=int, help="repetitions (default 3; --quick 1)")
     p.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} "
-                   f"(default {','.join(DEFAULT)}; the baselines they need are added)")
+                   f"(default {','.join(DEFAULT)}; the baselines they need are added); "
+                   "NAME:key=value:... overrides [proxy] keys, or the lab-only cpu (pin the proxy), "
+                   "napi_defer, gro_flush (its veths' sysfs) and busy_poll=USECS[/BUDGET] (afxdp sockets), "
+                   "e.g. afxdp:ring_size=512:cpu=1")
     p.add_argument("--seconds", type=float, help="iperf3 time per point (default 5; --quick 1)")
     p.add_argument("--out", default="results", help="output directory (default results/)")
     p.set_defaults(func=main)
