@@ -34,6 +34,12 @@
 #ifndef SOL_XDP
 #define SOL_XDP 283
 #endif
+#ifndef SO_PREFER_BUSY_POLL
+#define SO_PREFER_BUSY_POLL 69
+#endif
+#ifndef SO_BUSY_POLL_BUDGET
+#define SO_BUSY_POLL_BUDGET 70
+#endif
 /* Linux 6.17 uapi (frames one copy-mode sendto() may send); Debian 12's headers predate it */
 #define AXP_XDP_MAX_TX_SKB_BUDGET 9
 #define AXP_RX_ROLES (AXP_PORT_NET_IN | AXP_PORT_FROM_SF)
@@ -684,6 +690,24 @@ static int axp_worker_init(struct axp_xsk *x, uint32_t q, uint64_t *counters)
 	return 0;
 }
 
+/*
+ * Lab only, for the benchmark's busy-polling variant: AXP_BUSY_POLL="usecs[,budget]"
+ * sets SO_PREFER_BUSY_POLL, SO_BUSY_POLL and SO_BUSY_POLL_BUDGET on every socket,
+ * so that the worker's poll() and sendto() run the device's NAPI themselves.
+ * Not a configuration knob (docs/benchmarks.md, Tuning the AF_XDP backend).
+ */
+static void axp_busy_poll(int fd)
+{
+	const char *env = getenv("AXP_BUSY_POLL");
+	int one = 1, usecs, budget = 64;
+
+	if (!env || sscanf(env, "%d,%d", &usecs, &budget) < 1)
+		return;
+	setsockopt(fd, SOL_SOCKET, SO_PREFER_BUSY_POLL, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL, &usecs, sizeof(usecs));
+	setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL_BUDGET, &budget, sizeof(budget));
+}
+
 static int axp_open_socket(struct axp_xsk *x, uint32_t q, uint32_t p, char *msg, uint32_t msglen)
 {
 	struct axp_worker *w = &x->workers[q];
@@ -719,6 +743,7 @@ static int axp_open_socket(struct axp_xsk *x, uint32_t q, uint32_t p, char *msg,
 	}
 	s->fd = xsk_socket__fd(s->xsk);
 	fcntl(s->fd, F_SETFD, FD_CLOEXEC); /* libxdp opens without it; children need not hold it */
+	axp_busy_poll(s->fd);
 	if (tx) {
 		/* one sendto() per batch instead of one per 32 frames, where the kernel allows it */
 		budget = x->o.batch_size * 2 > x->o.ring_size ? x->o.ring_size : x->o.batch_size * 2;

@@ -26,8 +26,10 @@ class ProxyProcess:
     proxy: afxdp_proxy.lab.bench.null)."""
 
     def __init__(self, ns: str, config_toml: str, name: str, quiet: bool = True,
-                 args: Sequence[str] = (), module: str = "afxdp_proxy") -> None:
+                 args: Sequence[str] = (), module: str = "afxdp_proxy",
+                 env: dict[str, str] | None = None) -> None:
         self.ns = ns
+        self.env = {**os.environ, **env} if env else None
         self.name = name
         self.module = module
         fd, path = tempfile.mkstemp(prefix="afxdp-proxy-", suffix=".toml")
@@ -59,7 +61,7 @@ class ProxyProcess:
         if self.quiet:
             argv.append("--quiet")
         self._lines = []
-        self.proc = netns.popen(self.ns, argv, die_with_parent=True, stdout=subprocess.PIPE,
+        self.proc = netns.popen(self.ns, argv, die_with_parent=True, env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True,
                                         name=f"proxy-output-{self.name}")

@@ -21,13 +21,15 @@ bench.partial.json holds what has been measured so far.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -132,6 +134,17 @@ def _stacks_for(v: Variant, depth: int | None, tb: Testbed) -> list[list[Any]]:
     return dynamic_stacks(tb.sf_label) if depth is DYNAMIC else [costs.chain(depth)]
 
 
+def _env(v: Variant) -> dict[str, str] | None:
+    """The lab-only busy polling of the AF_XDP sockets (native/axp_xsk.c, AXP_BUSY_POLL)."""
+    bp = v.lab("busy_poll")
+    return None if bp is None else {"AXP_BUSY_POLL": str(bp).replace("/", ",")}
+
+
+def _proxy_name(tb: Testbed, v: Variant) -> str:
+    """proxy.name for v: its name in the letters a name may hold ("afxdp:cpu=1" -> "afxdp.cpu-1")."""
+    return f"{tb.prefix}-{v.name}".replace(":", ".").replace("=", "-").replace("/", "_")[:64]
+
+
 def _start_proxy(run: Run, tb: Testbed, v: Variant, depth: int | None, rep: int
                  ) -> tuple[ProxyProcess | None, dict[int, str]]:
     """Start v's proxy for depth; (None, {}) and an 'unavailable' record when it cannot run."""
@@ -140,13 +153,48 @@ def _start_proxy(run: Run, tb: Testbed, v: Variant, depth: int | None, rep: int
     proxy = None
     if reason is None:
         try:
-            proxy = ProxyProcess(tb.ns_proxy, toml, name=f"{tb.prefix}-{v.name}", module=v.runner).start()
+            proxy = ProxyProcess(tb.ns_proxy, toml, name=_proxy_name(tb, v), module=v.runner,
+                                 env=_env(v)).start()
         except (RuntimeError, TimeoutError) as e:
             reason = f"proxy did not start: {_one_line(str(e))}"
     if proxy is None:
         run.unavailable.append({"variant": v.name, "depth": depth, "rep": rep, "reason": reason})
         return None, {}
     return proxy, metrics.programs_of(proxy.pid)
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """Pin a process and every thread it has now (the proxy's workers start before it attaches)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), {cpu})
+
+
+@contextlib.contextmanager
+def _napi(tb: Testbed, v: Variant) -> Iterator[None]:
+    """The variant's napi_defer_hard_irqs / gro_flush_timeout on the proxy's interfaces, put back after."""
+    files = {k: f for k, f in (("napi_defer", "napi_defer_hard_irqs"), ("gro_flush", "gro_flush_timeout"))
+             if v.lab(k) is not None}
+    ifs = [i for i in (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf) if i]
+    old: list[tuple[str, str]] = []
+
+    def sh(script: str) -> str:
+        # ip netns exec mounts the namespace's own /sys (a setns() alone keeps the host's)
+        return subprocess.run(["ip", "netns", "exec", tb.ns_proxy, "sh", "-c", script], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def write(path: str, value: str) -> None:
+        sh(f"echo {value} > {path}")
+
+    try:
+        for key, f in files.items():
+            for i in ifs:
+                path = f"/sys/class/net/{i}/{f}"
+                old.append((path, sh(f"cat {path}")))
+                write(path, str(v.lab(key)))
+        yield
+    finally:
+        for path, value in reversed(old):
+            write(path, value)
 
 
 def _one_line(s: str, limit: int = 300) -> str:
@@ -215,9 +263,14 @@ def point(run: Run, tb: Testbed, gen: Generator, v: Variant, depth: int | None, 
         proxy, progs = _start_proxy(run, tb, v, depth, rep)
         if proxy is None:
             return
+        cpu = v.lab("cpu")
+        if cpu is not None:
+            _pin(proxy.pid, int(cpu))
     record: dict[str, Any] = {"variant": v.name, "depth": depth, "rep": rep, "programs": progs,
                               "others": others(run)}
+    lab = ExitStack()
     try:
+        lab.enter_context(_napi(tb, v))
         stack = costs.chain(depth) if depth is not DYNAMIC and v.labelled else []
         if depth is DYNAMIC:
             _measure(run, "fidelity", rep, v, depth, lambda: metrics.fidelity(tb, s.fidelity_seconds), progress,
@@ -244,6 +297,7 @@ def point(run: Run, tb: Testbed, gen: Generator, v: Variant, depth: int | None, 
             except RuntimeError as e:
                 record["counters_error"] = str(e)
     finally:
+        lab.close()
         if proxy is not None:
             record["proxy_exit"] = proxy.stop()
     run.points.append(record)
@@ -397,7 +451,10 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--depths", type=_ints, help="label depths, e.g. 1,2,4,8,12,16 (the default)")
     p.add_argument("--reps", type=int, help="repetitions (default 3; --quick 1)")
     p.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} "
-                   f"(default {','.join(DEFAULT)}; the baselines and floors they need are added)")
+                   f"(default {','.join(DEFAULT)}; the baselines and floors they need are added); "
+                   "NAME:key=value:... overrides [proxy] keys, or the lab-only cpu (pin the proxy), "
+                   "napi_defer, gro_flush (its veths' sysfs) and busy_poll=USECS[/BUDGET] (afxdp sockets), "
+                   "e.g. afxdp:ring_size=512:cpu=1")
     p.add_argument("--seconds", type=float, help="iperf3 time per point (default 5; --quick 1)")
     p.add_argument("--out", default="results", help="output directory (default results/)")
     p.set_defaults(func=main)

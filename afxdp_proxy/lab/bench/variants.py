@@ -12,7 +12,7 @@ reported as unavailable with the reason, never as a number.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from afxdp_proxy.config import ConfigError, parse_config
@@ -32,6 +32,12 @@ class Variant:
     runner: str = "afxdp_proxy"  # the module whose `run --config` starts it: the product, or a lab tool
     plain: bool = False  # the sender sends plain IP, as for a baseline, though a proxy runs
     floor: str | None = None  # the variant measured with this one, whose figures it is set against
+    # "name:key=value:...": [proxy] keys this variant overrides, and the lab-only keys (LAB_KEYS)
+    overrides: tuple[tuple[str, int | str], ...] = ()
+
+    def lab(self, key: str) -> int | str | None:
+        """A lab-only setting of this variant (LAB_KEYS), or None."""
+        return dict(self.overrides).get(key)
 
     @property
     def is_baseline(self) -> bool:
@@ -64,7 +70,8 @@ class Variant:
         """The proxy's TOML for `depth` labels (None: the dynamic-chain pattern); overrides as
         Testbed.proxy_config takes them."""
         assert self.backend is not None
-        extra = {"queues": self.queues} if self.queues else {}
+        extra: dict[str, Any] = {"queues": self.queues} if self.queues else {}
+        extra.update((k, x) for k, x in self.overrides if k not in LAB_KEYS)
         toml = tb.proxy_config(backend=self.backend, key=self.key, **extra, **overrides)
         if self.backend == "static":
             # the stack a static proxy is configured with: the chain after the SF's label
@@ -96,17 +103,47 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
 DEFAULT = ("baseline", "static", "kernel-hash", "kernel-meta", "kernel-hash-inline", "afxdp", "afxdp-2q")
 
 
+# Settings the bench applies around a proxy rather than in its configuration:
+#   cpu          the proxy process and all its threads (the workers) pinned to this CPU
+#   napi_defer   /sys/class/net/<if>/napi_defer_hard_irqs of the proxy's interfaces
+#   gro_flush    /sys/class/net/<if>/gro_flush_timeout (ns) of the proxy's interfaces
+#   busy_poll    afxdp: SO_PREFER_BUSY_POLL, SO_BUSY_POLL = usecs, SO_BUSY_POLL_BUDGET on its
+#                sockets, "usecs" or "usecs/budget" (AXP_BUSY_POLL in native/axp_xsk.c)
+LAB_KEYS = ("cpu", "napi_defer", "gro_flush", "busy_poll")
+
+
+def variant(name: str) -> Variant:
+    """A known variant, or one with overrides: "afxdp:ring_size=512:cpu=1" is afxdp with
+    [proxy] ring_size = 512, its process pinned to CPU 1. Values are integers where they parse."""
+    base, *pairs = name.split(":")
+    if base not in VARIANTS:
+        raise ValueError(f"unknown variant {base}; known: {', '.join(VARIANTS)}")
+    v = VARIANTS[base]
+    if not pairs:
+        return v
+    if v.is_baseline:
+        raise ValueError(f"{name}: a baseline runs no proxy and takes no overrides")
+    overrides: list[tuple[str, int | str]] = []
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        if not eq or not key or not text:
+            raise ValueError(f"{name}: {pair!r} is not key=value")
+        try:
+            overrides.append((key, int(text)))
+        except ValueError:
+            overrides.append((key, text))
+    return replace(v, name=name, overrides=tuple(overrides),
+                   about=f"{v.name} with {', '.join(f'{k} = {x}' for k, x in overrides)}")
+
+
 def select(names: list[str]) -> list[Variant]:
     """The named variants plus the baselines and floors they need, baselines first, each floor
     after its variant, order kept otherwise."""
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     chosen: dict[Variant, None] = {}
-    for n in names:
-        chosen[VARIANTS[n]] = None
-        if VARIANTS[n].floor:
-            chosen.setdefault(VARIANTS[VARIANTS[n].floor])
+    for v in (variant(n) for n in dict.fromkeys(names)):
+        chosen[v] = None
+        if v.floor:
+            chosen.setdefault(VARIANTS[v.floor])
     needed = dict.fromkeys(v.baseline for v in chosen)
     bases = [VARIANTS[b] for b in needed]
     return bases + [v for v in chosen if not v.is_baseline]
