@@ -301,8 +301,8 @@ def cmd_pinfs(args: argparse.Namespace) -> int:
 
 def pick_instance(live: dict[str, dict], name: str | None, netns_id: str) -> str:
     """The proxy `stats` reports on: the one named, else the one of this network namespace
-    (by its state file's netns, whatever proxy.name says), else the only one running.
-    LookupError says why none."""
+    (by its state file's netns, whatever proxy.name says). A proxy of another namespace is
+    taken only by name: its counters are not this namespace's. LookupError says why none."""
     if name:
         if name not in live:
             raise LookupError(f"no running proxy named {name!r} (running: {', '.join(live) or 'none'})")
@@ -310,11 +310,12 @@ def pick_instance(live: dict[str, dict], name: str | None, netns_id: str) -> str
     here = [n for n, info in live.items() if n == netns_id or info.get("netns") == netns_id]
     if len(here) == 1:
         return here[0]
-    if len(live) == 1:
-        return next(iter(live))
+    if here:
+        raise LookupError(f"several proxies run in this network namespace ({', '.join(here)}); pick one with --name")
     if not live:
         raise LookupError("no proxy is running")
-    raise LookupError(f"several proxies run ({', '.join(here or live)}); pick one with --name")
+    raise LookupError(f"no proxy runs in this network namespace; elsewhere: {', '.join(live)} "
+                      "(pick one with --name, or run this inside its namespace: ip netns exec NS ...)")
 
 
 def running_instance(name: str | None) -> tuple[str, dict]:
@@ -474,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="print the counters of a running proxy",
                            description="Counters of a running proxy: the one of this network namespace, "
-                           "the only one running, or the one named with --name.")
+                           "or the one named with --name (a proxy of another namespace is taken by name only).")
     stats.add_argument("--name", help="instance name (proxy.name, or netns-<inode> by default)")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.set_defaults(func=cmd_stats)

@@ -84,8 +84,12 @@ def run(
     term = threading.Event()  # SIGINT/SIGTERM: stop; SIGHUP wakes the loop through `stop` too
     hup = threading.Event()
     name = instance_name(cfg)
-    if name in state.running():
-        raise RuntimeError(f"a proxy named {name!r} is already running here; stop it or set proxy.name")
+    other = state.running().get(name)
+    if other is not None:
+        where = "in this network namespace" if other.get("netns") == state.netns_id() else \
+            f"in network namespace {other.get('netns', '?')}"
+        raise RuntimeError(f"a proxy named {name!r} is already running {where} (pid {other.get('pid', '?')}); "
+                           "stop it or set proxy.name")
     old_handlers = {}
     if threading.current_thread() is threading.main_thread():
 

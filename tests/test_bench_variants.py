@@ -35,9 +35,9 @@ def test_queues_of_the_base_variant_stay() -> None:
     assert "('queues', 2)" in v.config(FakeBed(), 3)  # type: ignore[arg-type]
 
 
-def test_select_adds_the_baseline_once_and_keeps_the_order() -> None:
+def test_select_adds_the_baseline_and_the_floor_once_and_keeps_the_order() -> None:
     names = [v.name for v in select(["afxdp:batch_size=16", "afxdp", "afxdp:batch_size=16"])]
-    assert names == ["baseline", "afxdp:batch_size=16", "afxdp"]
+    assert names == ["baseline", "afxdp:batch_size=16", "afxdp-null", "afxdp"]
 
 
 @pytest.mark.parametrize("name, problem", [

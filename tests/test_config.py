@@ -260,17 +260,20 @@ def test_help_explains_counters() -> None:
 
 def test_stats_picks_the_proxy_of_this_namespace() -> None:
     """A proxy with proxy.name set is still the one of its namespace (its state file's netns),
-    however many others run on the host."""
+    however many others run on the host; another namespace's proxy only by its name."""
     from afxdp_proxy.cli import pick_instance
 
     live = {"edge1": {"netns": "netns-1"}, "edge2": {"netns": "netns-2"}, "netns-3": {"netns": "netns-3"}}
     assert pick_instance(live, None, "netns-2") == "edge2"
     assert pick_instance(live, None, "netns-3") == "netns-3"
     assert pick_instance(live, "edge1", "netns-2") == "edge1"
-    assert pick_instance({"edge1": {"netns": "netns-1"}}, None, "netns-9") == "edge1"
     for args in ((live, None, "netns-9"), (live, "nope", "netns-1"), ({}, None, "netns-1")):
         with pytest.raises(LookupError):
             pick_instance(*args)
+    # the only proxy running, but in another namespace: taken by name only, not by default
+    with pytest.raises(LookupError, match=r"no proxy runs in this network namespace; elsewhere: edge1 \(pick"):
+        pick_instance({"edge1": {"netns": "netns-1"}}, None, "netns-9")
+    assert pick_instance({"edge1": {"netns": "netns-1"}}, "edge1", "netns-9") == "edge1"
 
 
 def test_testbed_stacks_take_the_prefix_anywhere() -> None:

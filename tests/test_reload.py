@@ -222,3 +222,20 @@ def test_sighup_reloads_and_a_broken_file_keeps_the_proxy_running(tmp_path: Path
     assert [len(c.sfs) for c in backend.reloads] == [2]  # neither refused file reached the backend's SFs
     assert backend.stopped and handler.lines[-1].startswith("info: stopped after")
     assert "reload-test" not in state.running()
+
+
+def test_a_second_proxy_of_one_name_is_refused_with_where_the_first_runs(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal names the namespace and pid of the proxy that holds the name."""
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path)
+    path = tmp_path / "proxy.toml"
+    path.write_text(TOML.format(entries=65536))
+    from afxdp_proxy.config import load_config
+
+    state.write("reload-test", {"kind": "proxy", "pid": os.getpid(), "netns": "netns-4026532999"})
+    with pytest.raises(RuntimeError, match=r"a proxy named 'reload-test' is already running in network namespace "
+                                           rf"netns-4026532999 \(pid {os.getpid()}\); stop it or set proxy.name"):
+        runner.run(load_config(path), str(path), log_interval=0)
+    state.write("reload-test", {"kind": "proxy", "pid": os.getpid(), "netns": state.netns_id()})
+    with pytest.raises(RuntimeError, match=r"already running in this network namespace \(pid "):
+        runner.run(load_config(path), str(path), log_interval=0)
