@@ -444,8 +444,12 @@ def check_headroom(cfg: ProxyConfig, x: _If, ifs: dict[str, _If]) -> Finding | N
     packet: the SF links' MTU (attached), or net_in's (inline: what arrived must leave)."""
     assert x.iface is not None
     mtu = x.iface.mtu
-    if "net_out" in x.roles and x.peer is not None:
-        mtu = min(mtu, x.peer.mtu)  # a veth takes what fits its receiving end
+    of, raise_cmd = "", lambda m: f"ip link set {x.name} mtu {m}"
+    if "net_out" in x.roles and x.peer is not None and x.peer.mtu < mtu:
+        # a veth takes what fits its receiving end: the peer's MTU is the one to raise
+        peer = x.peer
+        mtu, of = peer.mtu, f" (of its veth peer {peer.where})"
+        raise_cmd = lambda m: peer.cmd(f"ip link set {peer.name} mtu {m}")  # noqa: E731
     if cfg.topology == "attached":
         sf_links = [ifs[getattr(sf, r)] for sf in cfg.sfs for r in ("to_sf", "from_sf")
                     if x.name in (sf.net_in, sf.net_out) and getattr(sf, r) in ifs]
@@ -455,12 +459,12 @@ def check_headroom(cfg: ProxyConfig, x: _If, ifs: dict[str, _If]) -> Finding | N
         bare = max(mtus)
         need = bare + STACK_BYTES
         if mtu >= need:
-            return Finding("mtu", x.field, OK, f"MTU {mtu} carries the SF links' {bare}-byte packets under the "
+            return Finding("mtu", x.field, OK, f"MTU {mtu}{of} carries the SF links' {bare}-byte packets under the "
                            f"deepest stack ({MAX_LABELS} labels, {STACK_BYTES} bytes)")
         return Finding("mtu", x.field, WARN,
-                       f"MTU {mtu} cannot carry the SF links' {bare}-byte packets under a {MAX_LABELS}-label stack "
-                       f"({STACK_BYTES} bytes): packets that large with stacks that deep are dropped",
-                       f"raise it to {need} or more (ip link set {x.name} mtu {need}), or lower the SF links' MTU "
+                       f"MTU {mtu}{of} cannot carry the SF links' {bare}-byte packets under a {MAX_LABELS}-label "
+                       f"stack ({STACK_BYTES} bytes): packets that large with stacks that deep are dropped",
+                       f"raise it to {need} or more ({raise_cmd(need)}), or lower the SF links' MTU "
                        f"to {mtu - STACK_BYTES}")
     if "net_out" not in x.roles:
         return None
@@ -468,9 +472,9 @@ def check_headroom(cfg: ProxyConfig, x: _If, ifs: dict[str, _If]) -> Finding | N
     if not ins:
         return None
     if mtu >= max(ins):
-        return Finding("mtu", x.field, OK, f"MTU {mtu} carries whatever net_in's MTU {max(ins)} let in")
-    return Finding("mtu", x.field, WARN, f"MTU {mtu} is below net_in's {max(ins)}: a packet that arrived with its "
-                   "stack may not leave with it", f"raise it to {max(ins)} (ip link set {x.name} mtu {max(ins)})")
+        return Finding("mtu", x.field, OK, f"MTU {mtu}{of} carries whatever net_in's MTU {max(ins)} let in")
+    return Finding("mtu", x.field, WARN, f"MTU {mtu}{of} is below net_in's {max(ins)}: a packet that arrived with "
+                   f"its stack may not leave with it", f"raise it to {max(ins)} ({raise_cmd(max(ins))})")
 
 
 def check_afxdp_queues(ipr: IPRoute, cfg: ProxyConfig) -> Finding:

@@ -323,3 +323,19 @@ def test_metrics_listen_is_checked_as_run_binds_it(tb: Testbed, tmp_path: Path) 
         holder.close()
     r = _cli(tb, "check", config=config, tmp_path=tmp_path)
     assert r.returncode == 0 and (OK, f"metrics.listen: 127.0.0.1:{port} can be listened on") in _findings(r)
+
+
+@pytest.mark.root
+def test_mtu_headroom_names_the_end_that_limits_it(tb: Testbed, tmp_path: Path) -> None:
+    """A veth takes what fits its receiving end: when net_out's peer has the lower MTU, the
+    warning gives that MTU and the command that raises it there, in its namespace."""
+    tb.ns("dst").link_set("dst0", mtu=1500)
+    try:
+        r = _cli(tb, "check", config=tb.proxy_config(), tmp_path=tmp_path)
+    finally:
+        tb.ns("dst").link_set("dst0", mtu=tb.link_mtu)
+    [line] = [line for status, line in _findings(r) if status == WARN and line.startswith("sf[0].net_out: MTU")]
+    assert line.startswith(f"sf[0].net_out: MTU 1500 (of its veth peer dst0 (namespace {tb.nsname('dst')})) "
+                           "cannot carry the SF links' 1500-byte packets"), line
+    assert line.endswith(f"raise it to 1564 or more (ip netns exec {tb.nsname('dst')} ip link set dst0 mtu 1564), "
+                         "or lower the SF links' MTU to 1436"), line
