@@ -262,6 +262,13 @@ def test_state_survives_the_process_and_cli(uid: str, capsys: pytest.CaptureFixt
         assert "src/src_cls/tc: program" in cli("status")
         assert 'topology = "inline"' in cli("config")
         assert "sf_mac" not in cli("config")
+        assert "static_stack = [2000, 3000]" in cli("config", "--backend", "static")  # a config run takes
+        assert 'key = "meta"' in cli("config", "--key", "meta")  # inline: meta keys work here
+        # what this testbed cannot run (afxdp wants it attached): one line, exit 2, no traceback
+        afxdp = parser.parse_args(["testbed", "config", "--backend", "afxdp", "--prefix", prefix])
+        assert afxdp.func(afxdp) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("afxdp-proxy: error: --backend afxdp: ") and err.count("\n") == 1, err
     finally:
         cli("down")
     _assert_gone(tb)

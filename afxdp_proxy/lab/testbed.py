@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from afxdp_proxy import state
-from afxdp_proxy.config import DEFAULT_CACHE_ENTRIES
+from afxdp_proxy.config import BACKENDS, DEFAULT_CACHE_ENTRIES
 from afxdp_proxy.lab import netns, sfs, traffic
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
@@ -972,7 +972,17 @@ def _cmd(args: Any) -> int:
         return 0
     tb = Testbed.load(_pick_prefix(args.prefix))
     if args.action == "config":
-        sys.stdout.write(tb.proxy_config(backend=args.backend, key=args.key))
+        if args.backend == "afxdp" and tb.topology != "attached":
+            print(f"afxdp-proxy: error: --backend afxdp: testbed {tb.prefix} is {tb.topology}; the afxdp backend "
+                  "needs an attached testbed (testbed up --topology attached)", file=sys.stderr)
+            return 2
+        try:
+            # static: it pushes one fixed stack below the SF's label; this one until the operator sets theirs
+            extra = {"static_stack": STATIC_STACK} if args.backend == "static" else {}
+            sys.stdout.write(tb.proxy_config(backend=args.backend, key=args.key, **extra))
+        except ValueError as e:
+            print(f"afxdp-proxy: error: --key {args.key}: {e}", file=sys.stderr)
+            return 2
         return 0
     if args.action == "stacks":
         try:
@@ -1007,6 +1017,9 @@ def _cmd(args: Any) -> int:
     return 0
 
 
+STATIC_STACK = [2000, 3000]  # what `testbed config --backend static` pushes below the SF's label
+
+
 def register_cli(sub: Any) -> None:
     """Add ``testbed up|down|status|config|stacks`` to the CLI's subparsers."""
     p = sub.add_parser(
@@ -1034,6 +1047,8 @@ def register_cli(sub: Any) -> None:
                    "decapsulate and record them at the sender; config then adds [sf.reverse]")
     p.add_argument("--all", action="store_true", help="for down: every testbed")
     p.add_argument("--json", action="store_true", help="for status: machine-readable")
-    p.add_argument("--backend", default="kernel", help="for config (default: kernel)")
+    p.add_argument("--backend", default="kernel", choices=BACKENDS,
+                   help=f"for config (default: kernel; static pushes {'/'.join(map(str, STATIC_STACK))} "
+                   "below the SF's label)")
     p.add_argument("--key", default="hash", choices=("hash", "meta"), help="for config (default: hash)")
     p.set_defaults(func=_cmd)
