@@ -63,15 +63,23 @@ def neighbour_mac(ipr: IPRoute, iface: Iface) -> str | None:
 
 
 def veth_peer_mac(ipr: IPRoute, iface: Iface) -> str | None:
-    """The MAC of iface's veth peer when that peer lives in this namespace."""
+    """The MAC of iface's veth peer, in this namespace or another (its link attributes come
+    through IFLA_TARGET_NETNSID, as for veth_peer); None for any other kind of device, or a
+    peer that is a bridge's port."""
+    if link_kind(ipr, iface.index) != "veth":
+        return None
     link = ipr.get_links(iface.index)[0]
     peer = link.get_attr("IFLA_LINK")
-    if not peer or link.get_attr("IFLA_LINK_NETNSID") is not None:
+    nsid = link.get_attr("IFLA_LINK_NETNSID")
+    if not peer:
         return None
     try:
-        return ipr.get_links(peer)[0].get_attr("IFLA_ADDRESS")
+        plink = ipr.get_links(peer)[0] if nsid is None else ipr.get_links(peer, IFLA_IF_NETNSID=nsid)[0]
     except Exception:
         return None
+    if plink.get_attr("IFLA_MASTER"):
+        return None  # a bridge (or bond) port: the next hop is behind it, not the port
+    return plink.get_attr("IFLA_ADDRESS")
 
 
 def learn_mac(ipr: IPRoute, iface: Iface) -> str | None:

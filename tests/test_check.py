@@ -339,3 +339,31 @@ def test_mtu_headroom_names_the_end_that_limits_it(tb: Testbed, tmp_path: Path) 
                            "cannot carry the SF links' 1500-byte packets"), line
     assert line.endswith(f"raise it to 1564 or more (ip netns exec {tb.nsname('dst')} ip link set dst0 mtu 1564), "
                          "or lower the SF links' MTU to 1436"), line
+
+
+@pytest.mark.root
+def test_a_next_hop_mac_is_learned_from_a_veth_peer_in_another_namespace(tb: Testbed, tmp_path: Path) -> None:
+    """With no neighbour entry on net_out (flushed), the next hop's MAC is its veth peer's,
+    read across the namespace boundary: a configuration without next_hop_mac checks and runs
+    however long the neighbour table has been quiet."""
+    from pyroute2 import IPRoute
+
+    from afxdp_proxy import iface as ifc
+    from afxdp_proxy.lab.testbed import DST0
+
+    kept = json.loads(tb.run("proxy", ["ip", "-j", "neigh", "show", "dev", tb.net_out]).stdout or "[]")
+    assert tb.run("proxy", ["ip", "neigh", "flush", "dev", tb.net_out, "nud", "all"]).returncode == 0
+    try:
+        with netns.enter(tb.nsname("proxy")), IPRoute() as ipr:
+            out = ifc.resolve(ipr, tb.net_out, "sf[0].net_out")
+            assert ifc.neighbour_mac(ipr, out) is None
+            assert ifc.learn_mac(ipr, out) == DST0.mac
+        config = tb.proxy_config().replace(f'next_hop_mac = "{DST0.mac}"\n', "")
+        assert "next_hop_mac" not in config
+        r = _cli(tb, "check", config=config, tmp_path=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        for n in kept:  # the testbed's permanent entries, as they were
+            if "lladdr" in n:
+                tb.run("proxy", ["ip", "neigh", "replace", n["dst"], "lladdr", n["lladdr"], "dev", tb.net_out,
+                                 "nud", "permanent"])
