@@ -23,7 +23,7 @@ import errno
 import os
 import resource
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -531,12 +531,18 @@ def check_frame_size(cfg: ProxyConfig, ifs: list[_If]) -> Finding | None:
 # ---------------------------------------------------------------------- all of it
 
 
-def run_checks(cfg: ProxyConfig, running: ProxyConfig | None = None) -> Report:
+def interfaces_of(cfg: ProxyConfig) -> list[str]:
+    """The interfaces a configuration's proxy attaches to (what a running one's state file lists)."""
+    return [x.name for x in _interfaces(cfg)]
+
+
+def run_checks(cfg: ProxyConfig, own: Iterable[str] = (), own_listen: str | None = None) -> Report:
     """Every check, in the order an operator fixes things: the host, the interfaces, the
-    MACs, then what the data path needs of each interface. running: the configuration of the
-    proxy a reload of cfg would change, whose own XDP programs and metrics endpoint are no
-    obstacle (a SIGHUP reload checks its new SFs as run checks them at start)."""
-    own = frozenset(x.name for x in _interfaces(running)) if running is not None else frozenset()
+    MACs, then what the data path needs of each interface. own, own_listen: the interfaces and
+    the metrics address of the running proxy that cfg would replace (a SIGHUP reload, or
+    `check` of an edited file while it runs), whose own XDP programs and endpoint are no
+    obstacle."""
+    own = frozenset(own)
     report = Report()
     add = report.findings.append
     ifs_list = _interfaces(cfg)
@@ -560,7 +566,7 @@ def run_checks(cfg: ProxyConfig, running: ProxyConfig | None = None) -> Report:
         if cfg.backend == "afxdp":
             host.append(check_af_xdp())
         host.append(check_bpffs())
-        if cfg.metrics is not None and (running is None or running.metrics != cfg.metrics):
+        if cfg.metrics is not None and cfg.metrics.listen != own_listen:
             host.append(check_metrics(cfg.metrics))
         report.findings[:0] = host
         report.findings.extend(check_macs(ipr, cfg, ifs))

@@ -149,7 +149,10 @@ starts. One line per precondition: ok, fixed (run puts it right itself),
 unknown (this namespace cannot see it: the line says what to make sure of),
 warn (run goes on; some packets may suffer), or error (run would fail or lose
 packets; it refuses). Run it where `run` runs:
-`ip netns exec NS afxdp-proxy check -c proxy.toml`.
+`ip netns exec NS afxdp-proxy check -c proxy.toml`. While a proxy of the
+file's name runs in this namespace, check is about an edit before a SIGHUP:
+that proxy's own XDP programs and metrics endpoint are no obstacle (a reload
+makes the same checks and refuses on an error).
 
 checks:
   config         the file parses and every field is valid
@@ -235,11 +238,24 @@ def _checks(cfg: ProxyConfig) -> Report:
     return run_checks(cfg)
 
 
+def _checks_against_running(cfg: ProxyConfig) -> Report:
+    """`check` of a file whose proxy runs in this namespace (an edit before a SIGHUP): that
+    proxy's own XDP programs and metrics endpoint are no obstacle, as on the reload."""
+    from afxdp_proxy import state
+    from afxdp_proxy.check import run_checks
+    from afxdp_proxy.runner import instance_name
+
+    info = state.running().get(instance_name(cfg))
+    if info is None or info.get("netns") != state.netns_id():
+        return run_checks(cfg)
+    return run_checks(cfg, own=info.get("interfaces", ()), own_listen=info.get("metrics_listen"))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from afxdp_proxy.check import ERROR, Finding, Report
 
     try:
-        report = _checks(load_config(args.config))
+        report = _checks_against_running(load_config(args.config))
     except ConfigError as e:
         # the first precondition: a configuration that parses (same line as run's)
         subject, _, problem = str(e).partition(": ")

@@ -175,17 +175,20 @@ def run(
 def _state(cfg: ProxyConfig, config_path: str, backend: Backend, started: float) -> dict[str, object]:
     """What /run/afxdp-proxy/<name>.json says about a running proxy (the backend's state()
     names its SFs by counter row: "sfs")."""
+    from afxdp_proxy.check import interfaces_of
+
     return {"kind": "proxy", "pid": os.getpid(), "backend": cfg.backend, "key": cfg.key,
             "topology": cfg.topology, "config": config_path, "sfs": [sf.name for sf in cfg.sfs],
-            "netns": state.netns_id(), "started": started, **backend.state()}
+            "netns": state.netns_id(), "started": started, "interfaces": interfaces_of(cfg),
+            "metrics_listen": cfg.metrics.listen if cfg.metrics else None, **backend.state()}
 
 
 def _check_reload(new: ProxyConfig, running: ProxyConfig, config_path: str) -> None:
     """The checks run makes at start, on the configuration a reload would apply: a warning is
     logged, an error refuses the reload (ConfigError naming the field, as run's refusal does)."""
-    from afxdp_proxy.check import ERROR, WARN, run_checks
+    from afxdp_proxy.check import ERROR, WARN, interfaces_of, run_checks
 
-    report = run_checks(new, running=running)
+    report = run_checks(new, own=interfaces_of(running), own_listen=running.metrics.listen if running.metrics else None)
     for f in report.of(WARN):
         log.warning("check: %s", f.line(), extra=fields(event="check", check=f.check, subject=f.subject,
                                                          status=f.status, config=config_path))

@@ -286,6 +286,17 @@ def test_a_reload_is_checked_as_run_checks_a_start(beds: Callable[[str], Testbed
             assert "warning: check: sf[1].from_sf: its veth peer x3_rp" in proxy.output  # what run warns of too
             assert "(the running configuration stays)" in line
             assert state.running()[proxy.name]["sfs"] == ["fw1", "fw1.reverse"]
+            # check, run on the edited file beforehand, says the same; the running proxy's own
+            # programs are no obstacle in it
+            checked = netns.run(tb.ns_proxy, [sys.executable, "-m", "afxdp_proxy", "check", "--config",
+                                              str(proxy.config_path)], timeout=60)
+            assert checked.returncode == 2, checked.stdout
+            errors = [line for line in checked.stdout.splitlines() if line.startswith("error")]
+            assert len(errors) == 1 and "sf[1].to_sf: frames redirected to x3_tx vanish" in errors[0], errors
+            proxy.write_config(base)
+            checked = netns.run(tb.ns_proxy, [sys.executable, "-m", "afxdp_proxy", "check", "--config",
+                                              str(proxy.config_path)], timeout=60)
+            assert checked.returncode == 0, checked.stdout
             res = tb.iperf3(seconds=1, bitrate="10M")
         assert res.bits_per_second > 5e6
     finally:
