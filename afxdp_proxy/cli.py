@@ -432,6 +432,13 @@ def _positive(text: str) -> int:
     return n
 
 
+def _seconds(text: str) -> float:
+    s = float(text)
+    if not s > 0:
+        raise argparse.ArgumentTypeError(f"{text}: give seconds above 0 (or leave it out to run until stopped)")
+    return s
+
+
 def sf_table(per_sf: dict[str, dict[str, int]]) -> str:
     """The counters that are not zero for some SF, one column per SF ("-": frames of no SF)."""
     rows = [n for n in next(iter(per_sf.values()), {}) if any(c.get(n) for c in per_sf.values())]
@@ -456,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy in the foreground", description=run_help,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", "-c", required=True, help="proxy TOML file (see README)")
-    run.add_argument("--duration", "-d", type=float, metavar="S", help="stop after S seconds")
+    run.add_argument("--duration", "-d", type=_seconds, metavar="S",
+                     help="stop after S seconds (default: run until SIGINT or SIGTERM)")
     run.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                      help="a line of live counters on stdout every second (default: when stdout is a terminal)")
     run.add_argument("--log-interval", type=float, default=60.0, metavar="S",

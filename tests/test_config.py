@@ -286,3 +286,12 @@ def test_testbed_stacks_take_the_prefix_anywhere() -> None:
     with pytest.raises(SystemExit) as e:
         cli.main(["testbed", "status", "--prefix", "axp-none", "extra"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
+def test_run_duration_must_be_above_zero(tmp_path: Path, seconds: str) -> None:
+    """--duration 0 used to run forever and -1 to stop at once: both are refused, one line, exit 2."""
+    r = _cli("run", "--config", str(tmp_path / "none.toml"), "--duration", seconds)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == (f"afxdp-proxy run: error: argument --duration/-d: {seconds}: "
+                                                 "give seconds above 0 (or leave it out to run until stopped)")
