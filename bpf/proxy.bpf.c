@@ -35,7 +35,7 @@ static __always_inline int axp_xdp_rx_path(struct xdp_md *ctx)
 	struct axp_trace_pkt tr = {};
 	struct axp_sf *sf = NULL;
 	__u8 eth[AXP_ETH_HLEN];
-	__u64 h;
+	__u64 h = 0;
 	__u32 label, sf_idx, mark = 0, row = AXP_SF_NONE;
 	__u32 *idx = NULL;
 	int res;
@@ -103,7 +103,8 @@ static __always_inline int axp_xdp_rx_path(struct xdp_md *ctx)
 	if (!axp_cfg.static_mode && axp_cfg.key_mode == AXP_KEY_MODE_META) {
 		mark = axp_next_meta_key();
 		axp_meta_key(&key, mark);
-		axp_meta_reclaim(&key, row);
+		h = axp_cache_hash(&key);
+		axp_meta_reclaim(&key, h, row);
 	}
 
 	/* pop: keep the Ethernet header, drop tags and stack in front of the IP packet */
@@ -138,7 +139,9 @@ static __always_inline int axp_xdp_rx_path(struct xdp_md *ctx)
 		entry.depth = f.depth;
 		entry.sf = sf_idx;
 		entry.vlans = f.vlans;
-		h = axp_cache_hash(&key); /* once: the cache's and the trace's sampling */
+		/* once: the cache's and the trace's sampling (meta mode: the reclaim's too) */
+		if (axp_cfg.key_mode != AXP_KEY_MODE_META)
+			h = axp_cache_hash(&key);
 		axp_trace_rx(&tr, &key, h, &entry, ctx);
 		res = axp_cache_insert(&key, h, &entry, &tr);
 		if (res) {

@@ -318,14 +318,14 @@ static __always_inline int axp_cache_take(const struct axp_key *key, __u64 h, st
 }
 
 /*
- * Meta mode, before the insert: a run the cache still holds under this new key
+ * Meta mode, before the insert (h: the key's hash, which the insert uses too):
+ * a run the cache still holds under this new key
  * is stale, since a CPU hands out a key again only after 2^meta_seq_bits
  * packets. Its packet is presumed lost (counted expired, in the row of sf), so
  * a narrow mark field cannot give a new packet an old packet's stack.
  */
-static __always_inline void axp_meta_reclaim(const struct axp_key *key, __u32 sf)
+static __always_inline void axp_meta_reclaim(const struct axp_key *key, __u64 h, __u32 sf)
 {
-	__u64 h = axp_cache_hash(key);
 	struct axp_cache_set *s = axp_cache_set_of(h);
 	struct axp_cache_outcome o;
 	struct axp_entry old;
