@@ -97,6 +97,20 @@ def nft(ns: str, script: str) -> None:
     assert r.returncode == 0, f"nft: {r.stderr.strip()}"
 
 
+def tcp_resets_sent(ns: str) -> int:
+    """TCP resets namespace ns has sent so far (OutRsts of /proc/net/snmp, RFC 4022 tcpOutRsts).
+
+    When iperf3's sender closes its sockets, each ACK the receiver still sends gets a reset from
+    no socket: IP ID 0 (DF), the seq that ACK acknowledged. Such a burst is the one run of
+    identical packets (one key) that iperf3 traffic makes; the classifier gives them rotating
+    stacks, so they open a run each, until their set holds only them (rx_key_full) or the
+    set's oldest run is pushed out (evictions)."""
+    lines = [line.split() for line in netns.run(ns, ["cat", "/proc/net/snmp"], check=True).stdout.splitlines()
+             if line.startswith("Tcp:")]
+    names, values = lines[0], lines[1]
+    return int(values[names.index("OutRsts")])
+
+
 @contextlib.contextmanager
 def sf_drops(tb: Testbed, dport: int = LOST_PORT) -> Iterator[None]:
     """An nftables rule in the SF (its namespace attached; the proxy namespace's kernel inline)

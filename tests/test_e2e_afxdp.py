@@ -478,6 +478,7 @@ def test_parallel_flows_on_both_cpus_keep_their_stacks_and_the_books_balance(bed
     even leave unlabelled), and in_flight from the counters is exactly what the sets hold."""
     tb = beds(2)
     tb.set_stacks(dynamic_stacks(SF))
+    rsts = harness.tcp_resets_sent(tb.ns_src)
     px = _start(tb, _in_process(tb, on_miss="drop"))
     try:
         tb.set_recording(True)
@@ -496,7 +497,9 @@ def test_parallel_flows_on_both_cpus_keep_their_stacks_and_the_books_balance(bed
     assert check.compared >= 2000
     assert not check.wrong
     assert harness.assert_counters_add_up(c) == held
-    assert c["rx_key_full"] == c["evictions"] == 0
+    # only the sender's identical resets (harness.tcp_resets_sent) fill a set with one key's runs
+    rsts = harness.tcp_resets_sent(tb.ns_src) - rsts
+    assert c["rx_key_full"] <= rsts and c["evictions"] <= rsts, (rsts, c)
 
 
 # ---- the proxy in a network ----------------------------------------------------------------------

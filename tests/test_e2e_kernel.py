@@ -283,6 +283,7 @@ def test_parallel_flows_on_both_cpus_keep_their_stacks_and_the_books_balance(bed
     tb = beds("attached")
     stacks = dynamic_stacks(SF)
     tb.set_stacks(stacks)
+    rsts = harness.tcp_resets_sent(tb.ns_src)
     with _proxy(tb, on_miss="drop") as proxy:
         info = state.running()[proxy.name]
         tb.set_recording(True)
@@ -296,7 +297,10 @@ def test_parallel_flows_on_both_cpus_keep_their_stacks_and_the_books_balance(bed
     assert check.compared >= 2000
     assert not check.wrong, f"{len(check.wrong)} packets got another stack, e.g. {next(iter(check.wrong.values()))}"
     assert harness.assert_counters_add_up(c) == held
-    assert c["cache_inserts"] > 10000 and c["rx_key_full"] == c["evictions"] == 0
+    assert c["cache_inserts"] > 10000
+    # only the sender's identical resets (harness.tcp_resets_sent) fill a set with one key's runs
+    rsts = harness.tcp_resets_sent(tb.ns_src) - rsts
+    assert c["rx_key_full"] <= rsts and c["evictions"] <= rsts, (rsts, c)
 
 
 # ---- the proxy in a network ----------------------------------------------------------------------
