@@ -248,7 +248,7 @@ def check_exists_up(ipr: IPRoute, x: _If) -> Finding:
     links = ipr.get_links(ifname=x.name)
     if not links:
         return Finding("interface", x.field, ERROR, f"no interface {x.name!r} in this network namespace",
-                       "run the proxy inside the namespace that holds it (ip netns exec NS ...)")
+                       ifc.missing_fix(x.name))
     link = x.link = links[0]
     x.iface = ifc.Iface(x.name, link["index"], link.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00",
                         link.get_attr("IFLA_MTU") or 0)

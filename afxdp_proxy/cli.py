@@ -152,7 +152,8 @@ packets; it refuses). Run it where `run` runs:
 `ip netns exec NS afxdp-proxy check -c proxy.toml`. While a proxy of the
 file's name runs in this namespace, check is about an edit before a SIGHUP:
 that proxy's own XDP programs and metrics endpoint are no obstacle (a reload
-makes the same checks and refuses on an error).
+makes the same checks and refuses on an error), and a field outside [[sf]]
+that differs from what it runs is a warning: a SIGHUP keeps the running value.
 
 checks:
   config         the file parses and every field is valid
@@ -178,6 +179,8 @@ checks:
                  frames: a veth only while its peer runs XDP or GRO
   mtu            links that carry labels have room for 16 labels (64 bytes)
   frame_size     (afxdp) headroom + MTU + Ethernet + 64 bytes fit a frame
+  reload         (a proxy of this name runs here) fields outside [[sf]]
+                 unchanged: cache_entries, backend, rings, ... need a restart
 
 exit status: 0 when run can start (warnings allowed), 2 when it would refuse.
 """
@@ -240,15 +243,23 @@ def _checks(cfg: ProxyConfig) -> Report:
 
 def _checks_against_running(cfg: ProxyConfig) -> Report:
     """`check` of a file whose proxy runs in this namespace (an edit before a SIGHUP): that
-    proxy's own XDP programs and metrics endpoint are no obstacle, as on the reload."""
+    proxy's own XDP programs and metrics endpoint are no obstacle, as on the reload; a field
+    the reload cannot change is a warning (the proxy would keep running as it is)."""
     from afxdp_proxy import state
-    from afxdp_proxy.check import run_checks
+    from afxdp_proxy.check import WARN, Finding, run_checks
+    from afxdp_proxy.reload import restart_changes
     from afxdp_proxy.runner import instance_name
 
-    info = state.running().get(instance_name(cfg))
+    name = instance_name(cfg)
+    info = state.running().get(name)
     if info is None or info.get("netns") != state.netns_id():
         return run_checks(cfg)
-    return run_checks(cfg, own=info.get("interfaces", ()), own_listen=info.get("metrics_listen"))
+    report = run_checks(cfg, own=info.get("interfaces", ()), own_listen=info.get("metrics_listen"))
+    for where, was, now in restart_changes(info.get("restart_fields") or {}, cfg):
+        report.findings.append(Finding("reload", where, WARN,
+                                       f"{was} -> {now} cannot change while proxy {name} runs: a SIGHUP keeps {was}",
+                                       f"restart the proxy to apply it (pid {info.get('pid')})"))
+    return report
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -534,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "action", None) == "stacks" and not any(a.startswith("-") for a in extra):
+    if extra and getattr(args, "action", None) == "stacks" and all(a == "-" or a[:1] != "-" for a in extra):
         args.stacks += extra  # `testbed stacks --prefix P S1 S2`: argparse hands out the positionals early
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -237,9 +237,18 @@ def _sf(table: Any, where: str, topology: str, backend: str, default_name: str,
     )
 
 
+def _default_name(table: Any) -> str:
+    """An unnamed SF's name, from what addresses it (label, and VLAN): not from its position,
+    which would pass the name to another SF when one above it is removed on a reload."""
+    if not isinstance(table, dict):
+        return "sf"
+    vlan = table.get("vlan_in")
+    return f"sf-{table.get('label')}" + (f"-vlan{vlan}" if vlan else "")
+
+
 def _directions(table: Any, i: int, topology: str, backend: str) -> list[SfConfig]:
     """An [[sf]] table: its forward direction, then its reverse one if it has [sf.reverse]."""
-    fwd = _sf(table, f"sf[{i}]", topology, backend, f"sf{i}")
+    fwd = _sf(table, f"sf[{i}]", topology, backend, _default_name(table))
     if "reverse" not in table:
         return [fwd]
     swapped = {key: getattr(fwd, other) for key, other in _SWAPPED.items() if getattr(fwd, other) is not None}

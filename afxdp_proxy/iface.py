@@ -8,6 +8,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import socket
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -45,8 +46,7 @@ def resolve(ipr: IPRoute, name: str, field: str) -> Iface:
     """The interface called name, or a ConfigError naming the config field."""
     links = ipr.get_links(ifname=name) if name else []
     if not links:
-        raise ConfigError(f"{field}: no interface {name!r} in this network namespace; "
-                          "run the proxy inside the namespace that holds it (ip netns exec NS ...)")
+        raise ConfigError(f"{field}: no interface {name!r} in this network namespace; {missing_fix(name)}")
     link = links[0]
     return Iface(name, link["index"], link.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00",
                  link.get_attr("IFLA_MTU") or 0)
@@ -318,6 +318,30 @@ def _in_netns(netns: str, fn: Callable[[], T]) -> T | None:
     t.start()
     t.join()
     return out[0] if out else None
+
+
+def missing_fix(name: str, limit: int = 256) -> str:
+    """The fix for an interface that is not in this namespace: the namespaces under
+    /run/netns that hold one of that name (the first `limit` looked at), else a check of
+    the name."""
+    try:
+        names = sorted(os.listdir(NETNS_DIR))[:limit]
+    except OSError:
+        names = []
+
+    def here() -> bool:
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            return False
+        return True
+
+    found = [ns for ns in names if _in_netns(ns, here)]
+    if found:
+        return (f"it is in namespace {', '.join(found[:3])}{' ...' if len(found) > 3 else ''}: run the proxy "
+                f"there (ip netns exec {found[0]} afxdp-proxy ...)")
+    return ("no namespace under /run/netns has one either: check the name (ip -br link), or run the proxy "
+            "inside the namespace that holds it (ip netns exec NS ...)")
 
 
 def _ethtool_state(name: str) -> tuple[dict[str, bool], tuple[int, int] | None]:

@@ -74,22 +74,38 @@ def sf_diff(old: SfConfig, new: SfConfig) -> list[str]:
 def _show(v: object) -> str:
     if v is None:
         return "(none)"
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return " ".join(f"{k}={_show(x)}" for k, x in dataclasses.asdict(v).items())
     if isinstance(v, tuple):
         return "[" + ", ".join(map(str, v)) + "]"
     return str(v)
 
 
+def restart_fields(cfg: ProxyConfig) -> dict[str, str]:
+    """Every field outside ``[[sf]]``, which a reload cannot change, as a configuration says
+    it and shown as text: ``{"proxy.cache_entries": "65536", ..., "metrics": "host=... port=..."}``
+    (a table under its own name). The running proxy's state file keeps them, so `check` of
+    an edited file can say what a SIGHUP would refuse."""
+    out = {}
+    for f in dataclasses.fields(ProxyConfig):
+        if f.name != "sfs":
+            out[f.name if f.name in _TABLES else f"proxy.{f.name}"] = _show(getattr(cfg, f.name))
+    return out
+
+
+_TABLES = {"metrics"}  # fields that are tables of their own ([metrics]), not [proxy] keys
+
+
+def restart_changes(running: dict[str, str], new: ProxyConfig) -> list[tuple[str, str, str]]:
+    """(field, running value, new value) for each field of `running` (restart_fields of the
+    running configuration) that new changes, in the order of ProxyConfig."""
+    return [(k, running[k], v) for k, v in restart_fields(new).items() if k in running and running[k] != v]
+
+
 def check_live(old: ProxyConfig, new: ProxyConfig) -> None:
     """Raise RestartNeeded for the first field outside ``[[sf]]`` that differs."""
-    for f in dataclasses.fields(ProxyConfig):
-        if f.name == "sfs":
-            continue
-        a, b = getattr(old, f.name), getattr(new, f.name)
-        if a == b:
-            continue
-        # [proxy] keys are fields of their own; a table added later is a field holding a dataclass
-        where = f.name if dataclasses.is_dataclass(a) or dataclasses.is_dataclass(b) else f"proxy.{f.name}"
-        shown = "" if dataclasses.is_dataclass(a) or dataclasses.is_dataclass(b) else f" {_show(a)} -> {_show(b)}"
+    for where, a, b in restart_changes(restart_fields(old), new)[:1]:
+        shown = "" if where in _TABLES else f" {a} -> {b}"
         raise RestartNeeded(f"{where}:{shown} cannot change while the proxy runs; restart it to apply "
                             "(the running configuration stays)")
 

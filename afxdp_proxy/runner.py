@@ -176,11 +176,13 @@ def _state(cfg: ProxyConfig, config_path: str, backend: Backend, started: float)
     """What /run/afxdp-proxy/<name>.json says about a running proxy (the backend's state()
     names its SFs by counter row: "sfs")."""
     from afxdp_proxy.check import interfaces_of
+    from afxdp_proxy.reload import restart_fields
 
     return {"kind": "proxy", "pid": os.getpid(), "backend": cfg.backend, "key": cfg.key,
             "topology": cfg.topology, "config": config_path, "sfs": [sf.name for sf in cfg.sfs],
             "netns": state.netns_id(), "started": started, "interfaces": interfaces_of(cfg),
-            "metrics_listen": cfg.metrics.listen if cfg.metrics else None, **backend.state()}
+            "metrics_listen": cfg.metrics.listen if cfg.metrics else None, "restart_fields": restart_fields(cfg),
+            **backend.state()}
 
 
 def _check_reload(new: ProxyConfig, running: ProxyConfig, config_path: str) -> None:
@@ -190,6 +192,8 @@ def _check_reload(new: ProxyConfig, running: ProxyConfig, config_path: str) -> N
 
     report = run_checks(new, own=interfaces_of(running), own_listen=running.metrics.listen if running.metrics else None)
     for f in report.of(WARN):
+        if not f.subject.startswith("sf["):
+            continue  # the host's (bpffs, ...): said at start, and a reload changes none of it
         log.warning("check: %s", f.line(), extra=fields(event="check", check=f.check, subject=f.subject,
                                                          status=f.status, config=config_path))
     errors = report.of(ERROR)

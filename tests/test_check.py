@@ -162,7 +162,12 @@ FAILURES: dict[str, tuple[Callable[[Testbed], contextlib.AbstractContextManager]
     "peer_mtu": (lambda tb: _peer_mtu(tb, 3600), {}, "sf[0].net_in: its veth peer src_out",
                  ("MTU 3600", "ERANGE", "ip link set src_out mtu 3506")),
     "missing_interface": (lambda tb: contextlib.nullcontext(), {"net_out": "nope0"},
-                          "sf[0].net_out: no interface 'nope0'", ("ip netns exec",)),
+                          "sf[0].net_out: no interface 'nope0'", ("no namespace under /run/netns has one",
+                                                                  "check the name", "ip netns exec")),
+    # the receiver's interface: in another namespace, which the line names
+    "interface_elsewhere": (lambda tb: contextlib.nullcontext(), {"net_out": "dst0"},
+                            "sf[0].net_out: no interface 'dst0'", ("it is in namespace ", "-dst",
+                                                                   "run the proxy there (ip netns exec ")),
     "interface_down": (lambda tb: _down(tb, "p_out"), {}, "sf[0].net_out: p_out is down", ("ip link set p_out up",)),
     "redirect_target": (_sf_without_xdp, {}, "sf[0].to_sf: frames redirected to p_sf_tx vanish",
                         ("sf_in", "no XDP program", "GRO off", "link set dev sf_in xdp obj", "probe.bpf.o sec xdp")),

@@ -172,7 +172,13 @@ def test_reverse_direction_is_an_sf_with_the_interfaces_swapped() -> None:
                                 "reverse": {"label": 1001, "static_stack": []}},
                                {"name": "x", "label": 1002, "net_in": "a", "net_out": "b", "static_stack": [7]}]})
     assert [(s.name, s.net_in, s.net_out, s.to_sf, s.static_stack) for s in cfg.sfs] == [
-        ("sf0", "a", "b", None, (2000,)), ("sf0.reverse", "b", "a", None, ()), ("x", "a", "b", None, (7,))]
+        ("sf-1000", "a", "b", None, (2000,)), ("sf-1000.reverse", "b", "a", None, ()), ("x", "a", "b", None, (7,))]
+    # an unnamed SF is named by what addresses it, not by its place: it keeps its name on a
+    # reload that removes an SF above it
+    two = [{"label": 1002, "net_in": "a", "net_out": "b"}, {"label": 1004, "vlan_in": 7, "net_in": "a", "net_out": "b"}]
+    inline = {"topology": "inline"}
+    assert [s.name for s in parse_config({"proxy": inline, "sf": two}).sfs] == ["sf-1002", "sf-1004-vlan7"]
+    assert [s.name for s in parse_config({"proxy": inline, "sf": two[1:]}).sfs] == ["sf-1004-vlan7"]
 
 
 def test_cache_knobs() -> None:
@@ -277,11 +283,14 @@ def test_stats_picks_the_proxy_of_this_namespace() -> None:
 
 
 def test_testbed_stacks_take_the_prefix_anywhere() -> None:
-    """`testbed stacks --prefix P S1 S2` and `testbed stacks S1 S2 --prefix P` mean the same."""
+    """`testbed stacks --prefix P S1 S2` and `testbed stacks S1 S2 --prefix P` mean the same,
+    also with - (plain IP) among the stacks, which a fresh user's try had refused."""
     from afxdp_proxy import cli
 
     for argv in (["testbed", "stacks", "--prefix", "axp-none", "1000/2001", "1000"],
-                 ["testbed", "stacks", "1000/2001", "1000", "--prefix", "axp-none"]):
+                 ["testbed", "stacks", "1000/2001", "1000", "--prefix", "axp-none"],
+                 ["testbed", "stacks", "--prefix", "axp-none", "1000/2001", "-"],
+                 ["testbed", "stacks", "1000/2001", "--prefix", "axp-none", "-"]):
         assert cli.main(argv) == 1  # parsed, then no such testbed (a usage error would exit 2)
     with pytest.raises(SystemExit) as e:
         cli.main(["testbed", "status", "--prefix", "axp-none", "extra"])
