@@ -9,7 +9,10 @@
  * reset, and the path they take (the proxy's pop and push, the kernel's TTL
  * decrement) rewrites them in place: so every run writes the whole header
  * template again, then a fresh sequence number into the payload, which makes
- * each frame's cache key unique (a repeated key would be a conflict).
+ * each frame's cache key unique (a repeated key would be a conflict). With
+ * GEN_CFG_FLOWS > 1 the UDP source port cycles through that many flows, for
+ * paths that spread flows by hash (an SF's kernel choosing a TX queue); the
+ * UDP checksum is 0 (none), so nothing else changes.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -71,7 +74,9 @@ int gen_xdp_tx(struct xdp_md *ctx)
 	__u8 *data = (void *)(long)ctx->data;
 	__u8 *end = (void *)(long)ctx->data_end;
 	__u32 len = gen_cfg_get(GEN_CFG_TMPL_LEN), off = gen_cfg_get(GEN_CFG_SEQ_OFF);
-	__u32 zero = 0, i;
+	__u32 flows = gen_cfg_get(GEN_CFG_FLOWS), zero = 0, i;
+	__u8 *p, *sp;
+	__u16 port;
 	struct gen_tmpl *t = bpf_map_lookup_elem(&gen_tmpl, &zero);
 	__u64 *seq = bpf_map_lookup_elem(&gen_seq, &zero);
 	__u64 n;
@@ -87,10 +92,19 @@ int gen_xdp_tx(struct xdp_md *ctx)
 		__builtin_memcpy(data + i * 8, &t->bytes[i * 8], 8);
 	}
 	off &= GEN_TMPL_MAX - 1; /* a bound the verifier sees; the loader keeps it in range */
-	if (data + off + sizeof(n) > end)
+	p = data + off;
+	if (p + sizeof(n) > end)
 		goto fail;
-	n = __builtin_bswap64(__sync_fetch_and_add(seq, 1));
-	__builtin_memcpy(data + off, &n, sizeof(n));
+	n = __sync_fetch_and_add(seq, 1);
+	if (flows > 1) {
+		sp = data + (gen_cfg_get(GEN_CFG_SPORT_OFF) & (GEN_TMPL_MAX - 1));
+		if (sp + sizeof(port) > end)
+			goto fail;
+		port = __builtin_bswap16((__u16)(gen_cfg_get(GEN_CFG_SPORT) + n % flows));
+		__builtin_memcpy(sp, &port, sizeof(port));
+	}
+	n = __builtin_bswap64(n);
+	__builtin_memcpy(p, &n, sizeof(n));
 	gen_count(GEN_STAT_SENT);
 	return XDP_TX;
 fail:

@@ -14,7 +14,10 @@
 /* gen_cfg: array of __u32 */
 #define GEN_CFG_TMPL_LEN 0 /* bytes of gen_tmpl copied to the frame's start (a multiple of 8); 0 = off */
 #define GEN_CFG_SEQ_OFF 1  /* where the 64-bit big-endian sequence number goes */
-#define GEN_CFG_SLOTS 2
+#define GEN_CFG_FLOWS 2    /* 0 or 1: one flow; n: the UDP source port is sport + seq % n */
+#define GEN_CFG_SPORT_OFF 3 /* where the UDP source port goes (with GEN_CFG_FLOWS > 1) */
+#define GEN_CFG_SPORT 4    /* the first source port (with GEN_CFG_FLOWS > 1) */
+#define GEN_CFG_SLOTS 5
 
 /* gen_stats: per-CPU __u64 counters */
 #define GEN_STAT_SENT 0   /* frames handed back as XDP_TX */

@@ -10,7 +10,10 @@ namespace. A veth hands such frames to its peer only while the peer runs NAPI
 The frames are UDP over IPv4 with an optional SR-MPLS stack in front; their
 size is given without the stack (64 B is the bare Ethernet frame a plain-IP
 baseline would send, the stack comes on top). A 64-bit sequence number in the
-payload makes every frame's cache key distinct.
+payload makes every frame's cache key distinct. Several flows (``flows``) cycle the UDP
+source port; generators on several CPUs (``cpus``) reach several of a veth's queues,
+since a veth hands an XDP frame to its peer's queue of the sending CPU
+(drivers/net/veth.c, veth_select_rxq).
 """
 
 from __future__ import annotations
@@ -110,14 +113,61 @@ class Generator:
         return {"sent": sum(self.stats.lookup(lib.GEN_STAT_SENT) or [0]),
                 "failed": sum(self.stats.lookup(lib.GEN_STAT_FAILED) or [0])}
 
-    def _load_frame(self, frame: bytes, seq_off: int) -> None:
+    def _load_frame(self, frame: bytes, seq_off: int, flows: int = 1) -> None:
         # the headers up to the sequence number, rounded up to whole words (the program copies words)
         n = -(-(seq_off + 8) // 8) * 8
         if n > min(len(frame), lib.GEN_TMPL_MAX):
             raise ValueError(f"headers of {seq_off + 8} bytes do not fit the template or the frame")
+        if not 1 <= flows <= 0xFFFF:
+            raise ValueError(f"flows must be 1..65535, not {flows}")
         self.tmpl.update(0, ffi.new(f"uint8_t[{lib.GEN_TMPL_MAX}]", frame[:n]))
         self.cfg.update(lib.GEN_CFG_SEQ_OFF, seq_off)
+        sport_off = seq_off - SEQ_PAYLOAD_OFF - UDP_HLEN  # udp_frame's layout
+        self.cfg.update(lib.GEN_CFG_SPORT_OFF, sport_off)
+        self.cfg.update(lib.GEN_CFG_SPORT, int.from_bytes(frame[sport_off:sport_off + 2], "big"))
+        self.cfg.update(lib.GEN_CFG_FLOWS, flows)
         self.cfg.update(lib.GEN_CFG_TMPL_LEN, n)
+
+    def send_spread(self, ns: str, ifname: str, frame: bytes, seq_off: int, seconds: float, cpus: Sequence[int],
+                    count: Callable[[], int], flows: int = 1, batch: int = 64) -> GenRun:
+        """Send copies of frame out of ifname in ns from one thread per CPU in cpus at once,
+        for `seconds`, cycling `flows` UDP source ports; the steady-state rate is sampled
+        from count (the receiver's total) between the threads' first and last chunks."""
+        self._load_frame(frame, seq_off, flows)
+        stop = threading.Event()
+        sent: list[int] = []
+        errors: list[BaseException] = []
+        chunk = 20_000  # about 10-50 ms a call here: the threads notice stop soon
+
+        def blast(cpu: int) -> None:
+            try:
+                os.sched_setaffinity(0, {cpu})  # this thread only
+                with netns.enter(ns):
+                    ifindex = socket.if_nametoindex(ifname)
+                    ctx = struct.pack("=6I", 0, len(frame), 0, ifindex, 0, 0)
+                    n = 0
+                    while not stop.is_set():
+                        bpf.test_run(self.fd, frame, repeat=chunk, ctx=ctx, flags=bpf.BPF_F_TEST_XDP_LIVE_FRAMES,
+                                     batch_size=batch, out_size=0)
+                        n += chunk
+                    sent.append(n)
+            except BaseException as e:  # handed to the caller
+                errors.append(e)
+
+        threads = [threading.Thread(target=blast, args=(c,), name=f"axp-gen-cpu{c}", daemon=True) for c in cpus]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        time.sleep(min(0.2, seconds / 4))  # every thread under way
+        start = (time.perf_counter(), count())
+        time.sleep(seconds)
+        end = (time.perf_counter(), count())
+        stop.set()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return GenRun(sum(sent), time.perf_counter() - t0, end[1] - start[1], end[0] - start[0])
 
     def send(self, ns: str, ifname: str, frame: bytes, seq_off: int, seconds: float,
              count: Callable[[], int] | None = None, batch: int = 64, cpu: int | None = 0) -> GenRun:

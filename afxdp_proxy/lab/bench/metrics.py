@@ -28,10 +28,10 @@ IPERF_AFFINITY = (0, 0)
 GEN_CPU = 0  # the generator too: its frames' whole path runs on the CPU that sends them
 
 
-def tcp(tb: Testbed, seconds: float, omit: int = 0) -> dict[str, Any]:
-    """iperf3 TCP, one flow, Gbit/s at the receiver."""
+def tcp(tb: Testbed, seconds: float, omit: int = 0, flows: int = 1) -> dict[str, Any]:
+    """iperf3 TCP, `flows` flows (one by default), Gbit/s at the receiver, all flows together."""
     extra = ["-O", str(omit)] if omit else []
-    r = tb.iperf3(seconds=_whole(seconds), affinity=IPERF_AFFINITY, extra=extra)
+    r = tb.iperf3(seconds=_whole(seconds), affinity=IPERF_AFFINITY, extra=extra, parallel=flows)
     return {"value": r.bits_per_second / 1e9, "retransmits": r.retransmits, "stalls": r.stalls,
             "sent_gbps": r.sent_bits_per_second / 1e9}
 
@@ -67,12 +67,18 @@ def frame_for(tb: Testbed, stack: Sequence[Lse], size: int) -> tuple[bytes, int]
     return udp_frame(stack, size, SRC_OUT.mac, P_IN.mac, tb.src_ip, tb.dst_ip)
 
 
-def packet_rate(tb: Testbed, gen: Generator, stack: Sequence[Lse], size: int, seconds: float) -> dict[str, Any]:
-    """Frames of `size` bytes (before the stack) as fast as the generator goes; Mpps at the receiver."""
+def packet_rate(tb: Testbed, gen: Generator, stack: Sequence[Lse], size: int, seconds: float,
+                flows: int = 1) -> dict[str, Any]:
+    """Frames of `size` bytes (before the stack) as fast as the generator goes; Mpps at the receiver.
+    flows > 1: that many UDP flows, from a generator on every CPU at once (one veth queue each)."""
     frame, seq_off = frame_for(tb, stack, size)
     before = _received(tb)
-    run = gen.send(tb.ns_src, tb.src_wire, frame, seq_off, seconds, count=lambda: sum(_received(tb).values()),
-                   cpu=GEN_CPU)
+    total = lambda: sum(_received(tb).values())  # noqa: E731
+    if flows > 1:
+        run = gen.send_spread(tb.ns_src, tb.src_wire, frame, seq_off, seconds, sorted(os.sched_getaffinity(0)),
+                              total, flows)
+    else:
+        run = gen.send(tb.ns_src, tb.src_wire, frame, seq_off, seconds, count=total, cpu=GEN_CPU)
     got = _delta(_settled(tb), before)
     received = sum(got.values())
     if not received:

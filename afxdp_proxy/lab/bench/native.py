@@ -14,7 +14,7 @@ starts) or on at 1 in 1024 (an area, drained between calls as trace would drain 
 
 Not collected by the normal test run (tests/ only); run it with
 
-  make bench-native     (= .venv/bin/python -m pytest bench/bench_native.py -q -s)
+  make bench-native     (= .venv/bin/python -m pytest afxdp_proxy/lab/bench/native.py -q -s)
 """
 
 from __future__ import annotations

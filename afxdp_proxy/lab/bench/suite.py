@@ -63,6 +63,7 @@ class Settings:
     cost_packets: int = 2000
     fidelity_seconds: float = 2.0  # whole seconds too
     quick: bool = False
+    flows: int = 1  # TCP flows (iperf3 -P) and UDP flows of the packet rate, sent from every CPU when > 1
 
 
 QUICK = Settings(depths=(1, 16), reps=1, tcp_seconds=1.0, tcp_omit=0, pkt_seconds=0.2, cpu_seconds=0.2,
@@ -276,14 +277,15 @@ def point(run: Run, tb: Testbed, gen: Generator, v: Variant, depth: int | None, 
             _measure(run, "fidelity", rep, v, depth, lambda: metrics.fidelity(tb, s.fidelity_seconds), progress,
                      fidelity="value")
         else:
-            _measure(run, "tcp", rep, v, depth, lambda: metrics.tcp(tb, s.tcp_seconds, s.tcp_omit), progress,
-                     tcp_gbps="value")
+            _measure(run, "tcp", rep, v, depth, lambda: metrics.tcp(tb, s.tcp_seconds, s.tcp_omit, s.flows),
+                     progress, tcp_gbps="value")
             with ExitStack() as napi:
                 if v.is_baseline:
                     napi.enter_context(metrics.napi_on(tb))
                 for size in FRAME_SIZES:
                     _measure(run, f"packet rate {size} B", rep, v, depth,
-                             lambda size=size: metrics.packet_rate(tb, gen, stack, size, s.pkt_seconds), progress,
+                             lambda size=size: metrics.packet_rate(tb, gen, stack, size, s.pkt_seconds, s.flows),
+                             progress,
                              **{f"mpps_{size}": "value"})
             _measure(run, "latency", rep, v, depth, lambda: metrics.latency(tb, s.ping_count, s.ping_interval),
                      progress, rtt_p50_us="p50", rtt_p99_us="p99")
@@ -412,6 +414,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         s = replace(s, variants=tuple(x for x in args.variants.split(",") if x))
     if args.seconds:
         s = replace(s, tcp_seconds=args.seconds)
+    if args.flows:
+        s = replace(s, flows=args.flows)
     return s
 
 
@@ -456,5 +460,8 @@ def register_cli(sub: Any) -> None:
                    "napi_defer, gro_flush (its veths' sysfs) and busy_poll=USECS[/BUDGET] (afxdp sockets), "
                    "e.g. afxdp:ring_size=512:cpu=1")
     p.add_argument("--seconds", type=float, help="iperf3 time per point (default 5; --quick 1)")
+    p.add_argument("--flows", type=int, metavar="N",
+                   help="N TCP flows (iperf3 -P N) and N UDP flows from a generator on every CPU (a veth queue "
+                   "each), for the spread over queues (afxdp-2q against afxdp); default 1 flow from CPU 0")
     p.add_argument("--out", default="results", help="output directory (default results/)")
     p.set_defaults(func=main)

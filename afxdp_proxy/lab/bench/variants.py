@@ -94,7 +94,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             about="the floor of AF_XDP on this path: afxdp's sockets, rings and worker loop forwarding plain IP "
                   "untouched but for the MACs (no parse, no cache), same depths as afxdp, no labels"),
     Variant("afxdp-2q", "attached", "afxdp", queues=2,
-            about="caching proxy over AF_XDP, 2 queues, on a testbed with 2-queue veths (vs the 1-queue baseline)"),
+            about="caching proxy over AF_XDP, 2 queues, on a testbed with 2-queue veths (vs the 1-queue baseline; "
+                  "flows reach the second queue with --flows)"),
+    Variant("afxdp-null-2q", "attached", "afxdp", queues=2, runner=null.MODULE, plain=True,
+            about="the floor of AF_XDP with 2 queues: afxdp-null on the 2-queue testbed (asked for by name, "
+                  "with --flows, to set afxdp-2q against)"),
     Variant("baseline-inline", "inline", None, about="plain IP through the inline topology: no labels, no proxy"),
     Variant("kernel-meta", "inline", "kernel", "meta", about="caching proxy, XDP RX + TC TX, key in skb->mark"),
     Variant("kernel-hash-inline", "inline", "kernel", "hash", about="caching proxy, XDP RX + TC TX, header hash"),
