@@ -72,6 +72,7 @@ class Finding:
 @dataclass
 class Report:
     findings: list[Finding] = field(default_factory=list)
+    running: str | None = None  # a proxy of the file's name runs here: the verdict is about a SIGHUP
 
     def of(self, status: str) -> list[Finding]:
         return [f for f in self.findings if f.status == status]
@@ -90,7 +91,11 @@ class Report:
         n = {s: len(self.of(s)) for s in STATUSES}
         counts = (f"{n[ERROR]} error{'s' * (n[ERROR] != 1)}, {n[WARN]} warning{'s' * (n[WARN] != 1)}, "
                   f"{n[UNKNOWN]} unknown, {n[FIXED]} fixed by run, {n[OK]} ok")
-        verdict = "run would refuse" if self.of(ERROR) else "run can start"
+        if self.running:
+            verdict = (f"a SIGHUP to proxy {self.running} would refuse it" if self.of(ERROR) else
+                       f"a SIGHUP to proxy {self.running} can apply it")
+        else:
+            verdict = "run would refuse" if self.of(ERROR) else "run can start"
         return "\n".join([*lines, f"check: {counts}: {verdict}"])
 
 
@@ -184,6 +189,14 @@ def check_af_xdp() -> Finding:
     return Finding("af_xdp", "af_xdp", OK, "AF_XDP sockets open")
 
 
+def _own_mount_namespace() -> bool:
+    """This process runs in another mount namespace than init (as under `ip netns exec`)."""
+    try:
+        return os.readlink("/proc/self/ns/mnt") != os.readlink("/proc/1/ns/mnt")
+    except OSError:
+        return False
+
+
 def check_bpffs() -> Finding:
     try:
         with open("/proc/self/mountinfo") as f:
@@ -193,6 +206,11 @@ def check_bpffs() -> Finding:
         mounted = False
     if mounted:
         return Finding("bpffs", "bpffs", OK, f"mounted at {BPFFS}")
+    if _own_mount_namespace():
+        # `ip netns exec` gives each command a mount namespace of its own with /sys remounted:
+        # a mount made in one is gone in the next, so there is nothing to fix from here
+        return Finding("bpffs", "bpffs", OK, f"not mounted at {BPFFS} in this mount namespace (`ip netns exec` "
+                       "remounts /sys without it): run does not need it; use bpftool outside `ip netns exec`")
     return Finding("bpffs", "bpffs", WARN,
                    f"not mounted at {BPFFS} (`ip netns exec` remounts /sys without it): run does not need it, "
                    "bpftool and pinned objects do", f"mount -t bpf bpf {BPFFS}")

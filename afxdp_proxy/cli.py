@@ -134,6 +134,8 @@ the proxy in a network:
 counters (also in `afxdp-proxy stats`, per SF; "-" is the row of frames of no SF).
 Every frame counts once in rx_packets/tx_packets and once in one reason:
 {counters}
+  tx_dwell_timed       packets whose dwell time tx_dwell_ns holds: 1 in
+                       dwell_sample keys (the histogram's count)
   in_flight            cache_inserts - cache_takes - evictions - expired: packets
                        in the SF right now (exact, from the counters)
 
@@ -152,8 +154,9 @@ packets; it refuses). Run it where `run` runs:
 `ip netns exec NS afxdp-proxy check -c proxy.toml`. While a proxy of the
 file's name runs in this namespace, check is about an edit before a SIGHUP:
 that proxy's own XDP programs and metrics endpoint are no obstacle (a reload
-makes the same checks and refuses on an error), and a field outside [[sf]]
-that differs from what it runs is a warning: a SIGHUP keeps the running value.
+makes the same checks and refuses on an error), a field outside [[sf]] that
+differs from what it runs is an error (a SIGHUP refuses the file), and the
+verdict is about a SIGHUP.
 
 checks:
   config         the file parses and every field is valid
@@ -246,7 +249,7 @@ def _checks_against_running(cfg: ProxyConfig) -> Report:
     proxy's own XDP programs and metrics endpoint are no obstacle, as on the reload; a field
     the reload cannot change is a warning (the proxy would keep running as it is)."""
     from afxdp_proxy import state
-    from afxdp_proxy.check import WARN, Finding, run_checks
+    from afxdp_proxy.check import ERROR, Finding, run_checks
     from afxdp_proxy.reload import restart_changes
     from afxdp_proxy.runner import instance_name
 
@@ -256,9 +259,11 @@ def _checks_against_running(cfg: ProxyConfig) -> Report:
         return run_checks(cfg)
     report = run_checks(cfg, own=info.get("interfaces", ()), own_listen=info.get("metrics_listen"))
     for where, was, now in restart_changes(info.get("restart_fields") or {}, cfg):
-        report.findings.append(Finding("reload", where, WARN,
-                                       f"{was} -> {now} cannot change while proxy {name} runs: a SIGHUP keeps {was}",
-                                       f"restart the proxy to apply it (pid {info.get('pid')})"))
+        report.findings.append(Finding("reload", where, ERROR,
+                                       f"{was} -> {now} cannot change while proxy {name} runs: a SIGHUP would refuse "
+                                       "the whole file and keep the running configuration",
+                                       f"restart the proxy to apply it (pid {info.get('pid')}), or put back {was}"))
+    report.running = name
     return report
 
 

@@ -320,10 +320,23 @@ def _in_netns(netns: str, fn: Callable[[], T]) -> T | None:
     return out[0] if out else None
 
 
+def this_netns() -> str | None:
+    """The name under /run/netns of the network namespace this process runs in, or None."""
+    try:
+        mine = os.stat("/proc/self/ns/net")
+        for name in sorted(os.listdir(NETNS_DIR)):
+            st = os.stat(os.path.join(NETNS_DIR, name))
+            if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+                return name
+    except OSError:
+        pass
+    return None
+
+
 def missing_fix(name: str, limit: int = 256) -> str:
-    """The fix for an interface that is not in this namespace: the namespaces under
-    /run/netns that hold one of that name (the first `limit` looked at), else a check of
-    the name."""
+    """The fix for an interface that is not in this namespace: where it is (the namespaces
+    under /run/netns that hold one of that name, the first `limit` looked at) and how to move
+    it here, else a check of the name."""
     try:
         names = sorted(os.listdir(NETNS_DIR))[:limit]
     except OSError:
@@ -338,8 +351,10 @@ def missing_fix(name: str, limit: int = 256) -> str:
 
     found = [ns for ns in names if _in_netns(ns, here)]
     if found:
-        return (f"it is in namespace {', '.join(found[:3])}{' ...' if len(found) > 3 else ''}: run the proxy "
-                f"there (ip netns exec {found[0]} afxdp-proxy ...)")
+        where = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
+        ours = this_netns() or "<this namespace>"
+        return (f"it is in namespace {where}: move it here (ip -n {found[0]} link set {name} netns {ours}), "
+                "or name an interface of this namespace")
     return ("no namespace under /run/netns has one either: check the name (ip -br link), or run the proxy "
             "inside the namespace that holds it (ip netns exec NS ...)")
 

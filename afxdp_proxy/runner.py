@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from afxdp_proxy import iface as ifc
 from afxdp_proxy import metrics, signals, state
 from afxdp_proxy.backends import Backend, make_backend
 from afxdp_proxy.config import ConfigError, ProxyConfig, load_config
@@ -198,7 +199,10 @@ def _check_reload(new: ProxyConfig, running: ProxyConfig, config_path: str) -> N
                                                          status=f.status, config=config_path))
     errors = report.of(ERROR)
     if errors:
-        more = f" (and {len(errors) - 1} more: afxdp-proxy check --config {config_path})" if len(errors) > 1 else ""
+        ns = ifc.this_netns()
+        where = f"ip netns exec {ns} " if ns else ""
+        more = (f" (and {len(errors) - 1} more: {where}afxdp-proxy check --config {config_path})"
+                if len(errors) > 1 else "")
         raise ConfigError(errors[0].line() + more)
 
 

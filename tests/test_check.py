@@ -167,7 +167,8 @@ FAILURES: dict[str, tuple[Callable[[Testbed], contextlib.AbstractContextManager]
     # the receiver's interface: in another namespace, which the line names
     "interface_elsewhere": (lambda tb: contextlib.nullcontext(), {"net_out": "dst0"},
                             "sf[0].net_out: no interface 'dst0'", ("it is in namespace ", "-dst",
-                                                                   "run the proxy there (ip netns exec ")),
+                                                                   "move it here (ip -n ", "link set dst0 netns ",
+                                                                   "-proxy), or name an interface of this namespace")),
     "interface_down": (lambda tb: _down(tb, "p_out"), {}, "sf[0].net_out: p_out is down", ("ip link set p_out up",)),
     "redirect_target": (_sf_without_xdp, {}, "sf[0].to_sf: frames redirected to p_sf_tx vanish",
                         ("sf_in", "no XDP program", "GRO off", "link set dev sf_in xdp obj", "probe.bpf.o sec xdp")),

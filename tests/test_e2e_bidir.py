@@ -297,14 +297,16 @@ def test_a_reload_is_checked_as_run_checks_a_start(beds: Callable[[str], Testbed
             checked = netns.run(tb.ns_proxy, [sys.executable, "-m", "afxdp_proxy", "check", "--config",
                                               str(proxy.config_path)], timeout=60)
             assert checked.returncode == 0, checked.stdout
-            # a field only a restart changes: a warning naming it (a SIGHUP would keep 65536)
+            assert checked.stdout.splitlines()[-1].endswith(f"a SIGHUP to proxy {proxy.name} can apply it")
+            # a field only a restart changes: an error naming it (a SIGHUP would refuse the file)
             proxy.write_config(base.replace("cache_entries = 65536", "cache_entries = 4096"))
             checked = netns.run(tb.ns_proxy, [sys.executable, "-m", "afxdp_proxy", "check", "--config",
                                               str(proxy.config_path)], timeout=60)
-            assert checked.returncode == 0, checked.stdout
-            warned = [line for line in checked.stdout.splitlines() if line.startswith("warn")]
-            assert [w for w in warned if "proxy.cache_entries: 65536 -> 4096 cannot change while proxy" in w
-                    and "a SIGHUP keeps 65536; restart the proxy" in w], checked.stdout
+            assert checked.returncode == 2, checked.stdout
+            errors = [line for line in checked.stdout.splitlines() if line.startswith("error")]
+            assert len(errors) == 1 and "proxy.cache_entries: 65536 -> 4096 cannot change while proxy" in errors[0]
+            assert "restart the proxy to apply it" in errors[0], errors
+            assert checked.stdout.splitlines()[-1].endswith(f"a SIGHUP to proxy {proxy.name} would refuse it")
             proxy.write_config(base)
             res = tb.iperf3(seconds=1, bitrate="10M")
         assert res.bits_per_second > 5e6

@@ -249,7 +249,10 @@ def test_state_survives_the_process_and_cli(uid: str, capsys: pytest.CaptureFixt
         # and from the CLI: labelled (no proxy: the proxy namespace's kernel drops them), then plain
         assert "pushes 1000/2001, -, rotating" in cli("stacks", "1000/2001", "-")
         assert tb.ping(count=4, timeout=0.3).received == 2  # every other one plain
-        assert "none: plain IP" in cli("stacks")
+        assert cli("stacks").endswith("pushes nothing: plain IP\n")
+        deep = "/".join(str(1000 + i) for i in range(17))
+        bad = parser.parse_args(["testbed", "stacks", "1000", deep, "--prefix", prefix])
+        assert bad.func(bad) == 2 and "stack 2 has 17 labels; at most 16" in capsys.readouterr().err
         assert tb.ping(count=2).ok
         bad = parser.parse_args(["testbed", "stacks", "1000/x", "--prefix", prefix])
         assert bad.func(bad) == 2 and "1000/x" in capsys.readouterr().err

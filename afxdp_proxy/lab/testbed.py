@@ -695,7 +695,7 @@ class Testbed:
         cfg.update(lib.TB_CFG_N_STACKS, 0)  # stop pushing while the table changes
         for i, stack in enumerate(stacks):
             if len(stack) > lib.AXP_MAX_LABELS:
-                raise ValueError(f"stack {i} is deeper than the maximum: {len(stack)}")
+                raise ValueError(f"stack {i + 1} has {len(stack)} labels; at most {lib.AXP_MAX_LABELS}")
             e = ffi.new("struct axp_entry *")
             for j, lse in enumerate(stack):
                 e.labels[j] = socket.htonl(lse.encode())  # as on the wire
@@ -992,8 +992,9 @@ def _cmd(args: Any) -> int:
             print(f"afxdp-proxy: error: stacks: {e}", file=sys.stderr)
             return 2
         side = "receiver's (reverse)" if args.reverse else "sender's"
-        shown = ", ".join("/".join(str(e.label) for e in s) or "-" for s in stacks) or "none: plain IP"
-        print(f"testbed {tb.prefix}: the {side} classifier pushes {shown}, rotating per packet")
+        shown = ", ".join("/".join(str(e.label) for e in s) or "-" for s in stacks)
+        print(f"testbed {tb.prefix}: the {side} classifier pushes " +
+              (f"{shown}, rotating per packet" if stacks else "nothing: plain IP"))
         return 0
     st = tb.status()
     if args.json:
