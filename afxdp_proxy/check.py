@@ -461,13 +461,19 @@ def check_headroom(cfg: ProxyConfig, x: _If, ifs: dict[str, _If]) -> Finding | N
     """Links that carry labels need room for the deepest stack on top of the largest bare
     packet: the SF links' MTU (attached), or net_in's (inline: what arrived must leave)."""
     assert x.iface is not None
-    mtu = x.iface.mtu
-    of, raise_cmd = "", lambda m: f"ip link set {x.name} mtu {m}"
-    if "net_out" in x.roles and x.peer is not None and x.peer.mtu < mtu:
-        # a veth takes what fits its receiving end: the peer's MTU is the one to raise
-        peer = x.peer
+    own = x.iface.mtu
+    mtu, of = own, ""
+    peer = x.peer if "net_out" in x.roles else None
+    if peer is not None and peer.mtu < mtu:
+        # a veth takes what fits its receiving end: the peer's MTU is the one that limits
         mtu, of = peer.mtu, f" (of its veth peer {peer.where})"
-        raise_cmd = lambda m: peer.cmd(f"ip link set {peer.name} mtu {m}")  # noqa: E731
+
+    def raise_cmd(m: int) -> str:
+        """Every end below m, so one round of fixes does (a veth's two ends, net_out's first)."""
+        cmds = [f"ip link set {x.name} mtu {m}"] if own < m else []
+        if peer is not None and peer.mtu < m:
+            cmds.append(peer.cmd(f"ip link set {peer.name} mtu {m}"))
+        return "; ".join(cmds)
     if cfg.topology == "attached":
         sf_links = [ifs[getattr(sf, r)] for sf in cfg.sfs for r in ("to_sf", "from_sf")
                     if x.name in (sf.net_in, sf.net_out) and getattr(sf, r) in ifs]

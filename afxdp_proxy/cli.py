@@ -366,7 +366,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     try:
         name, info = running_instance(args.name)
     except LookupError as e:
-        return _err(str(e), 1)
+        return _err(str(e), 2)  # as trace says it
     sf_names = list(info.get("sfs", []))
     if info["backend"] == "afxdp":
         # the workers' counters live in the proxy process, shared through a mapped file
@@ -515,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="print the counters of a running proxy",
                            description="Counters of a running proxy: the one of this network namespace, "
-                           "or the one named with --name (a proxy of another namespace is taken by name only).")
+                           "or the one named with --name (a proxy of another namespace is taken by name only). "
+                           "Exit status: 0; 2 when no proxy runs here or none has that name.")
     stats.add_argument("--name", help="instance name (proxy.name, or netns-<inode> by default)")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.set_defaults(func=cmd_stats)

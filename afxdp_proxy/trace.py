@@ -491,7 +491,7 @@ class Packet:
         """A head line (flow, SF, hash), then one line per stage with µs since the first."""
         t0 = self.events[0].ts_ns
         head = f"{flow_of(self.key) or 'no key seen'}  SF {_sf_name(self.sf, sf_names)}  hash {self.hash:#018x}"
-        why = why or ("its RX came before the trace" if self.stage(RX) is None else "")
+        why = why or (no_rx_reason(self) if self.stage(RX) is None else "")
         lines = [head + (f"  ({why})" if why else "")]
         dwell = self.dwell()
         for e in self.events:
@@ -626,10 +626,19 @@ class Packets:
         return out
 
 
+def no_rx_reason(p: Packet) -> str:
+    """Why a packet shows no RX side: a miss at TX was never popped (plain IP through the SF,
+    or a key the SF changed); a hit was popped before the trace began."""
+    take = p.stage(TAKE)
+    if take is not None and take.result != cache.HIT:
+        return "TX only: no cache entry, so not popped here (plain IP through the SF) or its key changed in the SF"
+    return "its RX came before the trace"
+
+
 def wait_reason(p: Packet, wait: float) -> str:
     """Why an expired or left-over packet has no TX side: a line's note."""
     if p.stage(RX) is None:
-        return "its RX came before the trace"
+        return no_rx_reason(p)
     if p.in_sf:
         return f"no TX within {wait:g} s: still in the SF, dropped by it, or its key changed there"
     return "incomplete"
@@ -653,13 +662,16 @@ class Summary:
     """What a trace saw: packets shown, how many of them complete, events the data path lost."""
 
     packets: int = 0
-    complete: int = 0
+    complete: int = 0  # seen to their last stage: TX's verdict, or an RX verdict that was not a pop
+    from_rx: int = 0  # of those, seen from RX on
     lost: int = 0
 
     def line(self) -> str:
         lost = f"; {self.lost} events lost (the ring was full: sample fewer)" if self.lost else ""
         packets = f"{self.packets} packet{'s' if self.packets != 1 else ''}"
-        return f"{packets} traced, {self.complete} followed from RX to TX or to their drop{lost}"
+        tx_only = self.complete - self.from_rx
+        rest = f" ({tx_only} seen at TX only)" if tx_only else ""
+        return f"{packets} traced, {self.from_rx} followed from RX to TX or to their drop{rest}{lost}"
 
 
 def follow(tracer: Tracer, out: TextIO, sf_names: Sequence[str] = (), count: int = 0, seconds: float = 0.0,
@@ -681,6 +693,7 @@ def follow(tracer: Tracer, out: TextIO, sf_names: Sequence[str] = (), count: int
                 out.write(p.text(sf_names, why(p)) + "\n\n")
             summary.packets += 1
             summary.complete += p.complete
+            summary.from_rx += p.complete and p.stage(RX) is not None
             if count and summary.packets >= count:
                 out.flush()
                 return True

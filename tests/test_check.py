@@ -345,6 +345,17 @@ def test_mtu_headroom_names_the_end_that_limits_it(tb: Testbed, tmp_path: Path) 
                            "cannot carry the SF links' 1500-byte packets"), line
     assert line.endswith(f"raise it to 1564 or more (ip netns exec {tb.nsname('dst')} ip link set dst0 mtu 1564), "
                          "or lower the SF links' MTU to 1436"), line
+    # both ends too low: one round of fixes raises both (a trial raised p_out, then was told of dst0)
+    tb.ns("dst").link_set("dst0", mtu=1500)
+    tb.ns("proxy").link_set("p_out", mtu=1500)
+    try:
+        r = _cli(tb, "check", config=tb.proxy_config(), tmp_path=tmp_path)
+    finally:
+        tb.ns("proxy").link_set("p_out", mtu=tb.link_mtu)
+        tb.ns("dst").link_set("dst0", mtu=tb.link_mtu)
+    [line] = [line for status, line in _findings(r) if status == WARN and line.startswith("sf[0].net_out: MTU")]
+    assert (f"raise it to 1564 or more (ip link set p_out mtu 1564; ip netns exec {tb.nsname('dst')} ip link set "
+            "dst0 mtu 1564)") in line, line
 
 
 @pytest.mark.root

@@ -304,3 +304,11 @@ def test_run_duration_must_be_above_zero(tmp_path: Path, seconds: str) -> None:
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == (f"afxdp-proxy run: error: argument --duration/-d: {seconds}: "
                                                  "give seconds above 0 (or leave it out to run until stopped)")
+
+
+def test_stats_and_trace_without_a_proxy_exit_alike() -> None:
+    """No proxy of that name: stats and trace both say so in one line and exit 2."""
+    for cmd in ("stats", "trace"):
+        r = _cli(cmd, "--name", "axp-no-such-proxy")
+        assert r.returncode == 2, (cmd, r.stderr)
+        assert r.stderr.strip().count("\n") == 0 and "axp-no-such-proxy" in r.stderr, (cmd, r.stderr)

@@ -544,3 +544,30 @@ def test_follow_prints_each_packet_as_it_completes(traced: Callable[..., Traced]
         assert names == ["rx", "insert", "rx_verdict", "sf", "take", "tx_verdict"]
         assert f"stack {stack}" in lines[1] and "in the SF" in lines[4]
         assert "the trace ended before its TX" in second.splitlines()[0]
+
+
+@pytest.mark.root
+def test_a_packet_seen_at_tx_only_says_why(traced: Callable[..., Traced]) -> None:
+    """Plain IP from the SF that this proxy never popped: a miss at TX, shown as TX only with
+    the reason (not "its RX came before the trace"), and the summary keeps it apart from the
+    packets followed from RX; a hit whose RX came before the trace says that."""
+    t = traced(topology="attached")
+    obj = t.px.obj
+    info = {"backend": "kernel", "pid": os.getpid(), "sfs": ["fw0"],
+            "maps": {"trace_ctl": obj.trace_ctl.id, "trace_events": obj.trace_events_id}}
+    tracer = trace.Tracer(info)
+    popped = t.px.rx(POPPED[2].frame).data  # before the trace: its TX is a hit
+    plain = popped[:ETH_HLEN] + ipv4_tcp("10.9.0.1", "10.9.0.2", 7, 1000, 80, 99, 0)  # never popped: a miss
+    try:
+        tracer.start(trace.Sampling())
+        t.px.xdp_tx(plain)
+        t.px.xdp_tx(popped)
+        out = io.StringIO()
+        summary = trace.follow(tracer, out, info["sfs"], count=2, seconds=0.5)
+    finally:
+        tracer.close()
+    miss, hit = out.getvalue().strip().split("\n\n")
+    assert "(TX only: no cache entry, so not popped here" in miss.splitlines()[0], miss
+    assert "(its RX came before the trace)" in hit.splitlines()[0], hit
+    assert (summary.packets, summary.complete, summary.from_rx) == (2, 2, 0)
+    assert summary.line() == "2 packets traced, 0 followed from RX to TX or to their drop (2 seen at TX only)"
