@@ -551,8 +551,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "action", None) == "stacks" and all(a == "-" or a[:1] != "-" for a in extra):
-        args.stacks += extra  # `testbed stacks --prefix P S1 S2`: argparse hands out the positionals early
+    if extra and isinstance(getattr(args, "stacks", None), list) and all(a == "-" or a[:1] != "-" for a in extra):
+        # `testbed stacks --prefix P S1 S2`: argparse hands out the positionals early (testbed's
+        # own check then refuses stacks for an action that takes none, in its words)
+        args.stacks += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     quiet = getattr(args, "quiet", False)

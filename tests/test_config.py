@@ -292,9 +292,24 @@ def test_testbed_stacks_take_the_prefix_anywhere() -> None:
                  ["testbed", "stacks", "--prefix", "axp-none", "1000/2001", "-"],
                  ["testbed", "stacks", "1000/2001", "--prefix", "axp-none", "-"]):
         assert cli.main(argv) == 1  # parsed, then no such testbed (a usage error would exit 2)
-    with pytest.raises(SystemExit) as e:
-        cli.main(["testbed", "status", "--prefix", "axp-none", "extra"])
-    assert e.value.code == 2
+
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["status", "--prefix", "axp-none", "extra"], "testbed status: takes no stacks (extra)"),
+    (["stacks", "1000", "--topology", "inline", "--prefix", "axp-none"], "testbed stacks: --topology is for up only"),
+    (["config", "--sf", "nat", "--prefix", "axp-none"], "testbed config: --sf is for up only"),
+    (["up", "--backend", "static"], "testbed up: --backend is for config only"),
+])
+def test_testbed_refuses_what_an_action_does_not_take(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                     said: str) -> None:
+    """An option or stack an action ignores is refused in one line, exit 2 (a trial's
+    `testbed config --sf nat` exited 0 and did nothing with it)."""
+    from afxdp_proxy import cli
+
+    assert cli.main(["testbed", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err, err
 
 
 @pytest.mark.parametrize("seconds", ["0", "-1", "nan"])

@@ -927,7 +927,30 @@ def parse_stack(text: str) -> list[Lse]:
     return make_stack(labels)
 
 
+# options that only some actions take: (dest, flag, the actions)
+_ACTION_OPTIONS = (
+    ("reverse", "--reverse", {"stacks"}), ("topology", "--topology", {"up"}), ("no_ipv6", "--no-ipv6", {"up"}),
+    ("sf_nd", "--sf-nd", {"up"}), ("sf", "--sf", {"up"}), ("bidirectional", "--bidirectional", {"up"}),
+    ("all", "--all", {"down"}), ("json", "--json", {"status"}), ("backend", "--backend", {"config"}),
+    ("key", "--key", {"config"}),
+)
+
+
+def _foreign_option(args: Any, parser_defaults: dict[str, Any]) -> str | None:
+    """The first option given that args.action does not take, as an error line, or None."""
+    for dest, flag, actions in _ACTION_OPTIONS:
+        if args.action not in actions and getattr(args, dest) != parser_defaults.get(dest):
+            return f"testbed {args.action}: {flag} is for {' and '.join(sorted(actions))} only; leave it out"
+    if args.stacks and args.action != "stacks":
+        return f"testbed {args.action}: takes no stacks ({' '.join(args.stacks)}); they are for testbed stacks"
+    return None
+
+
 def _cmd(args: Any) -> int:
+    foreign = _foreign_option(args, _DEFAULTS)
+    if foreign:
+        print(f"afxdp-proxy: error: {foreign}", file=sys.stderr)
+        return 2
     if args.action == "up":
         if args.prefix and args.prefix in Testbed.saved():
             print(f"afxdp-proxy: error: --prefix: a testbed {args.prefix!r} is up already; take it down first "
@@ -1018,6 +1041,7 @@ def _cmd(args: Any) -> int:
     return 0
 
 
+_DEFAULTS: dict[str, Any] = {}  # the testbed parser's option defaults (register_cli)
 STATIC_STACK = [2000, 3000]  # what `testbed config --backend static` pushes below the SF's label
 
 
@@ -1053,3 +1077,4 @@ def register_cli(sub: Any) -> None:
                    "below the SF's label)")
     p.add_argument("--key", default="hash", choices=("hash", "meta"), help="for config (default: hash)")
     p.set_defaults(func=_cmd)
+    _DEFAULTS.update({a.dest: a.default for a in p._actions})
