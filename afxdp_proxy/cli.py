@@ -185,7 +185,8 @@ checks:
   reload         (a proxy of this name runs here) fields outside [[sf]]
                  unchanged: cache_entries, backend, rings, ... need a restart
 
-exit status: 0 when run can start (warnings allowed), 2 when it would refuse.
+exit status: 0 when run can start (warnings allowed), 2 when it would refuse
+(while its proxy runs: when a SIGHUP would refuse the file).
 """
 
 
@@ -247,7 +248,7 @@ def _checks(cfg: ProxyConfig) -> Report:
 def _checks_against_running(cfg: ProxyConfig) -> Report:
     """`check` of a file whose proxy runs in this namespace (an edit before a SIGHUP): that
     proxy's own XDP programs and metrics endpoint are no obstacle, as on the reload; a field
-    the reload cannot change is a warning (the proxy would keep running as it is)."""
+    the reload cannot change is an error (a SIGHUP would refuse the file)."""
     from afxdp_proxy import state
     from afxdp_proxy.check import ERROR, Finding, run_checks
     from afxdp_proxy.reload import restart_changes
@@ -448,7 +449,8 @@ def _positive(text: str) -> int:
     return n
 
 
-def _seconds(text: str) -> float:
+def seconds_above_zero(text: str) -> float:
+    """argparse type of --duration: seconds above 0 (0 ran forever once, -1 stopped at once)."""
     s = float(text)
     if not s > 0:
         raise argparse.ArgumentTypeError(f"{text}: give seconds above 0 (or leave it out to run until stopped)")
@@ -479,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy in the foreground", description=run_help,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", "-c", required=True, help="proxy TOML file (see README)")
-    run.add_argument("--duration", "-d", type=_seconds, metavar="S",
+    run.add_argument("--duration", "-d", type=seconds_above_zero, metavar="S",
                      help="stop after S seconds (default: run until SIGINT or SIGTERM)")
     run.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                      help="a line of live counters on stdout every second (default: when stdout is a terminal)")

@@ -936,10 +936,11 @@ _ACTION_OPTIONS = (
 )
 
 
-def _foreign_option(args: Any, parser_defaults: dict[str, Any]) -> str | None:
-    """The first option given that args.action does not take, as an error line, or None."""
+def _foreign_option(args: Any) -> str | None:
+    """The first option given that args.action does not take, as an error line, or None
+    (args.option_defaults: the parser's defaults of those options)."""
     for dest, flag, actions in _ACTION_OPTIONS:
-        if args.action not in actions and getattr(args, dest) != parser_defaults.get(dest):
+        if args.action not in actions and getattr(args, dest) != args.option_defaults[dest]:
             return f"testbed {args.action}: {flag} is for {' and '.join(sorted(actions))} only; leave it out"
     if args.stacks and args.action != "stacks":
         return f"testbed {args.action}: takes no stacks ({' '.join(args.stacks)}); they are for testbed stacks"
@@ -947,7 +948,7 @@ def _foreign_option(args: Any, parser_defaults: dict[str, Any]) -> str | None:
 
 
 def _cmd(args: Any) -> int:
-    foreign = _foreign_option(args, _DEFAULTS)
+    foreign = _foreign_option(args)
     if foreign:
         print(f"afxdp-proxy: error: {foreign}", file=sys.stderr)
         return 2
@@ -1041,7 +1042,6 @@ def _cmd(args: Any) -> int:
     return 0
 
 
-_DEFAULTS: dict[str, Any] = {}  # the testbed parser's option defaults (register_cli)
 STATIC_STACK = [2000, 3000]  # what `testbed config --backend static` pushes below the SF's label
 
 
@@ -1076,5 +1076,4 @@ def register_cli(sub: Any) -> None:
                    help=f"for config (default: kernel; static pushes {'/'.join(map(str, STATIC_STACK))} "
                    "below the SF's label)")
     p.add_argument("--key", default="hash", choices=("hash", "meta"), help="for config (default: hash)")
-    p.set_defaults(func=_cmd)
-    _DEFAULTS.update({a.dest: a.default for a in p._actions})
+    p.set_defaults(func=_cmd, option_defaults={dest: p.get_default(dest) for dest, _, _ in _ACTION_OPTIONS})

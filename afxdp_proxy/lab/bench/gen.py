@@ -53,6 +53,12 @@ def udp_frame(stack: Sequence[Lse], size: int, src_mac: str, dst_mac: str, src_i
     return frame, ETH_HLEN + 4 * len(stack) + IP_HLEN + UDP_HLEN + SEQ_PAYLOAD_OFF
 
 
+def _ctx(frame: bytes, ifindex: int) -> bytes:
+    """The run's struct xdp_md (data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    egress_ifindex): the frame leaves by ingress_ifindex."""
+    return struct.pack("=6I", 0, len(frame), 0, ifindex, 0, 0)
+
+
 @dataclass
 class GenRun:
     frames: int  # frames the generator produced
@@ -144,7 +150,7 @@ class Generator:
                 os.sched_setaffinity(0, {cpu})  # this thread only
                 with netns.enter(ns):
                     ifindex = socket.if_nametoindex(ifname)
-                    ctx = struct.pack("=6I", 0, len(frame), 0, ifindex, 0, 0)
+                    ctx = _ctx(frame, ifindex)
                     n = 0
                     while not stop.is_set():
                         bpf.test_run(self.fd, frame, repeat=chunk, ctx=ctx, flags=bpf.BPF_F_TEST_XDP_LIVE_FRAMES,
@@ -189,8 +195,7 @@ class Generator:
         try:
             with netns.enter(ns):
                 ifindex = socket.if_nametoindex(ifname)
-                # struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
-                ctx = struct.pack("=6I", 0, len(frame), 0, ifindex, 0, 0)
+                ctx = _ctx(frame, ifindex)
                 t0, calls = time.perf_counter(), 0
                 period = max(0.01, min(0.05, seconds / 10))
                 while calls < 5 and (run.seconds < seconds or (count and run.window_seconds < seconds / 2)):

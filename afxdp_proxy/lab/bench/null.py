@@ -21,6 +21,7 @@ import argparse
 import logging
 import sys
 
+from afxdp_proxy.cli import seconds_above_zero
 from afxdp_proxy.config import ConfigError, load_config
 from afxdp_proxy.log import LOGGER as log
 from afxdp_proxy.log import setup as setup_log
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="forward until stopped")
     run.add_argument("--config", "-c", required=True, help="the afxdp backend's proxy TOML")
-    run.add_argument("--duration", "-d", type=float, metavar="S", help="stop after S seconds")
+    run.add_argument("--duration", "-d", type=seconds_above_zero, metavar="S", help="stop after S seconds")
     run.add_argument("--quiet", "-q", action="store_true", help="log only warnings and errors")
     args = p.parse_args(argv)
     setup_log("text", logging.WARNING if args.quiet else logging.INFO)
