@@ -234,6 +234,9 @@ holds it, or an option is wrong.
 """
 
 
+NAME_HELP = "instance name (proxy.name; by default its namespace's name under /run/netns, else netns-<inode>)"
+
+
 def _err(msg: str, code: int) -> int:
     log.error("%s", msg)
     return code
@@ -499,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Remove what `run --keep-cache` kept for the next proxy of a name: the "
                             "kernel backend's pins under /run/afxdp-proxy/bpf/NAME, the afxdp backend's files "
                             "under /run/afxdp-proxy/kept. Refused while a proxy of that name runs.")
-    forget.add_argument("names", nargs="*", metavar="NAME", help="instance name (proxy.name, or netns-<inode>)")
+    forget.add_argument("names", nargs="*", metavar="NAME", help=NAME_HELP)
     forget.add_argument("--all", action="store_true", help="every name with something kept")
     forget.set_defaults(func=cmd_forget)
 
@@ -519,13 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Counters of a running proxy: the one of this network namespace, "
                            "or the one named with --name (a proxy of another namespace is taken by name only). "
                            "Exit status: 0; 2 when no proxy runs here or none has that name.")
-    stats.add_argument("--name", help="instance name (proxy.name, or netns-<inode> by default)")
+    stats.add_argument("--name", help=NAME_HELP)
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.set_defaults(func=cmd_stats)
 
     tr = sub.add_parser("trace", help="follow sampled packets through a running proxy, stage by stage",
                         description=TRACE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    tr.add_argument("--name", help="instance name (proxy.name, or netns-<inode> by default)")
+    tr.add_argument("--name", help=NAME_HELP)
     tr.add_argument("--sample", "-s", type=_positive, metavar="N",
                     help="follow 1 in N packets, by key hash; N becomes the nearest power of two (default 1024; "
                          "1 with --label or --flow)")

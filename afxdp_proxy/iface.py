@@ -22,9 +22,9 @@ from pyroute2.netlink import NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.generic import AsyncGenericNetlinkSocket, GenericNetlinkSocket
 
 from afxdp_proxy.config import ConfigError
+from afxdp_proxy.state import NETNS_DIR, netns_name
 
 NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE STALE DELAY PROBE PERMANENT
-NETNS_DIR = "/run/netns"  # where `ip netns` names namespaces
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -320,19 +320,6 @@ def _in_netns(netns: str, fn: Callable[[], T]) -> T | None:
     return out[0] if out else None
 
 
-def this_netns() -> str | None:
-    """The name under /run/netns of the network namespace this process runs in, or None."""
-    try:
-        mine = os.stat("/proc/self/ns/net")
-        for name in sorted(os.listdir(NETNS_DIR)):
-            st = os.stat(os.path.join(NETNS_DIR, name))
-            if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
-                return name
-    except OSError:
-        pass
-    return None
-
-
 def missing_fix(name: str, limit: int = 256) -> str:
     """The fix for an interface that is not in this namespace: where it is (the namespaces
     under /run/netns that hold one of that name, the first `limit` looked at) and how to move
@@ -352,7 +339,7 @@ def missing_fix(name: str, limit: int = 256) -> str:
     found = [ns for ns in names if _in_netns(ns, here)]
     if found:
         where = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
-        ours = this_netns() or "<this namespace>"
+        ours = netns_name() or "<this namespace>"
         return (f"it is in namespace {where}: move it here (ip -n {found[0]} link set {name} netns {ours}), "
                 "or name an interface of this namespace")
     return ("no namespace under /run/netns has one either: check the name (ip -br link), or run the proxy "

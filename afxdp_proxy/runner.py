@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from afxdp_proxy import iface as ifc
 from afxdp_proxy import metrics, signals, state
 from afxdp_proxy.backends import Backend, make_backend
 from afxdp_proxy.config import ConfigError, ProxyConfig, load_config
@@ -57,7 +56,7 @@ def summary(counters: dict[str, int], in_flight: int) -> str:
 
 
 def instance_name(cfg: ProxyConfig) -> str:
-    return cfg.name or state.netns_id()
+    return cfg.name or state.default_instance()
 
 
 def run(
@@ -199,7 +198,7 @@ def _check_reload(new: ProxyConfig, running: ProxyConfig, config_path: str) -> N
                                                          status=f.status, config=config_path))
     errors = report.of(ERROR)
     if errors:
-        ns = ifc.this_netns()
+        ns = state.netns_name()
         where = f"ip netns exec {ns} " if ns else ""
         more = (f" (and {len(errors) - 1} more: {where}afxdp-proxy check --config {config_path})"
                 if len(errors) > 1 else "")

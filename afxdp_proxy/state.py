@@ -14,11 +14,31 @@ from pathlib import Path
 from typing import Any
 
 STATE_DIR = Path(os.environ.get("AXP_STATE_DIR", "/run/afxdp-proxy"))
+NETNS_DIR = "/run/netns"  # where `ip netns` names namespaces
 
 
 def netns_id() -> str:
     """An identifier of the caller's network namespace (its inode)."""
     return f"netns-{os.stat('/proc/self/ns/net').st_ino}"
+
+
+def netns_name() -> str | None:
+    """The name under /run/netns of the caller's network namespace, or None."""
+    try:
+        mine = os.stat("/proc/self/ns/net")
+        for name in sorted(os.listdir(NETNS_DIR)):
+            st = os.stat(os.path.join(NETNS_DIR, name))
+            if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+                return name
+    except OSError:
+        pass
+    return None
+
+
+def default_instance() -> str:
+    """The instance name of a proxy without proxy.name: its network namespace's name under
+    /run/netns (what `ip netns exec NS` and the systemd unit's %i give), else netns-<inode>."""
+    return netns_name() or netns_id()
 
 
 def alive(pid: int) -> bool:

@@ -110,7 +110,8 @@ def test_the_unit_runs_the_proxy_as_systemd_would(tmp_path: Path) -> None:
             netns.wait_until(lambda: any(i["pid"] == proc.pid for i in state.running().values())
                              or proc.poll() is not None, 15, what="the proxy to attach")
             assert proc.poll() is None, "the proxy exited"
-            name = next(n for n, i in state.running().items() if i["pid"] == proc.pid)  # netns-<inode>
+            # no proxy.name in the file: the instance is the namespace's name, the unit's %i
+            name = next(n for n, i in state.running().items() if i["pid"] == proc.pid)
             assert tb.ping(count=3).ok
             # systemctl reload: ExecReload with $MAINPID
             reload = s["ExecReload"].replace("$MAINPID", str(proc.pid)).split()
@@ -122,6 +123,9 @@ def test_the_unit_runs_the_proxy_as_systemd_would(tmp_path: Path) -> None:
             rc = proc.wait(float(s["TimeoutStopSec"].removesuffix("s")))
             said("")
             kept, pinned = keep.read(name), (keep.pin_dir(name) / "axp_cache").exists()
+            # stopped for good as the unit's header says: `afxdp-proxy forget %i`, from the host
+            forgot = subprocess.run(_command("afxdp-proxy forget %i", instance, tmp_path), capture_output=True,
+                                    text=True, timeout=60)
         finally:
             netns.stop(proc)
             with os.fdopen(r_fd) as f, contextlib.suppress(BlockingIOError, TypeError):
@@ -137,3 +141,6 @@ def test_the_unit_runs_the_proxy_as_systemd_would(tmp_path: Path) -> None:
     assert lines[-1].startswith("<6>afxdp-proxy: stopped after"), log
     # --keep-cache, with the unit's capabilities only: the cache is pinned for the next start
     assert kept and kept["backend"] == "kernel" and pinned, kept
+    assert name == instance, name
+    assert forgot.returncode == 0 and keep.read(instance) is None, forgot.stdout + forgot.stderr
+    assert not keep.pin_dir(instance).exists()

@@ -347,7 +347,7 @@ class AfxdpProxy:
                               "(AF_XDP sends out of an interface, it cannot hand packets to the local stack)")
         self.cfg = cfg
         self.name = "afxdp"
-        self.instance = instance or cfg.name or state.netns_id()
+        self.instance = instance or cfg.name or state.default_instance()
         self.keep_cache = keep_cache
         self.kept = False
         self._obj_path = obj_path

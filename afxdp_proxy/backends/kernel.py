@@ -320,7 +320,7 @@ class KernelProxy:
                  keep_cache: bool = False) -> None:
         self.cfg = cfg
         self.name = cfg.backend
-        self.instance = instance or cfg.name or state.netns_id()  # what --keep-cache keeps is kept under it
+        self.instance = instance or cfg.name or state.default_instance()  # what --keep-cache keeps is kept under it
         self.keep_cache = keep_cache
         self._obj_path = obj_path
         self._undo = ExitStack()
