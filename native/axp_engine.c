@@ -261,10 +261,13 @@ static inline void axp_write_eth(uint8_t *eth, const uint8_t *dst, const uint8_t
 }
 
 /*
- * One frame between the two steps of a batch. Step 1 parses, derives the key,
- * hashes it and prefetches its cache set; step 2, run once every frame of the
- * chunk had step 1, touches the cache and rewrites the frame: the cache
- * misses of a chunk overlap instead of stalling one after the other.
+ * One frame between the steps of a batch, each run for every frame of a chunk
+ * before the next: RX parses (step 1), hashes and prefetches (2), caches and
+ * pops (3); TX parses (1), hashes and prefetches (2), takes (3) and pushes
+ * (4). The cache misses of a chunk overlap instead of stalling one after the
+ * other, and no step reads, as a wider load, fields that the step before
+ * wrote a moment ago: such a load waits for the stores to drain (measured:
+ * 49 -> 42 ns of RX, 62 -> 51 ns of TX per packet at 8 labels, make bench-native).
  */
 struct axp_job {
 	struct axp_key key;
@@ -273,11 +276,14 @@ struct axp_job {
 	uint64_t hash;
 	int idx;            /* RX: the SF of the top label */
 	uint16_t proto;     /* TX: the ethertype, as on the wire */
+	uint32_t reason;    /* TX: the counter of a miss, 0 on a hit */
+	uint32_t n;         /* TX: labels to push */
+	uint8_t sf;         /* TX: the SF whose next hop the frame goes to */
 	uint8_t traced;     /* sampled by `afxdp-proxy trace` (trace.shared.h): report its stages */
 };
 
-#define AXP_CHUNK 16     /* frames between step 1 and step 2 */
-#define AXP_PENDING 0xff /* verdict slot: step 2 still to run */
+#define AXP_CHUNK 16     /* frames a step runs for before the next step */
+#define AXP_PENDING 0xff /* verdict slot: the next step still to run */
 
 /* The counter row of SF sf in cnt (AXP_CNT_ROWS rows of AXP_XCNT_MAX); any other sf: AXP_SF_NONE's. */
 static inline uint64_t *axp_row(uint64_t *cnt, uint32_t sf)
@@ -359,18 +365,24 @@ static inline int axp_rx_parse(const struct axp_engine *e, uint64_t *cnt, const 
 		return AXP_VERDICT_DROP;
 	}
 	j->idx = idx;
+	return AXP_PENDING;
+}
+
+/* RX step 2: hash the key, prefetch its set, and decide whether trace samples the packet. */
+static inline void axp_rx_hash(const struct axp_engine *e, uint32_t len, struct axp_job *j)
+{
 	j->hash = axp_cache_hash(&j->key);
 	axp_cache_prefetch(e->cache, j->hash);
 	j->traced = axp_trace_on(e->trace) && axp_trace_pick(&e->trace->ctl, j->hash, &j->key) &&
 		    axp_trace_label_match(&e->trace->ctl, j->entry.labels, j->f.depth);
 	if (j->traced) {
 		j->entry.depth = j->f.depth;
-		axp_trace(e, j, AXP_TRACE_RX, 0, idx, len - (j->f.l3_off - AXP_ETH_HLEN), &j->key, &j->entry);
+		axp_trace(e, j, AXP_TRACE_RX, 0, j->idx, len - (j->f.l3_off - AXP_ETH_HLEN), &j->key,
+			  &j->entry);
 	}
-	return AXP_PENDING;
 }
 
-/* RX step 2: cache the stack, pop it. */
+/* RX step 3: cache the stack, pop it. */
 static inline int axp_rx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
 				uint64_t now, struct axp_job *j, struct axp_pkt *out)
 {
@@ -424,6 +436,9 @@ void axp_rx_batch(struct axp_engine *e, uint64_t *cnt, uint8_t *const *frames,
 			verdicts[base + i] = axp_rx_parse(e, cnt, frames[base + i], lens[base + i], &jobs[i]);
 		for (i = 0; i < m; i++)
 			if (verdicts[base + i] == AXP_PENDING)
+				axp_rx_hash(e, lens[base + i], &jobs[i]);
+		for (i = 0; i < m; i++)
+			if (verdicts[base + i] == AXP_PENDING)
 				verdicts[base + i] = axp_rx_commit(e, cnt, frames[base + i], lens[base + i],
 								   now_ns, &jobs[i], &out[base + i]);
 	}
@@ -463,11 +478,16 @@ static inline int axp_tx_parse(const struct axp_engine *e, uint64_t *cnt, const 
 		axp_count_frame(cnt, sf, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED);
 		return AXP_VERDICT_DROP;
 	}
+	return AXP_PENDING;
+}
+
+/* TX step 2: hash the key, prefetch its set, and decide whether trace samples the packet. */
+static inline void axp_tx_hash(const struct axp_engine *e, struct axp_job *j)
+{
 	j->hash = axp_cache_hash(&j->key);
 	axp_cache_prefetch(e->cache, j->hash);
 	/* a label filter waits for the stack the cache hands back (axp_trace_take) */
 	j->traced = axp_trace_on(e->trace) && axp_trace_pick(&e->trace->ctl, j->hash, &j->key);
-	return AXP_PENDING;
 }
 
 /* TX: the take of a traced packet, a hit or not; a label filter decides on the stack it got. */
@@ -483,19 +503,21 @@ static void axp_trace_take(const struct axp_engine *e, struct axp_job *j, int hi
 		  hit && now > j->entry.rx_ns ? now - j->entry.rx_ns : 0, &j->key, hit ? &j->entry : NULL);
 }
 
-/* TX step 2: take the entry, push its stack minus the top label. */
-static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
-				uint32_t headroom, uint32_t sf_idx, uint64_t now,
-				struct axp_job *j, struct axp_pkt *out)
+/*
+ * TX step 3: take the entry and decide what goes in front of the packet: j->sf,
+ * j->n (labels to push: the stack minus the top label, which addressed this
+ * SF) and j->reason (the counter of a miss, 0 on a hit). Returns an enum
+ * axp_verdict, or AXP_PENDING when step 4 pushes.
+ */
+static inline int axp_tx_take(struct axp_engine *e, uint64_t *cnt, uint32_t sf_idx, uint64_t now,
+			      struct axp_job *j)
 {
-	const struct axp_sf *sf;
 	struct axp_cache_outcome o;
-	uint16_t proto = j->proto;
 	uint64_t *row, dwell;
-	uint32_t n, t = 0, reason = 0;
-	__be32 tags[AXP_MAX_VLANS];
+	uint32_t n;
 	int known = sf_idx < AXP_MAX_SFS && e->have_sf[sf_idx], hit;
 
+	j->reason = 0;
 	hit = axp_cache_take_hashed(e->cache, &j->key, j->hash, &j->entry, &o) == AXP_CACHE_HIT;
 	if (j->traced)
 		axp_trace_take(e, j, hit, now);
@@ -510,8 +532,8 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 		if (e->cfg.on_miss == AXP_MISS_LAST && known &&
 		    !axp_last_take(&e->last[sf_idx], &j->entry)) {
 			j->entry.sf = sf_idx;
-			reason = AXP_CNT_TX_MISS_LAST;
-			goto push;
+			j->reason = AXP_CNT_TX_MISS_LAST;
+			goto stack;
 		}
 		/*
 		 * pass: user space cannot hand the packet to the kernel to route, so it
@@ -521,12 +543,12 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 			axp_count_done(e, cnt, j, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MISS_PASS, NULL);
 			return AXP_VERDICT_PASS;
 		}
-		n = 0;
-		reason = AXP_CNT_TX_MISS_PASS;
-		goto tag;
+		j->sf = sf_idx;
+		j->n = 0;
+		j->reason = AXP_CNT_TX_MISS_PASS;
+		return AXP_PENDING;
 	}
-	sf_idx = j->entry.sf;
-	row = axp_row(cnt, sf_idx);
+	row = axp_row(cnt, j->entry.sf);
 	row[AXP_CNT_CACHE_TAKES]++;
 	/* the dwell time of the same keys as the kernel backend's (clock reads are per batch here) */
 	if (axp_cache_timed(j->hash, e->cfg.dwell_sample_mask)) {
@@ -535,7 +557,7 @@ static inline int axp_tx_commit(struct axp_engine *e, uint64_t *cnt, uint8_t *fr
 		row[AXP_CNT_TX_DWELL_NS] += dwell;
 		row[AXP_CNT_TX_DWELL_HIST + axp_dwell_bucket(dwell)]++;
 	}
-push:
+stack:
 	n = j->entry.depth;
 	sf_idx = j->entry.sf;
 	if (n < 1 || n > AXP_MAX_LABELS || sf_idx >= AXP_MAX_SFS || !e->have_sf[sf_idx]) {
@@ -543,33 +565,72 @@ push:
 		axp_count_done(e, cnt, j, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_MALFORMED, &j->entry);
 		return AXP_VERDICT_DROP;
 	}
-	if (n > 1 && e->cfg.ttl_model == AXP_TTL_UNIFORM)
-		axp_ttl_uniform(&j->entry);
-	n--; /* without the top label, which addressed this SF */
-tag:
-	sf = &e->sfs[sf_idx];
+	j->sf = sf_idx;
+	j->n = n - 1;
+	return AXP_PENDING;
+}
+
+/*
+ * Copy n labels (n <= AXP_MAX_LABELS - 1) as whole chunks of fixed size, the last
+ * two overlapping: no call to memcpy, and no load narrower than the stores of
+ * the entry's copy out of the cache, which a batch pass ago wrote it.
+ */
+static inline void axp_copy_labels(uint8_t *dst, const __be32 *src, uint32_t n)
+{
+	const uint8_t *s = (const uint8_t *)src;
+	uint32_t len = n * 4;
+
+	if (len >= 32) {
+		memcpy(dst, s, 32);
+		memcpy(dst + len - 32, s + len - 32, 32);
+	} else if (len >= 16) {
+		memcpy(dst, s, 16);
+		memcpy(dst + len - 16, s + len - 16, 16);
+	} else if (len >= 8) {
+		memcpy(dst, s, 8);
+		memcpy(dst + len - 8, s + len - 8, 8);
+	} else if (len) {
+		memcpy(dst, s, 4);
+	}
+}
+
+/* TX step 4: push the labels step 3 chose, the tags and the Ethernet header towards the next hop. */
+static inline int axp_tx_push(const struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t len,
+			      uint32_t headroom, struct axp_job *j, struct axp_pkt *out)
+{
+	const struct axp_sf *sf = &e->sfs[j->sf];
+	const struct axp_entry *shown = j->reason == AXP_CNT_TX_MISS_PASS ? NULL : &j->entry;
+	uint32_t n = j->n, t;
+	uint16_t proto = j->proto;
+	__be32 tags[AXP_MAX_VLANS], lse;
+
 	t = axp_vlans_out(sf, &j->entry.vlans, tags);
 	if ((n + t) * 4 > headroom) {
-		axp_count_done(e, cnt, j, sf_idx, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED,
-			       reason == AXP_CNT_TX_MISS_PASS ? NULL : &j->entry);
+		axp_count_done(e, cnt, j, j->sf, AXP_CNT_TX_PACKETS, AXP_CNT_TX_PUSH_FAILED, shown);
 		return AXP_VERDICT_DROP;
 	}
 	/* push in place: the labels end where the IP header starts, tags and MACs precede them */
 	frame -= (n + t) * 4;
 	len += (n + t) * 4;
-	memcpy(frame + AXP_ETH_HLEN + t * 4, &j->entry.labels[1], n * 4);
-	if (n)
+	axp_copy_labels(frame + AXP_ETH_HLEN + t * 4, &j->entry.labels[1], n);
+	if (n) {
 		proto = axp_htons(AXP_ETH_P_MPLS_UC);
-	axp_count_done(e, cnt, j, sf_idx, AXP_CNT_TX_PACKETS,
-		       reason ? reason : n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN,
-		       reason == AXP_CNT_TX_MISS_PASS ? NULL : &j->entry);
+		/* written into the frame after the copy, so the copy reads no half-written word */
+		if (e->cfg.ttl_model == AXP_TTL_UNIFORM) {
+			lse = axp_ttl_uniform_lse(j->entry.labels[0], j->entry.labels[1]);
+			memcpy(frame + AXP_ETH_HLEN + t * 4, &lse, 4);
+			j->entry.labels[1] = lse; /* as trace shows the stack */
+		}
+	}
+	axp_count_done(e, cnt, j, j->sf, AXP_CNT_TX_PACKETS,
+		       j->reason ? j->reason : n ? AXP_CNT_TX_PUSHED : AXP_CNT_TX_PLAIN, shown);
 	memcpy(frame, sf->next_hop_mac, 6);
 	memcpy(frame + 6, sf->net_out_mac, 6);
 	memcpy(frame + 12, tags, t * 4);
 	memcpy(frame + 12 + t * 4, &proto, 2);
 	out->off = -(int32_t)((n + t) * 4);
 	out->len = len;
-	out->sf = sf_idx;
+	out->sf = j->sf;
 	return AXP_VERDICT_TX;
 }
 
@@ -589,9 +650,14 @@ void axp_tx_batch(struct axp_engine *e, uint64_t *cnt, uint8_t *const *frames,
 							  &jobs[i]);
 		for (i = 0; i < m; i++)
 			if (verdicts[base + i] == AXP_PENDING)
-				verdicts[base + i] = axp_tx_commit(e, cnt, frames[base + i], lens[base + i],
-								   headroom[base + i], sf, now_ns,
-								   &jobs[i], &out[base + i]);
+				axp_tx_hash(e, &jobs[i]);
+		for (i = 0; i < m; i++)
+			if (verdicts[base + i] == AXP_PENDING)
+				verdicts[base + i] = axp_tx_take(e, cnt, sf, now_ns, &jobs[i]);
+		for (i = 0; i < m; i++)
+			if (verdicts[base + i] == AXP_PENDING)
+				verdicts[base + i] = axp_tx_push(e, cnt, frames[base + i], lens[base + i],
+								 headroom[base + i], &jobs[i], &out[base + i]);
 	}
 }
 

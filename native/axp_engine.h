@@ -110,9 +110,12 @@ int axp_tx_frame(struct axp_engine *e, uint64_t *cnt, uint8_t *frame, uint32_t l
 		 uint32_t headroom, uint32_t sf, uint64_t now_ns, struct axp_pkt *out);
 
 /*
- * The same for n frames at once, as the socket loop calls them: chunks of 16
- * are parsed and their cache sets prefetched before the first one touches the
- * cache. verdicts[i] (an enum axp_verdict) and out[i] describe frames[i];
+ * The same for n frames at once, as the socket loop calls them: in chunks of
+ * 16, each step runs for every frame of the chunk before the next step starts
+ * (parse; hash and prefetch; cache; RX pop or TX push). The cache misses of a
+ * chunk overlap, and a step reads what an earlier one wrote a chunk ago, from
+ * the cache rather than the store buffer (a load that spans several narrower
+ * stores still in flight waits for them to drain). verdicts[i] (an enum axp_verdict) and out[i] describe frames[i];
  * now_ns 0 reads the clock once for the batch. For TX, every frame came back
  * from the SF of index sf and has headroom[i] bytes in front of it.
  */

@@ -72,7 +72,7 @@ def make_ffi(relative_to: Path) -> FFI:
         sources=[os.path.relpath(p, relative_to) for p in sorted(NATIVE.glob("*.c"))],
         include_dirs=[str(NATIVE), str(INCLUDE), str(LAB)],
         libraries=["xdp", "bpf", "elf", "z"],
-        extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"],
+        extra_compile_args=["-O3", "-Wall", "-Wno-unused-function", "-std=gnu11"],
     )
     return ffi
 

@@ -249,6 +249,26 @@ def test_c_cache_follows_the_model(steps: list[tuple], sets: int, max_per_key: i
         c.close()
 
 
+@pytest.mark.parametrize("runs_of_key_0", [1, 2])
+def test_c_cache_takes_from_every_way_of_a_full_set(runs_of_key_0: int) -> None:
+    """Every way of a full one-set cache hands back its own stack, in either tag word (ways
+    0-3 and 4-7): the take that compares one way's key when only that way has the tag, and,
+    with two runs of key 0, the scan that picks the oldest of several."""
+    model, c = CacheModel(1, 255, 10**18), CCache(1, 255, 10**18)
+    try:
+        keys = [0] * runs_of_key_0 + list(range(1, cache.WAYS - runs_of_key_0 + 1))
+        for i, k in enumerate(keys):
+            e = entry_of(i, 100 + i)
+            assert c.insert(key_of(k), e) == model.insert(key_of(k), e)
+        assert c.sets() == model.sets and all(model.sets[0].ways)
+        for k in reversed(keys):
+            want = model.take(key_of(k))
+            assert want[0].result == HIT and c.take(key_of(k)) == want
+        assert c.take(key_of(0))[0].result == MISS and lib.axp_cache_packets(c.ptr) == 0
+    finally:
+        c.close()
+
+
 def test_c_cache_is_safe_for_threads_on_one_set() -> None:
     """Two threads insert and take on a one-set cache at once (the GIL released in the C
     batch functions is tested in test_native_packets; here the set lock alone)."""

@@ -322,17 +322,31 @@ static __always_inline __u64 axp_cache_holds(const struct axp_cache_set *s, __u3
  * two tag words (0: no way has it). Exact per lane: the low 15 bits of each
  * lane are added without a carry out of it.
  */
+static __always_inline __u64 axp_cache_tag_lanes(const struct axp_cache_set *s, __u16 tag, __u32 i)
+{
+	__u64 x = axp_cache_word(s->tag, i) ^ ((__u64)tag * 0x0001000100010001ull);
+
+	return ~(((x & 0x7fff7fff7fff7fffull) + 0x7fff7fff7fff7fffull) | x) & 0x8000800080008000ull;
+}
+
 static __always_inline __u64 axp_cache_tag_matches(const struct axp_cache_set *s, __u16 tag)
 {
-	__u64 t = (__u64)tag * 0x0001000100010001ull, m = 0, x;
-	__u32 i;
+	return axp_cache_tag_lanes(s, tag, 0) | axp_cache_tag_lanes(s, tag, 1);
+}
 
-AXP_CACHE_UNROLL
-	for (i = 0; i < AXP_CACHE_WAYS / 4; i++) {
-		x = axp_cache_word(s->tag, i) ^ t;
-		m |= ~(((x & 0x7fff7fff7fff7fffull) + 0x7fff7fff7fff7fffull) | x) & 0x8000800080008000ull;
-	}
-	return m;
+/*
+ * The way whose tag lane is the only one set in m0 (ways 0-3) and m1 (ways
+ * 4-7), as axp_cache_tag_lanes gives them; AXP_CACHE_WAYS when none or more
+ * than one is. A lane's top bit 15 + 16k, shifted down to bit 16k, times a
+ * constant holding 3 - k in its 16-bit digit k, puts k in the top digit.
+ */
+static __always_inline __u32 axp_cache_only_way(__u64 m0, __u64 m1)
+{
+	__u64 m = m0 | m1;
+
+	if (!m || (m & (m - 1)) || (m0 && m1))
+		return AXP_CACHE_WAYS;
+	return (__u32)(((m >> 15) * 0x0000000100020003ull) >> 48) + (m1 ? 4 : 0);
 }
 
 /* The tag words, or-ed: 0 when every way is free. */
@@ -340,6 +354,7 @@ static __always_inline __u64 axp_cache_any_used(const struct axp_cache_set *s)
 {
 	return axp_cache_word(s->tag, 0) | axp_cache_word(s->tag, 1);
 }
+_Static_assert(AXP_CACHE_WAYS == 8, "two tag words of four lanes");
 _Static_assert(sizeof(((struct axp_cache_set *)0)->tag) == 16 &&
 	       __builtin_offsetof(struct axp_cache_set, tag) % 8 == 0, "the tags are two aligned words");
 
@@ -485,28 +500,40 @@ static __always_inline void axp_cache_set_insert(struct axp_cache_set *s, const 
 /*
  * Take the stack of key's oldest run into *e (e->rx_ns: its first packet's RX
  * time). The caller holds the set's lock. Full keys are compared only where
- * the tag matches, and a set without the tag is a miss at once.
+ * the tag matches, a set without the tag is a miss at once, and a set with
+ * one way of the tag (the common case) compares that way's key alone.
  */
 static __always_inline void axp_cache_set_take(struct axp_cache_set *s, const struct axp_key *key,
 					       __u16 tag, struct axp_entry *e,
 					       struct axp_cache_outcome *out)
 {
-	__u64 oldest = 0;
+	__u64 oldest = 0, m0, m1;
 	__u32 w;
 
 	out->expired = 0;
 	out->evicted = 0;
 	out->result = AXP_CACHE_MISS;
 	out->way = AXP_CACHE_WAYS;
-	if (!axp_cache_tag_matches(s, tag))
+	m0 = axp_cache_tag_lanes(s, tag, 0);
+	m1 = axp_cache_tag_lanes(s, tag, 1);
+	if (!(m0 | m1))
 		return;
+	w = axp_cache_only_way(m0, m1);
+	if (w < AXP_CACHE_WAYS) {
+		/* one way has the tag: every run of the key would, so that run is the oldest, or none is */
+		axp_cache_opaque(w);
+		w &= AXP_CACHE_WAYS - 1;
+		if (!axp_cache_key_equal(&s->way[w].key, key))
+			return;
+	} else {
 AXP_CACHE_UNROLL
-	for (w = 0; w < AXP_CACHE_WAYS; w++)
-		oldest = axp_cache_max(oldest, AXP_CACHE_SCORE(1, axp_cache_age(s, w), w) &
-					       -axp_cache_holds(s, w, key, tag));
-	w = AXP_CACHE_SCORE_WAY(oldest);
-	if (!AXP_CACHE_SCORE_CLASS(oldest) || w >= AXP_CACHE_WAYS)
-		return;
+		for (w = 0; w < AXP_CACHE_WAYS; w++)
+			oldest = axp_cache_max(oldest, AXP_CACHE_SCORE(1, axp_cache_age(s, w), w) &
+						       -axp_cache_holds(s, w, key, tag));
+		w = AXP_CACHE_SCORE_WAY(oldest);
+		if (!AXP_CACHE_SCORE_CLASS(oldest) || w >= AXP_CACHE_WAYS)
+			return;
+	}
 	__builtin_memcpy(e->labels, s->way[w].labels, sizeof(e->labels));
 	e->rx_ns = s->meta[w].rx_ns;
 	e->depth = s->meta[w].depth;

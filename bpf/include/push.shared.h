@@ -44,12 +44,19 @@ static __always_inline __u32 axp_vlans_out(const struct axp_sf *sf, const struct
  * label's TTL as it arrived, minus one. Each pass through the proxy costs one,
  * so a forwarding loop through it ends (RX never sends a TTL <= 1 to the SF).
  * The pipe model (§3.3) leaves every entry as it arrived. Label, TC and S stay.
+ * Returns next (the entry below sf_lse) with that TTL.
  */
+static __always_inline __be32 axp_ttl_uniform_lse(__be32 sf_lse, __be32 next)
+{
+	__u32 ttl = axp_ttl_of(sf_lse);
+
+	return (next & axp_htonl(~AXP_MPLS_TTL_MASK)) | axp_htonl(ttl ? ttl - 1 : 0);
+}
+
+/* axp_ttl_uniform_lse on an entry's stack, in place */
 static __always_inline void axp_ttl_uniform(struct axp_entry *e)
 {
-	__u32 ttl = axp_ttl_of(e->labels[0]);
-
-	e->labels[1] = (e->labels[1] & axp_htonl(~AXP_MPLS_TTL_MASK)) | axp_htonl(ttl ? ttl - 1 : 0);
+	e->labels[1] = axp_ttl_uniform_lse(e->labels[0], e->labels[1]);
 }
 
 #endif /* AXP_PUSH_SHARED_H */

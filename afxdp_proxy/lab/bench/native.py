@@ -4,7 +4,9 @@ Batches of 64 frames (Ethernet, 8 labels, IPv4, TCP, 64 bytes of payload) go thr
 axp_rx_frame (parse, pop, key, cache insert) and back through axp_tx_frame (key, look up,
 push), next to a memcpy of the same frames, all inside one C loop (axp_bench_batch) so
 Python's call overhead does not count. The C loop times its three phases with the
-monotonic clock (one read per phase per batch); pytest-benchmark times the whole call.
+monotonic clock (one read per phase per batch); pytest-benchmark times the whole call. The
+table gives the median over calls and the fastest call: on a shared machine the median moves
+with other tenants' load from run to run, the fastest call much less.
 
   hot     the same 64 keys every batch: the cache sets stay in L1/L2
   spread  65536 distinct keys cycled through a 65536-entry cache: sets all over its 9 MiB
@@ -106,7 +108,10 @@ def test_per_packet_path(benchmark: pytest.FixtureRequest, engine: Engine, label
     lost = int(area.ctl.lost)  # hot keys: a sampled one is sampled in every batch
     per = BATCH * ROUNDS
     copy, rx, tx = (statistics.median(s[i] for s in samples[10:]) / per for i in range(3))  # after warm-up
+    # the fastest call: what the code costs when no other tenant of the machine interferes
+    rx_best, tx_best = (min(s[i] for s in samples[10:]) / per for i in (1, 2))
     info = {"frame_bytes": length, "memcpy_ns": round(copy, 2), "rx_ns": round(rx, 2), "tx_ns": round(tx, 2),
+            "rx_best_ns": round(rx_best, 2), "tx_best_ns": round(tx_best, 2),
             "rx_over_memcpy": round(rx / copy, 1), "tx_over_memcpy": round(tx / copy, 1), "trace_lost": lost}
     benchmark.extra_info.update(info)
     RESULTS[f"{labels:2d} labels, {keys:6}, trace {traced}"] = info
@@ -115,8 +120,10 @@ def test_per_packet_path(benchmark: pytest.FixtureRequest, engine: Engine, label
 def teardown_module() -> None:
     if not RESULTS:
         return
-    print("\nper packet, median over calls (ns); RX = parse+pop+key+insert, TX = key+lookup+push")
-    print(f"{'case':36} {'bytes':>5} {'memcpy':>7} {'RX':>7} {'TX':>7} {'RX/memcpy':>10} {'TX/memcpy':>10}")
+    print("\nper packet (ns), median over calls and the fastest call; RX = parse+pop+key+insert, "
+          "TX = key+lookup+push")
+    print(f"{'case':36} {'bytes':>5} {'memcpy':>7} {'RX':>7} {'TX':>7} {'RX best':>8} {'TX best':>8} "
+          f"{'RX/memcpy':>10} {'TX/memcpy':>10}")
     for name, i in sorted(RESULTS.items()):
         print(f"{name:36} {i['frame_bytes']:5d} {i['memcpy_ns']:7.1f} {i['rx_ns']:7.1f} {i['tx_ns']:7.1f} "
-              f"{i['rx_over_memcpy']:10.1f} {i['tx_over_memcpy']:10.1f}")
+              f"{i['rx_best_ns']:8.1f} {i['tx_best_ns']:8.1f} {i['rx_over_memcpy']:10.1f} {i['tx_over_memcpy']:10.1f}")
