@@ -295,6 +295,28 @@ def test_testbed_stacks_take_the_prefix_anywhere() -> None:
 
 
 
+@pytest.mark.parametrize(("action", "shown", "hidden"), [
+    ("up", ["--topology", "--sf ", "--bidirectional", "--prefix"], ["--backend", "--reverse", "--all", "STACK"]),
+    ("down", ["--all", "--prefix"], ["--topology", "--json", "STACK"]),
+    ("status", ["--json"], ["--sf ", "--key"]),
+    ("config", ["--backend", "--key"], ["--topology", "--reverse"]),
+    ("stacks", ["STACK", "--reverse"], ["--sf ", "--backend", "--all"]),
+    (None, ["actions:", "--topology", "--backend", "--reverse", "STACK"], []),
+])
+def test_testbed_help_shows_the_options_of_its_action(capsys: pytest.CaptureFixture[str], action: str | None,
+                                                      shown: list[str], hidden: list[str]) -> None:
+    """`testbed ACTION --help` lists what that action takes (a trial found every action's help
+    was the whole testbed's); `testbed --help` lists every action and option."""
+    from afxdp_proxy import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["testbed", *([action] if action else []), "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: afxdp-proxy testbed {action or ''}".rstrip()), out
+    assert all(s in out for s in shown) and not any(h in out for h in hidden), out
+
+
 @pytest.mark.parametrize(("argv", "said"), [
     (["status", "--prefix", "axp-none", "extra"], "testbed status: takes no stacks (extra)"),
     (["stacks", "1000", "--topology", "inline", "--prefix", "axp-none"], "testbed stacks: --topology is for up only"),

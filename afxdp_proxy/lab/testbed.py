@@ -52,6 +52,7 @@ from_sf, where only the proxy's control-plane handling lets them through.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -927,20 +928,11 @@ def parse_stack(text: str) -> list[Lse]:
     return make_stack(labels)
 
 
-# options that only some actions take: (dest, flag, the actions)
-_ACTION_OPTIONS = (
-    ("reverse", "--reverse", {"stacks"}), ("topology", "--topology", {"up"}), ("no_ipv6", "--no-ipv6", {"up"}),
-    ("sf_nd", "--sf-nd", {"up"}), ("sf", "--sf", {"up"}), ("bidirectional", "--bidirectional", {"up"}),
-    ("all", "--all", {"down"}), ("json", "--json", {"status"}), ("backend", "--backend", {"config"}),
-    ("key", "--key", {"config"}),
-)
-
-
 def _foreign_option(args: Any) -> str | None:
     """The first option given that args.action does not take, as an error line, or None
-    (args.option_defaults: the parser's defaults of those options)."""
-    for dest, flag, actions in _ACTION_OPTIONS:
-        if args.action not in actions and getattr(args, dest) != args.option_defaults[dest]:
+    (args.action_options: (dest, flag, actions, default) of the options only some actions take)."""
+    for dest, flag, actions, default in args.action_options:
+        if args.action not in actions and getattr(args, dest) != default:
             return f"testbed {args.action}: {flag} is for {' and '.join(sorted(actions))} only; leave it out"
     if args.stacks and args.action != "stacks":
         return f"testbed {args.action}: takes no stacks ({' '.join(args.stacks)}); they are for testbed stacks"
@@ -1045,35 +1037,84 @@ def _cmd(args: Any) -> int:
 STATIC_STACK = [2000, 3000]  # what `testbed config --backend static` pushes below the SF's label
 
 
+# what each action does, for `testbed --help` and `testbed ACTION --help`
+ACTIONS = {
+    "up": "create a testbed: namespaces, veths, SF, classifier (it stays up)",
+    "down": "remove a testbed: namespaces, programs, pins and state file",
+    "status": "show its namespaces, programs, classifier counters and depths",
+    "config": "print a proxy configuration (TOML) for `afxdp-proxy run`",
+    "stacks": "set the label stacks the sender's classifier pushes in turn",
+}
+STACKS_HELP = ("what the classifier pushes, rotating per packet: labels top first, separated by '/' "
+               "(1000/2000/3000; the SF's label, 1000 by default, first), - for plain IP; none: plain IP only")
+
+
+def _options() -> list[tuple[tuple[str, ...], dict[str, Any], frozenset[str] | None]]:
+    """Every option of `testbed`: (flags, add_argument keywords, the actions that take it; None: all)."""
+    static = "/".join(map(str, STATIC_STACK))
+    return [
+        (("--prefix",), {"help": "namespace name prefix (up: default random; others: the only testbed)"}, None),
+        (("--topology",), {"choices": TOPOLOGIES, "default": "attached", "help": "for up (default: attached)"},
+         frozenset({"up"})),
+        (("--no-ipv6",), {"action": "store_true", "help": "for up: IPv4 only"}, frozenset({"up"})),
+        (("--sf-nd",), {"action": "store_true", "help": "for up (attached): the SF's links learn neighbours by ND "
+                        "and ARP, not permanent entries"}, frozenset({"up"})),
+        (("--sf",), {"choices": SF_KINDS, "default": "forward", "help": "for up: what the SF does: forward (kernel "
+                     "routing), firewall (nftables, stateful: new flows only from sender to receiver), nat (nftables "
+                     "masquerade) (default: forward)"}, frozenset({"up"})),
+        (("--bidirectional",), {"action": "store_true", "help": "for up: classify the receiver's replies too (the "
+                                "reverse direction, label + 1), decapsulate and record them at the sender; config "
+                                "then adds [sf.reverse]"}, frozenset({"up"})),
+        (("--all",), {"action": "store_true", "help": "for down: every testbed"}, frozenset({"down"})),
+        (("--json",), {"action": "store_true", "help": "for status: machine-readable"}, frozenset({"status"})),
+        (("--backend",), {"default": "kernel", "choices": BACKENDS, "help": "for config (default: kernel; static "
+                          f"pushes {static} below the SF's label)"}, frozenset({"config"})),
+        (("--key",), {"default": "hash", "choices": ("hash", "meta"), "help": "for config (default: hash)"},
+         frozenset({"config"})),
+        (("--reverse",), {"action": "store_true", "help": "for stacks: the receiver's classifier (bidirectional)"},
+         frozenset({"stacks"})),
+    ]
+
+
+class _ActionHelp(argparse.Action):
+    """-h/--help: after an action (`testbed up --help`), that action's options only; else all."""
+
+    def __init__(self, option_strings: list[str], helps: dict[str, argparse.ArgumentParser],
+                 dest: str = argparse.SUPPRESS, default: Any = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, default=default, nargs=0, help=help)
+        self.helps = helps
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        self.helps.get(getattr(namespace, "action", None), parser).print_help()
+        parser.exit()
+
+
 def register_cli(sub: Any) -> None:
-    """Add ``testbed up|down|status|config|stacks`` to the CLI's subparsers."""
+    """Add ``testbed up|down|status|config|stacks`` to the CLI's subparsers: one parser for every
+    action (an option an action does not take is refused in _cmd, in one line), and a help of
+    its own for each action."""
+    actions = "\n".join(f"  {name:8} {text}" for name, text in ACTIONS.items())
     p = sub.add_parser(
-        "testbed",
+        "testbed", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         help="bring the namespace testbed up or down, show its state",
-        description="The namespace testbed (README, section Testbed, demo, tests): it stays up between commands; "
-        "its state lives in /run/afxdp-proxy/testbed-<prefix>.json.",
+        description="The namespace testbed (README, section Testbed, demo, tests): it stays up between\n"
+        "commands; its state lives in /run/afxdp-proxy/testbed-<prefix>.json.\n\n"
+        f"actions:\n{actions}\n\nafxdp-proxy testbed ACTION --help: that action's options only.",
     )
-    p.add_argument("action", choices=("up", "down", "status", "config", "stacks"))
-    p.add_argument("stacks", nargs="*", metavar="STACK",
-                   help="for stacks: what the classifier pushes, rotating per packet: labels top first, "
-                   "separated by '/' (1000/2000/3000; the SF's label, 1000 by default, first), - for plain IP; "
-                   "none: plain IP only")
-    p.add_argument("--reverse", action="store_true", help="for stacks: the receiver's classifier (bidirectional)")
-    p.add_argument("--topology", choices=TOPOLOGIES, default="attached", help="for up (default: attached)")
-    p.add_argument("--prefix", help="namespace name prefix (up: default random; others: the only testbed)")
-    p.add_argument("--no-ipv6", action="store_true", help="for up: IPv4 only")
-    p.add_argument("--sf-nd", action="store_true",
-                   help="for up (attached): the SF's links learn neighbours by ND and ARP, not permanent entries")
-    p.add_argument("--sf", choices=SF_KINDS, default="forward",
-                   help="for up: what the SF does: forward (kernel routing), firewall (nftables, stateful: new "
-                   "flows only from sender to receiver), nat (nftables masquerade) (default: forward)")
-    p.add_argument("--bidirectional", action="store_true",
-                   help="for up: classify the receiver's replies too (the reverse direction, label + 1), "
-                   "decapsulate and record them at the sender; config then adds [sf.reverse]")
-    p.add_argument("--all", action="store_true", help="for down: every testbed")
-    p.add_argument("--json", action="store_true", help="for status: machine-readable")
-    p.add_argument("--backend", default="kernel", choices=BACKENDS,
-                   help=f"for config (default: kernel; static pushes {'/'.join(map(str, STATIC_STACK))} "
-                   "below the SF's label)")
-    p.add_argument("--key", default="hash", choices=("hash", "meta"), help="for config (default: hash)")
-    p.set_defaults(func=_cmd, option_defaults={dest: p.get_default(dest) for dest, _, _ in _ACTION_OPTIONS})
+    helps = {name: argparse.ArgumentParser(prog=f"{p.prog} {name}", description=text, add_help=False)
+             for name, text in ACTIONS.items()}
+    for hp in (p, *helps.values()):
+        hp.add_argument("-h", "--help", action=_ActionHelp, helps=helps, help="show this help message and exit")
+    p.add_argument("action", choices=tuple(ACTIONS))
+    p.add_argument("stacks", nargs="*", metavar="STACK", help="for stacks: " + STACKS_HELP)
+    helps["stacks"].add_argument("stacks", nargs="*", metavar="STACK", help=STACKS_HELP)
+    only_some = []
+    for flags, kw, takers in _options():
+        a = p.add_argument(*flags, **kw)
+        for name, hp in helps.items():
+            if takers is None or name in takers:
+                hp.add_argument(*flags, **kw)
+        if takers is not None:
+            only_some.append((a.dest, flags[0], takers, a.default))
+    p.set_defaults(func=_cmd, action_options=only_some)
