@@ -170,12 +170,15 @@ def process_cpu_ns(pid: int) -> int:
 
 def _per_run(p0: dict[int, tuple[int, int]], p1: dict[int, tuple[int, int]], prog_ids: dict[int, str]
              ) -> dict[str, dict[str, Any]]:
-    out = {}
+    """Run time and runs between p0 and p1 by program name, summed over the programs of one
+    name (the null forwarder loads axp_xsk_from_sf for net_in and for from_sf: two ids)."""
+    sums: dict[str, list[int]] = {}
     for i, (t1, n1) in p1.items():
         t0, n0 = p0.get(i, (0, 0))
-        out[prog_ids[i]] = {"run_ns": t1 - t0, "runs": n1 - n0,
-                            "ns_per_run": (t1 - t0) / (n1 - n0) if n1 > n0 else None}
-    return out
+        acc = sums.setdefault(prog_ids[i], [0, 0])
+        acc[0] += t1 - t0
+        acc[1] += n1 - n0
+    return {name: {"run_ns": t, "runs": n, "ns_per_run": t / n if n else None} for name, (t, n) in sums.items()}
 
 
 def run_time_during(prog_ids: dict[int, str], load: Callable[[], Any]) -> tuple[dict[str, dict[str, Any]], Any]:
