@@ -322,6 +322,11 @@ def test_testbed_help_shows_the_options_of_its_action(capsys: pytest.CaptureFixt
     (["stacks", "1000", "--topology", "inline", "--prefix", "axp-none"], "testbed stacks: --topology is for up only"),
     (["config", "--sf", "nat", "--prefix", "axp-none"], "testbed config: --sf is for up only"),
     (["up", "--backend", "static"], "testbed up: --backend is for config only"),
+    # given with its default value, still not this action's (a trial's `status --sf forward` ran)
+    (["status", "--prefix", "axp-none", "--sf", "forward"], "testbed status: --sf is for up only"),
+    (["stacks", "1000", "--prefix", "axp-none", "--topology", "attached"], "testbed stacks: --topology is for up"),
+    # a trial's `down --all --prefix t15` took every testbed down, the other users' too
+    (["down", "--all", "--prefix", "axp-none"], "testbed down: --all takes every testbed down, --prefix one"),
 ])
 def test_testbed_refuses_what_an_action_does_not_take(capsys: pytest.CaptureFixture[str], argv: list[str],
                                                      said: str) -> None:
@@ -332,6 +337,25 @@ def test_testbed_refuses_what_an_action_does_not_take(capsys: pytest.CaptureFixt
     assert cli.main(["testbed", *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and said in err, err
+
+
+def test_testbed_down_of_no_testbed_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """`testbed down --prefix TYPO`, with neither a state file nor a namespace of that prefix,
+    exits 1 in one line naming the testbeds that are up (it used to exit 0)."""
+    from afxdp_proxy import cli
+
+    assert cli.main(["testbed", "down", "--prefix", "axp-no-such-bed"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no testbed 'axp-no-such-bed' is up" in err and "testbeds up:" in err, err
+
+
+def test_testbed_without_an_action_asks_for_the_action_only(capsys: pytest.CaptureFixture[str]) -> None:
+    from afxdp_proxy import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["testbed"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("the following arguments are required: action")
 
 
 @pytest.mark.parametrize("seconds", ["0", "-1", "nan"])

@@ -233,14 +233,14 @@ class Testbed:
         self.reverse_label = sf_label + 1 if reverse_label is None else reverse_label
         self.prefix = prefix or f"axp-{uuid.uuid4().hex[:6]}"
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.prefix):
-            raise ValueError(f"bad prefix {self.prefix!r}")
+            raise ValueError(f"bad prefix {self.prefix!r}: 1 to 40 of A-Z, a-z, 0-9, '_', '.' and '-'")
         self.ipv6 = ipv6
         self.sf_label = sf_label
         if queues is not None and not 1 <= queues <= 64:
             raise ValueError(f"queues must be in 1..64, not {queues}")
         self.queues = queues  # RX and TX queues of every veth; None: the kernel's default
         if sf_nd and topology != "attached":
-            raise ValueError("sf_nd needs the attached topology (the SF's own namespace)")
+            raise ValueError("sf_nd (--sf-nd) needs the attached topology (the SF's own namespace)")
         self.sf_nd = sf_nd  # the SF's links learn neighbours by ND / ARP, not permanent entries
         self.links = LINKS[topology]
         self.wires = wires(topology, bidirectional)
@@ -660,6 +660,10 @@ class Testbed:
             "topology": self.topology,
             "sf": self.sf,
             "bidirectional": self.bidirectional,
+            "sender": {"namespace": self.ns_src, "interface": self.src_if, "ipv4": self.src_ip,
+                       "ipv6": self.src_ip6 if self.ipv6 else None},
+            "receiver": {"namespace": self.ns_dst, "interface": self.dst_if, "ipv4": self.dst_ip,
+                         "ipv6": self.dst_ip6 if self.ipv6 else None},
             "namespaces": {n: netns.ns_exists(n) for n in self.namespaces},
             "programs": hooks,
             "counters": self.counters() if self._maps else {},
@@ -678,7 +682,8 @@ class Testbed:
 
     def _map(self, name: str, reverse: bool = False) -> Any:
         if reverse and not self.bidirectional:
-            raise ValueError("the reverse direction is classified only in a bidirectional testbed")
+            raise ValueError("the reverse direction is classified only in a bidirectional testbed "
+                             "(testbed up --bidirectional)")
         key = (REVERSE if reverse else "") + name
         if key not in self._maps:
             raise RuntimeError("the testbed is not up")
@@ -828,7 +833,8 @@ class Testbed:
         reverse: the [sf.reverse] table (True: this testbed's reverse label and MACs; a
         dict: those with its keys overriding; False: none); by default when bidirectional."""
         if key == "meta" and self.topology != "inline":
-            raise ValueError("key = meta needs the inline topology (skb->mark does not cross namespaces)")
+            raise ValueError("key = meta needs the inline topology (skb->mark does not cross namespaces): "
+                             "a testbed from testbed up --topology inline")
         proxy: dict[str, Any] = {
             "backend": backend,
             "key": key,
@@ -929,14 +935,27 @@ def parse_stack(text: str) -> list[Lse]:
 
 
 def _foreign_option(args: Any) -> str | None:
-    """The first option given that args.action does not take, as an error line, or None
-    (args.action_options: (dest, flag, actions, default) of the options only some actions take)."""
-    for dest, flag, actions, default in args.action_options:
-        if args.action not in actions and getattr(args, dest) != default:
+    """The first option given that args.action does not take, as an error line, or None; then
+    the defaults of the options not given (args.action_options: (dest, flag, actions, default)
+    of the options only some actions take, which the parser leaves out unless given)."""
+    for dest, flag, actions, _ in args.action_options:
+        if args.action not in actions and hasattr(args, dest):
             return f"testbed {args.action}: {flag} is for {' and '.join(sorted(actions))} only; leave it out"
     if args.stacks and args.action != "stacks":
         return f"testbed {args.action}: takes no stacks ({' '.join(args.stacks)}); they are for testbed stacks"
+    if args.action == "down" and getattr(args, "all", False) and args.prefix:
+        return "testbed down: --all takes every testbed down, --prefix one; give one of them"
+    for dest, _, _, default in args.action_options:
+        if not hasattr(args, dest):
+            setattr(args, dest, default)
     return None
+
+
+def _endpoints(tb: Testbed) -> str:
+    """The sender's and receiver's namespaces, interfaces and addresses, one line."""
+    v6 = f" {tb.src_ip6}" if tb.ipv6 else ""
+    v6_dst = f" {tb.dst_ip6}" if tb.ipv6 else ""
+    return f"  sender {tb.ns_src} {tb.src_if} {tb.src_ip}{v6}, receiver {tb.ns_dst} {tb.dst_if} {tb.dst_ip}{v6_dst}"
 
 
 def _cmd(args: Any) -> int:
@@ -962,9 +981,7 @@ def _cmd(args: Any) -> int:
             return 2
         both = ", both directions classified" if tb.bidirectional else ""
         print(f"testbed {tb.prefix} ({tb.topology}, SF {tb.sf}{both}) is up: namespaces {', '.join(tb.namespaces)}")
-        v6 = f" {tb.src_ip6}" if tb.ipv6 else ""
-        v6_dst = f" {tb.dst_ip6}" if tb.ipv6 else ""
-        print(f"  sender {tb.ns_src} {tb.src_if} {tb.src_ip}{v6}, receiver {tb.ns_dst} {tb.dst_if} {tb.dst_ip}{v6_dst}")
+        print(_endpoints(tb))
         print(f"  proxy config: afxdp-proxy testbed config --prefix {tb.prefix} > proxy.toml")
         return 0
     if args.action == "down":
@@ -973,6 +990,11 @@ def _cmd(args: Any) -> int:
             try:
                 tb = Testbed.load(p)
             except (FileNotFoundError, RuntimeError) as e:
+                if isinstance(e, FileNotFoundError) and not any(netns.ns_exists(f"{p}-{r}") for r in ROLES):
+                    up = ", ".join(Testbed.saved()) or "none"
+                    print(f"afxdp-proxy: error: --prefix: no testbed {p!r} is up, nor any of its namespaces "
+                          f"(testbeds up: {up})", file=sys.stderr)
+                    return 1
                 # half-gone testbed: remove whatever still carries its names
                 print(f"afxdp-proxy: {e}; removing what is left", file=sys.stderr)
                 for name in (f"{p}-{role}" for role in ROLES):
@@ -1018,6 +1040,7 @@ def _cmd(args: Any) -> int:
     else:
         both = ", both directions classified" if st["bidirectional"] else ""
         print(f"testbed {st['prefix']} ({st['topology']}, SF {st['sf']}{both})")
+        print(_endpoints(tb))
         for name, ok in st["namespaces"].items():
             print(f"  namespace {name}: {'present' if ok else 'MISSING'}")
         for hook, pid in st["programs"].items():
@@ -1046,14 +1069,16 @@ ACTIONS = {
     "stacks": "set the label stacks the sender's classifier pushes in turn",
 }
 STACKS_HELP = ("what the classifier pushes, rotating per packet: labels top first, separated by '/' "
-               "(1000/2000/3000; the SF's label, 1000 by default, first), - for plain IP; none: plain IP only")
+               "(1000/2000/3000: the SF's label, 1000, first), - for plain IP; at most 16 stacks of at most 16 "
+               "labels; none given: plain IP only")
 
 
 def _options() -> list[tuple[tuple[str, ...], dict[str, Any], frozenset[str] | None]]:
     """Every option of `testbed`: (flags, add_argument keywords, the actions that take it; None: all)."""
     static = "/".join(map(str, STATIC_STACK))
     return [
-        (("--prefix",), {"help": "namespace name prefix (up: default random; others: the only testbed)"}, None),
+        (("--prefix",), {"help": "namespace name prefix (up: default a random one; the other actions: default "
+                         "the one testbed that is up)"}, None),
         (("--topology",), {"choices": TOPOLOGIES, "default": "attached", "help": "for up (default: attached)"},
          frozenset({"up"})),
         (("--no-ipv6",), {"action": "store_true", "help": "for up: IPv4 only"}, frozenset({"up"})),
@@ -1107,14 +1132,18 @@ def register_cli(sub: Any) -> None:
     for hp in (p, *helps.values()):
         hp.add_argument("-h", "--help", action=_ActionHelp, helps=helps, help="show this help message and exit")
     p.add_argument("action", choices=tuple(ACTIONS))
-    p.add_argument("stacks", nargs="*", metavar="STACK", help="for stacks: " + STACKS_HELP)
+    p.add_argument("stacks", nargs="*", default=[], metavar="STACK", help="for stacks: " + STACKS_HELP)
     helps["stacks"].add_argument("stacks", nargs="*", metavar="STACK", help=STACKS_HELP)
     only_some = []
     for flags, kw, takers in _options():
-        a = p.add_argument(*flags, **kw)
         for name, hp in helps.items():
             if takers is None or name in takers:
                 hp.add_argument(*flags, **kw)
-        if takers is not None:
-            only_some.append((a.dest, flags[0], takers, a.default))
+        if takers is None:
+            p.add_argument(*flags, **kw)
+            continue
+        # left out of the namespace unless given, so that _foreign_option sees what was given
+        a = p.add_argument(*flags, **{**kw, "default": argparse.SUPPRESS})
+        only_some.append((a.dest, flags[0], takers, kw.get("default", False if kw.get("action") == "store_true"
+                                                                    else None)))
     p.set_defaults(func=_cmd, action_options=only_some)
