@@ -249,6 +249,10 @@ def test_state_survives_the_process_and_cli(uid: str, capsys: pytest.CaptureFixt
         # and from the CLI: labelled (no proxy: the proxy namespace's kernel drops them), then plain
         assert "pushes 1000/2001, -, rotating" in cli("stacks", "1000/2001", "-")
         assert tb.ping(count=4, timeout=0.3).received == 2  # every other one plain
+        # read back from the classifier's map, as status shows it
+        assert [[e.label for e in st] for st in tb.stacks()] == [[1000, 2001], []]
+        assert [e.bos for e in tb.stacks()[0]] == [False, True]
+        assert "classifier pushes: 1000/2001, -, rotating per packet" in cli("status")
         assert cli("stacks").endswith("pushes nothing: plain IP\n")
         deep = "/".join(str(1000 + i) for i in range(17))
         bad = parser.parse_args(["testbed", "stacks", "1000", deep, "--prefix", prefix])

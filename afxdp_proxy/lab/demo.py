@@ -60,7 +60,7 @@ def run_demo(topology: str = "attached", seconds: float = 3.0, out=sys.stdout, b
         say(f"no proxy, no labels: iperf3 TCP for {seconds:g}s...")
         rows.append(Row("no proxy, plain IP", tb.iperf3(seconds=seconds)))
         stacks = dynamic_stacks(tb.sf_label)
-        say("dynamic chain, per packet: " + " | ".join(
+        say("dynamic chain, per packet (label/tc: label and traffic class): " + " | ".join(
             "[" + " ".join(f"{e.label}/tc{e.tc}" for e in s) + "]" for s in stacks))
         say(f"caching proxy ({backend} backend, hash key)...")
         rows.append(_proxied(tb, f"caching proxy ({backend}, hash)", tb.proxy_config(backend=backend), seconds))
@@ -75,6 +75,10 @@ def run_demo(topology: str = "attached", seconds: float = 3.0, out=sys.stdout, b
     for r in rows:
         say(f"{r.variant:30} {r.result.bits_per_second / 1e6:11.0f} {r.result.bits_per_second / base:9.2f} "
             f"{r.result.retransmits or 0:8d} {r.compared or '-':>16} {r.fidelity:>15}")
+    from afxdp_proxy._native import lib  # on use, as the testbed imports it
+
+    say(f"(packets checked: those the sender recorded and the receiver matched by key, at most "
+        f"{lib.TB_RECORD_ENTRIES}; a key sent twice with two stacks is left out)")
     cache = rows[1].counters or {}
     dwell = mean_dwell_us(cache)
     if dwell is not None:

@@ -666,11 +666,13 @@ class Testbed:
                          "ipv6": self.dst_ip6 if self.ipv6 else None},
             "namespaces": {n: netns.ns_exists(n) for n in self.namespaces},
             "programs": hooks,
+            "stacks": [_stack_text(st) for st in self.stacks()] if self._maps else [],
             "counters": self.counters() if self._maps else {},
             "depths": self.depth_histogram() if self._maps else {},
         }
         if self.bidirectional:
-            out["reverse"] = {"counters": self.counters(reverse=True) if self._maps else {},
+            out["reverse"] = {"stacks": [_stack_text(st) for st in self.stacks(reverse=True)] if self._maps else [],
+                              "counters": self.counters(reverse=True) if self._maps else {},
                               "depths": self.depth_histogram(reverse=True) if self._maps else {}}
         if self.sf != "forward" and netns.ns_exists(self.ns_sf_rules):
             out["sf_ruleset"] = sfs.ruleset(self.ns_sf_rules)
@@ -709,6 +711,18 @@ class Testbed:
             tbl.update(i, e)
         rr.update(0, 0)  # so the rotation starts at the first stack
         cfg.update(lib.TB_CFG_N_STACKS, len(stacks))
+
+    def stacks(self, reverse: bool = False) -> list[list[Lse]]:
+        """The stacks the classifier pushes now, in rotation order (set_stacks read back)."""
+        from afxdp_proxy._native import lib
+
+        n = int(self._map("tb_cfg", reverse).lookup(lib.TB_CFG_N_STACKS) or 0)
+        tbl = self._map("tb_stacks", reverse)
+        out = []
+        for i in range(min(n, lib.AXP_MAX_STACKS)):
+            e = tbl.lookup(i)
+            out.append([Lse.decode(socket.ntohl(e.labels[j])) for j in range(min(int(e.depth), lib.AXP_MAX_LABELS))])
+        return out
 
     def set_recording(self, on: bool, clear: bool = True) -> None:
         """Record key -> stack where each direction is classified (tb_sent) and where it
@@ -951,6 +965,11 @@ def _foreign_option(args: Any) -> str | None:
     return None
 
 
+def _stack_text(stack: Sequence[Lse]) -> str:
+    """A stack as `testbed stacks` takes it: labels top first, '/' between; '-' for none."""
+    return "/".join(str(e.label) for e in stack) or "-"
+
+
 def _endpoints(tb: Testbed) -> str:
     """The sender's and receiver's namespaces, interfaces and addresses, one line."""
     v6 = f" {tb.src_ip6}" if tb.ipv6 else ""
@@ -1030,7 +1049,7 @@ def _cmd(args: Any) -> int:
             print(f"afxdp-proxy: error: stacks: {e}", file=sys.stderr)
             return 2
         side = "receiver's (reverse)" if args.reverse else "sender's"
-        shown = ", ".join("/".join(str(e.label) for e in s) or "-" for s in stacks)
+        shown = ", ".join(_stack_text(s) for s in stacks)
         print(f"testbed {tb.prefix}: the {side} classifier pushes " +
               (f"{shown}, rotating per packet" if stacks else "nothing: plain IP"))
         return 0
@@ -1045,10 +1064,14 @@ def _cmd(args: Any) -> int:
             print(f"  namespace {name}: {'present' if ok else 'MISSING'}")
         for hook, pid in st["programs"].items():
             print(f"  {hook}: {'program ' + str(pid) if pid else 'nothing attached'}")
+        print("  classifier pushes: " + (", ".join(st["stacks"]) + ", rotating per packet" if st["stacks"]
+                                          else "nothing: plain IP"))
         print("  classifier: " + ", ".join(f"{k}={v}" for k, v in st["counters"].items()))
         print("  received by depth: " + (", ".join(f"{d}:{n}" for d, n in st["depths"].items()) or "nothing"))
         if "reverse" in st:
             rev = st["reverse"]
+            print("  reverse classifier pushes: "
+                  + (", ".join(rev["stacks"]) if rev["stacks"] else "nothing: plain IP"))
             print("  reverse classifier: " + ", ".join(f"{k}={v}" for k, v in rev["counters"].items()))
             print("  reverse received by depth: "
                   + (", ".join(f"{d}:{n}" for d, n in rev["depths"].items()) or "nothing"))
