@@ -949,9 +949,9 @@ def parse_stack(text: str) -> list[Lse]:
 
 
 def _foreign_option(args: Any) -> str | None:
-    """The first option given that args.action does not take, as an error line, or None; then
-    the defaults of the options not given (args.action_options: (dest, flag, actions, default)
-    of the options only some actions take, which the parser leaves out unless given)."""
+    """The first option given that args.action does not take, as an error line, or None
+    (args.action_options: (dest, flag, actions, default) of the options only some actions
+    take, which the parser leaves out of args unless given)."""
     for dest, flag, actions, _ in args.action_options:
         if args.action not in actions and hasattr(args, dest):
             return f"testbed {args.action}: {flag} is for {' and '.join(sorted(actions))} only; leave it out"
@@ -959,10 +959,14 @@ def _foreign_option(args: Any) -> str | None:
         return f"testbed {args.action}: takes no stacks ({' '.join(args.stacks)}); they are for testbed stacks"
     if args.action == "down" and getattr(args, "all", False) and args.prefix:
         return "testbed down: --all takes every testbed down, --prefix one; give one of them"
+    return None
+
+
+def _fill_defaults(args: Any) -> None:
+    """The defaults of the options only some actions take, where not given."""
     for dest, _, _, default in args.action_options:
         if not hasattr(args, dest):
             setattr(args, dest, default)
-    return None
 
 
 def _stack_text(stack: Sequence[Lse]) -> str:
@@ -982,6 +986,7 @@ def _cmd(args: Any) -> int:
     if foreign:
         print(f"afxdp-proxy: error: {foreign}", file=sys.stderr)
         return 2
+    _fill_defaults(args)
     if args.action == "up":
         if args.prefix and args.prefix in Testbed.saved():
             print(f"afxdp-proxy: error: --prefix: a testbed {args.prefix!r} is up already; take it down first "
@@ -1087,7 +1092,7 @@ STATIC_STACK = [2000, 3000]  # what `testbed config --backend static` pushes bel
 ACTIONS = {
     "up": "create a testbed: namespaces, veths, SF, classifier (it stays up)",
     "down": "remove a testbed: namespaces, programs, pins and state file",
-    "status": "show its namespaces, programs, classifier counters and depths",
+    "status": "show its addresses, namespaces, programs, stacks, counters",
     "config": "print a proxy configuration (TOML) for `afxdp-proxy run`",
     "stacks": "set the label stacks the sender's classifier pushes in turn",
 }
@@ -1167,6 +1172,5 @@ def register_cli(sub: Any) -> None:
             continue
         # left out of the namespace unless given, so that _foreign_option sees what was given
         a = p.add_argument(*flags, **{**kw, "default": argparse.SUPPRESS})
-        only_some.append((a.dest, flags[0], takers, kw.get("default", False if kw.get("action") == "store_true"
-                                                                    else None)))
+        only_some.append((a.dest, flags[0], takers, helps[min(takers)].get_default(a.dest)))
     p.set_defaults(func=_cmd, action_options=only_some)
