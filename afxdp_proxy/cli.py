@@ -548,7 +548,15 @@ def build_parser() -> argparse.ArgumentParser:
     testbed.register_cli(sub)
     demo.register_cli(sub)
     suite.register_cli(sub)
+    for sp in sub.choices.values():  # its own usage errors name the command, not afxdp-proxy alone
+        sp.set_defaults(command_parser=sp)
     return p
+
+
+def _usage_parser(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The parser whose usage an error about args shows: the command's, or its action's (testbed)."""
+    per_action = getattr(args, "action_parsers", {})
+    return per_action.get(getattr(args, "action", None)) or getattr(args, "command_parser", parser)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -561,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         # own check then refuses stacks for an action that takes none, in its words)
         args.stacks += extra
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        _usage_parser(args, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     quiet = getattr(args, "quiet", False)
     setup_log(getattr(args, "log_format", "text"), logging.WARNING if quiet else logging.INFO)
     try:

@@ -339,6 +339,26 @@ def test_testbed_refuses_what_an_action_does_not_take(capsys: pytest.CaptureFixt
     assert err.count("\n") == 1 and said in err, err
 
 
+@pytest.mark.parametrize(("argv", "usage"), [
+    (["run", "--config", "x.toml", "--bogus"], "afxdp-proxy run"),
+    (["stats", "--frob"], "afxdp-proxy stats"),
+    (["testbed", "up", "--depth", "3"], "afxdp-proxy testbed up"),
+    (["testbed", "status", "--what"], "afxdp-proxy testbed status"),
+])
+def test_an_unknown_option_names_its_command(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                             usage: str) -> None:
+    """An option no parser knows is reported with the usage of the command (and testbed action)
+    it was given to; it showed `afxdp-proxy [-h] COMMAND ...`, which lists no option at all."""
+    from afxdp_proxy import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: {usage} [-h]"), err
+    assert f"{usage}: error: unrecognized arguments: {' '.join(argv[-2 if argv[-1] == '3' else -1:])}" in err, err
+
+
 def test_testbed_down_of_no_testbed_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     """`testbed down --prefix TYPO`, with neither a state file nor a namespace of that prefix,
     exits 1 in one line naming the testbeds that are up (it used to exit 0)."""

@@ -1173,4 +1173,4 @@ def register_cli(sub: Any) -> None:
         # left out of the namespace unless given, so that _foreign_option sees what was given
         a = p.add_argument(*flags, **{**kw, "default": argparse.SUPPRESS})
         only_some.append((a.dest, flags[0], takers, helps[min(takers)].get_default(a.dest)))
-    p.set_defaults(func=_cmd, action_options=only_some)
+    p.set_defaults(func=_cmd, action_options=only_some, action_parsers=helps)
