@@ -15,6 +15,7 @@ from typing import Any
 
 from afxdp_proxy.cache import MAX_PER_KEY
 from afxdp_proxy.cache import WAYS as CACHE_WAYS  # cache_entries is rounded up to whole sets of this many runs
+from afxdp_proxy.key import MAX_LABELS
 from afxdp_proxy.mpls import LABEL_MAX, LABEL_MIN_UNRESERVED
 
 BACKENDS = ("kernel", "static", "afxdp")
@@ -25,7 +26,6 @@ TTL_ACTIONS = ("drop", "pass")  # an SF label with TTL <= 1: dropped, or handed 
 VID_MIN, VID_MAX = 1, 4094  # IEEE 802.1Q: 0 is a priority tag, 4095 reserved
 MISS_ACTIONS = ("pass", "drop", "last")
 MAX_SFS = 64  # AXP_MAX_SFS
-MAX_LABELS = 16  # AXP_MAX_LABELS
 CACHE_MIN, CACHE_MAX = 16, 1 << 24
 # 8192 sets of 8 ways: up to ~8000 packets in flight (rate x dwell, 8 Mpps x 1 ms) a set rarely holds 8 live
 # runs. A cache sized to its traffic costs less per packet: its sets stay in the CPU's caches (docs/benchmarks.md)

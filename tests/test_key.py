@@ -52,6 +52,7 @@ from afxdp_proxy.key import (
     meta_key,
     parse_mpls_frame,
 )
+from afxdp_proxy.lab import testbed
 
 
 def c_parse(frame: bytes) -> ParsedFrame:
@@ -100,6 +101,7 @@ def test_oracle_constants_match_the_c_headers() -> None:
     assert (lib.AXP_MAX_LABELS, lib.AXP_KEY_WORDS, lib.AXP_MAX_EXT_HDRS, ffi.sizeof("struct axp_key")) == (
         MAX_LABELS, KEY_WORDS, MAX_EXT_HDRS, KEY_SIZE)  # fmt: skip
     assert (lib.AXP_MAX_VLANS, lib.AXP_MAX_REMOVED) == (MAX_VLANS, MAX_REMOVED)
+    assert lib.AXP_MAX_STACKS == testbed.MAX_STACKS  # what `testbed --help` says without the extension
     assert KEY_SIZE == 64  # 8 x u64: hash maps and the extension's hash read whole words
     fields = (("flags", 3), ("ident", 4), ("saddr", 8), ("daddr", 24), ("sport", 40), ("dport", 42), ("w", 44))
     for name, off in fields:

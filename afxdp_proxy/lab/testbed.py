@@ -68,6 +68,7 @@ from typing import Any
 
 from afxdp_proxy import state
 from afxdp_proxy.config import BACKENDS, DEFAULT_CACHE_ENTRIES
+from afxdp_proxy.key import MAX_LABELS
 from afxdp_proxy.lab import netns, sfs, traffic
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
 
@@ -1096,9 +1097,10 @@ ACTIONS = {
     "config": "print a proxy configuration (TOML) for `afxdp-proxy run`",
     "stacks": "set the label stacks the sender's classifier pushes in turn",
 }
+MAX_STACKS = 16  # AXP_MAX_STACKS (tests hold the two alike): the classifier's, without loading the extension
 STACKS_HELP = ("what the classifier pushes, rotating per packet: labels top first, separated by '/' "
-               "(1000/2000/3000: the SF's label, 1000, first), - for plain IP; at most 16 stacks of at most 16 "
-               "labels; none given: plain IP only")
+               f"(1000/2000/3000: the SF's label, 1000, first), - for plain IP; at most {MAX_STACKS} stacks of "
+               f"at most {MAX_LABELS} labels; none given: plain IP only")
 
 
 def _options() -> list[tuple[tuple[str, ...], dict[str, Any], frozenset[str] | None]]:
