@@ -1,5 +1,5 @@
 import sys
 
-from afxdp_proxy.cli import main
+from afxdp_proxy.entry import main
 
 sys.exit(main())

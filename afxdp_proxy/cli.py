@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from afxdp_proxy.config import ConfigError, ProxyConfig, load_config
+from afxdp_proxy.entry import EXIT_SIGINT
 from afxdp_proxy.log import FORMATS, fields
 from afxdp_proxy.log import LOGGER as log
 from afxdp_proxy.log import setup as setup_log
@@ -585,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, FileNotFoundError) as e:
         return _err(str(e), 1)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGINT
     except BrokenPipeError:  # `stats | head`: the reader is gone, and so is the point of writing
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

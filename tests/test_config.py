@@ -393,3 +393,28 @@ def test_stats_and_trace_without_a_proxy_exit_alike() -> None:
         r = _cli(cmd, "--name", "axp-no-such-proxy")
         assert r.returncode == 2, (cmd, r.stderr)
         assert r.stderr.strip().count("\n") == 0 and "axp-no-such-proxy" in r.stderr, (cmd, r.stderr)
+
+
+class _InterruptedImport:
+    """A meta path finder that raises KeyboardInterrupt on importing one module: Ctrl-C while it loads."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        if fullname == self.name:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_cli_loads_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the first few hundred ms of `afxdp-proxy`, while its modules load, printed a
+    traceback from the console script's import line (a trial); the command's entry point exits 130."""
+    import tomllib
+
+    from afxdp_proxy import entry
+
+    monkeypatch.delitem(sys.modules, "afxdp_proxy.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedImport("afxdp_proxy.cli"), *sys.meta_path])
+    assert entry.main() == entry.EXIT_SIGINT == 130
+    scripts = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["afxdp-proxy"] == "afxdp_proxy.entry:main"

@@ -1,4 +1,4 @@
-"""`afxdp-proxy demo`: the testbed, the proxy and traffic, end to end, in under a minute.
+"""`afxdp-proxy demo`: the testbed, the proxy and traffic, end to end, in about a minute.
 
 One TCP flow whose packets carry a dynamic chain (every packet its own label
 stack) goes through the proxy and a kernel-forwarding SF. The receiver
