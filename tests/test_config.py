@@ -373,3 +373,26 @@ def test_stats_and_trace_without_a_proxy_exit_alike() -> None:
         r = _cli(cmd, "--name", "axp-no-such-proxy")
         assert r.returncode == 2, (cmd, r.stderr)
         assert r.stderr.strip().count("\n") == 0 and "axp-no-such-proxy" in r.stderr, (cmd, r.stderr)
+
+
+@pytest.mark.parametrize(("data", "line"), [
+    (_with(sf={"label": True}), "sf[0].label: true is not an integer; set an integer in 16..1048575"),
+    (_with(sf={"label": 1.5}), "sf[0].label: 1.5 is not an integer; set an integer in 16..1048575"),
+    (_with(sf={"label": "1000"}), "sf[0].label: '1000' is not an integer; set an integer in 16..1048575"),
+    (_with(sf={"vlan_in": [True, 2]}), "sf[0].vlan_in: [true, 2] is not an integer; set an integer in 1..4094"),
+    (_with(proxy={"backend": False}), 'proxy.backend: false is not one of "kernel" | "static" | "afxdp"'),
+    (_with(sf={"net_in": True}), "sf[0].net_in: true is not an interface name (1-15 characters, no spaces)"),
+    (_with(proxy={"backend": "afxdp", "frame_size": True}), "proxy.frame_size: true is not 2048 or 4096"),
+], ids=["bool", "float", "string", "list", "choice", "ifname", "frame_size"])
+def test_values_are_echoed_as_toml_spells_them(data: dict, line: str) -> None:
+    """`label = true` was echoed as Python's True."""
+    with pytest.raises(ConfigError) as e:
+        parse_config(data)
+    assert str(e.value) == line
+
+
+def test_toml_values_are_echoed_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[[sf]]\nlabel = 1979-05-27\nnet_in = "a"\nnet_out = "b"\nto_sf = "c"\nfrom_sf = "d"\n')
+    with pytest.raises(ConfigError, match=r"^sf\[0\]\.label: 1979-05-27 is not an integer;"):
+        load_config(path)
