@@ -313,9 +313,11 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         if (sf.vlan_in, sf.label) in seen_labels:
             on = f" on VLAN {sf.vlan_in}" if sf.vlan_in else ""
             raise ConfigError(f"{sf.where}.label: {sf.label}{on} is already used by "
-                              f"{seen_labels[sf.vlan_in, sf.label]}")
+                              f"{seen_labels[sf.vlan_in, sf.label]}; give {sf.where} a label of its own "
+                              "(or another vlan_in)")
         if sf.name in seen_names:
-            raise ConfigError(f"{sf.where}.name: {sf.name!r} is already used by {seen_names[sf.name]}")
+            raise ConfigError(f"{sf.where}.name: {sf.name!r} is already used by {seen_names[sf.name]}; give "
+                              f"{sf.where} a name of its own (stats and reloads know an SF by it)")
         seen_labels[sf.vlan_in, sf.label] = sf.where
         seen_names[sf.name] = sf.where
     if backend == "static" and "ttl_model" in proxy:
@@ -326,7 +328,8 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         for sf in sfs:
             assert sf.from_sf is not None
             if sf.from_sf in owners:
-                raise ConfigError(f"{sf.where}.from_sf: {sf.from_sf} already returns {owners[sf.from_sf]}")
+                raise ConfigError(f"{sf.where}.from_sf: {sf.from_sf} already returns {owners[sf.from_sf]}; give "
+                                  f"{sf.where} a from_sf of its own (TX tells SFs apart by it)")
             owners[sf.from_sf] = sf.where
     return ProxyConfig(
         backend=backend,

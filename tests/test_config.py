@@ -376,6 +376,21 @@ def test_stats_and_trace_without_a_proxy_exit_alike() -> None:
 
 
 @pytest.mark.parametrize(("data", "line"), [
+    ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "name": "fw2", "from_sf": "r2"}]},
+     "sf[1].label: 1000 is already used by sf[0]; give sf[1] a label of its own (or another vlan_in)"),
+    ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "label": 1001, "from_sf": "r2"}]},
+     "sf[1].name: 'fw1' is already used by sf[0]; give sf[1] a name of its own (stats and reloads know an SF by it)"),
+    ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "label": 1001, "name": "fw2"}]},
+     "sf[1].from_sf: p_sf_rx already returns sf[0]; give sf[1] a from_sf of its own (TX tells SFs apart by it)"),
+], ids=["label", "name", "from_sf"])
+def test_a_field_two_sfs_share_says_what_to_do(data: dict, line: str) -> None:
+    """A trial's three errors said what was wrong and not what to do about it."""
+    with pytest.raises(ConfigError) as e:
+        parse_config(data)
+    assert str(e.value) == line
+
+
+@pytest.mark.parametrize(("data", "line"), [
     (_with(sf={"label": True}), "sf[0].label: true is not an integer; set an integer in 16..1048575"),
     (_with(sf={"label": 1.5}), "sf[0].label: 1.5 is not an integer; set an integer in 16..1048575"),
     (_with(sf={"label": "1000"}), "sf[0].label: '1000' is not an integer; set an integer in 16..1048575"),
