@@ -53,6 +53,7 @@ CAP_NET_ADMIN, CAP_NET_RAW, CAP_IPC_LOCK, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 
 IFF_UP = 0x1
 BPF_FS_MAGIC_TYPE = "bpf"
 BPFFS = "/sys/fs/bpf"
+ROLES = ("net_in", "net_out", "to_sf", "from_sf")  # an SF's interfaces, in the order the file gives them
 
 
 @dataclass(frozen=True)
@@ -242,13 +243,47 @@ def _interfaces(cfg: ProxyConfig) -> list[_If]:
     SF of its own, so an interface may be net_in of one direction and net_out of the other."""
     out: dict[str, _If] = {}
     for i, sf in enumerate(cfg.sfs):
-        for role in ("net_in", "net_out", "to_sf", "from_sf"):
+        for role in ROLES:
             name = getattr(sf, role)
             if name:
                 x = out.setdefault(name, _If(name, sf.field(role, i), set()))
                 x.roles.add(role)
                 x.role_fields.setdefault(role, sf.field(role, i))
     return list(out.values())
+
+
+# how the data path serves one interface in two roles of one SF; every pair is served (the XDP
+# program goes by the interface's roles, backends/kernel.py xdp_roles, afxdp _roles_of)
+_SHARED = {
+    ("net_in", "net_out"): "frames leave by the interface they arrived on (a one-armed proxy)",
+    ("to_sf", "from_sf"): "the SF takes and returns frames on one interface (a one-armed SF)",
+    ("net_in", "to_sf"): "popped frames go back out of it to the SF",
+    ("net_out", "to_sf"): "the SF and the next hop share the link",
+    ("net_out", "from_sf"): "the SF returns frames on the next hop's link",
+}
+# net_in and from_sf, of one SF or two: one program sorts the frames (role.shared.h)
+_RX_TX = ("one XDP program serves both roles: bare IP arriving there, whoever sends it, is taken for the "
+          "SF's return (looked up, pushed, sent to net_out), all else for the network's")
+
+
+def check_shared_roles(cfg: ProxyConfig) -> Iterator[Finding]:
+    """An interface in two roles of one SF, or net_in of one and from_sf of another: said, with
+    how it is served, so that a slip (net_out = net_in's name) is seen for what it is."""
+    rx_tx: set[str] = set()
+    for i, sf in enumerate(cfg.sfs):
+        named = [(r, getattr(sf, r)) for r in ROLES if getattr(sf, r)]
+        for j, (first, name) in enumerate(named):
+            for second, other in named[j + 1:]:
+                if other != name:
+                    continue
+                if (first, second) == ("net_in", "from_sf"):
+                    rx_tx.add(name)
+                how = _RX_TX if (first, second) == ("net_in", "from_sf") else _SHARED[first, second]
+                yield Finding("roles", sf.field(second, i), OK, f"{name} is also {sf.field(first, i)}: {how}")
+    for x in _interfaces(cfg):
+        if {"net_in", "from_sf"} <= x.roles and x.name not in rx_tx:
+            yield Finding("roles", x.role_fields["from_sf"], OK,
+                          f"{x.name} is also {x.role_fields['net_in']}: {_RX_TX}")
 
 
 def _xdp_rx(cfg: ProxyConfig, x: _If) -> bool:
@@ -594,6 +629,7 @@ def run_checks(cfg: ProxyConfig, own: Iterable[str] = (), own_listen: str | None
             host.append(check_metrics(cfg.metrics))
         report.findings[:0] = host
         report.findings.extend(check_macs(ipr, cfg, ifs))
+    report.findings.extend(check_shared_roles(cfg))
     for x in present:
         # each finding named by the role it is about: a chain's two directions swap
         # interfaces, so p_out is the forward direction's net_out and the reverse one's net_in

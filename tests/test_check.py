@@ -384,3 +384,34 @@ def test_a_next_hop_mac_is_learned_from_a_veth_peer_in_another_namespace(tb: Tes
             if "lladdr" in n:
                 tb.run("proxy", ["ip", "neigh", "replace", n["dst"], "lladdr", n["lladdr"], "dev", tb.net_out,
                                  "nud", "permanent"])
+
+
+_SF0 = {"name": "fw1", "label": 1000, "net_in": "p_in", "net_out": "p_out", "to_sf": "p_sf_tx", "from_sf": "p_sf_rx"}
+
+
+@pytest.mark.parametrize(("sfs", "lines"), [
+    ([{**_SF0, "net_out": "p_in"}],
+     ["sf[0].net_out: p_in is also sf[0].net_in: frames leave by the interface they arrived on (a one-armed proxy)"]),
+    ([{**_SF0, "from_sf": "p_sf_tx"}],
+     ["sf[0].from_sf: p_sf_tx is also sf[0].to_sf: the SF takes and returns frames on one interface "
+      "(a one-armed SF)"]),
+    ([{**_SF0, "from_sf": "p_in"}],
+     ["sf[0].from_sf: p_in is also sf[0].net_in: one XDP program serves both roles: bare IP arriving there, "
+      "whoever sends it, is taken for the SF's return (looked up, pushed, sent to net_out), all else for the "
+      "network's"]),
+    ([_SF0, {**_SF0, "name": "fw2", "label": 1002, "net_in": "p_sf_rx", "from_sf": "q"}],
+     ["sf[0].from_sf: p_sf_rx is also sf[1].net_in: one XDP program serves both roles: bare IP arriving there, "
+      "whoever sends it, is taken for the SF's return (looked up, pushed, sent to net_out), all else for the "
+      "network's"]),
+    ([_SF0, {**_SF0, "name": "fw2", "label": 1002, "from_sf": "q"}], []),  # a shared net_in and net_out: common
+    ([{**_SF0, "reverse": {"label": 1001}}], []),  # the reverse direction's swapped roles: what it is for
+], ids=["one_armed_proxy", "one_armed_sf", "net_in_is_from_sf", "across_sfs", "shared", "reverse"])
+def test_an_interface_in_two_roles_is_said(sfs: list[dict], lines: list[str]) -> None:
+    """A trial gave net_out = net_in's name and from_sf = net_in's name and heard nothing of it
+    (both are served): check says so, and how."""
+    from afxdp_proxy.check import check_shared_roles
+    from afxdp_proxy.config import parse_config
+
+    found = list(check_shared_roles(parse_config({"sf": sfs})))
+    assert [f.line() for f in found] == lines
+    assert all(f.status == OK for f in found)
