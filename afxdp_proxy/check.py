@@ -30,7 +30,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import EthtoolError
 
-from afxdp_proxy import bpf
+from afxdp_proxy import bpf, keep
 from afxdp_proxy import iface as ifc
 from afxdp_proxy.config import MAX_LABELS, ConfigError, MetricsConfig, ProxyConfig
 
@@ -51,7 +51,6 @@ VETH_XDP_MAX_PEER_MTU = os.sysconf("SC_PAGE_SIZE") - XDP_HEADROOM - SKB_SHARED_I
 AF_XDP = 44
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_IPC_LOCK, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 13, 14, 21, 38, 39
 IFF_UP = 0x1
-BPF_FS_MAGIC_TYPE = "bpf"
 BPFFS = "/sys/fs/bpf"
 ROLES = ("net_in", "net_out", "to_sf", "from_sf")  # an SF's interfaces, in the order the file gives them
 
@@ -190,31 +189,24 @@ def check_af_xdp() -> Finding:
     return Finding("af_xdp", "af_xdp", OK, "AF_XDP sockets open")
 
 
-def _own_mount_namespace() -> bool:
-    """This process runs in another mount namespace than init (as under `ip netns exec`)."""
-    try:
-        return os.readlink("/proc/self/ns/mnt") != os.readlink("/proc/1/ns/mnt")
-    except OSError:
-        return False
-
-
-def check_bpffs() -> Finding:
-    try:
-        with open("/proc/self/mountinfo") as f:
-            mounted = any(line.split()[4] == BPFFS and line.split(" - ")[1].split()[0] == BPF_FS_MAGIC_TYPE
-                          for line in f)
-    except (OSError, IndexError):
-        mounted = False
-    if mounted:
-        return Finding("bpffs", "bpffs", OK, f"mounted at {BPFFS}")
-    if _own_mount_namespace():
-        # `ip netns exec` gives each command a mount namespace of its own with /sys remounted:
-        # a mount made in one is gone in the next, so there is nothing to fix from here
-        return Finding("bpffs", "bpffs", OK, f"not mounted at {BPFFS} in this mount namespace (`ip netns exec` "
-                       "remounts /sys without it): run does not need it; use bpftool outside `ip netns exec`")
-    return Finding("bpffs", "bpffs", WARN,
-                   f"not mounted at {BPFFS} (`ip netns exec` remounts /sys without it): run does not need it, "
-                   "bpftool and pinned objects do", f"mount -t bpf bpf {BPFFS}")
+def check_bpffs(cfg: ProxyConfig) -> Finding:
+    """The bpffs mounts, said without blocking anything: run reaches its maps by ID (state.py)
+    and needs none. bpftool wants one at /sys/fs/bpf; run --keep-cache (kernel backend, key
+    hash) pins the cache in the one at keep.PIN_ROOT, which `afxdp-proxy pinfs` mounts. Either
+    must be mounted in the host's mount namespace: under `ip netns exec` a mount dies with the
+    command (it gives each one a mount namespace of its own, /sys remounted)."""
+    host = "in the host's mount namespace (under `ip netns exec` a mount dies with the command)"
+    if keep.is_bpffs(BPFFS):
+        sys_fs = f"mounted at {BPFFS}"
+    else:
+        sys_fs = f"none at {BPFFS}: run does not need one, bpftool does (mount -t bpf bpf {BPFFS} {host})"
+    if cfg.backend != "kernel" or cfg.key != "hash":
+        return Finding("bpffs", "bpffs", OK, sys_fs)  # nothing of theirs is pinned
+    if keep.is_bpffs(keep.PIN_ROOT):
+        return Finding("bpffs", "bpffs", OK, f"{sys_fs}; mounted at {keep.PIN_ROOT}, where run --keep-cache "
+                       "pins the cache")
+    return Finding("bpffs", "bpffs", OK, f"{sys_fs}; none at {keep.PIN_ROOT}, where run --keep-cache pins the "
+                   f"cache, so it would keep nothing (afxdp-proxy pinfs mounts one: run it {host})")
 
 
 # ---------------------------------------------------------------------- the interfaces
@@ -624,7 +616,7 @@ def run_checks(cfg: ProxyConfig, own: Iterable[str] = (), own_listen: str | None
         host = [check_privileges(cfg, umem_bytes(cfg, queues, rx_ports, tx_ports)), *check_bpf(cfg)]
         if cfg.backend == "afxdp":
             host.append(check_af_xdp())
-        host.append(check_bpffs())
+        host.append(check_bpffs(cfg))
         if cfg.metrics is not None and cfg.metrics.listen != own_listen:
             host.append(check_metrics(cfg.metrics))
         report.findings[:0] = host

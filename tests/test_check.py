@@ -415,3 +415,33 @@ def test_an_interface_in_two_roles_is_said(sfs: list[dict], lines: list[str]) ->
     found = list(check_shared_roles(parse_config({"sf": sfs})))
     assert [f.line() for f in found] == lines
     assert all(f.status == OK for f in found)
+
+
+@pytest.mark.parametrize(("backend", "key", "mounted", "says", "not_says"), [
+    ("kernel", "hash", set(), ["none at /sys/fs/bpf: run does not need one",
+                               "none at /run/afxdp-proxy/bpf, where run --keep-cache pins the cache",
+                               "afxdp-proxy pinfs mounts one: run it in the host's mount namespace"], []),
+    ("kernel", "hash", {"/sys/fs/bpf", "/run/afxdp-proxy/bpf"},
+     ["mounted at /sys/fs/bpf; mounted at /run/afxdp-proxy/bpf"], ["pinfs"]),
+    ("afxdp", "hash", set(), ["none at /sys/fs/bpf"], ["pinfs", "keep-cache"]),  # it keeps a file
+    ("kernel", "meta", set(), ["none at /sys/fs/bpf"], ["pinfs"]),  # nothing to keep
+], ids=["none", "both", "afxdp", "meta"])
+def test_bpffs_is_never_a_warning(monkeypatch: pytest.MonkeyPatch, backend: str, key: str, mounted: set[str],
+                                  says: list[str], not_says: list[str]) -> None:
+    """Under `ip netns exec` check warned of /sys/fs/bpf with a mount that dies with the command;
+    run needs no bpffs, --keep-cache (kernel) the one `afxdp-proxy pinfs` mounts."""
+    from afxdp_proxy import check, keep
+    from afxdp_proxy.config import parse_config
+
+    monkeypatch.setattr(keep, "PIN_ROOT", Path("/run/afxdp-proxy/bpf"))
+    monkeypatch.setattr(keep, "is_bpffs", lambda p: str(p) in mounted)
+    sf = {"label": 1000, "net_in": "a", "net_out": "b"}
+    topology = {"topology": "inline"} if key == "meta" else {}
+    cfg = parse_config({"proxy": {"backend": backend, "key": key, **topology},
+                        "sf": [sf if key == "meta" else {**sf, "to_sf": "c", "from_sf": "d"}]})
+    f = check.check_bpffs(cfg)
+    assert (f.status, f.fix) == (OK, ""), f
+    for words in says:
+        assert words in f.line(), (words, f.line())
+    for words in not_says:
+        assert words not in f.line(), (words, f.line())
