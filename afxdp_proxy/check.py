@@ -30,7 +30,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import EthtoolError
 
-from afxdp_proxy import bpf, keep
+from afxdp_proxy import bpf, keep, state
 from afxdp_proxy import iface as ifc
 from afxdp_proxy.config import MAX_LABELS, ConfigError, MetricsConfig, ProxyConfig
 
@@ -333,6 +333,31 @@ def check_macs(ipr: IPRoute, cfg: ProxyConfig, ifs: dict[str, _If]) -> Iterator[
                               f"cannot learn {what} MAC behind {behind} (no single neighbour there)", f"set {key}")
 
 
+def proxy_on(name: str, prog: int) -> tuple[str, int] | None:
+    """(name, pid) of the live proxy whose record (state.running) lists XDP program prog (IDs
+    are global), or else interface name in this network namespace (names are per namespace)."""
+    live = {n: rec for n, rec in state.running().items() if "pid" in rec}
+    for n, rec in live.items():
+        if prog in rec.get("progs", ()):
+            return n, int(rec["pid"])
+    here = state.netns_id()
+    for n, rec in live.items():
+        if rec.get("netns") == here and name in rec.get("interfaces", ()):
+            return n, int(rec["pid"])
+    return None
+
+
+def xdp_taken(field: str, name: str, prog: int) -> Finding:
+    """Interface name runs XDP program prog, not ours: the proxy that attached it, when one did."""
+    holder = proxy_on(name, prog)
+    if holder is None:
+        return Finding("xdp", field, ERROR, f"{name} already runs XDP program {prog}",
+                       f"stop the proxy or tool that attached it (bpftool net show dev {name})")
+    other, pid = holder
+    return Finding("xdp", field, ERROR, f"proxy {other} (pid {pid}) runs on {name} (XDP program {prog})",
+                   f"stop it first (kill {pid}) or give another interface")
+
+
 def check_xdp_rx(cfg: ProxyConfig, x: _If, own: frozenset[str] = frozenset()) -> Iterator[Finding]:
     """An interface XDP attaches to: free (or in `own`, the interfaces of a running proxy
     being reloaded, whose program it is), native XDP for all its queues, a veth peer's MTU
@@ -341,8 +366,7 @@ def check_xdp_rx(cfg: ProxyConfig, x: _If, own: frozenset[str] = frozenset()) ->
     assert x.iface is not None and x.link is not None
     prog = ifc.xdp_prog_of(x.link)
     if prog and x.name not in own:
-        yield Finding("xdp", x.field, ERROR, f"{x.name} already runs XDP program {prog}",
-                      f"stop the proxy or tool that attached it (bpftool net show dev {x.name})")
+        yield xdp_taken(x.field, x.name, prog)
     peer = x.peer
     rxq = x.channels[0] if x.channels else 1
     if peer is not None:

@@ -258,6 +258,41 @@ def test_run_logs_json_records(tb: Testbed, tmp_path: Path) -> None:
     assert "rx_popped" in records[-1] and "in_flight" in records[-1]
 
 
+
+@pytest.mark.root
+def test_a_second_proxy_is_told_which_proxy_holds_the_interfaces(tb: Testbed, tmp_path: Path) -> None:
+    """A trial started a config again while proxy tr16a ran on its interfaces: `run` said only
+    'p_in already runs XDP program N'. Now it names the proxy and its pid, as check does."""
+    from afxdp_proxy import state
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    config = tb.proxy_config().replace("[proxy]\n", '[proxy]\nname = "trialfix-first"\n', 1)
+    (first / "proxy.toml").write_text(config)
+    proxy = netns.popen(tb.ns_proxy, [sys.executable, "-m", "afxdp_proxy", "run", "--config",
+                                      str(first / "proxy.toml"), "-q"], die_with_parent=True,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        netns.wait_until(lambda: "trialfix-first" in state.running() or proxy.poll() is not None, 30,
+                         what="the first proxy to start")
+        assert proxy.poll() is None, proxy.stderr.read() if proxy.stderr else ""
+        again = config.replace('name = "trialfix-first"', 'name = "trialfix-second"')
+        r = _cli(tb, "run", "-d", "1", config=again, tmp_path=second)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        want = (f"proxy trialfix-first (pid {proxy.pid}) runs on {{}} (XDP program ", f"; stop it first "
+                f"(kill {proxy.pid}) or give another interface")
+        assert len(lines) == 2, lines  # XDP on net_in and on from_sf
+        for line, field, name in zip(lines, ("sf[0].net_in", "sf[0].from_sf"), (tb.net_in, tb.from_sf), strict=True):
+            assert line.startswith(f"afxdp-proxy: error: {field}: " + want[0].format(name)), line
+            assert line.endswith(want[1]), line
+    finally:
+        netns.stop(proxy)
+        if proxy.stderr:
+            proxy.stderr.close()
+    netns.wait_until(lambda: "trialfix-first" not in state.running(), 10, what="the first proxy to leave /run")
+
 # ---- without a testbed ------------------------------------------------------------------------
 
 
@@ -445,3 +480,33 @@ def test_bpffs_is_never_a_warning(monkeypatch: pytest.MonkeyPatch, backend: str,
         assert words in f.line(), (words, f.line())
     for words in not_says:
         assert words not in f.line(), (words, f.line())
+
+
+def test_an_interface_a_running_proxy_holds_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A second proxy on interfaces in use was told of 'XDP program 268710' only: the running
+    proxy's record (/run/afxdp-proxy/<name>.json) names it, by program ID (global) or, in this
+    network namespace, by interface; a dead one's record or another namespace's p_in does not."""
+    import os
+
+    from afxdp_proxy import state
+    from afxdp_proxy.check import xdp_taken
+
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    here, pid = state.netns_id(), os.getpid()
+    state.write("gone", {"kind": "proxy", "pid": dead.pid, "netns": here, "interfaces": ["p_in"], "progs": [7]})
+    state.write("away", {"kind": "proxy", "pid": pid, "netns": "netns-1", "interfaces": ["p_in"], "progs": [8]})
+    fallback = ("sf[0].net_in: p_in already runs XDP program 7; stop the proxy or tool that attached it "
+                "(bpftool net show dev p_in)")
+    assert xdp_taken("sf[0].net_in", "p_in", 7).line() == fallback
+    # by program ID, whatever its namespace
+    assert xdp_taken("sf[0].net_in", "p_in", 8).line() == (
+        f"sf[0].net_in: proxy away (pid {pid}) runs on p_in (XDP program 8); stop it first (kill {pid}) or give "
+        "another interface")
+    state.write("tr16a", {"kind": "proxy", "pid": pid, "netns": here, "interfaces": ["p_in", "p_out"], "progs": []})
+    f = xdp_taken("sf[0].net_in", "p_in", 268710)
+    assert f.status == ERROR and f.line() == (
+        f"sf[0].net_in: proxy tr16a (pid {pid}) runs on p_in (XDP program 268710); stop it first (kill {pid}) or "
+        "give another interface")
+    assert not (tmp_path / "gone.json").exists()  # a dead proxy's record is dropped on the way
