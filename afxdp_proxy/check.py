@@ -228,6 +228,7 @@ class _If:
     fixed: set[str] = field(default_factory=set)  # features that cannot be changed
     xdp: int | None = None  # NETDEV_XDP_ACT_* bits; None: the kernel cannot tell
     channels: tuple[int, int] | None = None
+    elsewhere: tuple[str, ...] = ()  # missing here: the namespaces under /run/netns that have it
 
 
 def _interfaces(cfg: ProxyConfig) -> list[_If]:
@@ -292,8 +293,9 @@ def _redirect_target(cfg: ProxyConfig, x: _If) -> bool:
 def check_exists_up(ipr: IPRoute, x: _If) -> Finding:
     links = ipr.get_links(ifname=x.name)
     if not links:
+        x.elsewhere = tuple(ifc.netns_holding(x.name))
         return Finding("interface", x.field, ERROR, f"no interface {x.name!r} in this network namespace",
-                       ifc.missing_fix(x.name))
+                       ifc.missing_fix(x.name, list(x.elsewhere)))
     link = x.link = links[0]
     x.iface = ifc.Iface(x.name, link["index"], link.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00",
                         link.get_attr("IFLA_MTU") or 0)
@@ -310,6 +312,26 @@ def check_exists_up(ipr: IPRoute, x: _If) -> Finding:
         return Finding("interface", x.field, ERROR, f"{x.name} has no carrier ({oper})", "connect it or bring its "
                        "other end up")
     return Finding("interface", x.field, OK, f"{x.name} is up, MTU {x.iface.mtu}")
+
+
+def one_line_per_place(checked: list[tuple[_If, Finding]]) -> list[Finding]:
+    """check_exists_up's findings, those of interfaces missing here but found in the same other
+    namespaces made one line, where the first was: a file written for another namespace has one
+    problem, not one per interface."""
+    together: dict[tuple[str, ...], list[_If]] = {}
+    for x, _ in checked:
+        if x.elsewhere:
+            together.setdefault(x.elsewhere, []).append(x)
+    out = []
+    for x, f in checked:
+        group = together.get(x.elsewhere, [])
+        if len(group) < 2:
+            out.append(f)
+        elif x is group[0]:
+            names = [repr(g.name) for g in group]
+            out.append(Finding("interface", x.field, ERROR, f"no interface {', '.join(names[:-1])} or {names[-1]} "
+                               "in this network namespace", ifc.missing_fix(x.name, list(x.elsewhere), many=True)))
+    return out
 
 
 def check_macs(ipr: IPRoute, cfg: ProxyConfig, ifs: dict[str, _If]) -> Iterator[Finding]:
@@ -623,16 +645,16 @@ def run_checks(cfg: ProxyConfig, own: Iterable[str] = (), own_listen: str | None
     ifs_list = _interfaces(cfg)
     ifs = {x.name: x for x in ifs_list}
     with IPRoute() as ipr:
-        present = []
+        present, checked = [], []
         for x in ifs_list:
-            f = check_exists_up(ipr, x)
+            checked.append((x, check_exists_up(ipr, x)))
             if x.iface is not None:
                 present.append(x)
                 x.features = _features(x.name)
                 x.fixed = _fixed(x.name)
                 x.channels = ifc.get_channels(x.name)
                 x.xdp = ifc.xdp_features(x.iface.index)
-            add(f)
+        report.findings.extend(one_line_per_place(checked))
         rx_ports = sum(1 for x in ifs_list if x.roles & {"net_in", "from_sf"})
         tx_ports = sum(1 for x in ifs_list if x.roles & {"to_sf", "net_out"})
         first_in = next((x for x in present if "net_in" in x.roles), None)

@@ -166,9 +166,10 @@ FAILURES: dict[str, tuple[Callable[[Testbed], contextlib.AbstractContextManager]
                                                                   "check the name", "ip netns exec")),
     # the receiver's interface: in another namespace, which the line names
     "interface_elsewhere": (lambda tb: contextlib.nullcontext(), {"net_out": "dst0"},
-                            "sf[0].net_out: no interface 'dst0'", ("it is in namespace ", "-dst",
-                                                                   "move it here (ip -n ", "link set dst0 netns ",
-                                                                   "-proxy), or name an interface of this namespace")),
+                            "sf[0].net_out: no interface 'dst0'", ("it is in namespace", "-dst",
+                                                                   "run the proxy ", "(ip netns exec ",
+                                                                   " afxdp-proxy ...), or name an interface of this "
+                                                                   "namespace")),
     "interface_down": (lambda tb: _down(tb, "p_out"), {}, "sf[0].net_out: p_out is down", ("ip link set p_out up",)),
     "redirect_target": (_sf_without_xdp, {}, "sf[0].to_sf: frames redirected to p_sf_tx vanish",
                         ("sf_in", "no XDP program", "GRO off", "link set dev sf_in xdp obj", "probe.bpf.o sec xdp")),
@@ -292,6 +293,42 @@ def test_a_second_proxy_is_told_which_proxy_holds_the_interfaces(tb: Testbed, tm
         if proxy.stderr:
             proxy.stderr.close()
     netns.wait_until(lambda: "trialfix-first" not in state.running(), 10, what="the first proxy to leave /run")
+
+
+@pytest.mark.root
+def test_interfaces_of_another_namespace_are_one_line_that_says_run_there(tmp_path: Path) -> None:
+    """A trial ran the proxy in the host's namespace with a file for namespace tr16-proxy: four
+    lines, one per interface, each telling to move the interface here. Now the interfaces found
+    together in one namespace are one line, which says to run the proxy there; one found nowhere
+    keeps its own line; check and run say the same."""
+    import os
+
+    ns, tag = f"axpt-{os.getpid()}", f"tfa{os.getpid() % 100000}"
+    names = [f"{tag}{r}" for r in ("i", "o", "t")]
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for a, b in ((names[0], names[1]), (names[2], f"{tag}u")):  # veth: this kernel has no dummy
+            subprocess.run(["ip", "-n", ns, "link", "add", a, "type", "veth", "peer", "name", b], check=True)
+        path = tmp_path / "p.toml"
+        path.write_text(f'[[sf]]\nlabel = 1000\nnet_in = "{names[0]}"\nnet_out = "{names[1]}"\n'
+                        f'to_sf = "{names[2]}"\nfrom_sf = "{tag}nowhere"\nsf_mac = "02:00:00:00:00:01"\n')
+        argv = [sys.executable, "-m", "afxdp_proxy"]
+        check = subprocess.run([*argv, "check", "--config", str(path)], capture_output=True, text=True, timeout=60)
+        assert check.returncode == 2, check.stdout + check.stderr
+        errors = [line for status, line in _findings(check) if status == ERROR]
+        assert errors == [
+            f"sf[0].net_in: no interface '{names[0]}', '{names[1]}' or '{names[2]}' in this network namespace; "
+            f"they are in namespace {ns}: run the proxy there (ip netns exec {ns} afxdp-proxy ...), or name "
+            "interfaces of this namespace",
+            f"sf[0].from_sf: no interface '{tag}nowhere' in this network namespace; no namespace under /run/netns "
+            "has one either: check the name (ip -br link), or run the proxy inside the namespace that holds it "
+            "(ip netns exec NS ...)"], check.stdout
+        run = subprocess.run([*argv, "run", "--config", str(path), "-d", "1"], capture_output=True, text=True,
+                             timeout=60)
+        assert run.returncode == 2
+        assert run.stderr.strip().splitlines() == [f"afxdp-proxy: error: {line}" for line in errors]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=True)
 
 # ---- without a testbed ------------------------------------------------------------------------
 
