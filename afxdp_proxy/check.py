@@ -30,7 +30,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import EthtoolError
 
-from afxdp_proxy import bpf
+from afxdp_proxy import bpf, keep, state
 from afxdp_proxy import iface as ifc
 from afxdp_proxy.config import MAX_LABELS, ConfigError, MetricsConfig, ProxyConfig
 
@@ -51,8 +51,8 @@ VETH_XDP_MAX_PEER_MTU = os.sysconf("SC_PAGE_SIZE") - XDP_HEADROOM - SKB_SHARED_I
 AF_XDP = 44
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_IPC_LOCK, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 13, 14, 21, 38, 39
 IFF_UP = 0x1
-BPF_FS_MAGIC_TYPE = "bpf"
 BPFFS = "/sys/fs/bpf"
+ROLES = ("net_in", "net_out", "to_sf", "from_sf")  # an SF's interfaces, in the order the file gives them
 
 
 @dataclass(frozen=True)
@@ -189,31 +189,24 @@ def check_af_xdp() -> Finding:
     return Finding("af_xdp", "af_xdp", OK, "AF_XDP sockets open")
 
 
-def _own_mount_namespace() -> bool:
-    """This process runs in another mount namespace than init (as under `ip netns exec`)."""
-    try:
-        return os.readlink("/proc/self/ns/mnt") != os.readlink("/proc/1/ns/mnt")
-    except OSError:
-        return False
-
-
-def check_bpffs() -> Finding:
-    try:
-        with open("/proc/self/mountinfo") as f:
-            mounted = any(line.split()[4] == BPFFS and line.split(" - ")[1].split()[0] == BPF_FS_MAGIC_TYPE
-                          for line in f)
-    except (OSError, IndexError):
-        mounted = False
-    if mounted:
-        return Finding("bpffs", "bpffs", OK, f"mounted at {BPFFS}")
-    if _own_mount_namespace():
-        # `ip netns exec` gives each command a mount namespace of its own with /sys remounted:
-        # a mount made in one is gone in the next, so there is nothing to fix from here
-        return Finding("bpffs", "bpffs", OK, f"not mounted at {BPFFS} in this mount namespace (`ip netns exec` "
-                       "remounts /sys without it): run does not need it; use bpftool outside `ip netns exec`")
-    return Finding("bpffs", "bpffs", WARN,
-                   f"not mounted at {BPFFS} (`ip netns exec` remounts /sys without it): run does not need it, "
-                   "bpftool and pinned objects do", f"mount -t bpf bpf {BPFFS}")
+def check_bpffs(cfg: ProxyConfig) -> Finding:
+    """The bpffs mounts, said without blocking anything: run reaches its maps by ID (state.py)
+    and needs none. bpftool wants one at /sys/fs/bpf; run --keep-cache (kernel backend, key
+    hash) pins the cache in the one at keep.PIN_ROOT, which `afxdp-proxy pinfs` mounts. Either
+    must be mounted in the host's mount namespace: under `ip netns exec` a mount dies with the
+    command (it gives each one a mount namespace of its own, /sys remounted)."""
+    host = "in the host's mount namespace (under `ip netns exec` a mount dies with the command)"
+    if keep.is_bpffs(BPFFS):
+        sys_fs = f"mounted at {BPFFS}"
+    else:
+        sys_fs = f"none at {BPFFS}: run does not need one, bpftool does (mount -t bpf bpf {BPFFS} {host})"
+    if cfg.backend != "kernel" or cfg.key != "hash":
+        return Finding("bpffs", "bpffs", OK, sys_fs)  # nothing of theirs is pinned
+    if keep.is_bpffs(keep.PIN_ROOT):
+        return Finding("bpffs", "bpffs", OK, f"{sys_fs}; mounted at {keep.PIN_ROOT}, where run --keep-cache "
+                       "pins the cache")
+    return Finding("bpffs", "bpffs", OK, f"{sys_fs}; none at {keep.PIN_ROOT}, where run --keep-cache pins the "
+                   f"cache, so it would keep nothing (afxdp-proxy pinfs mounts one: run it {host})")
 
 
 # ---------------------------------------------------------------------- the interfaces
@@ -235,6 +228,7 @@ class _If:
     fixed: set[str] = field(default_factory=set)  # features that cannot be changed
     xdp: int | None = None  # NETDEV_XDP_ACT_* bits; None: the kernel cannot tell
     channels: tuple[int, int] | None = None
+    elsewhere: tuple[str, ...] = ()  # missing here: the namespaces under /run/netns that have it
 
 
 def _interfaces(cfg: ProxyConfig) -> list[_If]:
@@ -242,13 +236,47 @@ def _interfaces(cfg: ProxyConfig) -> list[_If]:
     SF of its own, so an interface may be net_in of one direction and net_out of the other."""
     out: dict[str, _If] = {}
     for i, sf in enumerate(cfg.sfs):
-        for role in ("net_in", "net_out", "to_sf", "from_sf"):
+        for role in ROLES:
             name = getattr(sf, role)
             if name:
                 x = out.setdefault(name, _If(name, sf.field(role, i), set()))
                 x.roles.add(role)
                 x.role_fields.setdefault(role, sf.field(role, i))
     return list(out.values())
+
+
+# how the data path serves one interface in two roles of one SF; every pair is served (the XDP
+# program goes by the interface's roles, backends/kernel.py xdp_roles, afxdp _roles_of)
+_SHARED = {
+    ("net_in", "net_out"): "frames leave by the interface they arrived on (a one-armed proxy)",
+    ("to_sf", "from_sf"): "the SF takes and returns frames on one interface (a one-armed SF)",
+    ("net_in", "to_sf"): "popped frames go back out of it to the SF",
+    ("net_out", "to_sf"): "the SF and the next hop share the link",
+    ("net_out", "from_sf"): "the SF returns frames on the next hop's link",
+}
+# net_in and from_sf, of one SF or two: one program sorts the frames (role.shared.h)
+_RX_TX = ("one XDP program serves both roles: bare IP arriving there, whoever sends it, is taken for the "
+          "SF's return (looked up, pushed, sent to net_out), all else for the network's")
+
+
+def check_shared_roles(cfg: ProxyConfig) -> Iterator[Finding]:
+    """An interface in two roles of one SF, or net_in of one and from_sf of another: said, with
+    how it is served, so that a slip (net_out = net_in's name) is seen for what it is."""
+    rx_tx: set[str] = set()
+    for i, sf in enumerate(cfg.sfs):
+        named = [(r, getattr(sf, r)) for r in ROLES if getattr(sf, r)]
+        for j, (first, name) in enumerate(named):
+            for second, other in named[j + 1:]:
+                if other != name:
+                    continue
+                if (first, second) == ("net_in", "from_sf"):
+                    rx_tx.add(name)
+                how = _RX_TX if (first, second) == ("net_in", "from_sf") else _SHARED[first, second]
+                yield Finding("roles", sf.field(second, i), OK, f"{name} is also {sf.field(first, i)}: {how}")
+    for x in _interfaces(cfg):
+        if {"net_in", "from_sf"} <= x.roles and x.name not in rx_tx:
+            yield Finding("roles", x.role_fields["from_sf"], OK,
+                          f"{x.name} is also {x.role_fields['net_in']}: {_RX_TX}")
 
 
 def _xdp_rx(cfg: ProxyConfig, x: _If) -> bool:
@@ -265,8 +293,9 @@ def _redirect_target(cfg: ProxyConfig, x: _If) -> bool:
 def check_exists_up(ipr: IPRoute, x: _If) -> Finding:
     links = ipr.get_links(ifname=x.name)
     if not links:
+        x.elsewhere = tuple(ifc.netns_holding(x.name))
         return Finding("interface", x.field, ERROR, f"no interface {x.name!r} in this network namespace",
-                       ifc.missing_fix(x.name))
+                       ifc.missing_fix(x.name, list(x.elsewhere)))
     link = x.link = links[0]
     x.iface = ifc.Iface(x.name, link["index"], link.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00",
                         link.get_attr("IFLA_MTU") or 0)
@@ -283,6 +312,26 @@ def check_exists_up(ipr: IPRoute, x: _If) -> Finding:
         return Finding("interface", x.field, ERROR, f"{x.name} has no carrier ({oper})", "connect it or bring its "
                        "other end up")
     return Finding("interface", x.field, OK, f"{x.name} is up, MTU {x.iface.mtu}")
+
+
+def one_line_per_place(checked: list[tuple[_If, Finding]]) -> list[Finding]:
+    """check_exists_up's findings, those of interfaces missing here but found in the same other
+    namespaces made one line, where the first was: a file written for another namespace has one
+    problem, not one per interface."""
+    together: dict[tuple[str, ...], list[_If]] = {}
+    for x, _ in checked:
+        if x.elsewhere:
+            together.setdefault(x.elsewhere, []).append(x)
+    out = []
+    for x, f in checked:
+        group = together.get(x.elsewhere, [])
+        if len(group) < 2:
+            out.append(f)
+        elif x is group[0]:
+            names = [repr(g.name) for g in group]
+            out.append(Finding("interface", x.field, ERROR, f"no interface {', '.join(names[:-1])} or {names[-1]} "
+                               "in this network namespace", ifc.missing_fix(x.name, list(x.elsewhere), many=True)))
+    return out
 
 
 def check_macs(ipr: IPRoute, cfg: ProxyConfig, ifs: dict[str, _If]) -> Iterator[Finding]:
@@ -306,6 +355,31 @@ def check_macs(ipr: IPRoute, cfg: ProxyConfig, ifs: dict[str, _If]) -> Iterator[
                               f"cannot learn {what} MAC behind {behind} (no single neighbour there)", f"set {key}")
 
 
+def proxy_on(name: str, prog: int) -> tuple[str, int] | None:
+    """(name, pid) of the live proxy whose record (state.running) lists XDP program prog (IDs
+    are global), or else interface name in this network namespace (names are per namespace)."""
+    live = {n: rec for n, rec in state.running().items() if "pid" in rec}
+    for n, rec in live.items():
+        if prog in rec.get("progs", ()):
+            return n, int(rec["pid"])
+    here = state.netns_id()
+    for n, rec in live.items():
+        if rec.get("netns") == here and name in rec.get("interfaces", ()):
+            return n, int(rec["pid"])
+    return None
+
+
+def xdp_taken(field: str, name: str, prog: int) -> Finding:
+    """Interface name runs XDP program prog, not ours: the proxy that attached it, when one did."""
+    holder = proxy_on(name, prog)
+    if holder is None:
+        return Finding("xdp", field, ERROR, f"{name} already runs XDP program {prog}",
+                       f"stop the proxy or tool that attached it (bpftool net show dev {name})")
+    other, pid = holder
+    return Finding("xdp", field, ERROR, f"proxy {other} (pid {pid}) runs on {name} (XDP program {prog})",
+                   f"stop it first (kill {pid}) or give another interface")
+
+
 def check_xdp_rx(cfg: ProxyConfig, x: _If, own: frozenset[str] = frozenset()) -> Iterator[Finding]:
     """An interface XDP attaches to: free (or in `own`, the interfaces of a running proxy
     being reloaded, whose program it is), native XDP for all its queues, a veth peer's MTU
@@ -314,8 +388,7 @@ def check_xdp_rx(cfg: ProxyConfig, x: _If, own: frozenset[str] = frozenset()) ->
     assert x.iface is not None and x.link is not None
     prog = ifc.xdp_prog_of(x.link)
     if prog and x.name not in own:
-        yield Finding("xdp", x.field, ERROR, f"{x.name} already runs XDP program {prog}",
-                      f"stop the proxy or tool that attached it (bpftool net show dev {x.name})")
+        yield xdp_taken(x.field, x.name, prog)
     peer = x.peer
     rxq = x.channels[0] if x.channels else 1
     if peer is not None:
@@ -572,16 +645,16 @@ def run_checks(cfg: ProxyConfig, own: Iterable[str] = (), own_listen: str | None
     ifs_list = _interfaces(cfg)
     ifs = {x.name: x for x in ifs_list}
     with IPRoute() as ipr:
-        present = []
+        present, checked = [], []
         for x in ifs_list:
-            f = check_exists_up(ipr, x)
+            checked.append((x, check_exists_up(ipr, x)))
             if x.iface is not None:
                 present.append(x)
                 x.features = _features(x.name)
                 x.fixed = _fixed(x.name)
                 x.channels = ifc.get_channels(x.name)
                 x.xdp = ifc.xdp_features(x.iface.index)
-            add(f)
+        report.findings.extend(one_line_per_place(checked))
         rx_ports = sum(1 for x in ifs_list if x.roles & {"net_in", "from_sf"})
         tx_ports = sum(1 for x in ifs_list if x.roles & {"to_sf", "net_out"})
         first_in = next((x for x in present if "net_in" in x.roles), None)
@@ -589,11 +662,12 @@ def run_checks(cfg: ProxyConfig, own: Iterable[str] = (), own_listen: str | None
         host = [check_privileges(cfg, umem_bytes(cfg, queues, rx_ports, tx_ports)), *check_bpf(cfg)]
         if cfg.backend == "afxdp":
             host.append(check_af_xdp())
-        host.append(check_bpffs())
+        host.append(check_bpffs(cfg))
         if cfg.metrics is not None and cfg.metrics.listen != own_listen:
             host.append(check_metrics(cfg.metrics))
         report.findings[:0] = host
         report.findings.extend(check_macs(ipr, cfg, ifs))
+    report.findings.extend(check_shared_roles(cfg))
     for x in present:
         # each finding named by the role it is about: a chain's two directions swap
         # interfaces, so p_out is the forward direction's net_out and the reverse one's net_in

@@ -6,6 +6,7 @@ field (``sf[1].label``) and what to do about it.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 import tomllib
@@ -61,6 +62,20 @@ _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 
 class ConfigError(ValueError):
     """A configuration problem; str() is the one-line message for the operator."""
+
+
+def toml_repr(value: Any) -> str:
+    """A value as the TOML file spells it (true, not Python's True), strings quoted as repr()
+    quotes them, for the messages that echo what was written."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_repr(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_repr(v)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 @dataclass(frozen=True)
@@ -141,7 +156,7 @@ def _choice(table: dict[str, Any], where: str, key: str, choices: tuple[str, ...
     value = table.get(key, default)
     if value not in choices:
         options = " | ".join(f'"{c}"' for c in choices)
-        raise ConfigError(f"{where}.{key}: {value!r} is not one of {options}")
+        raise ConfigError(f"{where}.{key}: {toml_repr(value)} is not one of {options}")
     return value
 
 
@@ -159,7 +174,7 @@ def _int(table: dict[str, Any], where: str, key: str, lo: int, hi: int, default:
         raise ConfigError(f"{where}.{key}: missing; set an integer in {lo}..{hi}")
     value = table[key]
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"{where}.{key}: {value!r} is not an integer; set an integer in {lo}..{hi}")
+        raise ConfigError(f"{where}.{key}: {toml_repr(value)} is not an integer; set an integer in {lo}..{hi}")
     if not lo <= value <= hi:
         raise ConfigError(f"{where}.{key}: {value} is out of range; set an integer in {lo}..{hi}")
     return value
@@ -172,7 +187,7 @@ def _ifname(table: dict[str, Any], where: str, key: str, required: bool) -> str 
             raise ConfigError(f"{where}.{key}: missing; set the interface name")
         return None
     if not isinstance(value, str) or not _IFNAME.match(value):
-        raise ConfigError(f"{where}.{key}: {value!r} is not an interface name (1-15 characters, no spaces)")
+        raise ConfigError(f"{where}.{key}: {toml_repr(value)} is not an interface name (1-15 characters, no spaces)")
     return value
 
 
@@ -181,7 +196,7 @@ def _mac(table: dict[str, Any], where: str, key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not _MAC.match(value):
-        raise ConfigError(f'{where}.{key}: {value!r} is not a MAC address like "02:00:00:00:00:01"')
+        raise ConfigError(f'{where}.{key}: {toml_repr(value)} is not a MAC address like "02:00:00:00:00:01"')
     return value.lower()
 
 
@@ -220,7 +235,7 @@ def _sf(table: Any, where: str, topology: str, backend: str, default_name: str,
         raise ConfigError(f"{where}.static_stack: must be a list of at most {MAX_LABELS} labels")
     for j, lab in enumerate(stack):
         if not isinstance(lab, int) or isinstance(lab, bool) or not 0 <= lab <= LABEL_MAX:
-            raise ConfigError(f"{where}.static_stack[{j}]: {lab!r} is not a label in 0..{LABEL_MAX}")
+            raise ConfigError(f"{where}.static_stack[{j}]: {toml_repr(lab)} is not a label in 0..{LABEL_MAX}")
     return SfConfig(
         name=name,
         label=_int(table, where, "label", LABEL_MIN_UNRESERVED, LABEL_MAX),
@@ -298,9 +313,11 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         if (sf.vlan_in, sf.label) in seen_labels:
             on = f" on VLAN {sf.vlan_in}" if sf.vlan_in else ""
             raise ConfigError(f"{sf.where}.label: {sf.label}{on} is already used by "
-                              f"{seen_labels[sf.vlan_in, sf.label]}")
+                              f"{seen_labels[sf.vlan_in, sf.label]}; give {sf.where} a label of its own "
+                              "(or another vlan_in)")
         if sf.name in seen_names:
-            raise ConfigError(f"{sf.where}.name: {sf.name!r} is already used by {seen_names[sf.name]}")
+            raise ConfigError(f"{sf.where}.name: {sf.name!r} is already used by {seen_names[sf.name]}; give "
+                              f"{sf.where} a name of its own (stats and reloads know an SF by it)")
         seen_labels[sf.vlan_in, sf.label] = sf.where
         seen_names[sf.name] = sf.where
     if backend == "static" and "ttl_model" in proxy:
@@ -311,7 +328,8 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
         for sf in sfs:
             assert sf.from_sf is not None
             if sf.from_sf in owners:
-                raise ConfigError(f"{sf.where}.from_sf: {sf.from_sf} already returns {owners[sf.from_sf]}")
+                raise ConfigError(f"{sf.where}.from_sf: {sf.from_sf} already returns {owners[sf.from_sf]}; give "
+                                  f"{sf.where} a from_sf of its own (TX tells SFs apart by it)")
             owners[sf.from_sf] = sf.where
     return ProxyConfig(
         backend=backend,
@@ -348,7 +366,7 @@ def _metrics(table: Any) -> MetricsConfig | None:
         raise ConfigError(f'metrics.listen: missing; set "HOST:PORT", {example} (or remove [metrics])')
     listen = table["listen"]
     if not isinstance(listen, str) or ":" not in listen:
-        raise ConfigError(f'metrics.listen: {listen!r} is not "HOST:PORT"; {example}')
+        raise ConfigError(f'metrics.listen: {toml_repr(listen)} is not "HOST:PORT"; {example}')
     host, _, port_text = listen.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -376,7 +394,7 @@ def _meta_mark_mask(proxy: dict[str, Any], key: str) -> int:
         raise ConfigError('proxy.meta_mark_mask: only used with key = "meta"; remove it')
     value = proxy["meta_mark_mask"]
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 0xFFFFFFFF:
-        raise ConfigError(f"proxy.meta_mark_mask: {value!r} is not a 32-bit mask; set e.g. 0xffff0000")
+        raise ConfigError(f"proxy.meta_mark_mask: {toml_repr(value)} is not a 32-bit mask; set e.g. 0xffff0000")
     low = value & -value
     if (value + low) & value:  # adding the lowest bit carries through a contiguous run only
         raise ConfigError(f"proxy.meta_mark_mask: {value:#010x} is not one contiguous run of bits; "
@@ -406,7 +424,7 @@ def _xsk_knobs(proxy: dict[str, Any], backend: str) -> dict[str, Any]:
         raise ConfigError(f"proxy.ring_size: {ring} is not a power of 2; set one in 64..16384")
     frame = proxy.get("frame_size", DEFAULT_FRAME_SIZE)
     if frame not in FRAME_SIZES or isinstance(frame, bool):
-        raise ConfigError(f"proxy.frame_size: {frame!r} is not 2048 or 4096")
+        raise ConfigError(f"proxy.frame_size: {toml_repr(frame)} is not 2048 or 4096")
     return {
         "queues": _int(proxy, "proxy", "queues", 1, MAX_QUEUES, DEFAULT_QUEUES),  # absent: 0, all
         "ring_size": ring,

@@ -22,7 +22,7 @@ from pyroute2.netlink import NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.generic import AsyncGenericNetlinkSocket, GenericNetlinkSocket
 
 from afxdp_proxy.config import ConfigError
-from afxdp_proxy.state import NETNS_DIR, netns_name
+from afxdp_proxy.state import NETNS_DIR
 
 NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE STALE DELAY PROBE PERMANENT
 CLONE_NEWNET = 0x40000000
@@ -320,10 +320,8 @@ def _in_netns(netns: str, fn: Callable[[], T]) -> T | None:
     return out[0] if out else None
 
 
-def missing_fix(name: str, limit: int = 256) -> str:
-    """The fix for an interface that is not in this namespace: where it is (the namespaces
-    under /run/netns that hold one of that name, the first `limit` looked at) and how to move
-    it here, else a check of the name."""
+def netns_holding(name: str, limit: int = 256) -> list[str]:
+    """The namespaces under /run/netns (the first `limit` looked at) with an interface called name."""
     try:
         names = sorted(os.listdir(NETNS_DIR))[:limit]
     except OSError:
@@ -336,12 +334,21 @@ def missing_fix(name: str, limit: int = 256) -> str:
             return False
         return True
 
-    found = [ns for ns in names if _in_netns(ns, here)]
+    return [ns for ns in names if _in_netns(ns, here)]
+
+
+def missing_fix(name: str, found: list[str] | None = None, many: bool = False) -> str:
+    """The fix for an interface not in this namespace (many: for several, found in the same
+    namespaces): run the proxy where it is (found: those namespaces, looked up when None),
+    else a check of the name. Moving the interface here is not offered: it would drop its
+    addresses and routes, and take it from whatever uses it there."""
+    found = netns_holding(name) if found is None else found
     if found:
         where = ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
-        ours = netns_name() or "<this namespace>"
-        return (f"it is in namespace {where}: move it here (ip -n {found[0]} link set {name} netns {ours}), "
-                "or name an interface of this namespace")
+        it, an = ("they are", "interfaces") if many else ("it is", "an interface")
+        there = "there" if len(found) == 1 else "in the one it serves"
+        return (f"{it} in namespace{'s' * (len(found) > 1)} {where}: run the proxy {there} "
+                f"(ip netns exec {found[0]} afxdp-proxy ...), or name {an} of this namespace")
     return ("no namespace under /run/netns has one either: check the name (ip -br link), or run the proxy "
             "inside the namespace that holds it (ip netns exec NS ...)")
 

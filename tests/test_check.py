@@ -166,9 +166,10 @@ FAILURES: dict[str, tuple[Callable[[Testbed], contextlib.AbstractContextManager]
                                                                   "check the name", "ip netns exec")),
     # the receiver's interface: in another namespace, which the line names
     "interface_elsewhere": (lambda tb: contextlib.nullcontext(), {"net_out": "dst0"},
-                            "sf[0].net_out: no interface 'dst0'", ("it is in namespace ", "-dst",
-                                                                   "move it here (ip -n ", "link set dst0 netns ",
-                                                                   "-proxy), or name an interface of this namespace")),
+                            "sf[0].net_out: no interface 'dst0'", ("it is in namespace", "-dst",
+                                                                   "run the proxy ", "(ip netns exec ",
+                                                                   " afxdp-proxy ...), or name an interface of this "
+                                                                   "namespace")),
     "interface_down": (lambda tb: _down(tb, "p_out"), {}, "sf[0].net_out: p_out is down", ("ip link set p_out up",)),
     "redirect_target": (_sf_without_xdp, {}, "sf[0].to_sf: frames redirected to p_sf_tx vanish",
                         ("sf_in", "no XDP program", "GRO off", "link set dev sf_in xdp obj", "probe.bpf.o sec xdp")),
@@ -257,6 +258,77 @@ def test_run_logs_json_records(tb: Testbed, tmp_path: Path) -> None:
         assert {"time", "level", "message"} <= set(x) and x["level"] == "info"
     assert "rx_popped" in records[-1] and "in_flight" in records[-1]
 
+
+
+@pytest.mark.root
+def test_a_second_proxy_is_told_which_proxy_holds_the_interfaces(tb: Testbed, tmp_path: Path) -> None:
+    """A trial started a config again while proxy tr16a ran on its interfaces: `run` said only
+    'p_in already runs XDP program N'. Now it names the proxy and its pid, as check does."""
+    from afxdp_proxy import state
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    config = tb.proxy_config().replace("[proxy]\n", '[proxy]\nname = "trialfix-first"\n', 1)
+    (first / "proxy.toml").write_text(config)
+    proxy = netns.popen(tb.ns_proxy, [sys.executable, "-m", "afxdp_proxy", "run", "--config",
+                                      str(first / "proxy.toml"), "-q"], die_with_parent=True,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        netns.wait_until(lambda: "trialfix-first" in state.running() or proxy.poll() is not None, 30,
+                         what="the first proxy to start")
+        assert proxy.poll() is None, proxy.stderr.read() if proxy.stderr else ""
+        again = config.replace('name = "trialfix-first"', 'name = "trialfix-second"')
+        r = _cli(tb, "run", "-d", "1", config=again, tmp_path=second)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        want = (f"proxy trialfix-first (pid {proxy.pid}) runs on {{}} (XDP program ", f"; stop it first "
+                f"(kill {proxy.pid}) or give another interface")
+        assert len(lines) == 2, lines  # XDP on net_in and on from_sf
+        for line, field, name in zip(lines, ("sf[0].net_in", "sf[0].from_sf"), (tb.net_in, tb.from_sf), strict=True):
+            assert line.startswith(f"afxdp-proxy: error: {field}: " + want[0].format(name)), line
+            assert line.endswith(want[1]), line
+    finally:
+        netns.stop(proxy)
+        if proxy.stderr:
+            proxy.stderr.close()
+    netns.wait_until(lambda: "trialfix-first" not in state.running(), 10, what="the first proxy to leave /run")
+
+
+@pytest.mark.root
+def test_interfaces_of_another_namespace_are_one_line_that_says_run_there(tmp_path: Path) -> None:
+    """A trial ran the proxy in the host's namespace with a file for namespace tr16-proxy: four
+    lines, one per interface, each telling to move the interface here. Now the interfaces found
+    together in one namespace are one line, which says to run the proxy there; one found nowhere
+    keeps its own line; check and run say the same."""
+    import os
+
+    ns, tag = f"axpt-{os.getpid()}", f"tfa{os.getpid() % 100000}"
+    names = [f"{tag}{r}" for r in ("i", "o", "t")]
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for a, b in ((names[0], names[1]), (names[2], f"{tag}u")):  # veth: this kernel has no dummy
+            subprocess.run(["ip", "-n", ns, "link", "add", a, "type", "veth", "peer", "name", b], check=True)
+        path = tmp_path / "p.toml"
+        path.write_text(f'[[sf]]\nlabel = 1000\nnet_in = "{names[0]}"\nnet_out = "{names[1]}"\n'
+                        f'to_sf = "{names[2]}"\nfrom_sf = "{tag}nowhere"\nsf_mac = "02:00:00:00:00:01"\n')
+        argv = [sys.executable, "-m", "afxdp_proxy"]
+        check = subprocess.run([*argv, "check", "--config", str(path)], capture_output=True, text=True, timeout=60)
+        assert check.returncode == 2, check.stdout + check.stderr
+        errors = [line for status, line in _findings(check) if status == ERROR]
+        assert errors == [
+            f"sf[0].net_in: no interface '{names[0]}', '{names[1]}' or '{names[2]}' in this network namespace; "
+            f"they are in namespace {ns}: run the proxy there (ip netns exec {ns} afxdp-proxy ...), or name "
+            "interfaces of this namespace",
+            f"sf[0].from_sf: no interface '{tag}nowhere' in this network namespace; no namespace under /run/netns "
+            "has one either: check the name (ip -br link), or run the proxy inside the namespace that holds it "
+            "(ip netns exec NS ...)"], check.stdout
+        run = subprocess.run([*argv, "run", "--config", str(path), "-d", "1"], capture_output=True, text=True,
+                             timeout=60)
+        assert run.returncode == 2
+        assert run.stderr.strip().splitlines() == [f"afxdp-proxy: error: {line}" for line in errors]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=True)
 
 # ---- without a testbed ------------------------------------------------------------------------
 
@@ -384,3 +456,94 @@ def test_a_next_hop_mac_is_learned_from_a_veth_peer_in_another_namespace(tb: Tes
             if "lladdr" in n:
                 tb.run("proxy", ["ip", "neigh", "replace", n["dst"], "lladdr", n["lladdr"], "dev", tb.net_out,
                                  "nud", "permanent"])
+
+
+_SF0 = {"name": "fw1", "label": 1000, "net_in": "p_in", "net_out": "p_out", "to_sf": "p_sf_tx", "from_sf": "p_sf_rx"}
+
+
+@pytest.mark.parametrize(("sfs", "lines"), [
+    ([{**_SF0, "net_out": "p_in"}],
+     ["sf[0].net_out: p_in is also sf[0].net_in: frames leave by the interface they arrived on (a one-armed proxy)"]),
+    ([{**_SF0, "from_sf": "p_sf_tx"}],
+     ["sf[0].from_sf: p_sf_tx is also sf[0].to_sf: the SF takes and returns frames on one interface "
+      "(a one-armed SF)"]),
+    ([{**_SF0, "from_sf": "p_in"}],
+     ["sf[0].from_sf: p_in is also sf[0].net_in: one XDP program serves both roles: bare IP arriving there, "
+      "whoever sends it, is taken for the SF's return (looked up, pushed, sent to net_out), all else for the "
+      "network's"]),
+    ([_SF0, {**_SF0, "name": "fw2", "label": 1002, "net_in": "p_sf_rx", "from_sf": "q"}],
+     ["sf[0].from_sf: p_sf_rx is also sf[1].net_in: one XDP program serves both roles: bare IP arriving there, "
+      "whoever sends it, is taken for the SF's return (looked up, pushed, sent to net_out), all else for the "
+      "network's"]),
+    ([_SF0, {**_SF0, "name": "fw2", "label": 1002, "from_sf": "q"}], []),  # a shared net_in and net_out: common
+    ([{**_SF0, "reverse": {"label": 1001}}], []),  # the reverse direction's swapped roles: what it is for
+], ids=["one_armed_proxy", "one_armed_sf", "net_in_is_from_sf", "across_sfs", "shared", "reverse"])
+def test_an_interface_in_two_roles_is_said(sfs: list[dict], lines: list[str]) -> None:
+    """A trial gave net_out = net_in's name and from_sf = net_in's name and heard nothing of it
+    (both are served): check says so, and how."""
+    from afxdp_proxy.check import check_shared_roles
+    from afxdp_proxy.config import parse_config
+
+    found = list(check_shared_roles(parse_config({"sf": sfs})))
+    assert [f.line() for f in found] == lines
+    assert all(f.status == OK for f in found)
+
+
+@pytest.mark.parametrize(("backend", "key", "mounted", "says", "not_says"), [
+    ("kernel", "hash", set(), ["none at /sys/fs/bpf: run does not need one",
+                               "none at /run/afxdp-proxy/bpf, where run --keep-cache pins the cache",
+                               "afxdp-proxy pinfs mounts one: run it in the host's mount namespace"], []),
+    ("kernel", "hash", {"/sys/fs/bpf", "/run/afxdp-proxy/bpf"},
+     ["mounted at /sys/fs/bpf; mounted at /run/afxdp-proxy/bpf"], ["pinfs"]),
+    ("afxdp", "hash", set(), ["none at /sys/fs/bpf"], ["pinfs", "keep-cache"]),  # it keeps a file
+    ("kernel", "meta", set(), ["none at /sys/fs/bpf"], ["pinfs"]),  # nothing to keep
+], ids=["none", "both", "afxdp", "meta"])
+def test_bpffs_is_never_a_warning(monkeypatch: pytest.MonkeyPatch, backend: str, key: str, mounted: set[str],
+                                  says: list[str], not_says: list[str]) -> None:
+    """Under `ip netns exec` check warned of /sys/fs/bpf with a mount that dies with the command;
+    run needs no bpffs, --keep-cache (kernel) the one `afxdp-proxy pinfs` mounts."""
+    from afxdp_proxy import check, keep
+    from afxdp_proxy.config import parse_config
+
+    monkeypatch.setattr(keep, "PIN_ROOT", Path("/run/afxdp-proxy/bpf"))
+    monkeypatch.setattr(keep, "is_bpffs", lambda p: str(p) in mounted)
+    sf = {"label": 1000, "net_in": "a", "net_out": "b"}
+    topology = {"topology": "inline"} if key == "meta" else {}
+    cfg = parse_config({"proxy": {"backend": backend, "key": key, **topology},
+                        "sf": [sf if key == "meta" else {**sf, "to_sf": "c", "from_sf": "d"}]})
+    f = check.check_bpffs(cfg)
+    assert (f.status, f.fix) == (OK, ""), f
+    for words in says:
+        assert words in f.line(), (words, f.line())
+    for words in not_says:
+        assert words not in f.line(), (words, f.line())
+
+
+def test_an_interface_a_running_proxy_holds_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A second proxy on interfaces in use was told of 'XDP program 268710' only: the running
+    proxy's record (/run/afxdp-proxy/<name>.json) names it, by program ID (global) or, in this
+    network namespace, by interface; a dead one's record or another namespace's p_in does not."""
+    import os
+
+    from afxdp_proxy import state
+    from afxdp_proxy.check import xdp_taken
+
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    here, pid = state.netns_id(), os.getpid()
+    state.write("gone", {"kind": "proxy", "pid": dead.pid, "netns": here, "interfaces": ["p_in"], "progs": [7]})
+    state.write("away", {"kind": "proxy", "pid": pid, "netns": "netns-1", "interfaces": ["p_in"], "progs": [8]})
+    fallback = ("sf[0].net_in: p_in already runs XDP program 7; stop the proxy or tool that attached it "
+                "(bpftool net show dev p_in)")
+    assert xdp_taken("sf[0].net_in", "p_in", 7).line() == fallback
+    # by program ID, whatever its namespace
+    assert xdp_taken("sf[0].net_in", "p_in", 8).line() == (
+        f"sf[0].net_in: proxy away (pid {pid}) runs on p_in (XDP program 8); stop it first (kill {pid}) or give "
+        "another interface")
+    state.write("tr16a", {"kind": "proxy", "pid": pid, "netns": here, "interfaces": ["p_in", "p_out"], "progs": []})
+    f = xdp_taken("sf[0].net_in", "p_in", 268710)
+    assert f.status == ERROR and f.line() == (
+        f"sf[0].net_in: proxy tr16a (pid {pid}) runs on p_in (XDP program 268710); stop it first (kill {pid}) or "
+        "give another interface")
+    assert not (tmp_path / "gone.json").exists()  # a dead proxy's record is dropped on the way

@@ -418,3 +418,92 @@ def test_ctrl_c_while_the_cli_loads_exits_130(monkeypatch: pytest.MonkeyPatch) -
     assert entry.main() == entry.EXIT_SIGINT == 130
     scripts = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["afxdp-proxy"] == "afxdp_proxy.entry:main"
+
+
+@pytest.mark.parametrize(("data", "line"), [
+    ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "name": "fw2", "from_sf": "r2"}]},
+     "sf[1].label: 1000 is already used by sf[0]; give sf[1] a label of its own (or another vlan_in)"),
+    ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "label": 1001, "from_sf": "r2"}]},
+     "sf[1].name: 'fw1' is already used by sf[0]; give sf[1] a name of its own (stats and reloads know an SF by it)"),
+    ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "label": 1001, "name": "fw2"}]},
+     "sf[1].from_sf: p_sf_rx already returns sf[0]; give sf[1] a from_sf of its own (TX tells SFs apart by it)"),
+], ids=["label", "name", "from_sf"])
+def test_a_field_two_sfs_share_says_what_to_do(data: dict, line: str) -> None:
+    """A trial's three errors said what was wrong and not what to do about it."""
+    with pytest.raises(ConfigError) as e:
+        parse_config(data)
+    assert str(e.value) == line
+
+
+@pytest.mark.parametrize(("data", "line"), [
+    (_with(sf={"label": True}), "sf[0].label: true is not an integer; set an integer in 16..1048575"),
+    (_with(sf={"label": 1.5}), "sf[0].label: 1.5 is not an integer; set an integer in 16..1048575"),
+    (_with(sf={"label": "1000"}), "sf[0].label: '1000' is not an integer; set an integer in 16..1048575"),
+    (_with(sf={"vlan_in": [True, 2]}), "sf[0].vlan_in: [true, 2] is not an integer; set an integer in 1..4094"),
+    (_with(proxy={"backend": False}), 'proxy.backend: false is not one of "kernel" | "static" | "afxdp"'),
+    (_with(sf={"net_in": True}), "sf[0].net_in: true is not an interface name (1-15 characters, no spaces)"),
+    (_with(proxy={"backend": "afxdp", "frame_size": True}), "proxy.frame_size: true is not 2048 or 4096"),
+], ids=["bool", "float", "string", "list", "choice", "ifname", "frame_size"])
+def test_values_are_echoed_as_toml_spells_them(data: dict, line: str) -> None:
+    """`label = true` was echoed as Python's True."""
+    with pytest.raises(ConfigError) as e:
+        parse_config(data)
+    assert str(e.value) == line
+
+
+def test_toml_values_are_echoed_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[[sf]]\nlabel = 1979-05-27\nnet_in = "a"\nnet_out = "b"\nto_sf = "c"\nfrom_sf = "d"\n')
+    with pytest.raises(ConfigError, match=r"^sf\[0\]\.label: 1979-05-27 is not an integer;"):
+        load_config(path)
+
+
+# One interface in two roles. Every pair is served: an interface runs one XDP program, picked by
+# all its roles (net_in: RX; from_sf: TX; both: axp_xdp_rx_tx / axp_xsk_rx_tx, which sorts bare IP
+# to TX), and to_sf, net_out are redirect targets (TX sockets). What cannot be is one from_sf
+# returning two SFs: TX knows the SF by the interface (axp_tx_sf).
+SAME_SF = [("net_in", "net_out"), ("net_in", "to_sf"), ("net_in", "from_sf"), ("net_out", "to_sf"),
+           ("net_out", "from_sf"), ("to_sf", "from_sf")]
+
+
+@pytest.mark.parametrize("backend", ["kernel", "afxdp"])
+@pytest.mark.parametrize(("a", "b"), SAME_SF, ids=[f"{a}={b}" for a, b in SAME_SF])
+def test_one_interface_in_two_roles_of_an_sf_is_allowed(a: str, b: str, backend: str) -> None:
+    cfg = parse_config(_with(proxy={"backend": backend}, sf={b: GOOD["sf"][0][a]}))
+    assert getattr(cfg.sfs[0], a) == getattr(cfg.sfs[0], b)
+
+
+def test_inline_one_armed_proxy_is_allowed() -> None:
+    cfg = parse_config({"proxy": {"topology": "inline"}, "sf": [{"label": 1000, "net_in": "a", "net_out": "a"}]})
+    assert cfg.sfs[0].net_in == cfg.sfs[0].net_out == "a"
+
+
+SF1 = {**GOOD["sf"][0], "name": "fw2", "label": 1002, "net_in": "q_in", "net_out": "q_out", "to_sf": "q_sf_tx",
+       "from_sf": "q_sf_rx"}
+ACROSS = [(a, b) for a in ("net_in", "net_out", "to_sf", "from_sf") for b in ("net_in", "net_out", "to_sf", "from_sf")
+          if (a, b) != ("from_sf", "from_sf")]
+
+
+@pytest.mark.parametrize(("a", "b"), ACROSS, ids=[f"sf1.{b}=sf0.{a}" for a, b in ACROSS])
+def test_an_interface_of_one_sf_in_a_role_of_another_is_allowed(a: str, b: str) -> None:
+    """sf[1].net_in = sf[0].from_sf and the like: served (shared net_in and net_out are
+    the common case: the label tells the SFs apart)."""
+    cfg = parse_config({"proxy": {}, "sf": [GOOD["sf"][0], {**SF1, b: GOOD["sf"][0][a]}]})
+    assert getattr(cfg.sfs[1], b) == getattr(cfg.sfs[0], a)
+
+
+@pytest.mark.parametrize(("data", "line"), [
+    ({"proxy": {}, "sf": [GOOD["sf"][0], {**SF1, "from_sf": "p_sf_rx"}]},
+     "sf[1].from_sf: p_sf_rx already returns sf[0]; give sf[1] a from_sf of its own (TX tells SFs apart by it)"),
+    (_with(sf={"reverse": {"label": 1001, "from_sf": "p_sf_rx"}}),
+     "sf[0].reverse.from_sf: p_sf_rx already returns sf[0]; give sf[0].reverse a from_sf of its own "
+     "(TX tells SFs apart by it)"),
+    # a one-armed SF has one interface to return both directions by
+    (_with(sf={"from_sf": "p_sf_tx", "reverse": {"label": 1001}}),
+     "sf[0].reverse.from_sf: p_sf_tx already returns sf[0]; give sf[0].reverse a from_sf of its own "
+     "(TX tells SFs apart by it)"),
+], ids=["two_sfs", "reverse", "one_armed_sf_both_ways"])
+def test_one_from_sf_for_two_sfs_is_refused(data: dict, line: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(data)
+    assert str(e.value) == line
