@@ -331,16 +331,28 @@ def test_cli_cycles_and_signals_leave_nothing(beds: Callable[[int], Testbed]) ->
         assert tb.ping(count=2).ok
         assert p.stop(sig) == 0
         _nothing_left(tb, p, info)
-    # SIGKILL: the kernel closes sockets and links; the next start sweeps the stale counter file
+    # SIGKILL: the kernel closes sockets and links; the files it leaves, and VLAN tag stripping,
+    # which it turned off on net_in, are for the next command that looks for running proxies:
+    # `stats` here, and put back on before the next start turns it off again
+    ns = tb.ns("proxy")
+    strip = ns.get_features(tb.net_in)["rx-vlan-hw-parse"]
+    assert strip, "veth strips VLAN tags unless told not to"
     p = _proxy(tb).start()
     info = state.running()[p.name]
+    assert ns.get_features(tb.net_in)["rx-vlan-hw-parse"] is False
     p.stop(signal.SIGKILL)
     harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
-    assert os.path.exists(info["counters_file"])
+    left = [info["counters_file"], info["trace_file"], *map(str, state.STATE_DIR.glob(f"*.{p.pid}.*.restore"))]
+    assert len(left) == 3 and all(os.path.exists(f) for f in left), left
+    tb.run("proxy", [sys.executable, "-m", "afxdp_proxy", "stats"])  # no proxy runs: it says so, and sweeps
+    for f in left:
+        harness.wait_file_gone(f)
+    netns.wait_until(lambda: ns.get_features(tb.net_in)["rx-vlan-hw-parse"], harness.RELEASE_TIMEOUT,
+                     what=f"VLAN tag stripping on {tb.net_in} again")
     p = _proxy(tb).start()
-    assert not os.path.exists(info["counters_file"])
     assert tb.ping(count=2).ok
     assert p.stop() == 0
+    assert ns.get_features(tb.net_in)["rx-vlan-hw-parse"] is True
 
 
 def test_stop_while_traffic_flows(beds: Callable[[int], Testbed]) -> None:

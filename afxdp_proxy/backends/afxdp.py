@@ -53,13 +53,14 @@ from afxdp_proxy.backends.kernel import (
     _Sf,
     config_struct,
     drained,
+    features_off,
     label_keys,
     plan_reload,
     warn_vlan_stripping,
 )
 from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig
-from afxdp_proxy.iface import Iface, driver_of, keep_vlan_tags
+from afxdp_proxy.iface import VLAN_STRIPPING, Iface, driver_of
 from afxdp_proxy.log import fields
 from afxdp_proxy.reload import RestartNeeded, SfChange, assign_slots, check_live, rows_after
 
@@ -201,7 +202,6 @@ class CounterFile:
         on where they were left when it has this size (same queues), so that in_flight stays
         exact for the cache kept with them. keep: leave the file when closed."""
         state.STATE_DIR.mkdir(parents=True, exist_ok=True)
-        _remove_stale_counter_files()
         self.path = path or state.STATE_DIR / f"{name}.{os.getpid()}.{id(self):x}.counters"
         self.kept = keep
         self.size = 8 * NSLOTS * queues
@@ -218,18 +218,6 @@ class CounterFile:
         self.map.close()
         if not self.kept:
             self.path.unlink(missing_ok=True)
-
-
-def _remove_stale_counter_files() -> None:
-    """Counter and trace files of proxies that died without cleaning up (SIGKILL)."""
-    for path in [*state.STATE_DIR.glob("*.counters"), *state.STATE_DIR.glob("*.trace")]:
-        parts = path.name.split(".")
-        try:
-            pid = int(parts[-3])
-        except (IndexError, ValueError):
-            continue
-        if not state.alive(pid):
-            path.unlink(missing_ok=True)
 
 
 def read_counter_file(path: str | Path, queues: int) -> list[list[int]]:
@@ -371,6 +359,7 @@ class AfxdpProxy:
         self.last_pause_us = 0.0  # how long the workers were parked by the last reload
         self._addrs: hostaddrs.HostAddresses | None = None  # the host's addresses in the from_sf programs
         self._vlan_undo: dict[int, ExitStack] = {}  # net_in ifindex -> how to put VLAN stripping back
+        self._changes = state.InterfaceChanges(self.instance)  # the same, on record for after a SIGKILL
 
     # -- set-up ---------------------------------------------------------------
 
@@ -476,6 +465,7 @@ class AfxdpProxy:
 
     def _start(self) -> None:
         cfg = self.cfg
+        state.sweep_dead()  # a killed proxy's files go, and what it turned off goes back on
         describe = KernelProxy(cfg)  # its interface and SF description, nothing loaded
         sfs = describe._describe(cfg)
         cache_fd, reuse, rows, counters_path = self._kept_cache()
@@ -656,7 +646,7 @@ class AfxdpProxy:
         for idx, iface in rx.items():
             if idx not in self._vlan_undo:
                 with ExitStack() as undo:
-                    warn_vlan_stripping(iface.name, keep_vlan_tags(iface.name, undo))
+                    warn_vlan_stripping(iface.name, features_off(self._changes, iface, VLAN_STRIPPING, undo))
                     self._vlan_undo[idx] = undo.pop_all()
         for idx in self._vlan_undo.keys() - rx.keys():
             self._vlan_undo.pop(idx).close()
