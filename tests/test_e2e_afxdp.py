@@ -21,9 +21,10 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
 from afxdp_proxy import bpf, state
-from afxdp_proxy.backends.afxdp import AfxdpProxy, queue_threads
+from afxdp_proxy.backends.afxdp import ROLE_FROM_SF, AfxdpProxy, _Port, queue_threads
 from afxdp_proxy.config import ConfigError, parse_config
 from afxdp_proxy.counters import in_flight_of
+from afxdp_proxy.iface import Iface
 from afxdp_proxy.lab import netns, traffic
 from afxdp_proxy.lab.bench import metrics, null
 from afxdp_proxy.lab.bench.gen import Generator
@@ -331,16 +332,28 @@ def test_cli_cycles_and_signals_leave_nothing(beds: Callable[[int], Testbed]) ->
         assert tb.ping(count=2).ok
         assert p.stop(sig) == 0
         _nothing_left(tb, p, info)
-    # SIGKILL: the kernel closes sockets and links; the next start sweeps the stale counter file
+    # SIGKILL: the kernel closes sockets and links; the files it leaves, and VLAN tag stripping,
+    # which it turned off on net_in, are for the next command that looks for running proxies:
+    # `stats` here, and put back on before the next start turns it off again
+    ns = tb.ns("proxy")
+    strip = ns.get_features(tb.net_in)["rx-vlan-hw-parse"]
+    assert strip, "veth strips VLAN tags unless told not to"
     p = _proxy(tb).start()
     info = state.running()[p.name]
+    assert ns.get_features(tb.net_in)["rx-vlan-hw-parse"] is False
     p.stop(signal.SIGKILL)
     harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
-    assert os.path.exists(info["counters_file"])
+    left = [info["counters_file"], info["trace_file"], *map(str, state.STATE_DIR.glob(f"*.{p.pid}.*.restore"))]
+    assert len(left) == 3 and all(os.path.exists(f) for f in left), left
+    tb.run("proxy", [sys.executable, "-m", "afxdp_proxy", "stats"])  # no proxy runs: it says so, and sweeps
+    for f in left:
+        harness.wait_file_gone(f)
+    netns.wait_until(lambda: ns.get_features(tb.net_in)["rx-vlan-hw-parse"], harness.RELEASE_TIMEOUT,
+                     what=f"VLAN tag stripping on {tb.net_in} again")
     p = _proxy(tb).start()
-    assert not os.path.exists(info["counters_file"])
     assert tb.ping(count=2).ok
     assert p.stop() == 0
+    assert ns.get_features(tb.net_in)["rx-vlan-hw-parse"] is True
 
 
 def test_stop_while_traffic_flows(beds: Callable[[int], Testbed]) -> None:
@@ -456,6 +469,35 @@ def test_errors_are_one_line_naming_the_field(beds: Callable[[int], Testbed], ov
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"afxdp-proxy: error: {field}:"), r.stderr
     harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
+
+
+def test_a_queue_count_refusal_names_the_interface_and_the_fix(beds: Callable[[int], Testbed]) -> None:
+    """proxy.queues given, and more than the interfaces have: the fix is their count, or none
+    given (queues 4 on 1-queue veths once said "give the interfaces the same number of queues
+    or set queues", set already)."""
+    tb = beds(1)
+    r = _run_cli(tb, tb.proxy_config(backend="afxdp", queues=4))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"afxdp-proxy: error: proxy.queues: 4, but {tb.net_in} (sf[0].net_in) has 1 RX "
+                                "queue(s), and every RX queue needs a socket: set queues = 1 (its queue count) or "
+                                "leave queues out"), r.stderr
+    # the other phrasings, by what gave the count: interfaces that disagree, queues left out, a reload
+    rx = _Port(Iface(tb.from_sf, 7, "02:00:00:00:00:07", 1500), "sf[0].from_sf", ROLE_FROM_SF)
+    with pytest.raises(ConfigError) as e:
+        _in_process(tb, queues=4)._check_queues(rx, 4, (1, 1), tb.net_in, frozenset({1, 2}))
+    assert str(e.value).endswith(": give the interfaces the same number of RX queues (ethtool -L), then set queues "
+                                 "to it or leave queues out"), e.value
+    px = _in_process(tb)
+    with pytest.raises(ConfigError) as e:
+        px._check_queues(rx, 2, (1, 1), tb.net_in, frozenset({1, 2}))
+    assert str(e.value) == (f"proxy.queues: {tb.net_in} has 2 RX queue(s), but {tb.from_sf} (sf[0].from_sf) has 1 "
+                            "RX queue(s), and every RX queue needs a socket: give the interfaces the same number of "
+                            "RX queues (ethtool -L)"), e.value
+    with pytest.raises(ConfigError) as e:
+        px._check_queues(rx, 2, (1, 1), None)
+    assert str(e.value).startswith("proxy.queues: the running proxy serves 2 queue(s), but ") and \
+        str(e.value).endswith(f": give {tb.from_sf} 2 RX queue(s) (ethtool -L); the proxy's own count changes only "
+                              "with a restart"), e.value
 
 
 def test_zerocopy_refusal_names_interface_and_driver(beds: Callable[[int], Testbed]) -> None:

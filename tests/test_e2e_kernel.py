@@ -150,6 +150,46 @@ def test_start_stop_cycles_and_sigkill_leave_nothing(beds: Callable[[str], Testb
     assert netns.get_features(tb.ns_proxy, tb.net_in).get("rx-gro") == gro
 
 
+def test_what_a_killed_proxy_turned_off_goes_back_on(beds: Callable[[str], Testbed]) -> None:
+    """GRO and VLAN tag stripping, which the proxy turns off on net_in, go back on after a SIGKILL:
+    `stats` (any command that looks for running proxies, the next `run` too) puts back what the dead
+    proxy wrote down before it changed them; the next proxy so finds them on and leaves them on."""
+    tb = beds("attached")
+    tb.set_stacks([make_stack([SF, 2000])])
+    ns = tb.ns("proxy")
+    before = ns.get_features(tb.net_in)
+    assert before["rx-vlan-hw-parse"], "veth strips VLAN tags unless told not to"
+    ns.set_features(tb.net_in, rx_gro=True)
+    want = {"rx-gro": True, "rx-vlan-hw-parse": True}
+
+    def now() -> dict[str, bool]:
+        feats = ns.get_features(tb.net_in)
+        return {k: feats[k] for k in want}
+
+    try:
+        p = _proxy(tb).start()
+        assert now() == {"rx-gro": False, "rx-vlan-hw-parse": False}
+        p.stop(signal.SIGKILL)
+        tb.run("proxy", [sys.executable, "-m", "afxdp_proxy", "stats"])  # no proxy runs: it says so, and sweeps
+        netns.wait_until(lambda: now() == want, harness.RELEASE_TIMEOUT, what=f"{want} on {tb.net_in} again")
+        # from another namespace (this test's): the sweep enters the dead proxy's
+        p = _proxy(tb).start()
+        p.stop(signal.SIGKILL)
+        assert now() != want and state.netns_name() != tb.ns_proxy
+        state.running()
+        netns.wait_until(lambda: now() == want, harness.RELEASE_TIMEOUT, what=f"{want} on {tb.net_in} again")
+        # and by the next start, before it turns them off again
+        p = _proxy(tb).start()
+        p.stop(signal.SIGKILL)
+        p = _proxy(tb).start()
+        assert now() == {"rx-gro": False, "rx-vlan-hw-parse": False}
+        assert p.stop() == 0
+        assert now() == want
+        assert not list(state.STATE_DIR.glob(f"*.{p.pid}.*.restore"))
+    finally:
+        ns.set_features(tb.net_in, rx_gro=before["rx-gro"])
+
+
 @pytest.mark.parametrize("topology", ["inline", "attached"])
 def test_bad_input_is_counted_and_forwarding_goes_on(beds: Callable[[str], Testbed], topology: str) -> None:
     from afxdp_proxy.lab import traffic

@@ -53,13 +53,14 @@ from afxdp_proxy.backends.kernel import (
     _Sf,
     config_struct,
     drained,
+    features_off,
     label_keys,
     plan_reload,
     warn_vlan_stripping,
 )
 from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig
-from afxdp_proxy.iface import Iface, driver_of, keep_vlan_tags
+from afxdp_proxy.iface import VLAN_STRIPPING, Iface, driver_of
 from afxdp_proxy.log import fields
 from afxdp_proxy.reload import RestartNeeded, SfChange, assign_slots, check_live, rows_after
 
@@ -201,7 +202,6 @@ class CounterFile:
         on where they were left when it has this size (same queues), so that in_flight stays
         exact for the cache kept with them. keep: leave the file when closed."""
         state.STATE_DIR.mkdir(parents=True, exist_ok=True)
-        _remove_stale_counter_files()
         self.path = path or state.STATE_DIR / f"{name}.{os.getpid()}.{id(self):x}.counters"
         self.kept = keep
         self.size = 8 * NSLOTS * queues
@@ -218,18 +218,6 @@ class CounterFile:
         self.map.close()
         if not self.kept:
             self.path.unlink(missing_ok=True)
-
-
-def _remove_stale_counter_files() -> None:
-    """Counter and trace files of proxies that died without cleaning up (SIGKILL)."""
-    for path in [*state.STATE_DIR.glob("*.counters"), *state.STATE_DIR.glob("*.trace")]:
-        parts = path.name.split(".")
-        try:
-            pid = int(parts[-3])
-        except (IndexError, ValueError):
-            continue
-        if not state.alive(pid):
-            path.unlink(missing_ok=True)
 
 
 def read_counter_file(path: str | Path, queues: int) -> list[list[int]]:
@@ -371,6 +359,7 @@ class AfxdpProxy:
         self.last_pause_us = 0.0  # how long the workers were parked by the last reload
         self._addrs: hostaddrs.HostAddresses | None = None  # the host's addresses in the from_sf programs
         self._vlan_undo: dict[int, ExitStack] = {}  # net_in ifindex -> how to put VLAN stripping back
+        self._changes = state.InterfaceChanges(self.instance)  # the same, on record for after a SIGKILL
 
     # -- set-up ---------------------------------------------------------------
 
@@ -409,21 +398,38 @@ class AfxdpProxy:
         counts = {port.iface.name: _queue_counts(port.iface) for port in self._ports}
         rx_ports = [p for p in self._ports if p.roles & (ROLE_NET_IN | ROLE_FROM_SF)]
         q = self.cfg.queues or counts[rx_ports[0].iface.name][0]
+        rx_counts = frozenset(counts[p.iface.name][0] for p in rx_ports)
         for port in self._ports:
-            self._check_queues(port, q, counts[port.iface.name], rx_ports[0].iface.name)
+            self._check_queues(port, q, counts[port.iface.name], rx_ports[0].iface.name, rx_counts)
         if q > lib.AXP_XSK_MAX_QUEUES:
             raise ConfigError(f"proxy.queues: {q} RX queues; at most {lib.AXP_XSK_MAX_QUEUES}: reduce the channels")
         return q
 
-    def _check_queues(self, port: _Port, q: int, counts: tuple[int, int], first: str) -> None:
+    def _check_queues(self, port: _Port, q: int, counts: tuple[int, int], first: str | None,
+                      rx_counts: frozenset[int] = frozenset()) -> None:
+        """A ConfigError naming port's interface and the fix unless it has q RX queues (an RX
+        interface: every queue needs a socket) or q TX queues at least (each worker sends on its
+        own). first: the RX interface whose count is q when proxy.queues is left out; None: q is
+        the running proxy's (a reload). rx_counts: the RX interfaces' queue counts (at start)."""
         rxq, txq = counts
+        name = port.iface.name
         if port.roles & (ROLE_NET_IN | ROLE_FROM_SF) and rxq != q:
-            what = f"proxy.queues: {q}" if self.cfg.queues else f"proxy.queues: {first} has {q} RX queue(s)"
-            raise ConfigError(f"{what}, but {port.iface.name} ({port.field}) has {rxq}; every queue "
-                              "needs a socket: give the interfaces the same number of queues or set queues")
+            has = f"{name} ({port.field}) has {rxq} RX queue(s), and every RX queue needs a socket"
+            if first is None:
+                raise ConfigError(f"proxy.queues: the running proxy serves {q} queue(s), but {has}: give {name} "
+                                  f"{q} RX queue(s) (ethtool -L); the proxy's own count changes only with a restart")
+            if not self.cfg.queues:
+                raise ConfigError(f"proxy.queues: {first} has {q} RX queue(s), but {has}: give the interfaces "
+                                  "the same number of RX queues (ethtool -L)")
+            # queues given: the interfaces' own count is the fix when they agree on one
+            fix = (f"set queues = {rxq} (its queue count) or leave queues out" if rx_counts == {rxq} else
+                   "give the interfaces the same number of RX queues (ethtool -L), then set queues to it or "
+                   "leave queues out")
+            raise ConfigError(f"proxy.queues: {q}, but {has}: {fix}")
         if port.roles & (ROLE_TO_SF | ROLE_NET_OUT) and txq < q:
-            raise ConfigError(f"proxy.queues: {q}, but {port.iface.name} ({port.field}) has only {txq} "
-                              "TX queue(s)")
+            served = f"{q}" if self.cfg.queues or first is None else f"{q} ({first}'s RX queues)"
+            raise ConfigError(f"proxy.queues: {served}, but {name} ({port.field}) has only {txq} TX queue(s), and "
+                              f"each queue's worker sends on its own: give {name} {q} or more (ethtool -L)")
 
     @staticmethod
     def _prog_of(roles: int) -> str:
@@ -476,6 +482,7 @@ class AfxdpProxy:
 
     def _start(self) -> None:
         cfg = self.cfg
+        state.sweep_dead()  # a killed proxy's files go, and what it turned off goes back on
         describe = KernelProxy(cfg)  # its interface and SF description, nothing loaded
         sfs = describe._describe(cfg)
         cache_fd, reuse, rows, counters_path = self._kept_cache()
@@ -656,7 +663,7 @@ class AfxdpProxy:
         for idx, iface in rx.items():
             if idx not in self._vlan_undo:
                 with ExitStack() as undo:
-                    warn_vlan_stripping(iface.name, keep_vlan_tags(iface.name, undo))
+                    warn_vlan_stripping(iface.name, features_off(self._changes, iface, VLAN_STRIPPING, undo))
                     self._vlan_undo[idx] = undo.pop_all()
         for idx in self._vlan_undo.keys() - rx.keys():
             self._vlan_undo.pop(idx).close()
@@ -750,7 +757,7 @@ class AfxdpProxy:
             counts = {idx: _queue_counts(iface) for idx, (iface, *_) in want.items() if idx not in by_index}
             for idx, c in counts.items():
                 iface, fld, roles, sf = want[idx]
-                self._check_queues(_Port(iface, fld, roles, sf), self.queues, c, "the interfaces")
+                self._check_queues(_Port(iface, fld, roles, sf), self.queues, c, None)
         fresh = [_Port(iface, fld, roles, sf) for idx, (iface, fld, roles, sf) in want.items() if idx not in by_index]
         ports = [*self._ports, *fresh]
         # the ports as they will be: (roles, SF returned) by interface; 0 roles: retired

@@ -21,7 +21,9 @@ attached. GRO is turned off on net_in while the proxy runs: GRO would merge
 packets whose stacks TX must restore one by one (TX counts and drops merged
 skbs as tx_gso_drop should one get through). So is VLAN tag stripping: a tag
 stripped before XDP would be lost, and the SF chosen as if the frame were
-untagged.
+untagged. Both are put back on stop; each is on record (state.InterfaceChanges)
+before it changes, so that what a killed proxy turned off is put back by the
+next proxy's start or `stats` (state.sweep_dead).
 
 Reload (SIGHUP, :meth:`KernelProxy.reload`): the SF, label and TX maps are
 updated in place, and links are attached or detached only for interfaces that
@@ -55,7 +57,7 @@ from afxdp_proxy import bpf, counters, hostaddrs, keep, state, trace
 from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.cache import CacheSet, decode_set
 from afxdp_proxy.config import ConfigError, ProxyConfig, SfConfig, meta_mark_layout
-from afxdp_proxy.iface import Iface, keep_vlan_tags, learn_mac, mac_bytes, resolve, set_feature
+from afxdp_proxy.iface import VLAN_STRIPPING, Iface, get_feature, learn_mac, mac_bytes, resolve
 from afxdp_proxy.log import fields
 from afxdp_proxy.mpls import make_stack
 from afxdp_proxy.reload import RestartNeeded, SfChange, assign_slots, changes, check_live, rows_after
@@ -202,6 +204,19 @@ def warn_vlan_stripping(name: str, left: list[str]) -> None:
                     ", ".join(left))
 
 
+def features_off(changes: state.InterfaceChanges, iface: Iface, features: tuple[str, ...],
+                 undo: ExitStack) -> list[str]:
+    """Turn features off on iface, each on record in `changes` first (a killed proxy's are put
+    back by the next one) and put back by `undo`. Returns those that stay on (fixed)."""
+    left = []
+    for feature in features:
+        if changes.turn_off(iface.name, iface.index, feature):
+            undo.callback(changes.put_back, iface.name, iface.index, feature)
+            if get_feature(iface.name, feature):
+                left.append(feature)
+    return left
+
+
 class RedirectErrors:
     """bpf/redirect.bpf.c on the tracepoint xdp:xdp_redirect_err: the redirects of the proxy's
     programs that the kernel refused, counted in the proxy's own counters map. slots:
@@ -333,6 +348,7 @@ class KernelProxy:
         self._sfs: dict[int, _Sf] = {}  # by slot: the SFs served and the removed ones draining
         self._links: dict[tuple[str, int], bpf.Link] = {}
         self._rx_undo: dict[int, ExitStack] = {}  # XDP RX ifindex -> how to put GRO and VLAN stripping back
+        self._changes = state.InterfaceChanges(self.instance)  # the same, on record for after a SIGKILL
         self._labels: dict[int, int] = {}  # what axp_labels holds
         self._tx: dict[int, int] = {}  # what axp_tx_sf holds
 
@@ -392,6 +408,7 @@ class KernelProxy:
 
     def _start(self) -> None:
         cfg = self.cfg
+        state.sweep_dead()  # what a killed proxy left off goes back on before this one looks at it
         sfs = self._describe(cfg)
         pins, rows = self._kept_cache()
         obj = ProxyObject(cfg, self._obj_path, programs=programs_of(cfg, sfs), pin_dir=pins)
@@ -631,9 +648,8 @@ class KernelProxy:
             if idx in self._rx_undo:
                 continue
             with ExitStack() as undo:
-                if set_feature(iface.name, "rx-gro", False):
-                    undo.callback(set_feature, iface.name, "rx-gro", True)
-                warn_vlan_stripping(iface.name, keep_vlan_tags(iface.name, undo))
+                features_off(self._changes, iface, ("rx-gro",), undo)
+                warn_vlan_stripping(iface.name, features_off(self._changes, iface, VLAN_STRIPPING, undo))
                 self._rx_undo[idx] = undo.pop_all()
         for idx in self._rx_undo.keys() - rx.keys():
             self._rx_undo.pop(idx).close()
