@@ -11,7 +11,6 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -119,19 +118,6 @@ def fixed_features(name: str) -> set[str]:
     """The device's features that cannot be changed (ethtool -k: "[fixed]")."""
     with Ethtool() as eth:
         return {k for k, v in eth.get_features(name).features.items() if k and not v.available}
-
-
-def keep_vlan_tags(name: str, undo: ExitStack) -> list[str]:
-    """Turn VLAN tag stripping off on a device the proxy receives on, with the undo on `undo`
-    (its state as it was, on exit). Returns the stripping features that stay on: fixed ones."""
-    left = []
-    for feature in VLAN_STRIPPING:
-        before = set_feature(name, feature, False)
-        if before:
-            undo.callback(set_feature, name, feature, True)
-        if before and get_feature(name, feature):
-            left.append(feature)
-    return left
 
 
 def ethtool_features(name: str) -> dict[str, bool]:
