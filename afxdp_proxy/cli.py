@@ -166,7 +166,9 @@ checks:
   bpf, tcx       a trivial XDP and TC program loads; TC attaches through TCX
                  (topology inline, key meta)
   af_xdp         socket(AF_XDP) opens (backend afxdp)
-  bpffs          mounted at /sys/fs/bpf (bpftool wants it; run does not)
+  bpffs          mounted at /sys/fs/bpf (bpftool wants it; run does not); kernel
+                 backend: a bpffs at /run/afxdp-proxy/bpf for run --keep-cache
+                 (afxdp-proxy pinfs); never a warning
   interface      every configured interface exists, is up, has carrier
   mac            sf_mac and next_hop_mac configured or learnable (attached)
   xdp, xdp_mtu   XDP interfaces (net_in, from_sf) run no XDP program yet; a
