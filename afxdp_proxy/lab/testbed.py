@@ -1,6 +1,6 @@
 """The namespace testbed every end-to-end test, the demo and the benchmarks use.
 
-Two topologies (see DESIGN.md)::
+Two topologies (README.md, section "Topologies", shows them from the proxy's side)::
 
   inline    src ns [src0]─[src_cls ⇒ src_out] ── [p_in] proxy ns [p_out] ── [dst0] dst ns
             (the proxy namespace's own kernel routing is the SF)
