@@ -52,10 +52,10 @@ from afxdp_proxy.backends.kernel import (
     KernelProxy,
     _Sf,
     config_struct,
-    drained,
     features_off,
     label_keys,
     plan_reload,
+    retire_drained,
     warn_vlan_stripping,
 )
 from afxdp_proxy.cache import CacheSet, decode_set
@@ -730,11 +730,9 @@ class AfxdpProxy:
         Sampling set by a trace that has gone is turned off."""
         if self._trace is not None:
             trace.release_orphan(self._trace.control)
-        done = drained(self._sfs)
-        if not done:
-            return []
-        names = [self._sfs[slot].cfg.name for slot in done]
-        self._apply({slot: sf for slot, sf in self._sfs.items() if slot not in done}, self.cfg)
+        stay, names = retire_drained(self._sfs)
+        if names:
+            self._apply(stay, self.cfg)
         return names
 
     def _apply(self, target: dict[int, _Sf], cfg: ProxyConfig) -> None:

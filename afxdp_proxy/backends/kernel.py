@@ -322,10 +322,12 @@ def plan_reload(current: dict[int, _Sf], rows: list[str], old: ProxyConfig, new:
     return target, slots, done
 
 
-def drained(current: dict[int, _Sf]) -> list[int]:
-    """The slots of removed SFs whose max_dwell_ms is over."""
+def retire_drained(current: dict[int, _Sf]) -> tuple[dict[int, _Sf], list[str]]:
+    """Removed SFs whose max_dwell_ms is over, taken out: (the SFs that stay, by slot; the names of
+    those that went, none when nothing has drained)."""
     now = time.monotonic()
-    return [slot for slot, sf in current.items() if sf.drain_until is not None and sf.drain_until <= now]
+    gone = [slot for slot, sf in current.items() if sf.drain_until is not None and sf.drain_until <= now]
+    return {slot: sf for slot, sf in current.items() if slot not in gone}, [current[s].cfg.name for s in gone]
 
 
 class KernelProxy:
@@ -687,11 +689,9 @@ class KernelProxy:
         Sampling set by a trace that has gone is turned off."""
         if self.obj is not None:
             trace.release_orphan(self.obj.trace)
-        done = drained(self._sfs)
-        if not done:
-            return []
-        names = [self._sfs[slot].cfg.name for slot in done]
-        self._sync({slot: sf for slot, sf in self._sfs.items() if slot not in done})
+        stay, names = retire_drained(self._sfs)
+        if names:
+            self._sync(stay)
         return names
 
     # -- observation ----------------------------------------------------------
