@@ -52,7 +52,7 @@ demo: all
 
 test: all
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # differential fuzzing: generated frames through BPF (every configuration), the AF_XDP engine's C and
 # the Python reference (tests/differential.py); failing frames go to FUZZ_OUT, FUZZ_REPLAY runs them again
