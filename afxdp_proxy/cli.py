@@ -583,8 +583,8 @@ def main(argv: list[str] | None = None) -> int:
         tail = "\n".join(e.log.strip().splitlines()[-15:])
         hint = " (needs root: CAP_BPF and CAP_NET_ADMIN)" if e.errno in (1, 13) and not tail else ""
         return _err(f"{e.strerror}{hint}" + (f"\nlibbpf said:\n{tail}" if tail else ""), 1)
-    except PermissionError as e:
-        return _err(f"{e}: run as root", 1)
+    except PermissionError as e:  # as root too: a bpffs refuses some names, a read-only mount all writes
+        return _err(f"{e}: run as root" if os.geteuid() else str(e), 1)
     except (RuntimeError, FileNotFoundError) as e:
         return _err(str(e), 1)
     except KeyboardInterrupt:

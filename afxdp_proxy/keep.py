@@ -72,7 +72,14 @@ def ensure_pinfs(path: Path | str = PIN_ROOT) -> bool:
 
 
 def pin_dir(name: str) -> Path:
-    return PIN_ROOT / name
+    """Where name's maps are pinned. A bpffs refuses '.' in a name (EPERM: kernel/bpf/inode.c,
+    bpf_lookup), which proxy names and namespace names may hold: '.' is written +2E, and '+'
+    itself +2B, so that every name has a directory of its own."""
+    return PIN_ROOT / name.replace("+", "+2B").replace(".", "+2E")
+
+
+def _name_of_pin_dir(d: Path) -> str:
+    return d.name.replace("+2E", ".").replace("+2B", "+")
 
 
 def record_path(name: str) -> Path:
@@ -131,7 +138,7 @@ def kept() -> dict[str, dict[str, Any]]:
                 out[p.stem] = data
     if PIN_ROOT.is_dir():
         for d in sorted(PIN_ROOT.iterdir()):
-            if d.is_dir() and d.name not in out:
-                out[d.name] = {"pins": str(d)}  # pins without a record: forget removes them
+            if d.is_dir() and _name_of_pin_dir(d) not in out:
+                out[_name_of_pin_dir(d)] = {"pins": str(d)}  # pins without a record: forget removes them
     return out
 

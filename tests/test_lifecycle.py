@@ -114,7 +114,8 @@ def _restart_through_delay_sf(tb: Testbed, proxy: ProxyProcess, sig: int, delay:
                                               ("afxdp", signal.SIGKILL)], ids=["kernel-sigterm", "kernel-sigkill",
                                                                               "afxdp-sigkill"])
 def test_restart_keeps_the_stacks_of_packets_inside_the_sf(tb: Testbed, delay: float, sig: int, backend: str) -> None:
-    proxy = _proxy(tb, f"keep-{backend}-{sig}", backend=backend, args=("--keep-cache",))
+    # a dot in the name, which a bpffs refuses in the pins' directory (keep.pin_dir escapes it)
+    proxy = _proxy(tb, f"keep.{backend}-{sig}", backend=backend, args=("--keep-cache",))
     try:
         r = _restart_through_delay_sf(tb, proxy, sig, delay)
         c = proxy.counters()

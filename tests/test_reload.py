@@ -239,3 +239,17 @@ def test_a_second_proxy_of_one_name_is_refused_with_where_the_first_runs(tmp_pat
     state.write("reload-test", {"kind": "proxy", "pid": os.getpid(), "netns": state.netns_id()})
     with pytest.raises(RuntimeError, match=r"already running in this network namespace \(pid "):
         runner.run(load_config(path), str(path), log_interval=0)
+
+
+def test_every_proxy_name_has_a_pin_directory_a_bpffs_takes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A bpffs refuses '.' in a name (EPERM), which proxy and namespace names may hold: a trial's
+    `kernel-hash:cache_entries=4096` bench variant could not start ("run as root", as root)."""
+    monkeypatch.setattr(keep, "PIN_ROOT", tmp_path)
+    monkeypatch.setattr(keep, "KEPT_DIR", tmp_path / "kept")  # no records: the names come from the pins
+    names = ["fw", "a.b", "a+b", "a+2Eb", "a.+.b", "x-y_z.1"]
+    dirs = [keep.pin_dir(n) for n in names]
+    assert all(d.parent == tmp_path and "." not in d.name for d in dirs), dirs
+    assert len(set(dirs)) == len(names), dirs
+    for d in dirs:
+        d.mkdir()
+    assert sorted(keep.kept()) == sorted(names)
