@@ -19,6 +19,7 @@ import logging
 import mmap
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,10 +118,24 @@ def running(kind: str = "proxy") -> dict[str, dict[str, Any]]:
 CLONE_NEWNET = 0x40000000
 
 
+SO_NETNS_COOKIE = 71  # include/uapi/asm-generic/socket.h, Linux 5.14
+
+
+def netns_cookie() -> int | None:
+    """The caller's network namespace's cookie: never reused while the machine runs, where a freed
+    namespace's nsfs inode is (the next namespace may get it). None before Linux 5.14."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            return int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), sys.byteorder)
+    except OSError:
+        return None
+
+
 def _netns_ident() -> dict[str, Any]:
-    """The caller's network namespace: its nsfs (device, inode), and its name under /run/netns."""
+    """The caller's network namespace: its nsfs (device, inode), its cookie, and its name under
+    /run/netns."""
     st = os.stat("/proc/self/ns/net")
-    return {"dev": st.st_dev, "ino": st.st_ino, "name": netns_name()}
+    return {"dev": st.st_dev, "ino": st.st_ino, "cookie": netns_cookie(), "name": netns_name()}
 
 
 class InterfaceChanges:
@@ -253,6 +268,9 @@ def _put_back_here(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     have their index and name (another with the index is another device). Returns those set."""
     from afxdp_proxy.iface import set_feature
 
+    cookie = entries[0]["netns"].get("cookie")
+    if cookie is not None and netns_cookie() != cookie:
+        return []  # a namespace that took the dead one's inode (a testbed made again): not its devices
     done = []
     for e in entries:
         try:

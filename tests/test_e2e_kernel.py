@@ -3,6 +3,7 @@ as an operator runs it (`afxdp-proxy run` inside the proxy namespace)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -186,8 +187,19 @@ def test_what_a_killed_proxy_turned_off_goes_back_on(beds: Callable[[str], Testb
         assert p.stop() == 0
         assert now() == want
         assert not list(state.STATE_DIR.glob(f"*.{p.pid}.*.restore"))
+        # a record of a namespace whose inode another one took (a bench run made its testbed again,
+        # same names, same ifindex): only the cookie tells them apart, and nothing is put back
+        p = _proxy(tb).start()
+        p.stop(signal.SIGKILL)
+        (rec,) = state.STATE_DIR.glob(f"*.{p.pid}.*.restore")
+        data = json.loads(rec.read_text())
+        for e in data["features"]:
+            e["netns"]["cookie"] += 1
+        rec.write_text(json.dumps(data))
+        state.running()
+        assert not rec.exists() and now() == {"rx-gro": False, "rx-vlan-hw-parse": False}
     finally:
-        ns.set_features(tb.net_in, rx_gro=before["rx-gro"])
+        ns.set_features(tb.net_in, rx_gro=before["rx-gro"], rx_vlan_hw_parse=before["rx-vlan-hw-parse"])
 
 
 @pytest.mark.parametrize("topology", ["inline", "attached"])
