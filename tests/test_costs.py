@@ -22,6 +22,8 @@ def _check_side_by_side(r: dict, reps: int) -> None:
         assert run["ratio"] == pytest.approx((run["proxy"]["rx"] + run["proxy"]["tx"]) /
                                              (run["static"]["rx"] + run["static"]["tx"]))
     assert r["ratio_to_static"]["n"] == reps
+    # over repetitions the spread is min-max and says so, as the text does
+    assert r["ratio_to_static"]["min"] <= r["ratio_to_static"]["median"] <= r["ratio_to_static"]["max"]
 
 
 def test_test_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,6 +35,29 @@ def test_test_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[st
     r = json.loads(out.read_text())
     _check_side_by_side(r, 2)
     assert r["runs"][0]["proxy"]["detail"]["in_flight"] == 20
+    # the first repetition's programs in full: over its packets, median [p10-p90]
+    assert "median [p10-p90] ns over the packets" in text
+    assert set(r["runs"][0]["proxy"]["detail"]["ns"]["rx"]) == {"median", "p10", "p90", "n"}
+
+
+def test_test_runs_repeated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--reps without --vs-static: each figure's median [min-max] over the repetitions, not one run's."""
+    out = tmp_path / "costs.json"
+    assert costs.main(["--packets", "100", "--in-flight", "10", "--reps", "3", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "3 repetition(s), median [min-max] over them" in text and "RX / LRU floor" in text
+    r = json.loads(out.read_text())
+    assert len(r["runs"]) == 3
+    ratios = [run["rx_to_lru_floor"] for run in r["runs"]]
+    assert r["summary"]["rx_to_lru_floor"] == {"median": sorted(ratios)[1], "min": min(ratios), "max": max(ratios),
+                                               "n": 3}
+
+
+def test_a_cache_too_small_for_the_packets_in_flight_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Whether entries in flight are evicted depends on where they hash; found after the runs, still no traceback."""
+    assert costs.main(["--packets", "300", "--cache-entries", "128"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--cache-entries" in err and "evicted" in err, err
 
 
 @pytest.mark.e2e

@@ -7,11 +7,15 @@ inside one C loop (axp_bench_batch) so Python's call overhead does not count. Th
 times its three phases with the monotonic clock (one read per phase per batch).
 
 The table this prints at the end gives, per case, in ns per frame: the frame's size
-(bytes), the memcpy of it into its buffer (memcpy), RX and TX as the median over calls, the
-same for the fastest call (RX best, TX best; on a shared machine the median moves with other
-tenants' load from run to run, the fastest call much less), and RX and TX medians over the
-memcpy's. pytest-benchmark's own table, printed before it, times whole calls in ms (12800
-frames each), the draining of the trace area between calls included.
+(bytes), the memcpy of it into its buffer (memcpy), RX and TX as the median over the 60 calls
+after 10 of warm-up with the p10-p90 of those calls beside them (RX p10-p90, TX p10-p90), the fastest
+call (RX best, TX best), and RX and TX medians over the memcpy's. The fastest call is the figure
+to compare builds by: on this VM the median is bimodal from one run to the next (about 40 or
+about 65 ns for one build; a tenant on the core's sibling, as far as one can tell from inside),
+while the fastest call is stable to a few percent (docs/benchmarks.md, "The C per-packet path").
+The p10-p90 shows how far a run's calls were from it. pytest-benchmark's own table, printed
+after this one (at the session's end), times whole calls in ms (12800 frames each), the
+draining of the trace area between calls included.
 
   hot     the same 64 keys every batch: the cache sets stay in L1/L2
   spread  65536 distinct keys cycled through a 65536-entry cache: sets all over its 9 MiB
@@ -21,12 +25,11 @@ starts) or on at 1 in 1024 (an area, drained between calls as trace would drain 
 
 Not collected by the normal test run (tests/ only); run it with
 
-  make bench-native     (= .venv/bin/python -m pytest afxdp_proxy/lab/bench/native.py -q -s)
+  make bench-native     (= .venv/bin/python -m pytest afxdp_proxy/lab/bench/native.py -q -s -p no:cacheprovider)
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterator
 
 import pytest
@@ -36,6 +39,7 @@ from afxdp_proxy._native import ffi, lib
 from afxdp_proxy.backends.afxdp import NSLOTS, Engine
 from afxdp_proxy.backends.kernel import config_struct
 from afxdp_proxy.config import ProxyConfig
+from afxdp_proxy.lab.bench.stats import summarize
 from afxdp_proxy.lab.frames import ipv4_tcp, mpls_frame
 from afxdp_proxy.mpls import Lse
 
@@ -74,6 +78,20 @@ def engine() -> Iterator[Engine]:
 
 
 RESULTS: dict[str, dict[str, float]] = {}
+CALLS, WARMUP = 60, 10  # calls per case after warm-up; pedantic's warm-up calls go through call() too, first
+
+
+def per_frame(samples: list[tuple[int, int, int]], per: int) -> dict[str, float]:
+    """ns per frame from the C loop's (memcpy, RX, TX) ns per call: the medians over calls, RX and TX's
+    p10-p90 over calls (how far the calls spread), and the fastest call (what the code costs when no
+    other tenant of the machine interferes)."""
+    copy, rx, tx = (summarize([s[i] / per for s in samples], (0.1, 0.9)) for i in range(3))
+    return {"memcpy_ns": round(copy.median, 2), "rx_ns": round(rx.median, 2), "tx_ns": round(tx.median, 2),
+            "rx_p10_ns": round(rx.lo, 2), "rx_p90_ns": round(rx.hi, 2),
+            "tx_p10_ns": round(tx.lo, 2), "tx_p90_ns": round(tx.hi, 2),
+            "rx_best_ns": round(min(s[1] for s in samples) / per, 2),
+            "tx_best_ns": round(min(s[2] for s in samples) / per, 2),
+            "rx_over_memcpy": round(rx.median / copy.median, 1), "tx_over_memcpy": round(tx.median / copy.median, 1)}
 
 
 TRACE_EVERY = 1024
@@ -105,19 +123,13 @@ def test_per_packet_path(benchmark: pytest.FixtureRequest, engine: Engine, label
         reader.read()  # outside the C loop's timing, as trace reads in a process of its own
 
     try:
-        benchmark.pedantic(call, rounds=60, warmup_rounds=10)
+        benchmark.pedantic(call, rounds=CALLS, warmup_rounds=WARMUP)
     finally:
         engine.set_trace(ffi.NULL)
         reader.close()
     assert engine.in_flight() == 0
     lost = int(area.ctl.lost)  # hot keys: a sampled one is sampled in every batch
-    per = BATCH * ROUNDS
-    copy, rx, tx = (statistics.median(s[i] for s in samples[10:]) / per for i in range(3))  # after warm-up
-    # the fastest call: what the code costs when no other tenant of the machine interferes
-    rx_best, tx_best = (min(s[i] for s in samples[10:]) / per for i in (1, 2))
-    info = {"frame_bytes": length, "memcpy_ns": round(copy, 2), "rx_ns": round(rx, 2), "tx_ns": round(tx, 2),
-            "rx_best_ns": round(rx_best, 2), "tx_best_ns": round(tx_best, 2),
-            "rx_over_memcpy": round(rx / copy, 1), "tx_over_memcpy": round(tx / copy, 1), "trace_lost": lost}
+    info = {"frame_bytes": length, **per_frame(samples[WARMUP:], BATCH * ROUNDS), "trace_lost": lost}
     benchmark.extra_info.update(info)
     RESULTS[f"{labels:2d} labels, {keys + ',':7} trace {traced}"] = info
 
@@ -125,10 +137,12 @@ def test_per_packet_path(benchmark: pytest.FixtureRequest, engine: Engine, label
 def teardown_module() -> None:
     if not RESULTS:
         return
-    print("\nper packet (ns), median over calls and the fastest call; RX = parse+pop+key+insert, "
-          "TX = key+lookup+push")
-    print(f"{'case':36} {'bytes':>5} {'memcpy':>7} {'RX':>7} {'TX':>7} {'RX best':>8} {'TX best':>8} "
-          f"{'RX/memcpy':>10} {'TX/memcpy':>10}")
+    print("\nper packet (ns), median over calls with their p10-p90, and the fastest call; "
+          "RX = parse+pop+key+insert, TX = key+lookup+push")
+    print(f"{'case':36} {'bytes':>5} {'memcpy':>7} {'RX':>7} {'RX p10-p90':>12} {'TX':>7} {'TX p10-p90':>12} "
+          f"{'RX best':>8} {'TX best':>8} {'RX/memcpy':>10} {'TX/memcpy':>10}")
     for name, i in sorted(RESULTS.items()):
-        print(f"{name:36} {i['frame_bytes']:5d} {i['memcpy_ns']:7.1f} {i['rx_ns']:7.1f} {i['tx_ns']:7.1f} "
-              f"{i['rx_best_ns']:8.1f} {i['tx_best_ns']:8.1f} {i['rx_over_memcpy']:10.1f} {i['tx_over_memcpy']:10.1f}")
+        rx_spread, tx_spread = (f"{i[d + '_p10_ns']:.1f}-{i[d + '_p90_ns']:.1f}" for d in ("rx", "tx"))
+        print(f"{name:36} {i['frame_bytes']:5d} {i['memcpy_ns']:7.1f} {i['rx_ns']:7.1f} {rx_spread:>12} "
+              f"{i['tx_ns']:7.1f} {tx_spread:>12} {i['rx_best_ns']:8.1f} {i['tx_best_ns']:8.1f} "
+              f"{i['rx_over_memcpy']:10.1f} {i['tx_over_memcpy']:10.1f}")
