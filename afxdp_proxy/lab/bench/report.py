@@ -155,6 +155,20 @@ def _in_situ(doc: dict[str, Any], variant: str, depth: int) -> dict[str, Any]:
     return {name: stat(v) for name, v in sorted(per.items())}
 
 
+def shortfall(doc: dict[str, Any]) -> str | None:
+    """What the run did not measure, in one line (None: everything): variants unavailable for the
+    whole run, points whose proxy did not start, measurements that failed, each with its reason."""
+    parts = [f"{v} ({info['unavailable']})" for v, info in doc["variants"].items() if info["unavailable"]]
+    per: dict[str, set[str]] = defaultdict(set)
+    for u in doc["unavailable"]:
+        per[u["variant"]].add(f"depth {_dkey(u['depth'])} rep {u['rep'] + 1}: {u['reason']}")
+    parts += [f"{v} at {'; '.join(sorted(rs))}" for v, rs in per.items()]
+    if doc["errors"]:
+        failed = sorted({f"{e['variant']} {e['metric']}" for e in doc["errors"]})
+        parts.append(f"{len(doc['errors'])} measurement(s) failed ({', '.join(failed)})")
+    return "; ".join(parts) or None
+
+
 # ---------------------------------------------------------------------- Markdown
 
 
