@@ -329,7 +329,8 @@ def plain(doc: dict[str, Any]) -> list[str]:
 def _caveats(doc: dict[str, Any], summ: dict[str, Any]) -> list[str]:
     """What the reader must know before comparing the table's figures."""
     s = doc["meta"]["settings"]
-    out = ["Depth slots are measured minutes apart and the machine drifts between them: the same traffic has "
+    out = ["Depth slots are measured one after another (minutes apart in a full run) and the machine drifts "
+           "between them: the same traffic has "
            "differed by some 30% from one slot to the next, so compare absolute figures within a slot only; "
            "every ratio here (×base, ×LRU, a / b) divides samples of the same slot and repetition."]
     for v in plain(doc):
