@@ -51,7 +51,11 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
         _, stderr = p.communicate(timeout=60)
         pytest.fail(f"bench --quick took over {HANG_SECONDS} s; it said: {stderr[-2000:]}")
     took = time.monotonic() - t0
-    assert p.returncode == 0, stderr[-3000:]
+    # 1: the files are written, but a variant or point was not measured (a backend this machine
+    # lacks, say), named in the last line; the tests below tell which may be missing
+    assert p.returncode in (0, 1), stderr[-3000:]
+    assert (p.returncode == 1) == stderr.strip().splitlines()[-1].startswith(
+        "afxdp-proxy bench: not everything was measured: "), stderr[-3000:]
     assert "[" in stderr and "/" in stderr, "no progress bar on stderr"
     return out, json.loads((out / "bench.json").read_text()), took
 

@@ -42,15 +42,33 @@ def table(doc: dict[str, Any], to: str = "afxdp", depth: int = 3) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def problem(doc: dict[str, Any], to: str, depth: int) -> str | None:
+    """Why the table would be empty (dashes only), naming what the file has, or None."""
+    depths = sorted({s["depth"] for s in doc["samples"] if s["depth"] is not None})
+    if depth not in depths:
+        return f"--depth {depth}: the file has no samples at that depth; it has {', '.join(map(str, depths)) or 'none'}"
+    if to not in doc["variants"]:
+        return f"--to {to}: no such variant in the file; it has {', '.join(doc['variants'])}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("bench_json")
     p.add_argument("--to", default="afxdp", help="the reference variant (default afxdp)")
     p.add_argument("--depth", type=int, default=3, help="label depth (default 3)")
-    a = p.parse_args()
-    with open(a.bench_json) as f:
-        print(table(json.load(f), a.to, a.depth))
+    a = p.parse_args(argv)
+    try:
+        with open(a.bench_json) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        p.error(f"{a.bench_json}: {getattr(e, 'strerror', None) or e}; give a bench.json of afxdp-proxy bench")
+    why = problem(doc, a.to, a.depth)
+    if why:
+        p.error(why)
+    print(table(doc, a.to, a.depth))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -14,7 +14,7 @@ import json
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,35 @@ def stat(values: Iterable[float]) -> dict[str, float] | None:
     if not v:
         return None
     return {"median": statistics.median(v), "lo": v[0], "hi": v[-1], "n": len(v)}
+
+
+def stat_reps(values: Iterable[float]) -> dict[str, Any] | None:
+    """stat, and the values themselves: a headline set against a target says how many reps meet it."""
+    v = list(values)
+    e = stat(v)
+    return None if e is None else {**e, "values": v}
+
+
+# the headlines' targets (issues 2 and 4)
+SHARE_TARGET = 0.9  # TCP throughput as a share of the same topology's baseline: at least
+DROP_TARGET = 0.10  # kernel-hash's relative drop of that share from 1 to 16 labels: less than
+DROP_DEPTHS = ("1", "16")
+COST_TARGET = 2.0  # BPF program cost at 8 labels over the LRU-update floor: at most
+
+
+def verdict(e: dict[str, Any] | None, meets: Callable[[float], bool]) -> str:
+    """Whether a figure meets its target, never "met" when the spread crosses it."""
+    vals = (e or {}).get("values") or []
+    if not vals:
+        return "not measured"
+    k, n = sum(1 for x in vals if meets(x)), len(vals)
+    if k == n:
+        return "met" if n == 1 else f"met by all {n} repetitions"
+    if k == 0:
+        return "not met" if n == 1 else f"not met by any of the {n} repetitions"
+    # some reps meet it and some not: the median alone would hide that
+    return (f"median {'meets' if meets(e['median']) else 'misses'} it; {n - k} of {n} repetitions "
+            f"{'does' if n - k == 1 else 'do'} not")
 
 
 class Samples:
@@ -94,17 +123,19 @@ def headline(doc: dict[str, Any]) -> dict[str, Any]:
     if "kernel-hash" in have:
         kh_base = var["kernel-hash"]["baseline"]
         out["kernel_hash_tcp_share_of_baseline"] = {
-            d: stat(sm.ratio(("kernel-hash", "tcp_gbps"), (kh_base, "tcp_gbps"), d)) for d in depths}
-        # the drop in share of baseline, per rep: the slots of two depths lie minutes apart, and
-        # dividing each by its own baseline first keeps the machine's drift out of the figure
-        lo, hi = depths[0], depths[-1]
+            d: stat_reps(sm.ratio(("kernel-hash", "tcp_gbps"), (kh_base, "tcp_gbps"), d)) for d in depths}
+        # the relative drop of the share of baseline, 1 - share(hi) / share(lo), per rep: the slots of
+        # two depths lie minutes apart, and dividing each by its own baseline first keeps the
+        # machine's drift out of the figure
+        lo, hi = min(depths, key=int), max(depths, key=int)  # --depths may come in any order
         a = dict(zip(*_reps_ratio(sm, ("kernel-hash", "tcp_gbps"), (kh_base, "tcp_gbps"), lo), strict=True))
         b = dict(zip(*_reps_ratio(sm, ("kernel-hash", "tcp_gbps"), (kh_base, "tcp_gbps"), hi), strict=True))
         out["kernel_hash_tcp_drop"] = {"from": int(lo), "to": int(hi),
-                                       "drop": stat(1 - b[r] / a[r] for r in sorted(a.keys() & b.keys()) if a[r])}
+                                       "drop": stat_reps(1 - b[r] / a[r] for r in sorted(a.keys() & b.keys())
+                                                         if a[r])}
     if "3" in depths:
         out["issue2_tcp_3_labels_vs_baseline"] = {
-            v: stat(sm.ratio((v, "tcp_gbps"), (var[v]["baseline"], "tcp_gbps"), "3"))
+            v: stat_reps(sm.ratio((v, "tcp_gbps"), (var[v]["baseline"], "tcp_gbps"), "3"))
             for v in ("kernel-hash", "kernel-hash-inline") if v in have}
     for a, b in PAIRS:
         if a in have and b in have:
@@ -119,8 +150,8 @@ def headline(doc: dict[str, Any]) -> dict[str, Any]:
                 continue
             costs[v] = {"rx_ns": stat(rx.values()), "tx_ns": stat(tx.values()),
                         "floor_lru_ns": stat(lru.values()), "floor_pass_ns": stat(xpass.values()),
-                        "rx_vs_lru": stat(sm.ratio((v, "bpf_rx_ns"), (v, "floor_lru_ns"), "8")),
-                        "tx_vs_lru": stat(sm.ratio((v, "bpf_tx_ns"), (v, "floor_lru_ns"), "8")),
+                        "rx_vs_lru": stat_reps(sm.ratio((v, "bpf_rx_ns"), (v, "floor_lru_ns"), "8")),
+                        "tx_vs_lru": stat_reps(sm.ratio((v, "bpf_tx_ns"), (v, "floor_lru_ns"), "8")),
                         # a repeat=1 run carries a fixed overhead (timer, context): the XDP_PASS floor
                         # measures it, and the ratio net of it is the stricter reading
                         "rx_vs_lru_net": stat(_net(rx, lru, xpass)), "tx_vs_lru_net": stat(_net(tx, lru, xpass)),
@@ -153,6 +184,20 @@ def _in_situ(doc: dict[str, Any], variant: str, depth: int) -> dict[str, Any]:
                 if p.get("ns_per_run") is not None:
                     per[name].append(p["ns_per_run"])
     return {name: stat(v) for name, v in sorted(per.items())}
+
+
+def shortfall(doc: dict[str, Any]) -> str | None:
+    """What the run did not measure, in one line (None: everything): variants unavailable for the
+    whole run, points whose proxy did not start, measurements that failed, each with its reason."""
+    parts = [f"{v} ({info['unavailable']})" for v, info in doc["variants"].items() if info["unavailable"]]
+    per: dict[str, set[str]] = defaultdict(set)
+    for u in doc["unavailable"]:
+        per[u["variant"]].add(f"depth {_dkey(u['depth'])} rep {u['rep'] + 1}: {u['reason']}")
+    parts += [f"{v} at {'; '.join(sorted(rs))}" for v, rs in per.items()]
+    if doc["errors"]:
+        failed = sorted({f"{e['variant']} {e['metric']}" for e in doc["errors"]})
+        parts.append(f"{len(doc['errors'])} measurement(s) failed ({', '.join(failed)})")
+    return "; ".join(parts) or None
 
 
 # ---------------------------------------------------------------------- Markdown
@@ -220,6 +265,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "same repetition and depth; BPF RX/TX ns are BPF_PROG_TEST_RUN medians with ×LRU = ratio to the one-LRU-"
         "update floor of the same invocation; proxy ns/pkt = the proxy's BPF run time + process CPU per packet "
         "delivered under the 64 B load.",
+        *_caveats(doc, summ),
         "",
         "| variant | labels | TCP Gbit/s | ×base | Mpps 64 B | ×base | lost 64 B | Mpps 1500 B | ×base "
         "| RTT p50 µs | RTT p99 µs | BPF RX ns | ×LRU | BPF TX ns | ×LRU | proxy ns/pkt |",
@@ -273,26 +319,70 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plain(doc: dict[str, Any]) -> list[str]:
+    """Proxied variants the sender gives plain IP (the floor, afxdp-null): they push no labels, so
+    their depth slots are repeats of one measure, not points along the label axis."""
+    var = doc["variants"]
+    return [v for v, info in var.items() if info["baseline"] != v and not info.get("labelled", True)]
+
+
+def _caveats(doc: dict[str, Any], summ: dict[str, Any]) -> list[str]:
+    """What the reader must know before comparing the table's figures."""
+    s = doc["meta"]["settings"]
+    out = ["Depth slots are measured one after another (minutes apart in a full run) and the machine drifts "
+           "between them: the same traffic has "
+           "differed by some 30% from one slot to the next, so compare absolute figures within a slot only; "
+           "every ratio here (×base, ×LRU, a / b) divides samples of the same slot and repetition."]
+    for v in plain(doc):
+        meds = [e["tcp_gbps"]["median"] for d in map(str, s["depths"])
+                if (e := summ.get(v, {}).get(d, {})).get("tcp_gbps")]
+        if len(meds) > 1 and min(meds) > 0:
+            out[0] += (f" In this run {v}, the same plain IP in every slot, gave TCP medians of "
+                       f"{min(meds):.2f}–{max(meds):.2f} Gbit/s ({100 * (max(meds) / min(meds) - 1):.0f}% apart).")
+    if s["reps"] <= 2:
+        out.append(f"**{s['reps']} repetition(s) only**: " + (
+            "each figure is one sample, with no spread." if s["reps"] == 1 else
+            "the median of two samples is their mean, and [min–max] is just the two samples, not a spread "
+            "to judge noise by.") + " Use --reps 3 or more for that.")
+    return out
+
+
 def _headline_lines(h: dict[str, Any]) -> list[str]:
     out = []
+
+    def share_ok(x: float) -> bool:
+        return x >= SHARE_TARGET
+
     if "kernel_hash_tcp_share_of_baseline" in h:
-        shares = ", ".join(f"{d}: {cell(e)}" for d, e in h["kernel_hash_tcp_share_of_baseline"].items())
-        out.append(f"- kernel-hash TCP throughput as a share of baseline, by labels (target ≥ 0.9): {shares}")
+        shares = ", ".join(f"{d}: {cell(e)} ({verdict(e, share_ok)})"
+                           for d, e in h["kernel_hash_tcp_share_of_baseline"].items())
+        out.append(f"- kernel-hash TCP throughput as a share of baseline, by labels (target ≥ {SHARE_TARGET:g}): "
+                   f"{shares}")
         dr = h["kernel_hash_tcp_drop"]
-        out.append(f"- kernel-hash TCP drop from {dr['from']} to {dr['to']} labels, in share of baseline "
-                   "(target < 10%; negative: it rose): "
-                   f"{_pct(dr['drop'])}")
+        what = (f"- kernel-hash TCP drop from {dr['from']} to {dr['to']} labels, relative change of its share of "
+                f"baseline, 1 − share({dr['to']}) / share({dr['from']}) per repetition (negative: it rose): "
+                f"{_pct(dr['drop'])}")
+        if (str(dr["from"]), str(dr["to"])) == DROP_DEPTHS:
+            out.append(f"{what}; target < {100 * DROP_TARGET:g}%: {verdict(dr['drop'], lambda x: x < DROP_TARGET)}")
+        else:  # the target is a 1 -> 16 figure: another span says nothing about it
+            out.append(f"{what}; not the target's measure (< {100 * DROP_TARGET:g}% from 1 to 16 labels: "
+                       "run depths 1 and 16 for it)")
     for v, e in h.get("issue2_tcp_3_labels_vs_baseline", {}).items():
-        out.append(f"- issue 2: {v} with 3 labels / plain IP in the same topology, TCP (target ≥ 0.9): {cell(e)}")
+        out.append(f"- issue 2: {v} with 3 labels / plain IP in the same topology, TCP (target ≥ {SHARE_TARGET:g}): "
+                   f"{cell(e)} ({verdict(e, share_ok)})")
     for pair, ms in h["pairs"].items():
         t = ", ".join(f"{d}: {cell(e)}" for d, e in ms["tcp_gbps"].items())
         p = ", ".join(f"{d}: {cell(e)}" for d, e in ms["mpps_64"].items())
         out.append(f"- {pair}, TCP by labels: {t}; 64 B packet rate: {p}")
     for v, c in h.get("issue2_bpf_cost_8_labels", {}).items():
-        out.append(f"- BPF cost at 8 labels, {v} (BPF_PROG_TEST_RUN, target ≤ 2× the LRU floor): "
+        def cost_ok(x: float) -> bool:
+            return x <= COST_TARGET
+
+        out.append(f"- BPF cost at 8 labels, {v} (BPF_PROG_TEST_RUN, target ≤ {COST_TARGET:g}× the LRU floor): "
                    f"RX {cell(c['rx_ns'], 0)} ns = {cell(c['rx_vs_lru'])}× LRU floor "
-                   f"({cell(c['rx_vs_lru_net'])}× net of XDP_PASS), "
-                   f"TX {cell(c['tx_ns'], 0)} ns = {cell(c['tx_vs_lru'])}× ({cell(c['tx_vs_lru_net'])}× net); "
+                   f"({verdict(c['rx_vs_lru'], cost_ok)}; {cell(c['rx_vs_lru_net'])}× net of XDP_PASS), "
+                   f"TX {cell(c['tx_ns'], 0)} ns = {cell(c['tx_vs_lru'])}× ({verdict(c['tx_vs_lru'], cost_ok)}; "
+                   f"{cell(c['tx_vs_lru_net'])}× net); "
                    f"floors: LRU update {cell(c['floor_lru_ns'], 0)} ns, XDP_PASS {cell(c['floor_pass_ns'], 0)} ns")
         if c.get("in_situ_ns_per_run"):
             out.append("  - in place under the 64 B load (kernel run-time stats, ns per run): " + ", ".join(
@@ -320,6 +410,16 @@ def _series(summ: dict[str, Any], v: str, depths: list[str], metric: str, ratio:
     return xs, ys, [lo, hi]
 
 
+def _flat(summ: dict[str, Any], v: str, depths: list[str], metric: str, ratio: bool = False
+          ) -> tuple[float, float, float] | None:
+    """(median of the slots' medians, lowest, highest) of a variant with no depth of its own."""
+    _, ys, (lo, hi) = _series(summ, v, depths, metric, ratio)
+    if not ys:
+        return None
+    return statistics.median(ys), min(y - d for y, d in zip(ys, lo, strict=True)), \
+        max(y + d for y, d in zip(ys, hi, strict=True))
+
+
 def plots(doc: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib
 
@@ -329,9 +429,10 @@ def plots(doc: dict[str, Any], out: Path) -> list[Path]:
     summ = summarize(doc)
     depths = [str(d) for d in doc["meta"]["settings"]["depths"]]
     variants = doc["variants"]
-    proxied = [v for v in variants if variants[v]["baseline"] != v]
+    flat = plain(doc)  # no labels pushed: a reference band across the axis, not points on it
+    proxied = [v for v in variants if variants[v]["baseline"] != v and v not in flat]
     bases = [v for v in variants if variants[v]["baseline"] == v]
-    missing = [v for v in proxied if variants[v]["unavailable"]]
+    missing = [v for v in proxied + flat if variants[v]["unavailable"]]
     note = ("unavailable: " + ", ".join(missing)) if missing else ""
     colors = {v: f"C{i}" for i, v in enumerate(variants)}
     files = []
@@ -347,6 +448,11 @@ def plots(doc: dict[str, Any], out: Path) -> list[Path]:
                 if xs:
                     ax.errorbar(xs, ys, yerr=err, linestyle="--", capsize=2, label=f"{b} (no labels)",
                                 color=colors[b], alpha=0.7)
+        for v in flat:
+            ref = _flat(summ, v, depths, metric, ratio)
+            if ref:
+                ax.axhline(ref[0], color=colors[v], linestyle="-.", label=f"{v} (plain IP, no labels; all slots)")
+                ax.axhspan(ref[1], ref[2], color=colors[v], alpha=0.12)
         ax.set_xlabel("MPLS labels pushed by the sender")
         ax.set_xticks([int(d) for d in depths])
         ax.grid(alpha=0.3)
@@ -381,6 +487,10 @@ def plots(doc: dict[str, Any], out: Path) -> list[Path]:
             xs, ys, _ = _series(summ, v, depths, twin)
             if xs:
                 ax.plot(xs, ys, linestyle=":", marker="x", color=colors[v])
+        for v in flat:
+            ref = _flat(summ, v, depths, twin)
+            if ref:
+                ax.axhline(ref[0], color=colors[v], linestyle=":")
     for floor, style in (("floor_lru_ns", "-."), ("floor_pass_ns", ":")):
         vals = [e[floor]["median"] for v in proxied for e in summ.get(v, {}).values() if floor in e]
         if vals:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from afxdp_proxy import signals
 from afxdp_proxy.lab import netns
@@ -41,7 +42,7 @@ from afxdp_proxy.lab.bench import costs, metrics
 from afxdp_proxy.lab.bench.env import environment
 from afxdp_proxy.lab.bench.gen import Generator
 from afxdp_proxy.lab.bench.stats import summarize
-from afxdp_proxy.lab.bench.variants import DEFAULT, VARIANTS, Variant, config_problem, select
+from afxdp_proxy.lab.bench.variants import DEFAULT, VARIANTS, Variant, config_problem, problem, select
 from afxdp_proxy.lab.proxyproc import ProxyProcess
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 
@@ -401,20 +402,48 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
     if not vals or any(not 1 <= d <= 16 for d in vals):
         raise argparse.ArgumentTypeError("depths must be 1..16 (the proxy's maximum stack)")
+    dup = sorted({d for d in vals if vals.count(d) > 1})
+    if dup:  # a depth twice would be measured twice and shown as two rows of one figure
+        raise argparse.ArgumentTypeError(f"depth {', '.join(map(str, dup))} given twice; name each depth once")
     return vals
 
 
+def _count(most: int) -> Callable[[str], int]:
+    """argparse type: a whole number in 1..most (0 once fell back to the default, -1 ran nothing)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one in 1..{most}") from None
+        if not 1 <= n <= most:
+            raise argparse.ArgumentTypeError(f"{n} is out of range; give a whole number in 1..{most}")
+        return n
+    return parse
+
+
+def _seconds(text: str) -> int:
+    """argparse type of --seconds: whole seconds >= 1, as iperf3 runs them (2.5 once ran 2, -1 ran 1)."""
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give whole seconds, 1 or more") from None
+    if not math.isfinite(s) or s < 1 or not s.is_integer():
+        raise argparse.ArgumentTypeError(f"{text}: iperf3 runs whole seconds; give a whole number, 1 or more")
+    return int(s)
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
+    # `is not None`: an option given is never dropped for the default (0 once was)
     s = QUICK if args.quick else Settings()
-    if args.depths:
+    if args.depths is not None:
         s = replace(s, depths=args.depths)
-    if args.reps:
+    if args.reps is not None:
         s = replace(s, reps=args.reps)
-    if args.variants:
+    if args.variants is not None:
         s = replace(s, variants=tuple(x for x in args.variants.split(",") if x))
-    if args.seconds:
-        s = replace(s, tcp_seconds=args.seconds)
-    if args.flows:
+    if args.seconds is not None:
+        s = replace(s, tcp_seconds=float(args.seconds))
+    if args.flows is not None:
         s = replace(s, flows=args.flows)
     return s
 
@@ -423,45 +452,130 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _refuse(args: argparse.Namespace, message: str) -> NoReturn:
+    """One line and exit 2, as argparse refuses an option: the bench's usage, if the CLI gave its parser."""
+    parser = getattr(args, "command_parser", None)
+    if parser is not None:
+        parser.error(message)
+    print(f"afxdp-proxy bench: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_out(out: Path) -> str | None:
+    """Why the results cannot go to out, or None: created if missing and written to once, so that a
+    file or a read-only place is refused before anything is measured, not after the first point."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"--out {out}: that is a file; name a directory (it is created if missing)"
+    except OSError as e:
+        return f"--out {out}: cannot create it ({e.strerror}); name a directory you can write to"
+    probe = out / f".bench-write-test-{os.getpid()}"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        return f"--out {out}: cannot write there ({e.strerror}); name a directory you can write to"
+    return None
+
+
+def check(args: argparse.Namespace) -> Settings:
+    """The run's settings, or a one-line refusal (exit 2) naming the option: everything the user
+    gave is checked here, before any testbed is built."""
+    settings = settings_from(args)
+    if not settings.variants:
+        _refuse(args, f"--variants: name at least one of {', '.join(VARIANTS)}")
+    try:
+        chosen = select(list(settings.variants))
+    except ValueError as e:
+        _refuse(args, f"--variants: {e}")
+    for v in chosen:
+        why = problem(v, settings.depths)
+        if why:
+            _refuse(args, f"--variants {why}")
+    why = check_out(Path(args.out))
+    if why:
+        _refuse(args, why)
+    return settings
+
+
+def _interrupted(out: Path, partial: Path) -> str:
+    """The line Ctrl-C leaves: what was kept, and whose the other files in out are."""
+    kept = (f"what was measured is in {partial}" if partial.exists()
+            else "nothing was measured (no point finished)")
+    old = [p.name for p in sorted(out.glob("bench.*")) + sorted(out.glob("*.png")) if p != partial]
+    earlier = f"; {', '.join(old)} there are from an earlier run" if old else ""
+    return f"afxdp-proxy bench: interrupted; {kept}{earlier}"
+
+
 def main(args: argparse.Namespace) -> int:
     from afxdp_proxy.lab.bench import report
 
-    settings = settings_from(args)
-    try:
-        select(list(settings.variants))
-    except ValueError as e:
-        print(f"afxdp-proxy: error: {e}", file=sys.stderr)
-        return 2
+    settings = check(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # an earlier run's partial file would pass for this run's if this one stops before its first point
+    partial = out / "bench.partial.json"
+    partial.unlink(missing_ok=True)
     # a long run stopped with kill (or from a background shell, where SIGINT is ignored) still
     # tears its testbeds down: the signal unwinds like Ctrl-C
     signals.install(_interrupt, (signal.SIGTERM, signal.SIGHUP))
-    partial = out / "bench.partial.json"
-    doc = run_suite(settings, checkpoint=lambda d: partial.write_text(json.dumps(d)))
+    try:
+        doc = run_suite(settings, checkpoint=lambda d: partial.write_text(json.dumps(d)))
+    except KeyboardInterrupt:
+        print(_interrupted(out, partial), file=sys.stderr)
+        raise
     files = report.write(doc, out)
     partial.unlink(missing_ok=True)
     print(report.markdown(doc))
     print("\n" + "\n".join(f"wrote {p}" for p in files))
+    missing = report.shortfall(doc)
+    if missing:
+        # the files are written all the same; a script sees the gap in the exit status
+        print(f"afxdp-proxy bench: not everything was measured: {missing}", file=sys.stderr)
+        return 1
     return 0
+
+
+EPILOG = """\
+figures and units (bench.md): TCP Gbit/s (iperf3, at the receiver); Mpps 64 B and 1500 B
+(million frames per second the receiver counted; lost = share of the generator's frames
+it did not count); RTT p50/p99 µs (ICMP echo); BPF RX/TX ns per packet (BPF_PROG_TEST_RUN);
+proxy ns/pkt (the proxy's BPF run time + process CPU per packet delivered, 64 B load);
+header fidelity % of packets. Every figure is median [min–max] over the repetitions (a lone
+value with one repetition); ×base, ×LRU and the ratios are per-repetition ratios, summarised
+the same way.
+
+exit status: 0 every point measured; 1 the files are written but some variant or point was
+not measured (a proxy that did not start, e.g. a backend this machine lacks, or a measurement
+that failed): the last line on stderr names them, bench.md says why; 2 an option refused
+(before anything is measured); 130 interrupted (Ctrl-C, SIGTERM): bench.partial.json keeps
+the points measured, and the line printed says which other files in --out are an earlier run's.
+"""
 
 
 def register_cli(sub: Any) -> None:
     """Add ``bench`` to the CLI's subparsers."""
     p = sub.add_parser("bench", help="comparative benchmark: baseline, static, caching proxies, across depths",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="depths 1 and 16, one repetition, short runs: well under two minutes")
-    p.add_argument("--depths", type=_ints, help="label depths, e.g. 1,2,4,8,12,16 (the default)")
-    p.add_argument("--reps", type=int, help="repetitions (default 3; --quick 1)")
+                   help="depths 1 and 16, one repetition, short runs: 24 points with the default variants, "
+                   "about 1 m 40 s on a 2-CPU machine (set-up and teardown included), more when it is loaded")
+    p.add_argument("--depths", type=_ints, help="label depths, each once, in 1..16, e.g. 1,2,4,8,12,16 (the default)")
+    p.add_argument("--reps", type=_count(1000), metavar="N", help="repetitions, 1 or more (default 3; --quick 1); "
+                   "with 1 or 2 the spread is no more than the samples themselves")
     p.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} "
                    f"(default {','.join(DEFAULT)}; the baselines and floors they need are added); "
                    "NAME:key=value:... overrides [proxy] keys, or the lab-only cpu (pin the proxy), "
                    "napi_defer, gro_flush (its veths' sysfs) and busy_poll=USECS[/BUDGET] (afxdp sockets), "
-                   "e.g. afxdp:ring_size=512:cpu=1")
-    p.add_argument("--seconds", type=float, help="iperf3 time per point (default 5; --quick 1)")
-    p.add_argument("--flows", type=int, metavar="N",
-                   help="N TCP flows (iperf3 -P N) and N UDP flows from a generator on every CPU (a veth queue "
-                   "each), for the spread over queues (afxdp-2q against afxdp); default 1 flow from CPU 0")
-    p.add_argument("--out", default="results", help="output directory (default results/)")
+                   "e.g. afxdp:ring_size=512:cpu=1; checked as the proxy checks its config before anything runs")
+    p.add_argument("--seconds", type=_seconds, metavar="S",
+                   help="iperf3 time per point, whole seconds, 1 or more (iperf3 runs whole seconds; "
+                   "default 5; --quick 1)")
+    p.add_argument("--flows", type=_count(128), metavar="N",
+                   help="N TCP flows (iperf3 -P N, at most 128) and N UDP flows from a generator on every CPU "
+                   "(a veth queue each), for the spread over queues (afxdp-2q against afxdp); default 1 flow "
+                   "from CPU 0")
+    p.add_argument("--out", default="results",
+                   help="output directory, created if missing (default results/); files of an earlier run "
+                   "there are overwritten at the end")
     p.set_defaults(func=main)

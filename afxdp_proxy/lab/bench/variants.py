@@ -11,7 +11,10 @@ reported as unavailable with the reason, never as a number.
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -157,6 +160,60 @@ def config_problem(toml: str) -> str | None:
     """The one-line error the proxy would refuse this configuration with, or None."""
     try:
         parse_config(tomllib.loads(toml))
-    except ConfigError as e:
+    except (ConfigError, tomllib.TOMLDecodeError) as e:
         return f"config refused: {e}"
+    return None
+
+
+# set by the variant's name: an override of them would contradict it (or, for backend and key,
+# collide with the arguments Variant.config passes)
+FIXED_KEYS = ("backend", "key", "topology")
+
+
+def _lab_problem(key: str, value: int | str) -> str | None:
+    """Why a lab-only setting cannot be applied, or None."""
+    if key == "cpu":
+        cpus = sorted(os.sched_getaffinity(0))
+        if not isinstance(value, int) or value not in cpus:
+            return f"set a CPU this process may run on: {', '.join(map(str, cpus))}"
+    elif key in ("napi_defer", "gro_flush"):
+        if not isinstance(value, int) or value < 0:
+            return "set a whole number, 0 or more"
+    elif key == "busy_poll" and not re.fullmatch(r"\d+(/\d+)?", str(value)):
+        return "set USECS or USECS/BUDGET, whole numbers"
+    return None
+
+
+def problem(v: Variant, depths: Iterable[int]) -> str | None:
+    """Why v's overrides would be refused, in one line naming the variant and the key, or None.
+    Checked before any testbed is built, nothing started: the lab-only keys, and the configuration
+    v's proxy would get at every depth (and the dynamic chain) through the proxy's own parse_config,
+    with the testbed's interface names (Testbed() only names them)."""
+    if v.is_baseline:
+        return None
+    for key, value in v.overrides:
+        if key in FIXED_KEYS:
+            return (f"{v.name}: {key} is set by the variant's name; pick the variant that has the {key} "
+                    f"(known: {', '.join(VARIANTS)})")
+        if key == "busy_poll" and v.backend != "afxdp":
+            return f"{v.name}: busy_poll applies to AF_XDP sockets only (afxdp variants)"
+        why = _lab_problem(key, value) if key in LAB_KEYS else None
+        if why:
+            return f"{v.name}: {key} = {value}: {why}"
+    tb = Testbed(v.topology, queues=v.queues)
+    for key, value in v.overrides:
+        if key in LAB_KEYS:
+            continue
+        # proxy_config puts the SF's keys into [[sf]], which the bench wires to its testbed itself
+        try:
+            alone = tomllib.loads(replace(v, overrides=((key, value),)).config(tb, 1))
+        except tomllib.TOMLDecodeError:
+            alone = {}
+        if key not in alone.get("proxy", {}):
+            return (f"{v.name}: {key} is not a [proxy] key; the bench sets the SF's keys itself "
+                    "(overrides take [proxy] keys and cpu, napi_defer, gro_flush, busy_poll)")
+    for depth in (*depths, None) if v.labelled else tuple(depths):
+        why = config_problem(v.config(tb, depth))
+        if why:
+            return f"{v.name}: {why}"
     return None
