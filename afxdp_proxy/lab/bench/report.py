@@ -500,7 +500,8 @@ def plots(doc: dict[str, Any], out: Path) -> list[Path]:
     for ax in axs.flat:
         if ax.get_yscale() == "linear":
             ax.set_ylim(bottom=0)  # after every line is drawn: this freezes the top too
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a panel no variant has a figure for has no legend
+            ax.legend(fontsize=7)
     if note:
         fig.suptitle(note, fontsize=9)
     fig.tight_layout()
