@@ -104,10 +104,10 @@ def running(kind: str = "proxy") -> dict[str, dict[str, Any]]:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if data.get("kind") != kind:
-            continue
         if "pid" in data and not alive(int(data["pid"])):
-            path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # whatever its kind: `testbed down` after a SIGKILL left a proxy's
+            continue
+        if data.get("kind") != kind:
             continue
         out[path.stem] = data
     return out

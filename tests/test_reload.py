@@ -253,3 +253,18 @@ def test_every_proxy_name_has_a_pin_directory_a_bpffs_takes(monkeypatch: pytest.
     for d in dirs:
         d.mkdir()
     assert sorted(keep.kept()) == sorted(names)
+
+
+def test_a_dead_proxys_record_goes_whatever_kind_is_asked_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`testbed down` (which asks for testbeds) after a SIGKILL left the proxy's record behind until
+    a command asking for proxies came by (a trial)."""
+    import json
+    import subprocess
+
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path)
+    dead = subprocess.Popen(["true"])  # its pid, once reaped, is no process's
+    dead.wait()
+    (tmp_path / "edge.json").write_text(json.dumps({"kind": "proxy", "pid": dead.pid}))
+    (tmp_path / "testbed-t.json").write_text(json.dumps({"kind": "testbed", "prefix": "t"}))
+    assert list(state.running("testbed")) == ["testbed-t"]
+    assert not (tmp_path / "edge.json").exists()
