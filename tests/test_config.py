@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -507,3 +508,25 @@ def test_one_from_sf_for_two_sfs_is_refused(data: dict, line: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_config(data)
     assert str(e.value) == line
+
+
+def test_a_reader_that_goes_away_does_not_end_the_command(tmp_path: Path) -> None:
+    """`afxdp-proxy bench 2>&1 | head -2` ended the bench at its third line, status 0, nothing
+    measured (a trial): output whose reader has gone goes to /dev/null, and the command goes on."""
+    import subprocess
+
+    r, w = os.pipe()
+    os.close(r)  # the reader gone before the first write
+    try:
+        p = subprocess.run([sys.executable, "-m", "afxdp_proxy", "run", "--help"], stdout=w,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        assert p.returncode == 0 and not p.stderr, p.stderr  # argparse's help, then exit 0: no traceback
+        went_on = tmp_path / "went-on"
+        code = ("import sys; from afxdp_proxy import entry; "
+                "sys.stdout, sys.stderr = entry.ReaderGone(sys.stdout), entry.ReaderGone(sys.stderr); "
+                "print('x' * 100000, flush=True); print('y', file=sys.stderr, flush=True); "
+                f"open({str(went_on)!r}, 'w').write('ok')")
+        p = subprocess.run([sys.executable, "-c", code], stdout=w, stderr=w, timeout=60)
+        assert p.returncode == 0 and went_on.read_text() == "ok"
+    finally:
+        os.close(w)
