@@ -296,8 +296,9 @@ def parse_config(data: dict[str, Any]) -> ProxyConfig:
                           "static_stack anyway")
     mask = _meta_mark_mask(proxy, key)
     name = proxy.get("name")
-    if name is not None and (not isinstance(name, str) or not re.match(r"^[\w.-]{1,64}$", name)):
-        raise ConfigError("proxy.name: use 1-64 letters, digits, '.', '_' or '-'")
+    # not from a '.': the name heads files under /run/afxdp-proxy ('.' and '..' made hidden ones)
+    if name is not None and (not isinstance(name, str) or not re.match(r"^[\w-][\w.-]{0,63}$", name)):
+        raise ConfigError("proxy.name: use 1-64 letters, digits, '.', '_' or '-', not starting with '.'")
     sfs_raw = data.get("sf", [])
     if not isinstance(sfs_raw, list) or not sfs_raw:
         raise ConfigError("sf: no [[sf]] table; add one per service function")

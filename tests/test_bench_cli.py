@@ -86,6 +86,7 @@ def test_the_numbers_given_are_the_numbers_run() -> None:
     ("afxdp:busy_poll=5/x", "USECS/BUDGET"),
     ("nosuch", "unknown variant nosuch"),
     (",", "name at least one"),
+    ("kernel-hash,afxdp,kernel-hash", "kernel-hash given twice"),
 ])
 def test_variant_overrides_are_checked_before_anything_runs(no_run: None, capsys: pytest.CaptureFixture[str],
                                                             tmp_path: Path, spec: str, says: str) -> None:

@@ -70,6 +70,11 @@ def test_good_config_and_defaults() -> None:
         (_with(proxy={"dwell_sample": 12}), "proxy.dwell_sample"),  # not a power of two
         (_with(proxy={"dwell_sample": 1 << 17}), "proxy.dwell_sample"),
         (_with(proxy={"colour": "blue"}), "proxy.colour"),
+        # the name heads files under /run/afxdp-proxy: '.' and '..' made hidden ones (a trial)
+        (_with(proxy={"name": "."}), "proxy.name"),
+        (_with(proxy={"name": ".."}), "proxy.name"),
+        (_with(proxy={"name": ".edge"}), "proxy.name"),
+        (_with(proxy={"name": "a/b"}), "proxy.name"),
         (_with(sf={"label": 1 << 20}), "sf[0].label"),
         (_with(sf={"label": 3}), "sf[0].label"),  # reserved label
         (_with(sf={"label": True}), "sf[0].label"),

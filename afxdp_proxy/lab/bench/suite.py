@@ -485,6 +485,9 @@ def check(args: argparse.Namespace) -> Settings:
     settings = settings_from(args)
     if not settings.variants:
         _refuse(args, f"--variants: name at least one of {', '.join(VARIANTS)}")
+    twice = sorted({v for v in settings.variants if settings.variants.count(v) > 1})
+    if twice:  # as a depth given twice: the same rows twice, nothing compared
+        _refuse(args, f"--variants: {', '.join(twice)} given twice; name each variant once")
     try:
         chosen = select(list(settings.variants))
     except ValueError as e:
