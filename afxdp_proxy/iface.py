@@ -4,12 +4,9 @@ ethtool features and channels, XDP features, and what can be seen of a veth's ot
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,12 +18,10 @@ from pyroute2.netlink import NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.generic import AsyncGenericNetlinkSocket, GenericNetlinkSocket
 
 from afxdp_proxy.config import ConfigError
-from afxdp_proxy.state import NETNS_DIR
+from afxdp_proxy.state import NETNS_DIR, in_netns
 
 NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE STALE DELAY PROBE PERMANENT
-CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -285,25 +280,12 @@ def _named_netns(ipr: IPRoute, nsid: int) -> str | None:
 
 
 def _in_netns(netns: str, fn: Callable[[], T]) -> T | None:
-    """fn() on a thread that entered /run/netns/<netns>; None when that is not allowed or fails."""
-    out: list[T] = []
-
-    def go() -> None:
-        try:
-            fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    return  # EPERM without CAP_SYS_ADMIN: the caller says "unknown"
-            finally:
-                os.close(fd)
-            out.append(fn())
-        except OSError:
-            return
-
-    t = threading.Thread(target=go, name="axp-peer-netns", daemon=True)
-    t.start()
-    t.join()
-    return out[0] if out else None
+    """fn() on a thread that entered /run/netns/<netns>; None when that is not allowed (EPERM
+    without CAP_SYS_ADMIN: the caller says "unknown") or fails."""
+    try:
+        return in_netns(os.path.join(NETNS_DIR, netns), fn)
+    except OSError:
+        return None
 
 
 def netns_holding(name: str, limit: int = 256) -> list[str]:

@@ -247,7 +247,7 @@ def _put_back(path: Path) -> bool:
         if where is None:
             continue  # the namespace is gone, and its virtual interfaces with it
         try:
-            done = _in_netns(where, lambda entries=entries: _put_back_here(entries))
+            done = in_netns(where, lambda entries=entries: _put_back_here(entries))
         except Exception as e:
             ok = False
             name = entries[0]["netns"].get("name")
@@ -309,9 +309,9 @@ def _netns_path(dev: int, ino: int, name: str | None) -> str | None:
 _libc: Any = None
 
 
-def _in_netns(path: str, fn: Callable[[], Any]) -> Any:
+def in_netns(path: str, fn: Callable[[], Any]) -> Any:
     """fn() in the network namespace at path ("": the caller's), on a thread of its own (setns
-    changes the calling thread's); its exception is raised here."""
+    changes the calling thread's); its exception, or setns's OSError, is raised here."""
     global _libc
     if not path:
         return fn()
@@ -333,7 +333,7 @@ def _in_netns(path: str, fn: Callable[[], Any]) -> Any:
         except BaseException as e:
             err.append(e)
 
-    t = threading.Thread(target=go, name="axp-put-back", daemon=True)
+    t = threading.Thread(target=go, name="axp-in-netns", daemon=True)
     t.start()
     t.join()
     if err:
