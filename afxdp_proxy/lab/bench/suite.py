@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from afxdp_proxy import signals
+from afxdp_proxy.key import MAX_LABELS
 from afxdp_proxy.lab import netns
 from afxdp_proxy.lab.bench import costs, metrics
 from afxdp_proxy.lab.bench.env import environment
@@ -400,8 +401,8 @@ def _ints(text: str) -> tuple[int, ...]:
         vals = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not vals or any(not 1 <= d <= 16 for d in vals):
-        raise argparse.ArgumentTypeError("depths must be 1..16 (the proxy's maximum stack)")
+    if not vals or any(not 1 <= d <= MAX_LABELS for d in vals):
+        raise argparse.ArgumentTypeError(f"depths must be 1..{MAX_LABELS} (the proxy's maximum stack)")
     dup = sorted({d for d in vals if vals.count(d) > 1})
     if dup:  # a depth twice would be measured twice and shown as two rows of one figure
         raise argparse.ArgumentTypeError(f"depth {', '.join(map(str, dup))} given twice; name each depth once")
