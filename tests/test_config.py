@@ -433,9 +433,17 @@ def test_ctrl_c_while_the_cli_loads_exits_130(monkeypatch: pytest.MonkeyPatch) -
      "sf[1].name: 'fw1' is already used by sf[0]; give sf[1] a name of its own (stats and reloads know an SF by it)"),
     ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "label": 1001, "name": "fw2"}]},
      "sf[1].from_sf: p_sf_rx already returns sf[0]; give sf[1] a from_sf of its own (TX tells SFs apart by it)"),
-], ids=["label", "name", "from_sf"])
+    (_with(sf={"reverse": {"label": 1001, "from_sf": "p_sf_rx"}}),
+     "sf[0].reverse.from_sf: p_sf_rx already returns sf[0]; give sf[0].reverse a from_sf of its own "
+     "(TX tells SFs apart by it)"),
+    # a one-armed SF has one interface to return both directions by
+    (_with(sf={"from_sf": "p_sf_tx", "reverse": {"label": 1001}}),
+     "sf[0].reverse.from_sf: p_sf_tx already returns sf[0]; give sf[0].reverse a from_sf of its own "
+     "(TX tells SFs apart by it)"),
+], ids=["label", "name", "from_sf", "from_sf_reverse", "one_armed_sf_both_ways"])
 def test_a_field_two_sfs_share_says_what_to_do(data: dict, line: str) -> None:
-    """A trial's three errors said what was wrong and not what to do about it."""
+    """A label, name or from_sf two SFs (or an SF's two directions) share is refused; a trial's
+    errors said what was wrong and not what to do about it."""
     with pytest.raises(ConfigError) as e:
         parse_config(data)
     assert str(e.value) == line
@@ -496,23 +504,6 @@ def test_an_interface_of_one_sf_in_a_role_of_another_is_allowed(a: str, b: str) 
     the common case: the label tells the SFs apart)."""
     cfg = parse_config({"proxy": {}, "sf": [GOOD["sf"][0], {**SF1, b: GOOD["sf"][0][a]}]})
     assert getattr(cfg.sfs[1], b) == getattr(cfg.sfs[0], a)
-
-
-@pytest.mark.parametrize(("data", "line"), [
-    ({"proxy": {}, "sf": [GOOD["sf"][0], {**SF1, "from_sf": "p_sf_rx"}]},
-     "sf[1].from_sf: p_sf_rx already returns sf[0]; give sf[1] a from_sf of its own (TX tells SFs apart by it)"),
-    (_with(sf={"reverse": {"label": 1001, "from_sf": "p_sf_rx"}}),
-     "sf[0].reverse.from_sf: p_sf_rx already returns sf[0]; give sf[0].reverse a from_sf of its own "
-     "(TX tells SFs apart by it)"),
-    # a one-armed SF has one interface to return both directions by
-    (_with(sf={"from_sf": "p_sf_tx", "reverse": {"label": 1001}}),
-     "sf[0].reverse.from_sf: p_sf_tx already returns sf[0]; give sf[0].reverse a from_sf of its own "
-     "(TX tells SFs apart by it)"),
-], ids=["two_sfs", "reverse", "one_armed_sf_both_ways"])
-def test_one_from_sf_for_two_sfs_is_refused(data: dict, line: str) -> None:
-    with pytest.raises(ConfigError) as e:
-        parse_config(data)
-    assert str(e.value) == line
 
 
 def test_a_reader_that_goes_away_does_not_end_the_command(tmp_path: Path) -> None:
