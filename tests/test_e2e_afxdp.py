@@ -425,11 +425,11 @@ def test_the_bench_spread_reaches_both_queues(beds: Callable[[int], Testbed]) ->
     stack = make_stack([SF, 2000, 3000])
     px = _start(tb, _in_process(tb))
     try:
-        before, drops = tb.depth_histogram(), tb.delivery_drops()
+        before, drops = tb.generator_histogram(), tb.delivery_drops()
         with Generator() as gen:
             frame, seq_off = metrics.frame_for(tb, stack, 64)
             run = gen.send_spread(tb.ns_src, tb.src_wire, frame, seq_off, 0.5, [0, 1],
-                                  lambda: sum(tb.depth_histogram().values()), flows=4)
+                                  lambda: sum(tb.generator_histogram().values()), flows=4)
         netns.wait_until(lambda: px.in_flight() <= 64, 3, raise_=False)
         per_queue = px.queue_counters()
         c = px.counters()
@@ -437,7 +437,7 @@ def test_the_bench_spread_reaches_both_queues(beds: Callable[[int], Testbed]) ->
         _stop(tb, px)
     assert run.frames > 10_000 and run.window_seconds > 0.4 and run.rate > 0, run
     assert all(q["rx_popped"] > 1000 for q in per_queue), [q["rx_popped"] for q in per_queue]
-    got = {d: n - before.get(d, 0) for d, n in tb.depth_histogram().items()}
+    got = {d: n - before.get(d, 0) for d, n in tb.generator_histogram().items()}
     # what the proxy pushed arrived with two labels; the rest it counted (a full ring, mostly)
     assert got.get(2, 0) >= c["tx_pushed"] - 64 - (tb.delivery_drops() - drops), (got, c["tx_pushed"])
 

@@ -536,6 +536,7 @@ class Testbed:
             ("tb_sent", "struct axp_key", "struct axp_entry"),
             ("tb_received", "struct axp_key", "struct axp_entry"),
             ("tb_depths", "uint32_t", "uint64_t"),
+            ("tb_gen_depths", "uint32_t", "uint64_t"),
             ("tb_stats", "uint32_t", "uint64_t"),
         ]
 
@@ -793,6 +794,12 @@ class Testbed:
         sums = self._percpu_sums("tb_depths", reverse)
         return {d: n for d, n in enumerate(sums[: _tb().TB_HIST_NOT_IP]) if n}
 
+    def generator_histogram(self) -> dict[int, int]:
+        """depth_histogram of the packet generator's frames alone (UDP over IPv4 to
+        lib.GEN_UDP_DPORT, bench/gen.py): what else arrives meanwhile (a TCP test's
+        late segments, neighbour discovery) is not counted."""
+        return {d: n for d, n in enumerate(self._percpu_sums("tb_gen_depths")) if n}
+
     def link_drops(self, a: End, b: End) -> int:
         """Frames the veth from a to b dropped so far (a's tx_dropped, b's rx_dropped): a veth
         whose peer runs XDP queues frames in a 256-slot ring and drops when it is full
@@ -828,7 +835,7 @@ class Testbed:
 
         zeros = ffi.new("uint64_t[]", NCPUS)
         for prefix in self._directions():
-            for name in ("tb_depths", "tb_stats"):
+            for name in ("tb_depths", "tb_gen_depths", "tb_stats"):
                 m = self._map(prefix + name)
                 for i in range(m.max_entries):
                     m.update(i, zeros)

@@ -11,6 +11,13 @@
 /* gen_tmpl: one entry of GEN_TMPL_MAX bytes (a power of two): the headers written into every frame */
 #define GEN_TMPL_MAX 128
 
+/*
+ * The frames' UDP destination port (discard, RFC 863): the testbed's receiver
+ * counts frames to it apart (tb_gen_depths), so other traffic in flight (a TCP
+ * test's late segments, neighbour discovery) never counts as the generator's.
+ */
+#define GEN_UDP_DPORT 9
+
 /* gen_cfg: array of __u32 */
 #define GEN_CFG_TMPL_LEN 0 /* bytes of gen_tmpl copied to the frame's start (a multiple of 8); 0 = off */
 #define GEN_CFG_SEQ_OFF 1  /* where the 64-bit big-endian sequence number goes */

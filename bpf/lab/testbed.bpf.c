@@ -6,7 +6,8 @@
  *                   one of n configured stacks onto every IP packet, rotating
  *                   per packet, so one flow carries different stacks.
  *   tb_xdp_decap    XDP on the receiver: pops whatever VLAN tags and stack
- *                   arrived, counts packets by depth, optionally records
+ *                   arrived, counts packets by depth (the packet
+ *                   generator's frames apart too), optionally records
  *                   key -> stack and tags.
  *   tb_xdp_pass     XDP_PASS on veths that receive XDP_REDIRECTed frames:
  *                   a veth delivers those only while its peer runs NAPI.
@@ -20,9 +21,11 @@
 #include <bpf/bpf_helpers.h>
 #include "parse.shared.h"
 #include "testbed.shared.h"
+#include "gen.shared.h"
 
 _Static_assert(TB_HIST_NOT_IP == AXP_MAX_LABELS + 1, "depth slots come first");
 _Static_assert(TB_HIST_SLOTS == AXP_MAX_LABELS + 3, "two extra histogram slots");
+_Static_assert(TB_GEN_SLOTS == AXP_MAX_LABELS + 1, "one slot per depth");
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -71,6 +74,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TB_GEN_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} tb_gen_depths SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, TB_STAT_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -112,6 +122,23 @@ static __always_inline void tb_record(void *map, const __u8 *l3, const __u8 *end
 	}
 	e.rx_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(map, &key, &e, BPF_ANY);
+}
+
+/*
+ * Count the frame in tb_gen_depths when it is one of the packet generator's:
+ * IPv4 without options, UDP, first fragment, to GEN_UDP_DPORT (bench/gen.py).
+ */
+static __always_inline void tb_count_gen(const __u8 *data, const __u8 *end, __u32 l3_off, __u32 depth)
+{
+	/* 256 bounds every l3_off the parser gives: tags, reserved entries and the deepest stack */
+	const __u8 *ip = axp_rebase(data, data + l3_off, 256);
+
+	if (!ip || ip + 20 + 8 > end)
+		return;
+	if (ip[0] != 0x45 || ip[9] != 17 || (axp_load16(ip + 6) & axp_htons(0x1fff)))
+		return;
+	if (axp_load16(ip + 20 + 2) == axp_htons(GEN_UDP_DPORT))
+		tb_inc(&tb_gen_depths, depth);
 }
 
 /* Send on out of the interface in a tb_cfg slot, or carry on where we are (slot 0). */
@@ -204,6 +231,8 @@ int tb_xdp_decap(struct xdp_md *ctx)
 	proto = axp_ntohs(axp_load16(data + 12));
 	if (proto == AXP_ETH_P_IP || proto == AXP_ETH_P_IPV6) {
 		tb_inc(&tb_depths, 0);
+		if (proto == AXP_ETH_P_IP)
+			tb_count_gen(data, end, AXP_ETH_HLEN, 0);
 		/* depth 0 recorded too: "arrived as plain IP" must be visible */
 		if (record)
 			tb_record(&tb_received, data + AXP_ETH_HLEN, end, NULL, 0);
@@ -221,6 +250,8 @@ int tb_xdp_decap(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	tb_inc(&tb_depths, f.depth);
+	if (f.l3_proto == AXP_ETH_P_IP)
+		tb_count_gen(data, end, f.l3_off, f.depth);
 	if (record) {
 		e.depth = f.depth;
 		e.vlans = f.vlans;

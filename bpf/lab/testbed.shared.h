@@ -25,6 +25,8 @@
 #define TB_HIST_NOT_IP 17 /* neither IP nor MPLS (ARP, ...): passed */
 #define TB_HIST_BAD 18    /* MPLS it could not parse (no IP below, too deep, truncated): passed */
 #define TB_HIST_SLOTS 19  /* slots 0..AXP_MAX_LABELS count packets by stack depth */
+/* tb_gen_depths: per-CPU __u64, the generator's frames only (UDP over IPv4 to GEN_UDP_DPORT), by depth */
+#define TB_GEN_SLOTS 17   /* AXP_MAX_LABELS + 1 */
 
 /* tb_stats: per-CPU __u64 counters of the classifier */
 #define TB_STAT_TC_SEEN 0        /* every packet on the sender's egress */

@@ -34,7 +34,7 @@ from afxdp_proxy.mpls import Lse
 
 ETH_HLEN, IP_HLEN, UDP_HLEN = 14, 20, 8
 SEQ_PAYLOAD_OFF = 4  # payload byte 0 stays 0: never taken for an RTP header (version 2)
-DISCARD_PORT = 9
+DISCARD_PORT = lib.GEN_UDP_DPORT  # the receiver counts frames to it as the generator's
 MIN_FRAME = ETH_HLEN + IP_HLEN + UDP_HLEN + SEQ_PAYLOAD_OFF + 8  # room for the sequence number
 
 

@@ -42,7 +42,8 @@ def _whole(seconds: float) -> int:
 
 
 def _received(tb: Testbed) -> dict[int, int]:
-    return tb.depth_histogram()
+    """The generator's frames the receiver counted so far, by depth: nothing else in flight."""
+    return tb.generator_histogram()
 
 
 def _settled(tb: Testbed, timeout: float = 1.0) -> dict[int, int]:
