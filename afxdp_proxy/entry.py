@@ -14,6 +14,7 @@ proxying.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any, TextIO
 
@@ -49,6 +50,10 @@ class ReaderGone:
 
 
 def main() -> int:
+    # A script's `afxdp-proxy run &` inherits SIGINT ignored (POSIX, for asynchronous lists),
+    # and Python then leaves it so: a SIGINT was lost until the proxy set its own handler, and
+    # honoured after. Ctrl-C and `kill -INT` mean stop from the first instruction on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.stdout, sys.stderr = ReaderGone(sys.stdout), ReaderGone(sys.stderr)  # type: ignore[assignment]
     try:
         from afxdp_proxy.cli import main as cli_main

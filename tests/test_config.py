@@ -426,6 +426,26 @@ def test_ctrl_c_while_the_cli_loads_exits_130(monkeypatch: pytest.MonkeyPatch) -
     assert scripts["afxdp-proxy"] == "afxdp_proxy.entry:main"
 
 
+def test_an_inherited_ignored_sigint_is_honoured_from_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script's `afxdp-proxy run &` starts with SIGINT ignored; a SIGINT before the proxy set
+    its own handler was lost (a trial), one after it stopped the proxy. The entry point makes
+    SIGINT raise KeyboardInterrupt before it loads anything."""
+    import signal
+
+    from afxdp_proxy import cli, entry
+
+    seen = []
+    monkeypatch.setattr(cli, "main", lambda: seen.append(signal.getsignal(signal.SIGINT)) or 0)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # main wraps them; the wrappers go with the test
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert entry.main() == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [signal.default_int_handler]
+
+
 @pytest.mark.parametrize(("data", "line"), [
     ({"proxy": {}, "sf": [GOOD["sf"][0], {**GOOD["sf"][0], "name": "fw2", "from_sf": "r2"}]},
      "sf[1].label: 1000 is already used by sf[0]; give sf[1] a label of its own (or another vlan_in)"),
