@@ -81,6 +81,14 @@ class Report:
     def exit_code(self) -> int:
         return EXIT_ERROR if self.of(ERROR) else 0
 
+    def said_at_run(self) -> list[Finding]:
+        """What `run` logs before it starts (errors stop it instead): what was fixed, unknown or
+        a warning, and an interface in two roles, which is served as written, so that a slip
+        (to_sf = net_in's name) is seen at run too. bpffs matters to bpftool and to pinning,
+        not to run: `check` says it."""
+        return [f for f in self.findings
+                if (f.status in (FIXED, UNKNOWN, WARN) or f.check == "roles") and f.check != "bpffs"]
+
     def as_dict(self) -> dict[str, Any]:
         return {"ok": not self.of(ERROR), "exit_code": self.exit_code,
                 "counts": {s: len(self.of(s)) for s in STATUSES},

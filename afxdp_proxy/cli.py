@@ -291,7 +291,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from afxdp_proxy.check import ERROR, FIXED, UNKNOWN, WARN
+    from afxdp_proxy.check import ERROR, WARN
     from afxdp_proxy.runner import run
 
     cfg = load_config(args.config)
@@ -300,12 +300,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for f in report.of(ERROR):
             log.error("%s", f.line(), extra=fields(event="check", check=f.check, subject=f.subject, status=f.status))
         return report.exit_code
-    for f in report.findings:
-        # bpffs matters to bpftool and to pinning, not to run: `check` says it
-        if f.status in (FIXED, UNKNOWN, WARN) and f.check != "bpffs":
-            level = logging.WARNING if f.status == WARN else logging.INFO
-            log.log(level, "%s", f.line(), extra=fields(event="check", check=f.check, subject=f.subject,
-                                                         status=f.status))
+    for f in report.said_at_run():
+        level = logging.WARNING if f.status == WARN else logging.INFO
+        log.log(level, "%s", f.line(), extra=fields(event="check", check=f.check, subject=f.subject,
+                                                     status=f.status))
     live = args.live if args.live is not None else sys.stdout.isatty() and not args.quiet
     run(cfg, args.config, duration=args.duration, live=live, log_interval=args.log_interval,
         keep_cache=args.keep_cache)

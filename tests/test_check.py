@@ -489,6 +489,21 @@ def test_an_interface_in_two_roles_is_said(sfs: list[dict], lines: list[str]) ->
     assert all(f.status == OK for f in found)
 
 
+def test_run_says_an_interface_in_two_roles_and_what_needs_seeing() -> None:
+    """A typo (to_sf = net_in's name) is served as written: run logs it as check says it, with
+    what was fixed, unknown or a warning; other ok lines and bpffs stay check's."""
+    from afxdp_proxy.check import ERROR, FIXED, UNKNOWN, WARN, Finding, Report
+
+    report = Report([Finding("roles", "sf[0].to_sf", OK, "p_in is also sf[0].net_in: ..."),
+                     Finding("interface", "sf[0].net_in", OK, "p_in is up"),
+                     Finding("gro", "sf[0].net_in", FIXED, "GRO turned off"),
+                     Finding("link", "sf[0].net_out", UNKNOWN, "speed unknown"),
+                     Finding("mtu", "sf[0].to_sf", WARN, "MTU 1500 leaves no room"),
+                     Finding("bpffs", "/sys/fs/bpf", WARN, "none mounted"),
+                     Finding("privileges", "process", ERROR, "not root")])
+    assert [f.check for f in report.said_at_run()] == ["roles", "gro", "link", "mtu"]
+
+
 @pytest.mark.parametrize(("backend", "key", "mounted", "says", "not_says"), [
     ("kernel", "hash", set(), ["none at /sys/fs/bpf: run does not need one",
                                "none at /run/afxdp-proxy/bpf, where run --keep-cache pins the cache",
