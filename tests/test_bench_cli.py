@@ -189,6 +189,10 @@ def test_verdict_never_says_met_when_the_spread_crosses() -> None:
     assert report.verdict(report.stat_reps([0.05, 0.06, 0.2]), lambda x: x < 0.1) == \
         "median meets it; 1 of 3 repetitions does not"
     assert report.verdict(report.stat_reps([0.05, 0.06]), lambda x: x < 0.1) == "met by all 2 repetitions"
+    # --quick's one repetition: a bare "met" read as a result a trial took for settled
+    assert report.verdict(report.stat_reps([0.05]), lambda x: x < 0.1) == "met by its one repetition (no spread)"
+    assert report.verdict(report.stat_reps([0.5]), lambda x: x < 0.1) == \
+        "not met by its one repetition (no spread)"
     assert report.verdict(None, lambda x: True) == "not measured"
 
 

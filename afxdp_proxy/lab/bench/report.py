@@ -56,15 +56,16 @@ COST_TARGET = 2.0  # BPF program cost at 8 labels over the LRU-update floor: at 
 
 
 def verdict(e: dict[str, Any] | None, meets: Callable[[float], bool]) -> str:
-    """Whether a figure meets its target, never "met" when the spread crosses it."""
+    """Whether a figure meets its target, never "met" when the spread crosses it, nor without
+    saying that one repetition has no spread."""
     vals = (e or {}).get("values") or []
     if not vals:
         return "not measured"
     k, n = sum(1 for x in vals if meets(x)), len(vals)
     if k == n:
-        return "met" if n == 1 else f"met by all {n} repetitions"
+        return "met by its one repetition (no spread)" if n == 1 else f"met by all {n} repetitions"
     if k == 0:
-        return "not met" if n == 1 else f"not met by any of the {n} repetitions"
+        return "not met by its one repetition (no spread)" if n == 1 else f"not met by any of the {n} repetitions"
     # some reps meet it and some not: the median alone would hide that
     return (f"median {'meets' if meets(e['median']) else 'misses'} it; {n - k} of {n} repetitions "
             f"{'does' if n - k == 1 else 'do'} not")
