@@ -14,6 +14,7 @@ from afxdp_proxy import cli
 from afxdp_proxy.lab.bench import ratios, report, suite
 from afxdp_proxy.lab.bench.suite import Run, Settings, document, settings_from
 from afxdp_proxy.lab.bench.variants import select
+from afxdp_proxy.lab.testbed import Testbed
 
 ENV = {"kernel": "6.8.0 #1", "cpu": "test CPU", "cpus": 2, "git": {"commit": "0" * 40, "dirty": False}}
 
@@ -85,6 +86,8 @@ def test_the_numbers_given_are_the_numbers_run() -> None:
     ("kernel-hash:busy_poll=50", "AF_XDP sockets only"),
     ("afxdp:busy_poll=5/x", "USECS/BUDGET"),
     ("nosuch", "unknown variant nosuch"),
+    ("afxdp:queues=65", "queues = 65: set 1..64"),
+    ("kernel-hash:queues=2", "proxy.queues"),  # AF_XDP's key, testbed or not
     (",", "name at least one"),
     ("kernel-hash,afxdp,kernel-hash", "kernel-hash given twice"),
 ])
@@ -93,6 +96,18 @@ def test_variant_overrides_are_checked_before_anything_runs(no_run: None, capsys
     line = _refused(capsys, ["--variants", f"kernel-hash,{spec}" if spec != "," else spec,
                              "--out", str(tmp_path / "out")])
     assert "--variants" in line and says in line
+
+
+def test_queues_given_to_a_variant_are_the_testbeds_too() -> None:
+    """`afxdp:queues=2` ran on the 1-queue testbed and failed as its proxy started (a trial):
+    the veths get the queues the proxy is told to serve, as afxdp-2q's do."""
+    [base, v, floor] = select(["afxdp:queues=2"])
+    assert (base.name, v.name, v.queues, v.bed, v.overrides) == ("baseline", "afxdp:queues=2", 2,
+                                                                    ("attached", 2), ())
+    assert (v.floor, floor.name, floor.bed, floor.plain) == ("afxdp-null:queues=2",) * 2 + (("attached", 2), True)
+    assert "queues = 2" in v.config(Testbed("attached", queues=2), 3)
+    [_, v, _] = select(["afxdp:queues=0:ring_size=512"])  # 0 (all of net_in's): the testbed's default
+    assert (v.queues, v.overrides) == (None, (("queues", 0), ("ring_size", 512)))
 
 
 def test_out_must_be_a_directory_one_can_write(no_run: None, capsys: pytest.CaptureFixture[str],

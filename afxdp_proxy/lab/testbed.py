@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 
 TOPOLOGIES = ("inline", "attached")
 ROLES = ("src", "proxy", "sf", "dst")
+MAX_QUEUES = 64  # veth queues the testbed gives (queues=N), as the proxy's MAX_QUEUES
 LINK_MTU = 1600  # room for a deep stack on the links that carry labels
 ROUTE_MTU = 1500  # what the sender sizes packets for, before labels
 SF_MTU = ROUTE_MTU  # the SF's links carry bare packets (1600 >= 1500 + 16 labels of 4 bytes)
@@ -237,8 +238,8 @@ class Testbed:
             raise ValueError(f"bad prefix {self.prefix!r}: 1 to 40 of A-Z, a-z, 0-9, '_', '.' and '-'")
         self.ipv6 = ipv6
         self.sf_label = sf_label
-        if queues is not None and not 1 <= queues <= 64:
-            raise ValueError(f"queues must be in 1..64, not {queues}")
+        if queues is not None and not 1 <= queues <= MAX_QUEUES:
+            raise ValueError(f"queues must be in 1..{MAX_QUEUES}, not {queues}")
         self.queues = queues  # RX and TX queues of every veth; None: the kernel's default
         if sf_nd and topology != "attached":
             raise ValueError("sf_nd (--sf-nd) needs the attached topology (the SF's own namespace)")

@@ -21,6 +21,7 @@ from typing import Any
 from afxdp_proxy.config import ConfigError, parse_config
 from afxdp_proxy.lab.bench import null
 from afxdp_proxy.lab.bench.costs import chain
+from afxdp_proxy.lab.testbed import MAX_QUEUES as MAX_TESTBED_QUEUES
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 
 
@@ -139,8 +140,20 @@ def variant(name: str) -> Variant:
             overrides.append((key, int(text)))
         except ValueError:
             overrides.append((key, text))
-    return replace(v, name=name, overrides=tuple(overrides),
-                   about=f"{v.name} with {', '.join(f'{k} = {x}' for k, x in overrides)}")
+    about = f"{v.name} with {', '.join(f'{k} = {x}' for k, x in overrides)}"
+    queues = dict(overrides).get("queues")
+    if isinstance(queues, int) and queues > 0:
+        # the proxy serves N queues of a veth only if it has them: the testbed's veths get N
+        # (as afxdp-2q's); 0 and what is no number stay overrides, for parse_config to judge
+        if not 1 <= queues <= MAX_TESTBED_QUEUES:
+            raise ValueError(f"{name}: queues = {queues}: set 1..{MAX_TESTBED_QUEUES} "
+                             "(the testbed's veths get as many)")
+        overrides = [(k, x) for k, x in overrides if k != "queues"]
+        # its floor runs on that testbed too: the same sockets and rings over as many queues
+        floor = f"{v.floor}:queues={queues}" if v.floor else None
+        return replace(v, name=name, queues=queues, overrides=tuple(overrides), floor=floor,
+                       about=f"{about}, on a testbed with {queues}-queue veths")
+    return replace(v, name=name, overrides=tuple(overrides), about=about)
 
 
 def select(names: list[str]) -> list[Variant]:
@@ -150,7 +163,7 @@ def select(names: list[str]) -> list[Variant]:
     for v in (variant(n) for n in dict.fromkeys(names)):
         chosen[v] = None
         if v.floor:
-            chosen.setdefault(VARIANTS[v.floor])
+            chosen.setdefault(variant(v.floor))
     needed = dict.fromkeys(v.baseline for v in chosen)
     bases = [VARIANTS[b] for b in needed]
     return bases + [v for v in chosen if not v.is_baseline]
