@@ -308,11 +308,17 @@ def test_c_cache_is_safe_for_threads_on_one_set() -> None:
 # ---- the BPF cache against the model (root) ------------------------------------------------------
 
 
+# Far beyond the real time a whole example takes (40 steps of test runs and set dumps on a loaded
+# machine took more than the 100 ms this was): runs age only by the "clock" step, alike on both
+# sides, never by the real clock, which the programs read in jiffies and the model in ns.
+MODEL_DWELL_MS = 60_000
+
+
 @pytest.fixture(scope="module")
 def bpf_proxy() -> Iterator[object]:
     from test_bpf_proxy import Cfg, Proxy
 
-    px = Proxy(Cfg(topology="attached", cache_entries=16, max_dwell_ms=100, max_per_key=3))
+    px = Proxy(Cfg(topology="attached", cache_entries=16, max_dwell_ms=MODEL_DWELL_MS, max_per_key=3))
     yield px
     px.close()
 
@@ -328,8 +334,8 @@ def bpf_proxy() -> Iterator[object]:
 def test_bpf_cache_follows_the_model(bpf_proxy: object, steps: list[tuple]) -> None:
     """The real RX and TX programs: RX pops and caches or drops (key full), TX pushes what
     the model hands out or misses; the sets, read under their locks, match the model's.
-    The programs read the real clock: "clock" moves theirs 10 x max_dwell ahead, far beyond
-    the time any step takes, so ageing is decided alike on both sides."""
+    The programs read the real clock: "clock" moves theirs 10 x max_dwell ahead, and max_dwell
+    is far beyond the time a whole example takes, so ageing is decided alike on both sides."""
     from test_bpf_proxy import SFS, frame_for, labelled, with_macs
 
     from afxdp_proxy import bpf
@@ -338,7 +344,7 @@ def test_bpf_cache_follows_the_model(bpf_proxy: object, steps: list[tuple]) -> N
 
     px = bpf_proxy
     px.reset()
-    dwell = 100 * MS
+    dwell = MODEL_DWELL_MS * MS
     model = CacheModel(2, 3, dwell)  # cache_entries 16: 2 sets
     skew = 0
     out_macs = (SFS[0].next_hop_mac, SFS[0].net_out_mac)
