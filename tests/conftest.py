@@ -8,8 +8,16 @@ import os
 import uuid
 
 import pytest
+from hypothesis import settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Under CI, hypothesis derives each test's examples from the test itself instead of drawing them
+# afresh: a red run is then the code's doing and comes again, never a draw's luck. Elsewhere every
+# run explores new inputs (and the local example database replays what failed).
+settings.register_profile("ci", derandomize=True, database=None)
+if IN_CI:
+    settings.load_profile("ci")
 
 
 def _root_problem() -> str | None:
