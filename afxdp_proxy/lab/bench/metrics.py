@@ -46,16 +46,19 @@ def _received(tb: Testbed) -> dict[int, int]:
     return tb.generator_histogram()
 
 
-def _settled(tb: Testbed, timeout: float = 1.0) -> dict[int, int]:
-    """The receiver's histogram once nothing more arrives (frames still in flight land)."""
-    last = _received(tb)
-    deadline = time.monotonic() + timeout
+def _settled(tb: Testbed, quiet: float = 0.1, timeout: float = 2.0) -> dict[int, int]:
+    """The receiver's histogram once nothing more arrived for `quiet` seconds (frames still in
+    flight land, also when a busy machine's softirq work waits a while for its CPU): what
+    lands later would count in the next measurement's window."""
+    last, since = _received(tb), time.monotonic()
+    deadline = since + timeout
     while time.monotonic() < deadline:
         time.sleep(0.02)
         now = _received(tb)
-        if now == last:
-            return now
-        last = now
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
     return last
 
 
