@@ -71,6 +71,11 @@ def _start(tb: Testbed, px: AfxdpProxy) -> AfxdpProxy:
     return px
 
 
+# A stop is prompt: a few hundred ms here, idle or under iperf3; the bound leaves a loaded 2-CPU
+# machine room and still fails a stop that waits for a timeout (ProxyProcess.stop's is 10 s).
+PROMPT_STOP_S = 3.0
+
+
 def _stop(tb: Testbed, px: AfxdpProxy) -> float:
     t0 = time.monotonic()
     with netns.enter(tb.ns_proxy):
@@ -286,11 +291,13 @@ def _rss_kib() -> int:
 
 
 def _process_state() -> tuple[int, int, int]:
-    """(fds, OS threads, Python threads), once every OS thread is a Python one: a native thread
+    """(fds, OS threads, Python threads) of live objects, once every OS thread is a Python one: a native thread
     that has just finished (a worker joined a moment ago) leaves /proc/self/task a little later,
     so this polls for that, with a deadline, rather than counting once."""
     def now() -> tuple[int, int, int]:
         return len(os.listdir("/proc/self/fd")), len(os.listdir("/proc/self/task")), threading.active_count()
+
+    gc.collect()  # garbage in a cycle may still hold an fd: counted in neither the first nor the last count
 
     netns.wait_until(lambda: now()[1] == now()[2], harness.RELEASE_TIMEOUT, raise_=False)
     return now()
@@ -312,7 +319,7 @@ def test_twenty_start_stop_cycles_leave_nothing(beds: Callable[[int], Testbed]) 
         assert len(queue_threads()) == 1 and _xdp_attached(tb)
         if i % 5 == 0:
             assert tb.ping(count=2).ok
-        assert _stop(tb, px) < 1.0
+        assert _stop(tb, px) < PROMPT_STOP_S
         assert px.worker_results() == {0: 0}
         assert queue_threads() == []
         harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
@@ -368,12 +375,12 @@ def test_stop_while_traffic_flows(beds: Callable[[int], Testbed]) -> None:
             info = state.running()[proxy.name]
             netns.wait_until(lambda: proxy.counters()["rx_popped"] > 10000, 10, what="traffic")
             assert proxy.stop() == 0
-            assert proxy.stop_seconds < 1.0, f"stopping took {proxy.stop_seconds:.2f} s"
+            assert proxy.stop_seconds < PROMPT_STOP_S, f"stopping took {proxy.stop_seconds:.2f} s"
             _nothing_left(tb, proxy, info)
             # in-process: stop() itself, under the same load
             px = _start(tb, _in_process(tb))
             netns.wait_until(lambda: px.counters()["rx_popped"] > 10000, 10, what="traffic")
-            assert _stop(tb, px) < 1.0
+            assert _stop(tb, px) < PROMPT_STOP_S
             assert px.worker_results() == {0: 0} and queue_threads() == []
             harness.wait_no_xdp(tb.ns_proxy, (tb.net_in, tb.net_out, tb.to_sf, tb.from_sf))
         finally:
@@ -559,10 +566,9 @@ def test_parallel_flows_on_both_cpus_keep_their_stacks_and_the_books_balance(bed
         tb.set_recording(True)
         res = tb.iperf3(seconds=3, parallel=16)
         tb.set_recording(False, clear=False)
-        time.sleep(0.2)  # the tail crosses the SF
-        c = px.counters()
-        assert px.engine is not None
-        held = px.engine.in_flight()
+        engine = px.engine
+        assert engine is not None
+        c, held = harness.settled_books(px.counters, engine.in_flight)
         per_queue = px.queue_counters()
     finally:
         _stop(tb, px)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import harness
@@ -341,9 +340,7 @@ def test_parallel_flows_on_both_cpus_keep_their_stacks_and_the_books_balance(bed
         tb.set_recording(True)
         res = tb.iperf3(seconds=3, parallel=4)
         tb.set_recording(False, clear=False)
-        time.sleep(0.2)  # the tail crosses the SF
-        c = proxy.counters()
-        held = harness.kernel_cache_packets(info["maps"]["cache"])
+        c, held = harness.settled_books(proxy.counters, lambda: harness.kernel_cache_packets(info["maps"]["cache"]))
     assert res.bits_per_second > 10e6
     check = tb.check_chain()
     assert check.compared >= 2000

@@ -72,12 +72,28 @@ class Restart:
     window: float  # seconds from the signal to the new proxy attached (an upper bound)
     lost: int  # frames that never arrived (sent while nothing was attached at net_in)
     unlabelled: int  # frames that came out of the SF while nothing was attached at from_sf
+    delay: float  # seconds the SF held each packet
 
 
 def _restart_through_delay_sf(tb: Testbed, proxy: ProxyProcess, sig: int, delay: float) -> Restart:
+    """_restart_once, and once more with the SF holding packets twice as long when the restart
+    took too long for packets to stay inside throughout: the machine got busier than when `delay`
+    was measured, which says nothing of the proxy. What the proxy kept is forgotten in between."""
+    r = _restart_once(tb, proxy, sig, delay)
+    if r is None:
+        proxy.stop(keep_config=True)
+        keep.forget(proxy.name)
+        r = _restart_once(tb, proxy, sig, 2 * delay)
+    if r is None:
+        pytest.fail(f"the restart took longer than the SF holds packets ({2 * delay:.1f} s), twice")
+    return r
+
+
+def _restart_once(tb: Testbed, proxy: ProxyProcess, sig: int, delay: float) -> Restart | None:
     """A dynamic chain (per-packet stacks) into an SF that holds every packet `delay` seconds;
     half a second into it the proxy is stopped by sig and started again, while packets are
-    inside; the stream goes on for half a second after, and its tail is waited for."""
+    inside; the stream goes on for half a second after, and its tail is waited for. None when
+    the restart left fewer than RATE * MARGIN packets inside the SF throughout (too slow)."""
     n = int(RATE * (delay + 3))  # more than it takes; stopped half a second after the restart
     stream = harness.PacedFrames(tb, dynamic_stacks(SF), n, RATE)
     tb.set_recording(True)
@@ -89,10 +105,11 @@ def _restart_through_delay_sf(tb: Testbed, proxy: ProxyProcess, sig: int, delay:
         proxy.stop(sig, keep_config=True)
         proxy.start()
         t_attached = time.monotonic()
-        if t_attached - t_signal > delay:
+        # inside: sent from t_signal - 0.5 to t_signal - MARGIN, out after t_attached + MARGIN
+        if t_attached - t_signal > delay - 3 * MARGIN:
             stream.stop()
-            pytest.fail(f"the restart took {t_attached - t_signal:.1f} s, longer than the SF holds packets "
-                        f"({delay:.1f} s)")
+            print(f"the restart took {t_attached - t_signal:.1f} s, the SF holds packets {delay:.1f} s")
+            return None
         time.sleep(0.5)
         stream.stop()
         sent = len(stream.sent_at)
@@ -107,7 +124,7 @@ def _restart_through_delay_sf(tb: Testbed, proxy: ProxyProcess, sig: int, delay:
     restored = sum(1 for i in inside if stream.expected(i) and got.get(stream.keys[i]) == stream.expected(i))
     lost = sum(1 for k in stream.keys[:sent] if k not in got)
     unlabelled = sum(1 for i, k in enumerate(stream.keys[:sent]) if k in got and got[k] != stream.expected(i))
-    return Restart(inside, wrong, restored, t_attached - t_signal, lost, unlabelled)
+    return Restart(inside, wrong, restored, t_attached - t_signal, lost, unlabelled, delay)
 
 
 @pytest.mark.parametrize(("backend", "sig"), [("kernel", signal.SIGTERM), ("kernel", signal.SIGKILL),
@@ -118,13 +135,12 @@ def test_restart_keeps_the_stacks_of_packets_inside_the_sf(tb: Testbed, delay: f
     proxy = _proxy(tb, f"keep.{backend}-{sig}", backend=backend, args=("--keep-cache",))
     try:
         r = _restart_through_delay_sf(tb, proxy, sig, delay)
-        c = proxy.counters()
-        held = _cache_packets(proxy)
+        c, held = harness.settled_books(proxy.counters, lambda: _cache_packets(proxy))
         out = proxy.output
     finally:
         proxy.stop()
     print(f"{backend} restart by {signal.Signals(sig).name}: {r.window:.2f} s without a proxy "
-          f"({delay:.1f} s delay SF), {r.lost} packets lost at net_in, {r.unlabelled} routed unlabelled "
+          f"({r.delay:.1f} s delay SF), {r.lost} packets lost at net_in, {r.unlabelled} routed unlabelled "
           f"from from_sf, {len(r.inside)} inside the SF throughout")
     assert len(r.inside) >= RATE * MARGIN, r
     assert not r.wrong, f"{len(r.wrong)} of {len(r.inside)} packets inside the SF lost their stack: {r.wrong}"
@@ -180,7 +196,7 @@ def test_reload_adds_and_removes_an_sf_while_traffic_flows(tb: Testbed, backend:
     fw1, fw2 = dynamic_stacks(SF), [make_stack([SF + 1, 2101], [1, 2]), make_stack([SF + 1, 2102, 3102], [3, 4, 5])]
     base = tb.proxy_config(backend=backend, max_dwell_ms=500)
     proxy = _proxy(tb, f"reload-{backend}", backend=backend, max_dwell_ms=500)
-    stream = harness.PacedFrames(tb, [fw1[0], fw2[0], fw1[1], fw1[2], fw2[1], fw1[3]], int(RATE * 6), RATE)
+    stream = harness.PacedFrames(tb, [fw1[0], fw2[0], fw1[1], fw1[2], fw2[1], fw1[3]], int(RATE * 7), RATE)
     tb.set_recording(True)
     try:
         proxy.start()
@@ -188,7 +204,7 @@ def test_reload_adds_and_removes_an_sf_while_traffic_flows(tb: Testbed, backend:
         stream.start()
         netns.wait_until(lambda: len(stream.sent_at) >= RATE, 10, what="a second of traffic")
         line = proxy.reload(base + _fw2(tb))
-        t_added = time.monotonic()
+        t_added, n_added = time.monotonic(), len(stream.sent_at)
         assert "reloaded" in line and "1 added" in line, proxy.output
         assert "SF fw2 added: label 1001" in proxy.output
         after = _xdp(tb, tb.net_in, tb.from_sf, FW2_RX)
@@ -201,7 +217,9 @@ def test_reload_adds_and_removes_an_sf_while_traffic_flows(tb: Testbed, backend:
         assert "reload refused: sf[1].label: 3 is out of range" in line, line
         line = proxy.reload((base + _fw2(tb)).replace("cache_entries = 65536", "cache_entries = 1024"))
         assert "reload refused: proxy.cache_entries: 65536 -> 1024" in line and "restart" in line, line
-        netns.wait_until(lambda: len(stream.sent_at) >= RATE * 4, 10, what="more traffic")
+        # fw2 serves for 2.5 s of traffic counted from its reload, however long that took (a third
+        # of the stream is fw2's: about 250 packets, against the 150 asserted below)
+        netns.wait_until(lambda: len(stream.sent_at) >= n_added + RATE * 2.5, 10, what="more traffic")
         t_removed = time.monotonic()  # from the SIGHUP on, fw2 may be gone: how soon its log line shows is load
         line = proxy.reload(base)
         assert "1 removed" in line and "SF fw2 removed" in proxy.output, proxy.output

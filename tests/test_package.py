@@ -114,7 +114,8 @@ def test_check_and_run_on_a_testbed(venv: Path, bed: Testbed, tmp_path: Path) ->
     r = _in(venv, tmp_path, "afxdp-proxy", "check", "--config", str(config), ns=bed.ns_proxy)
     assert r.returncode == 0, r.stdout + r.stderr
     bed.set_stacks(dynamic_stacks(bed.sf_label))
-    argv = [str(venv / "bin" / "afxdp-proxy"), "run", "--config", str(config), "--duration", "2",
+    duration = 4  # seconds: the ping's 0.25 s and then some, on a loaded machine too
+    argv = [str(venv / "bin" / "afxdp-proxy"), "run", "--config", str(config), "--duration", str(duration),
             "--log-format", "json"]
     proc = netns.popen(bed.ns_proxy, argv, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)
@@ -122,7 +123,7 @@ def test_check_and_run_on_a_testbed(venv: Path, bed: Testbed, tmp_path: Path) ->
         netns.wait_until(lambda: name in state.running() or proc.poll() is not None, 15, what="the proxy to attach")
         t0 = time.monotonic()
         ping = bed.ping(count=5, interval=0.05)
-        assert time.monotonic() - t0 < 2, "the proxy may have stopped before the ping ended"
+        assert time.monotonic() - t0 < duration, "the proxy may have stopped before the ping ended"
         out, err = proc.communicate(timeout=30)
     finally:
         netns.stop(proc)
