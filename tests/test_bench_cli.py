@@ -198,6 +198,20 @@ def test_the_drop_is_set_against_its_target_only_from_1_to_16_labels() -> None:
     assert "not the target's measure" in line and "median meets" not in line
 
 
+def test_an_overridden_variant_is_set_against_its_floor_and_one_depth_has_no_drop() -> None:
+    """A trial's `--variants afxdp:queues=2 --depths 1` gave a bench.md with no comparison at all
+    (the pairs knew plain names only) and, beside kernel-hash, a drop "from 1 to 1 labels"."""
+    doc = fake_doc(["afxdp:queues=2", "kernel-hash"], (1,), 1,
+                   lambda v, d, r, m: {"afxdp:queues=2": 2.0, "afxdp-null:queues=2": 4.0}.get(v, 8.0))
+    h = report.headline(doc)
+    pair = h["pairs"]["afxdp:queues=2 / afxdp-null:queues=2"]
+    assert pair["tcp_gbps"]["1"]["median"] == pair["mpps_64"]["1"]["median"] == 0.5
+    assert "kernel_hash_tcp_drop" not in h
+    md = report.markdown(doc)
+    assert "afxdp:queues=2 / afxdp-null:queues=2, TCP by labels: 1: 0.50" in md
+    assert "drop from" not in md
+
+
 def test_verdict_never_says_met_when_the_spread_crosses() -> None:
     e = report.stat_reps([0.05, 0.16])
     assert report.verdict(e, lambda x: x < 0.1) == "median misses it; 1 of 2 repetitions does not"
@@ -205,9 +219,9 @@ def test_verdict_never_says_met_when_the_spread_crosses() -> None:
         "median meets it; 1 of 3 repetitions does not"
     assert report.verdict(report.stat_reps([0.05, 0.06]), lambda x: x < 0.1) == "met by all 2 repetitions"
     # --quick's one repetition: a bare "met" read as a result a trial took for settled
-    assert report.verdict(report.stat_reps([0.05]), lambda x: x < 0.1) == "met by its one repetition (no spread)"
+    assert report.verdict(report.stat_reps([0.05]), lambda x: x < 0.1) == "met by its one repetition, no spread"
     assert report.verdict(report.stat_reps([0.5]), lambda x: x < 0.1) == \
-        "not met by its one repetition (no spread)"
+        "not met by its one repetition, no spread"
     assert report.verdict(None, lambda x: True) == "not measured"
 
 

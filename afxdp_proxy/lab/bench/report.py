@@ -63,9 +63,9 @@ def verdict(e: dict[str, Any] | None, meets: Callable[[float], bool]) -> str:
         return "not measured"
     k, n = sum(1 for x in vals if meets(x)), len(vals)
     if k == n:
-        return "met by its one repetition (no spread)" if n == 1 else f"met by all {n} repetitions"
+        return "met by its one repetition, no spread" if n == 1 else f"met by all {n} repetitions"
     if k == 0:
-        return "not met by its one repetition (no spread)" if n == 1 else f"not met by any of the {n} repetitions"
+        return "not met by its one repetition, no spread" if n == 1 else f"not met by any of the {n} repetitions"
     # some reps meet it and some not: the median alone would hide that
     return (f"median {'meets' if meets(e['median']) else 'misses'} it; {n - k} of {n} repetitions "
             f"{'does' if n - k == 1 else 'do'} not")
@@ -129,16 +129,19 @@ def headline(doc: dict[str, Any]) -> dict[str, Any]:
         # two depths lie minutes apart, and dividing each by its own baseline first keeps the
         # machine's drift out of the figure
         lo, hi = min(depths, key=int), max(depths, key=int)  # --depths may come in any order
-        a = dict(zip(*_reps_ratio(sm, ("kernel-hash", "tcp_gbps"), (kh_base, "tcp_gbps"), lo), strict=True))
-        b = dict(zip(*_reps_ratio(sm, ("kernel-hash", "tcp_gbps"), (kh_base, "tcp_gbps"), hi), strict=True))
-        out["kernel_hash_tcp_drop"] = {"from": int(lo), "to": int(hi),
-                                       "drop": stat_reps(1 - b[r] / a[r] for r in sorted(a.keys() & b.keys())
-                                                         if a[r])}
+        if lo != hi:  # one depth has no drop to tell
+            a = dict(zip(*_reps_ratio(sm, ("kernel-hash", "tcp_gbps"), (kh_base, "tcp_gbps"), lo), strict=True))
+            b = dict(zip(*_reps_ratio(sm, ("kernel-hash", "tcp_gbps"), (kh_base, "tcp_gbps"), hi), strict=True))
+            out["kernel_hash_tcp_drop"] = {"from": int(lo), "to": int(hi),
+                                           "drop": stat_reps(1 - b[r] / a[r] for r in sorted(a.keys() & b.keys())
+                                                             if a[r])}
     if "3" in depths:
         out["issue2_tcp_3_labels_vs_baseline"] = {
             v: stat_reps(sm.ratio((v, "tcp_gbps"), (var[v]["baseline"], "tcp_gbps"), "3"))
             for v in ("kernel-hash", "kernel-hash-inline") if v in have}
-    for a, b in PAIRS:
+    # and every variant against its floor, an overridden one's too (afxdp:queues=2 / afxdp-null:queues=2)
+    floors = [(v, var[v]["floor"]) for v in have if var[v].get("floor")]
+    for a, b in dict.fromkeys([*PAIRS, *floors]):
         if a in have and b in have:
             out["pairs"][f"{a} / {b}"] = {
                 m: {d: stat(sm.ratio((a, m), (b, m), d)) for d in depths} for m in ("tcp_gbps", "mpps_64")}
@@ -359,7 +362,8 @@ def _headline_lines(h: dict[str, Any]) -> list[str]:
                            for d, e in h["kernel_hash_tcp_share_of_baseline"].items())
         out.append(f"- kernel-hash TCP throughput as a share of baseline, by labels (target ≥ {SHARE_TARGET:g}): "
                    f"{shares}")
-        dr = h["kernel_hash_tcp_drop"]
+    dr = h.get("kernel_hash_tcp_drop")
+    if dr:
         what = (f"- kernel-hash TCP drop from {dr['from']} to {dr['to']} labels, relative change of its share of "
                 f"baseline, 1 − share({dr['to']}) / share({dr['from']}) per repetition (negative: it rose): "
                 f"{_pct(dr['drop'])}")
