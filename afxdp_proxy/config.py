@@ -167,16 +167,20 @@ def _power_of_two(table: dict[str, Any], where: str, key: str, hi: int, default:
     return value
 
 
-def _int(table: dict[str, Any], where: str, key: str, lo: int, hi: int, default: int | None = None) -> int:
+def _int(table: dict[str, Any], where: str, key: str, lo: int, hi: int, default: int | None = None,
+         absent: str = "") -> int:
+    """table[key], an integer in lo..hi, or default when absent. absent: what leaving the key out
+    means, when no value in range says it (queues: all of net_in's), for the fix to offer."""
     if key not in table and default is not None:
         return default
+    fix = f"set an integer in {lo}..{hi}" + (f", or leave {key} out ({absent})" if absent else "")
     if key not in table:
-        raise ConfigError(f"{where}.{key}: missing; set an integer in {lo}..{hi}")
+        raise ConfigError(f"{where}.{key}: missing; {fix}")
     value = table[key]
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"{where}.{key}: {toml_repr(value)} is not an integer; set an integer in {lo}..{hi}")
+        raise ConfigError(f"{where}.{key}: {toml_repr(value)} is not an integer; {fix}")
     if not lo <= value <= hi:
-        raise ConfigError(f"{where}.{key}: {value} is out of range; set an integer in {lo}..{hi}")
+        raise ConfigError(f"{where}.{key}: {value} is out of range; {fix}")
     return value
 
 
@@ -427,7 +431,7 @@ def _xsk_knobs(proxy: dict[str, Any], backend: str) -> dict[str, Any]:
     if frame not in FRAME_SIZES or isinstance(frame, bool):
         raise ConfigError(f"proxy.frame_size: {toml_repr(frame)} is not 2048 or 4096")
     return {
-        "queues": _int(proxy, "proxy", "queues", 1, MAX_QUEUES, DEFAULT_QUEUES),  # absent: 0, all
+        "queues": _int(proxy, "proxy", "queues", 1, MAX_QUEUES, DEFAULT_QUEUES, absent="all of net_in's queues"),
         "ring_size": ring,
         "frame_size": frame,
         "batch_size": _int(proxy, "proxy", "batch_size", 1, ring, DEFAULT_BATCH_SIZE),

@@ -477,7 +477,10 @@ def test_a_field_two_sfs_share_says_what_to_do(data: dict, line: str) -> None:
     (_with(proxy={"backend": False}), 'proxy.backend: false is not one of "kernel" | "static" | "afxdp"'),
     (_with(sf={"net_in": True}), "sf[0].net_in: true is not an interface name (1-15 characters, no spaces)"),
     (_with(proxy={"backend": "afxdp", "frame_size": True}), "proxy.frame_size: true is not 2048 or 4096"),
-], ids=["bool", "float", "string", "list", "choice", "ifname", "frame_size"])
+    # "all of net_in's queues" is no number: the fix says how to ask for it (a trial wrote queues = 0)
+    (_with(proxy={"backend": "afxdp", "queues": 0}),
+     "proxy.queues: 0 is out of range; set an integer in 1..64, or leave queues out (all of net_in's queues)"),
+], ids=["bool", "float", "string", "list", "choice", "ifname", "frame_size", "queues_all"])
 def test_values_are_echoed_as_toml_spells_them(data: dict, line: str) -> None:
     """`label = true` was echoed as Python's True."""
     with pytest.raises(ConfigError) as e:
