@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from afxdp_proxy import state
-from afxdp_proxy.config import BACKENDS, DEFAULT_CACHE_ENTRIES
+from afxdp_proxy.config import BACKENDS, DEFAULT_CACHE_ENTRIES, MAX_QUEUES
 from afxdp_proxy.key import MAX_LABELS
 from afxdp_proxy.lab import netns, sfs, traffic
 from afxdp_proxy.mpls import Lse, make_stack, tx_words
@@ -76,7 +76,6 @@ log = logging.getLogger(__name__)
 
 TOPOLOGIES = ("inline", "attached")
 ROLES = ("src", "proxy", "sf", "dst")
-MAX_QUEUES = 64  # veth queues the testbed gives (queues=N), as the proxy's MAX_QUEUES
 LINK_MTU = 1600  # room for a deep stack on the links that carry labels
 ROUTE_MTU = 1500  # what the sender sizes packets for, before labels
 SF_MTU = ROUTE_MTU  # the SF's links carry bare packets (1600 >= 1500 + 16 labels of 4 bytes)
@@ -240,7 +239,7 @@ class Testbed:
         self.sf_label = sf_label
         if queues is not None and not 1 <= queues <= MAX_QUEUES:
             raise ValueError(f"queues must be in 1..{MAX_QUEUES}, not {queues}")
-        self.queues = queues  # RX and TX queues of every veth; None: the kernel's default
+        self.queues = queues  # RX and TX queues of every veth (as many as a proxy serves); None: the kernel's default
         if sf_nd and topology != "attached":
             raise ValueError("sf_nd (--sf-nd) needs the attached topology (the SF's own namespace)")
         self.sf_nd = sf_nd  # the SF's links learn neighbours by ND / ARP, not permanent entries

@@ -18,10 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from afxdp_proxy.config import ConfigError, parse_config
+from afxdp_proxy.config import MAX_QUEUES, ConfigError, parse_config
 from afxdp_proxy.lab.bench import null
 from afxdp_proxy.lab.bench.costs import chain
-from afxdp_proxy.lab.testbed import MAX_QUEUES as MAX_TESTBED_QUEUES
 from afxdp_proxy.lab.testbed import Testbed, dynamic_stacks
 
 
@@ -145,8 +144,8 @@ def variant(name: str) -> Variant:
     if isinstance(queues, int) and queues > 0:
         # the proxy serves N queues of a veth only if it has them: the testbed's veths get N
         # (as afxdp-2q's); 0 and what is no number stay overrides, for parse_config to judge
-        if not 1 <= queues <= MAX_TESTBED_QUEUES:
-            raise ValueError(f"{name}: queues = {queues}: set 1..{MAX_TESTBED_QUEUES} "
+        if not 1 <= queues <= MAX_QUEUES:
+            raise ValueError(f"{name}: queues = {queues}: set 1..{MAX_QUEUES} "
                              "(the testbed's veths get as many)")
         overrides = [(k, x) for k, x in overrides if k != "queues"]
         # its floor runs on that testbed too: the same sockets and rings over as many queues
