@@ -105,7 +105,9 @@ def running(kind: str = "proxy") -> dict[str, dict[str, Any]]:
         except (OSError, ValueError):
             continue
         if "pid" in data and not alive(int(data["pid"])):
-            path.unlink(missing_ok=True)  # whatever its kind: `testbed down` after a SIGKILL left a proxy's
+            # a dead pid's record goes whatever its kind: `testbed down` asks for testbeds only, and
+            # a SIGKILLed proxy's record stayed until something asked for proxies
+            path.unlink(missing_ok=True)
             continue
         if data.get("kind") != kind:
             continue

@@ -189,8 +189,13 @@ def measure(depth: int = 8, packets: int = 2000, topology: str = "inline", backe
     }
 
 
+def _cache_words(backend: str, entries: int) -> str:
+    """", N cache entries" for a report's heading; nothing for the static proxy, which has no cache."""
+    return "" if backend == "static" else f", {entries} cache entries"
+
+
 def report(r: dict[str, Any]) -> str:
-    cache = "" if r["backend"] == "static" else f", {r['cache_entries']} cache entries"  # the static proxy has none
+    cache = _cache_words(r["backend"], r["cache_entries"])
     key = "" if r["backend"] == "static" else f", key {r['key']}"
     lines = [f"per-packet cost, {r['depth']} labels, {r['packets']} distinct packets ({r['in_flight']} in flight"
              f"{cache}), {r['backend']} backend{key}, topology {r['topology']} "
@@ -489,7 +494,7 @@ def _test_runs(args: argparse.Namespace, label: str) -> dict[str, Any]:
                 "rx_to_lru_floor": m["ratio_to_lru_floor"]["rx"], "tx_to_lru_floor": m["ratio_to_lru_floor"]["tx"],
                 "detail": m}
 
-    cache = "" if args.backend == "static" else f", {args.cache_entries} cache entries"
+    cache = _cache_words(args.backend, args.cache_entries)
     how = (f"BPF_PROG_TEST_RUN, {args.depth} labels, {args.packets} distinct packets, {args.in_flight} in "
            f"flight{cache}, topology {args.topology}; per repetition the median ns per run")
     if args.vs_static:
@@ -520,7 +525,7 @@ def _in_place(args: argparse.Namespace, label: str) -> dict[str, Any]:
                          trace_every=every)
             return {**r["ns"], "detail": r}
 
-        cache = "" if args.backend == "static" else f", {args.cache_entries} cache entries"
+        cache = _cache_words(args.backend, args.cache_entries)
         how = (f"in place, {args.depth} labels{cache}, topology {args.topology}, "
                f"under the {'64 B generator' if args.load == 'gen' else 'iperf3 TCP'} load for "
                f"{args.seconds:g} s (kernel run-time statistics, ns per run)")

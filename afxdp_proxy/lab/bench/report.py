@@ -357,6 +357,9 @@ def _headline_lines(h: dict[str, Any]) -> list[str]:
     def share_ok(x: float) -> bool:
         return x >= SHARE_TARGET
 
+    def cost_ok(x: float) -> bool:
+        return x <= COST_TARGET
+
     if "kernel_hash_tcp_share_of_baseline" in h:
         shares = ", ".join(f"{d}: {cell(e)} ({verdict(e, share_ok)})"
                            for d, e in h["kernel_hash_tcp_share_of_baseline"].items())
@@ -380,9 +383,6 @@ def _headline_lines(h: dict[str, Any]) -> list[str]:
         p = ", ".join(f"{d}: {cell(e)}" for d, e in ms["mpps_64"].items())
         out.append(f"- {pair}, TCP by labels: {t}; 64 B packet rate: {p}")
     for v, c in h.get("issue2_bpf_cost_8_labels", {}).items():
-        def cost_ok(x: float) -> bool:
-            return x <= COST_TARGET
-
         out.append(f"- BPF cost at 8 labels, {v} (BPF_PROG_TEST_RUN, target ≤ {COST_TARGET:g}× the LRU floor): "
                    f"RX {cell(c['rx_ns'], 0)} ns = {cell(c['rx_vs_lru'])}× LRU floor "
                    f"({verdict(c['rx_vs_lru'], cost_ok)}; {cell(c['rx_vs_lru_net'])}× net of XDP_PASS), "

@@ -564,7 +564,8 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--quick", action="store_true",
                    help="depths 1 and 16, one repetition, short runs: 24 points with the default variants, "
                    "about 1 m 40 s on a 2-CPU machine (set-up and teardown included), more when it is loaded")
-    p.add_argument("--depths", type=_ints, help="label depths, each once, in 1..16, e.g. 1,2,4,8,12,16 (the default)")
+    p.add_argument("--depths", type=_ints,
+                   help=f"label depths, each once, in 1..{MAX_LABELS}, e.g. 1,2,4,8,12,16 (the default)")
     p.add_argument("--reps", type=_count(1000), metavar="N", help="repetitions, 1 or more (default 3; --quick 1); "
                    "with 1 or 2 the spread is no more than the samples themselves")
     p.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} "
